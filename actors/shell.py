@@ -1,0 +1,469 @@
+"""Run one shell step (a ``run:`` script) on an agent.
+
+:func:`run_shell` is backend-neutral (anyio: trio or asyncio). Its life cycle:
+
+1. Start ``bash -e -o pipefail -c SCRIPT`` (``/bin/sh -e -c`` where there is no
+   bash) in the step's working directory, in a session and process group of
+   its own, with exactly the step's environment (plus ``PATH``, ``HOME`` and
+   ``LANG`` from the agent when the step doesn't set them) and with
+   ``SHUNTER_ENV`` / ``SHUNTER_OUTPUT`` naming two empty files in a private
+   temporary directory.
+2. Deliver stdout and stderr, merged, to ``on_output`` one line at a time as
+   they arrive.
+3. When the shell exits, stop whatever it left running in its process group
+   (SIGTERM, then SIGKILL after ``kill_grace`` seconds): a step can't leave
+   processes behind.
+4. Read the two files (``NAME=value`` lines and ``NAME<<DELIMITER`` blocks, as
+   GitHub Actions does) into :class:`ShellResult` and remove the directory.
+
+If the caller cancels (timeout or cancel), the whole process group gets the
+same SIGTERM-then-SIGKILL treatment, every process is reaped, and the
+cancellation propagates.
+
+Orphans: when a shell dies, its children are re-parented. In containers the
+adopter (PID 1) often never reaps them, which leaves zombies. So on Linux the
+first call makes this process a "child subreaper" (``prctl``): orphans of its
+descendants are re-parented here instead, and :func:`run_shell` reaps those of
+each step's process group. Processes that start a session of their own
+(``setsid``) leave the step's group and are not tracked.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import anyio
+import anyio.abc
+import msgspec
+
+__all__ = ["MAX_LINE_BYTES", "ShellResult", "StepStartError", "parse_exports", "run_shell"]
+
+MAX_LINE_BYTES = 64 * 1024
+"""Longer output lines are delivered in pieces of at most this many bytes."""
+
+_INHERITED = ("PATH", "HOME", "LANG")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_READ_CHUNK = 64 * 1024
+_POLL_INTERVAL = 0.01  # how often to look whether a stopped process group is gone
+_KILL_WAIT = 5.0  # after SIGKILL, how long to wait for the group to vanish
+_PR_SET_CHILD_SUBREAPER = 36  # from <linux/prctl.h>
+
+OutputCallback = Callable[[str], None]
+
+
+class ShellResult(msgspec.Struct, frozen=True):
+    """What a shell step left behind once its shell exited.
+
+    ``exit_code`` is the shell's exit status; a negative value ``-N`` means the
+    shell was killed by signal ``N``. ``env`` holds the variables the script
+    exported through ``$SHUNTER_ENV`` and ``outputs`` the values it wrote to
+    ``$SHUNTER_OUTPUT``.
+    """
+
+    exit_code: int
+    env: dict[str, str]
+    outputs: dict[str, str]
+
+
+class StepStartError(Exception):
+    """The step's shell could not be started (missing working directory, bad
+    environment, no shell...). The message says why, like an ``OSError`` does."""
+
+
+async def run_shell(
+    script: str,
+    *,
+    cwd: os.PathLike[str] | str,
+    env: Mapping[str, str],
+    on_output: OutputCallback,
+    kill_grace: float = 5.0,
+) -> ShellResult:
+    """Run ``script`` as a shell step and return its exit code, env and outputs.
+
+    ``on_output`` receives each line of merged stdout/stderr as soon as it is
+    complete, decoded as UTF-8 (invalid bytes become U+FFFD), without its
+    ``\\n`` or ``\\r\\n``. A last line without a newline is delivered at exit.
+    Lines longer than :data:`MAX_LINE_BYTES` arrive in several pieces. Notes
+    from shunter itself (ignored export lines, processes that had to be
+    killed) arrive through ``on_output`` too, prefixed ``[shunter]``.
+    ``on_output`` should not raise; if it does, the step's processes are
+    stopped and the exception propagates.
+
+    A non-zero exit is a result, not an exception. :class:`StepStartError` is
+    raised when the shell cannot start. Cancellation stops the process group
+    (SIGTERM, up to ``kill_grace`` seconds, SIGKILL), reaps it, and
+    propagates.
+    """
+    if kill_grace < 0:
+        raise ValueError(f"kill_grace must be >= 0, got {kill_grace!r}")
+    _become_subreaper()
+    child_env = _child_env(env)
+    argv = _shell_argv(script)
+    # Private and outside the workspace: a step can't clobber another's files.
+    private_dir = tempfile.mkdtemp(prefix="shunter-step-")
+    try:
+        env_file = os.path.join(private_dir, "env")
+        output_file = os.path.join(private_dir, "output")
+        for path in (env_file, output_file):
+            open(path, "x").close()
+        child_env["SHUNTER_ENV"] = env_file
+        child_env["SHUNTER_OUTPUT"] = output_file
+
+        exit_code = await _execute(argv, cwd, child_env, on_output, kill_grace)
+
+        exported = parse_exports(_read_text(env_file), source="SHUNTER_ENV", warn=on_output)
+        outputs = parse_exports(_read_text(output_file), source="SHUNTER_OUTPUT", warn=on_output)
+    finally:
+        shutil.rmtree(private_dir, ignore_errors=True)
+    return ShellResult(exit_code=exit_code, env=exported, outputs=outputs)
+
+
+def parse_exports(text: str, *, source: str, warn: OutputCallback) -> dict[str, str]:
+    """Parse the contents of a ``SHUNTER_ENV`` or ``SHUNTER_OUTPUT`` file.
+
+    Two forms, as in GitHub Actions: ``NAME=value`` (the value runs to the end
+    of the line and may contain ``=``), and a multi-line value::
+
+        NAME<<DELIMITER
+        line one
+        line two
+        DELIMITER
+
+    A line holding both ``=`` and ``<<`` uses whichever comes first. Blank
+    lines are skipped, a later assignment replaces an earlier one, and a
+    trailing ``\\r`` is dropped from each line. Names must match
+    ``[A-Za-z_][A-Za-z0-9_]*``; anything malformed is reported through
+    ``warn`` as one ``[shunter] warning: <source> line N: ...`` line and ignored.
+    """
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    if lines[-1] == "":
+        lines.pop()
+    result: dict[str, str] = {}
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        where = f"[shunter] warning: {source} line {index + 1}"
+        index += 1
+        if not line.strip():
+            continue
+        equals, heredoc = line.find("="), line.find("<<")
+        if equals != -1 and (heredoc == -1 or equals < heredoc):
+            name, value = line[:equals], line[equals + 1 :]
+        elif heredoc != -1:
+            name, delimiter = line[:heredoc], line[heredoc + 2 :]
+            if not delimiter:
+                warn(f"{where}: missing delimiter after '<<' in {_preview(line)}; ignored")
+                continue
+            try:
+                end = lines.index(delimiter, index)
+            except ValueError:
+                warn(f"{where}: no line {_preview(delimiter)} closes {_preview(line)}; ignored")
+                break
+            value = "\n".join(lines[index:end])
+            index = end + 1
+        else:
+            warn(f"{where}: expected NAME=value or NAME<<DELIMITER, got {_preview(line)}; ignored")
+            continue
+        if not _NAME.match(name):
+            warn(
+                f"{where}: invalid name {_preview(name)} "
+                "(names match [A-Za-z_][A-Za-z0-9_]*); ignored"
+            )
+            continue
+        result[name] = value
+    return result
+
+
+# --- starting the shell ---------------------------------------------------
+
+
+def _child_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The step's environment plus PATH/HOME/LANG from the agent when unset."""
+    child = dict(env)
+    for name in _INHERITED:
+        if name not in child and name in os.environ:
+            child[name] = os.environ[name]
+    for name, value in child.items():
+        if not (isinstance(name, str) and isinstance(value, str)):
+            raise StepStartError(
+                f"cannot start the step: environment variable {name!r} must map a "
+                f"string to a string, got {type(value).__name__}"
+            )
+        if not name or "=" in name or "\0" in name or "\0" in value:
+            raise StepStartError(f"cannot start the step: invalid environment variable {name!r}")
+    return child
+
+
+def _shell_argv(script: str) -> list[str]:
+    """bash with errexit and pipefail, or POSIX sh with errexit without bash."""
+    bash = shutil.which("bash")
+    if bash is not None:
+        return [bash, "-e", "-o", "pipefail", "-c", script]
+    return ["/bin/sh", "-e", "-c", script]
+
+
+_subreaper_done = False
+
+
+def _become_subreaper() -> None:
+    """Adopt orphans of our descendants (Linux), so that we can reap them.
+
+    Done once per process; harmless where unsupported. See the module docstring.
+    """
+    global _subreaper_done
+    if _subreaper_done:
+        return
+    _subreaper_done = True
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no libc prctl: orphans go to PID 1 as usual
+
+
+async def _start(
+    argv: list[str], cwd: os.PathLike[str] | str, env: dict[str, str]
+) -> anyio.abc.Process:
+    try:
+        return await anyio.open_process(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,  # a script reading stdin sees EOF instead of hanging
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # own process group: it can be signalled as a whole
+        )
+    except (OSError, ValueError) as exc:
+        raise StepStartError(f"cannot start the step's shell in {os.fspath(cwd)}: {exc}") from exc
+
+
+# --- running it ------------------------------------------------------------
+
+
+async def _execute(
+    argv: list[str],
+    cwd: os.PathLike[str] | str,
+    env: dict[str, str],
+    on_output: OutputCallback,
+    kill_grace: float,
+) -> int:
+    """Start the shell, pump its output until it is done, return its exit code."""
+    process = await _start(argv, cwd, env)
+    pgid = process.pid  # a session leader's pid is its process group id
+    splitter = _LineSplitter(on_output)
+    try:
+        await _supervise(process, pgid, splitter, kill_grace, on_output)
+    except BaseException as exc:
+        cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
+        if cancelled:
+            splitter.flush()  # what was already read belongs in the log
+        with anyio.CancelScope(shield=True):
+            # After an on_output failure, don't call it again.
+            say = on_output if cancelled else _discard
+            await _stop_group(process, pgid, kill_grace, say)
+        raise
+    finally:
+        with anyio.CancelScope(shield=True):
+            await process.aclose()
+    exit_code = process.returncode
+    assert exit_code is not None  # _supervise waited for the shell
+    return exit_code
+
+
+async def _supervise(
+    process: anyio.abc.Process,
+    pgid: int,
+    splitter: _LineSplitter,
+    kill_grace: float,
+    say: OutputCallback,
+) -> None:
+    """Pump output to EOF while, in parallel, the shell's exit is awaited and
+    its leftovers are stopped (they may hold the pipe open).
+
+    The first failure of either stops both and is re-raised as itself, not
+    wrapped in an exception group.
+    """
+    assert process.stdout is not None
+    failures: list[Exception] = []
+
+    async with anyio.create_task_group() as tg:
+
+        async def guarded(work: Callable[..., Awaitable[None]], *args: Any) -> None:
+            try:
+                await work(*args)
+            except Exception as exc:
+                failures.append(exc)
+                tg.cancel_scope.cancel()
+
+        tg.start_soon(guarded, _stop_leftovers, process, pgid, kill_grace, say)
+        await guarded(_pump, process.stdout, splitter)
+    if failures:
+        raise failures[0]
+
+
+async def _pump(stream: anyio.abc.ByteReceiveStream, splitter: _LineSplitter) -> None:
+    try:
+        while True:
+            splitter.feed(await stream.receive(_READ_CHUNK))
+    except anyio.EndOfStream:
+        splitter.flush()
+
+
+async def _stop_leftovers(
+    process: anyio.abc.Process, pgid: int, grace: float, say: OutputCallback
+) -> None:
+    """Once the shell exits, stop what it left running in its process group."""
+    await process.wait()
+    if _group_alive(process, pgid):
+        say("[shunter] the step's shell exited but left processes running; stopping them")
+        await _stop_group(process, pgid, grace, say)
+
+
+# --- stopping and reaping ------------------------------------------------------
+
+
+async def _stop_group(
+    process: anyio.abc.Process, pgid: int, grace: float, say: OutputCallback
+) -> None:
+    """SIGTERM the group, give it ``grace`` seconds, SIGKILL what is left.
+
+    Returns once the shell and every orphan of the group are reaped (or, for
+    processes stuck in the kernel, after a bounded wait and a warning).
+    """
+    if not _signal_group(pgid, signal.SIGTERM):
+        return  # the group is empty: even the shell has been reaped already
+    with anyio.move_on_after(grace) as graceful:
+        await _wait_group_gone(process, pgid)
+    if not graceful.cancelled_caught:
+        return
+    say(f"[shunter] processes still running {grace:g}s after SIGTERM; sending SIGKILL")
+    _signal_group(pgid, signal.SIGKILL)
+    with anyio.move_on_after(_KILL_WAIT) as killed:
+        await _wait_group_gone(process, pgid)
+    if killed.cancelled_caught:
+        say(f"[shunter] warning: processes of group {pgid} survived SIGKILL for {_KILL_WAIT:g}s")
+
+
+async def _wait_group_gone(process: anyio.abc.Process, pgid: int) -> None:
+    await process.wait()
+    # No event tells when orphans die (they may not be our children): poll.
+    while _group_alive(process, pgid):
+        await anyio.sleep(_POLL_INTERVAL)
+
+
+def _group_alive(process: anyio.abc.Process, pgid: int) -> bool:
+    """Whether any process of the group exists, after reaping those we may."""
+    if process.returncode is None:
+        return True
+    _reap_orphans(pgid)
+    return _signal_group(pgid, 0)
+
+
+def _reap_orphans(pgid: int) -> None:
+    """Reap the group's dead processes that were re-parented to us.
+
+    Only called once the shell itself has been reaped by anyio, so this never
+    steals its exit status.
+    """
+    while True:
+        try:
+            pid, _ = os.waitpid(-pgid, os.WNOHANG)
+        except ChildProcessError:
+            return  # none of the group's processes is our child
+        if pid == 0:
+            return  # some are our children but still running
+
+
+def _signal_group(pgid: int, signum: int) -> bool:
+    """Send ``signum`` to the group; False when the group no longer exists.
+
+    The group id can't be reused while any member exists, and we only signal
+    groups we started and haven't seen empty yet.
+    """
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # a member changed its user id (setuid); it still exists
+    return True
+
+
+def _discard(_line: str) -> None:
+    pass
+
+
+# --- output ------------------------------------------------------------------------
+
+
+class _LineSplitter:
+    """Turns chunks of bytes into text lines for ``on_output``, in bounded memory.
+
+    Lines longer than :data:`MAX_LINE_BYTES` are cut into pieces, never inside
+    a UTF-8 character, and the pieces don't depend on how the reads happened
+    to be chunked.
+    """
+
+    __slots__ = ("_emit", "_pending")
+
+    def __init__(self, emit: OutputCallback) -> None:
+        self._emit = emit
+        self._pending = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        pending = self._pending
+        pending += data
+        start = 0
+        while (end := pending.find(b"\n", start)) != -1:
+            self._emit_line(pending[start:end])
+            start = end + 1
+        del pending[:start]
+        # +1 keeps a possible '\r' (of a '\r\n' still to come) with its line.
+        while len(pending) > MAX_LINE_BYTES + 1:
+            cut = _utf8_cut(pending, MAX_LINE_BYTES)
+            self._emit(pending[:cut].decode("utf-8", "replace"))
+            del pending[:cut]
+
+    def flush(self) -> None:
+        """Deliver a last line that has no newline."""
+        if self._pending:
+            self._emit_line(self._pending)
+            self._pending = bytearray()
+
+    def _emit_line(self, raw: bytes | bytearray) -> None:
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        while len(raw) > MAX_LINE_BYTES:
+            cut = _utf8_cut(raw, MAX_LINE_BYTES)
+            self._emit(raw[:cut].decode("utf-8", "replace"))
+            raw = raw[cut:]
+        self._emit(raw.decode("utf-8", "replace"))
+
+
+def _utf8_cut(data: bytes | bytearray, limit: int) -> int:
+    """Where to cut ``data`` (longer than ``limit``) at most ``limit`` bytes in,
+    backing up over UTF-8 continuation bytes so no character is split."""
+    cut = limit
+    while cut > limit - 3 and data[cut] & 0xC0 == 0x80:
+        cut -= 1
+    return cut
+
+
+def _read_text(path: str) -> str:
+    with open(path, "rb") as file:
+        return file.read().decode("utf-8", "replace")
+
+
+def _preview(text: str, limit: int = 80) -> str:
+    """``repr`` of text, shortened for a one-line warning."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
