@@ -1,0 +1,581 @@
+"""Load and validate pipeline YAML/JSON into an ``actors.spec.PipelineSpec``.
+
+``load_pipeline`` walks the raw data by hand and collects every problem
+before refusing, so a user sees all of them at once, each with a
+JSONPath-like location::
+
+    $.stages[0].jobs.compile.runs-on.concurrency-limit-total: must be >= 1
+
+Choices made where DESIGN §4 is silent:
+
+- ``version`` may be left out; ``v3.0``, ``v3``, ``3.0`` and ``3`` (string
+  or number) are all read as ``v3.0``. Anything else is refused.
+- A key set to ``null`` counts as left out.
+- A variable is ``NAME: scalar`` or ``NAME: {value: scalar, description:
+  text}``; the description is documentation only. Scalars become strings
+  the way a shell sees them (``true``, ``3``, ``1.5``; null is ``""``).
+  Variable and env names are ``[A-Za-z_][A-Za-z0-9_]*``.
+- ``depend-on`` and ``labels`` accept a single string for a list of one.
+- Stage names default to ``stage-N``, must be unique, and may not be
+  ``finally`` (the API shows ``finally`` jobs as a stage of that name).
+- A job with ``lock-resource-with`` runs on the agent of another job, so
+  it may not set ``pool-name``, ``node-name`` or ``labels``; it takes them
+  (and ``self-hosted``) from the first job of its lock chain.
+- YAML mappings with a duplicate key are refused rather than silently
+  keeping the last value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors import templates
+from actors.errors import SpecError
+from actors.spec import (
+    ON_QUEUE_FULL,
+    STEP_CONTINUE_ON_ERROR,
+    Concurrency,
+    Job,
+    Mutex,
+    PipelineSpec,
+    RunsOn,
+    Stage,
+    Step,
+    normalize_condition,
+)
+from runtime._validate import (
+    Checker,
+    find_cycles,
+    index_path,
+    key_path,
+    parse_document,
+    reaches,
+    suggest,
+    type_name,
+)
+
+__all__ = ["load_pipeline", "slugify", "validate_pipeline_id"]
+
+_TOP_KEYS = ("version", "name", "variables", "concurrency", "stages", "jobs", "steps", "finally")
+_CONCURRENCY_KEYS = ("group", "max-parallel", "queue-length", "queue-timeout-minutes",
+                     "cancel-in-progress", "on-queue-full")
+_STAGE_KEYS = ("name", "jobs")
+_JOB_KEYS = ("name", "runs-on", "depend-on", "timeout-minutes", "continue-on-error", "mutex",
+             "env", "if", "steps")
+_RUNS_ON_KEYS = ("pool-name", "self-hosted", "node-name", "labels", "concurrency-limit-per-node",
+                 "concurrency-limit-total", "queue-timeout-minutes", "lock-resource-with")
+_PLACEMENT_KEYS = ("pool-name", "node-name", "labels")
+_MUTEX_KEYS = ("label", "queue-length", "timeout-minutes")
+_STEP_KEYS = ("id", "name", "run", "uses", "with", "env", "if", "timeout-minutes", "retry-times",
+              "continue-on-error")
+_VARIABLE_KEYS = ("value", "description")
+_VERSIONS = ("v3.0", "v3", "3.0", "3")
+
+_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_USES = re.compile(r"([A-Za-z0-9_][A-Za-z0-9_./-]*)(?:@([A-Za-z0-9_.-]+))?\Z")
+_ID_RULE = "use a letter or '_' then letters, digits, '_' or '-'"
+_VARIABLE = "variable name"
+_NAME_RULE = "use a letter or '_' then letters, digits or '_'"
+_PIPELINE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
+_MAX_WITH_VALUES = 100_000  # per step: YAML aliases can expand a small document
+
+
+def load_pipeline(
+    source: str | bytes | os.PathLike[str] | Mapping[str, Any],
+    *,
+    known_actions: Collection[str] | None = None,
+) -> PipelineSpec:
+    """Parse and validate a pipeline; raise ``SpecError`` listing every problem.
+
+    ``source`` is YAML or JSON text (str or bytes), a path to such a file,
+    or an already-parsed mapping. When ``known_actions`` is given, every
+    ``uses`` must name one of them.
+    """
+    if isinstance(source, Mapping):
+        data: Any = source
+        text = ""
+    else:
+        data, text, problem = parse_document(source, "pipeline")
+        if problem is not None:
+            raise SpecError([{"path": "$", "message": problem}])
+    walker = _Walker(known_actions)
+    spec = walker.pipeline(data, text)
+    if walker.check.errors or spec is None:
+        raise SpecError(walker.check.errors)
+    return spec
+
+
+def slugify(name: str) -> str:
+    """A default pipeline id from a name: lowercase ``[a-z0-9-]``, never empty.
+
+    Accents are dropped (``Déploiement`` → ``deploiement``), every other run
+    of characters becomes one dash, dashes are trimmed from both ends, the
+    result is cut to 64 characters, and an empty result is ``pipeline``.
+    """
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
+    return slug[:64].rstrip("-") or "pipeline"
+
+
+def validate_pipeline_id(pipeline_id: Any) -> str | None:
+    """Return why ``pipeline_id`` is not a valid id, or None if it is.
+
+    Ids are 1 to 64 characters of ``A-Z a-z 0-9 _ . -`` not starting with a dot.
+    """
+    if not isinstance(pipeline_id, str):
+        return f"pipeline id must be a string, got {type_name(pipeline_id)}"
+    if not _PIPELINE_ID.match(pipeline_id):
+        return (
+            f"invalid pipeline id {pipeline_id!r}: use 1 to 64 characters "
+            "of letters, digits, '_', '.' and '-'"
+        )
+    if pipeline_id.startswith("."):
+        return f"invalid pipeline id {pipeline_id!r}: must not start with '.'"
+    return None
+
+
+@dataclass
+class _JobDraft:
+    """A job read but not yet built: cross-references are checked on these."""
+
+    id: str
+    path: str
+    stage: int  # position of its stage; the finally jobs come after the last
+    stage_name: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    runs_on: dict[str, Any] = field(default_factory=dict)
+    runs_on_path: str = ""
+    depend_on: list[tuple[str, str]] = field(default_factory=list)  # (job id, path)
+
+
+class _Walker:
+    """Walks raw pipeline data once, recording errors and job drafts."""
+
+    def __init__(self, known_actions: Collection[str] | None) -> None:
+        self.check = Checker()
+        self.known_actions = known_actions
+        self.variables: dict[str, str] = {}
+        self.jobs: dict[str, _JobDraft] = {}  # every job id of the pipeline
+        self.lock_roots: dict[str, _JobDraft] = {}  # job id -> first job of its lock chain
+
+    # -- top level -------------------------------------------------------
+
+    def pipeline(self, data: Any, text: str) -> PipelineSpec | None:
+        top = self.check.mapping(data, "$", _TOP_KEYS)
+        if top is None:
+            return None
+        self.version(top.get("version"))
+        name = self.check.string(top, "name", "$", required=True, non_empty=True)
+        self.variables = self.read_variables(top.get("variables"), "$.variables")
+        concurrency = self.concurrency(top.get("concurrency"), "$.concurrency")
+        stages = self.stages(top)
+        final = self.jobs_of(top.get("finally"), "$.finally", len(stages), "finally", final=True)
+        self.cross_check()
+        if self.check.errors or name is None:
+            return None
+        built = {job_id: self.build(draft) for job_id, draft in self.jobs.items()}
+        return PipelineSpec(
+            name=name,
+            variables=self.variables,
+            concurrency=concurrency,
+            stages=tuple(
+                Stage(name=stage_name, jobs=tuple(built[d.id] for d in drafts))
+                for stage_name, drafts in stages
+            ),
+            finally_=tuple(built[d.id] for d in final),
+            source=text,
+        )
+
+    def version(self, value: Any) -> None:
+        """Refuse any version but v3.0 (and its spellings; see the module docstring)."""
+        if value is None:
+            return
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == 3:
+            return  # YAML reads `version: 3.0` as a number
+        if isinstance(value, str) and value.strip().lower() in _VERSIONS:
+            return
+        self.check.error(
+            "$.version", f"unsupported version {value!r}: shunter reads v3.0 (or v3, 3.0)"
+        )
+
+    def read_variables(self, value: Any, path: str) -> dict[str, str]:
+        """Declared variables: ``NAME: scalar`` or ``NAME: {value, description}``."""
+        result = {}
+        for name, item in self.check.named(value, path, _NAME, _NAME_RULE, _VARIABLE).items():
+            where = key_path(path, name)
+            if isinstance(item, Mapping):
+                entry = self.check.entries(item, where, _VARIABLE_KEYS)
+                self.check.string(entry, "description", where)
+                if "value" not in entry:
+                    self.check.error(key_path(where, "value"), "is required")
+                item, where = entry.get("value"), key_path(where, "value")
+            result[name] = self.check.scalar_text(item, where)
+        return result
+
+    def concurrency(self, value: Any, path: str) -> Concurrency | None:
+        """The pipeline's concurrency group, or None when there is none."""
+        if value is None:
+            return None
+        data = self.check.mapping(value, path, _CONCURRENCY_KEYS)
+        if data is None:
+            return None
+        c = self.check
+        group = c.string(data, "group", path, required=True, non_empty=True)
+        self.templates(group, key_path(path, "group"))
+        timeout = c.positive(data, "queue-timeout-minutes", path, default=480.0)
+        return Concurrency(
+            group=group or "",
+            max_parallel=c.integer(data, "max-parallel", path, default=1, minimum=1) or 1,
+            queue_length=c.integer(data, "queue-length", path, default=10, minimum=0) or 0,
+            queue_timeout_minutes=timeout or 480.0,
+            cancel_in_progress=c.boolean(data, "cancel-in-progress", path, default=False),
+            on_queue_full=c.choice(data, "on-queue-full", path, ON_QUEUE_FULL, default="reject"),
+        )
+
+    # -- stages and jobs -------------------------------------------------
+
+    def stages(self, top: dict[str, Any]) -> list[tuple[str, list[_JobDraft]]]:
+        """The stages as (name, job drafts), from whichever form the pipeline uses."""
+        forms = [key for key in ("stages", "jobs", "steps") if top.get(key) is not None]
+        if len(forms) != 1:
+            given = ", ".join(repr(key) for key in forms)
+            self.check.error(
+                "$",
+                f"use only one of 'stages', 'jobs' or 'steps' (found {given})"
+                if forms
+                else "one of 'stages', 'jobs' or 'steps' is required",
+            )
+            return []
+        if forms[0] == "jobs":
+            return [("stage-1", self.jobs_of(top["jobs"], "$.jobs", 0, "stage-1"))]
+        if forms[0] == "steps":
+            # One job of one stage: the job takes every default.
+            draft = _JobDraft(id="job-1", path="$", stage=0, stage_name="stage-1")
+            draft.fields = {"name": "job-1", "steps": self.steps(top["steps"], "$.steps")}
+            draft.runs_on = {"_given": ()}
+            self.jobs[draft.id] = draft
+            return [("stage-1", [draft])]
+        result: list[tuple[str, list[_JobDraft]]] = []
+        seen: dict[str, str] = {}
+        items = self.check.non_empty_list(top["stages"], "$.stages", "stages")
+        for index, item in enumerate(items):
+            path = index_path("$.stages", index)
+            data = self.check.mapping(item, path, _STAGE_KEYS)
+            if data is None:
+                continue
+            default = f"stage-{index + 1}"
+            name = self.check.string(data, "name", path, default=default, non_empty=True)
+            name = name or default
+            if name in seen or name == "finally":
+                why = f"also {seen[name]}" if name in seen else "reserved for the finally jobs"
+                self.check.error(key_path(path, "name"), f"duplicate stage name {name!r} ({why})")
+            seen.setdefault(name, path)
+            if data.get("jobs") is None:
+                self.check.error(key_path(path, "jobs"), "is required")
+            drafts = self.jobs_of(data.get("jobs"), key_path(path, "jobs"), len(result), name)
+            result.append((name, drafts))
+        return result
+
+    def jobs_of(
+        self, value: Any, path: str, stage: int, stage_name: str, *, final: bool = False
+    ) -> list[_JobDraft]:
+        """Read a mapping of job id → job (a stage's ``jobs``, or ``finally``)."""
+        if value is None:
+            return []
+        data = self.check.mapping(value, path, None)
+        if data is None:
+            return []
+        if not data and not final:
+            self.check.error(path, "must declare at least one job")
+        drafts = []
+        for job_id, item in data.items():
+            where = key_path(path, job_id)
+            if not _ID.match(job_id):
+                self.check.error(where, f"invalid job id {job_id!r}: {_ID_RULE}")
+            draft = self.job(job_id, item, where, stage, stage_name, final=final)
+            if job_id in self.jobs:
+                self.check.error(
+                    where,
+                    f"duplicate job id {job_id!r} (also {self.jobs[job_id].path}); "
+                    "job ids are unique across the pipeline",
+                )
+                continue
+            self.jobs[job_id] = draft
+            drafts.append(draft)
+        return drafts
+
+    def job(
+        self, job_id: str, value: Any, path: str, stage: int, stage_name: str, *, final: bool
+    ) -> _JobDraft:
+        """Read one job's own fields; references to other jobs wait for cross_check."""
+        draft = _JobDraft(id=job_id, path=path, stage=stage, stage_name=stage_name)
+        data = self.check.mapping(value, path, _JOB_KEYS)
+        if data is None:
+            return draft
+        c = self.check
+        draft.fields = {
+            "name": c.string(data, "name", path, default=job_id, non_empty=True) or job_id,
+            "timeout_minutes": c.positive(data, "timeout-minutes", path, default=900.0) or 900.0,
+            "continue_on_error": c.boolean(data, "continue-on-error", path, default=False),
+            "mutex": self.mutex(data.get("mutex"), key_path(path, "mutex")),
+            "env": self.env(data.get("env"), key_path(path, "env")),
+            "if_": self.condition(data, path, "ALWAYS" if final else "SUCCESS"),
+        }
+        if data.get("steps") is None:
+            c.error(key_path(path, "steps"), "is required (a job needs at least one step)")
+        draft.fields["steps"] = self.steps(data.get("steps"), key_path(path, "steps"))
+        draft.depend_on = c.string_items(data, "depend-on", path)
+        draft.runs_on_path = key_path(path, "runs-on")
+        draft.runs_on = self.runs_on(data.get("runs-on"), draft.runs_on_path)
+        return draft
+
+    def runs_on(self, value: Any, path: str) -> dict[str, Any]:
+        """RunsOn fields as keyword arguments (``_given`` lists the placement keys set)."""
+        if value is None:
+            return {"_given": ()}
+        if isinstance(value, str):
+            if not value.strip():
+                self.check.error(path, "must not be empty")
+            return {"pool_name": value, "_given": ("pool-name",)}
+        data = self.check.mapping(value, path, _RUNS_ON_KEYS)
+        if data is None:
+            return {"_given": ()}
+        c = self.check
+        return {
+            "_given": tuple(key for key in _PLACEMENT_KEYS if data.get(key) is not None),
+            "pool_name": c.string(data, "pool-name", path, default="default", non_empty=True),
+            "self_hosted": c.boolean(data, "self-hosted", path, default=True),
+            "node_name": c.string(data, "node-name", path, non_empty=True),
+            "labels": c.string_list(data, "labels", path),
+            "concurrency_limit_per_node": c.integer(
+                data, "concurrency-limit-per-node", path, default=None, minimum=1
+            ),
+            "concurrency_limit_total": c.integer(
+                data, "concurrency-limit-total", path, default=None, minimum=1
+            ),
+            "queue_timeout_minutes": c.positive(data, "queue-timeout-minutes", path, default=10.0),
+            "lock_resource_with": c.string(data, "lock-resource-with", path, non_empty=True),
+        }
+
+    def mutex(self, value: Any, path: str) -> Mutex | None:
+        """A job's mutex, or None when it has none."""
+        if value is None:
+            return None
+        data = self.check.mapping(value, path, _MUTEX_KEYS)
+        if data is None:
+            return None
+        c = self.check
+        label = c.string(data, "label", path, required=True, non_empty=True)
+        self.templates(label, key_path(path, "label"))
+        return Mutex(
+            label=label or "",
+            queue_length=c.integer(data, "queue-length", path, default=10, minimum=0) or 0,
+            timeout_minutes=c.positive(data, "timeout-minutes", path, default=10.0) or 10.0,
+        )
+
+    # -- steps -----------------------------------------------------------
+
+    def steps(self, value: Any, path: str) -> tuple[Step, ...]:
+        """A job's steps; their ids (given or ``step-N``) must be unique in the job."""
+        if value is None:
+            return ()
+        steps = []
+        seen: dict[str, str] = {}
+        for index, item in enumerate(self.check.non_empty_list(value, path, "steps")):
+            where = index_path(path, index)
+            step = self.step(item, where, index + 1)
+            if step is None:
+                continue
+            if step.id in seen:
+                self.check.error(
+                    where,
+                    f"duplicate step id {step.id!r} (also {seen[step.id]}); "
+                    "steps without an id are named step-N by position",
+                )
+            seen.setdefault(step.id, where)
+            steps.append(step)
+        return tuple(steps)
+
+    def step(self, value: Any, path: str, position: int) -> Step | None:
+        """One step (``position`` is 1-based, for its default id), or None if not a mapping."""
+        data = self.check.mapping(value, path, _STEP_KEYS)
+        if data is None:
+            return None
+        c = self.check
+        step_id = c.string(data, "id", path, non_empty=True)
+        if step_id is not None and step_id.strip() and not _ID.match(step_id):
+            c.error(key_path(path, "id"), f"invalid step id {step_id!r}: {_ID_RULE}")
+        step_id = step_id or f"step-{position}"
+        run = c.string(data, "run", path, non_empty=True)
+        self.templates(run, key_path(path, "run"))
+        uses = c.string(data, "uses", path, non_empty=True)
+        action = self.action(uses, key_path(path, "uses")) if uses else None
+        if data.get("run") is not None and data.get("uses") is not None:
+            c.error(path, "use either 'run' or 'uses', not both")
+        elif data.get("run") is None and data.get("uses") is None:
+            c.error(path, "needs 'run' (a shell command) or 'uses' (an action)")
+        with_ = data.get("with")
+        if with_ is not None:
+            if data.get("uses") is None:
+                c.error(key_path(path, "with"), "is only for steps with 'uses' (an action)")
+            with_ = c.mapping(with_, key_path(path, "with"), None)
+            for text, where in c.strings(with_, key_path(path, "with"), _MAX_WITH_VALUES):
+                self.templates(text, where)
+        return Step(
+            id=step_id,
+            name=c.string(data, "name", path, default=step_id, non_empty=True) or step_id,
+            run=run,
+            uses=uses,
+            action=action,
+            with_=with_ or {},
+            env=self.env(data.get("env"), key_path(path, "env")),
+            if_=self.condition(data, path, "SUCCESS"),
+            timeout_minutes=c.positive(data, "timeout-minutes", path, default=None),
+            retry_times=c.integer(data, "retry-times", path, default=0, minimum=0, maximum=5) or 0,
+            continue_on_error=self.step_continue(data.get("continue-on-error"), path),
+        )
+
+    def action(self, uses: str, path: str) -> str | None:
+        """The action name in ``uses`` (``sleep@1`` → ``sleep``); must be known if listed."""
+        match = _USES.match(uses.strip())
+        if match is None:
+            self.check.error(path, f"must be 'action@version' (e.g. 'sleep@1'), got {uses!r}")
+            return None
+        name = match.group(1)
+        if self.known_actions is not None and name not in self.known_actions:
+            self.check.error(
+                path, f"unknown action {name!r}{suggest(name, self.known_actions)}"
+            )
+        return name
+
+    def step_continue(self, value: Any, path: str) -> str:
+        """A step's continue-on-error as one of STEP_CONTINUE_ON_ERROR (booleans too)."""
+        if value is None:
+            return "false"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, str) and value.strip().lower() in STEP_CONTINUE_ON_ERROR:
+            return value.strip().lower()
+        self.check.error(
+            key_path(path, "continue-on-error"),
+            f"must be one of {', '.join(STEP_CONTINUE_ON_ERROR)}, got {value!r}",
+        )
+        return "false"
+
+    # -- shared pieces ---------------------------------------------------
+
+    def condition(self, data: Mapping[str, Any], path: str, default: str) -> str:
+        """The ``if`` of a job or step, normalised (``failure()`` → ``FAILURE``)."""
+        value = self.check.string(data, "if", path)
+        if value is None:
+            return default
+        canonical = normalize_condition(value)
+        if canonical is None:
+            self.check.error(
+                key_path(path, "if"),
+                f"must be one of SUCCESS, FAILURE, ALWAYS, CANCELED, got {value!r}",
+            )
+            return default
+        return canonical
+
+    def env(self, value: Any, path: str) -> dict[str, str]:
+        """An ``env`` mapping: names as for variables, scalar values as text, templates checked."""
+        result = {}
+        for name, item in self.check.named(value, path, _NAME, _NAME_RULE, _VARIABLE).items():
+            result[name] = self.check.scalar_text(item, key_path(path, name))
+            self.templates(result[name], key_path(path, name))
+        return result
+
+    def templates(self, text: str | None, path: str) -> None:
+        """Report every template problem of ``text`` against the declared variables."""
+        if text:
+            for problem in templates.check(text, self.variables):
+                self.check.error(path, problem)
+
+    # -- cross-references --------------------------------------------------
+
+    def cross_check(self) -> None:
+        """depend-on targets and cycles, then lock-resource-with, over all drafts."""
+        deps: dict[str, list[str]] = {}  # valid same-stage dependencies
+        for draft in self.jobs.values():
+            deps[draft.id] = []
+            for target, path in draft.depend_on:
+                other = self.jobs.get(target)
+                if target == draft.id:
+                    self.check.error(path, f"job {target!r} cannot depend on itself")
+                elif other is None:
+                    same = [d.id for d in self.jobs.values() if d.stage == draft.stage]
+                    self.check.error(path, f"unknown job {target!r}{suggest(target, same)}")
+                elif other.stage != draft.stage:
+                    why = ("an earlier", ", which always finishes first")
+                    if other.stage > draft.stage:
+                        why = ("a later", "")
+                    self.check.error(
+                        path,
+                        f"job {target!r} is in {why[0]} stage ({other.stage_name!r}){why[1]}: "
+                        "depend-on names jobs of the same stage",
+                    )
+                elif target not in deps[draft.id]:
+                    deps[draft.id].append(target)
+        for cycle in find_cycles(deps):
+            where = key_path(self.jobs[cycle[0]].path, "depend-on")
+            self.check.error(where, "dependency cycle: " + " -> ".join(cycle))
+        for draft in self.jobs.values():
+            self.lock(draft, deps)
+
+    def lock(self, draft: _JobDraft, deps: dict[str, list[str]]) -> None:
+        """Check lock-resource-with names a job that will have run before this one."""
+        target = draft.runs_on.get("lock_resource_with")
+        if target is None:
+            return
+        path = key_path(draft.runs_on_path, "lock-resource-with")
+        other = self.jobs.get(target)
+        if target == draft.id:
+            self.check.error(path, "a job cannot lock the agent of itself")
+        elif other is None:
+            self.check.error(path, f"unknown job {target!r}{suggest(target, self.jobs)}")
+        elif other.stage > draft.stage:
+            self.check.error(path, f"job {target!r} runs in a later stage ({other.stage_name!r})")
+        elif other.stage == draft.stage and not reaches(deps, draft.id, target):
+            self.check.error(
+                path,
+                f"job {target!r} is in the same stage but not a depend-on ancestor, "
+                "so it may not have run first: add it to depend-on",
+            )
+        for key in draft.runs_on["_given"]:
+            self.check.error(
+                key_path(draft.runs_on_path, key),
+                "cannot be combined with lock-resource-with "
+                f"(the job runs on the agent of {target!r})",
+            )
+
+    def build(self, draft: _JobDraft) -> Job:
+        """The Job of a draft, with placement inherited along its lock chain."""
+        fields = {k: v for k, v in draft.runs_on.items() if k != "_given"}
+        # Only called on a valid pipeline, so every lock chain ends; the
+        # roots are remembered so long chains are walked once.
+        chain, root = [], draft
+        while root.id not in self.lock_roots and (nxt := root.runs_on.get("lock_resource_with")):
+            chain.append(root.id)
+            root = self.jobs[nxt]
+        root = self.lock_roots.get(root.id, root)
+        self.lock_roots.update(dict.fromkeys(chain, root))
+        if root is not draft:
+            for key in ("pool_name", "self_hosted", "node_name", "labels"):
+                if key in root.runs_on:
+                    fields[key] = root.runs_on[key]
+                else:
+                    fields.pop(key, None)
+        return Job(
+            id=draft.id,
+            runs_on=RunsOn(**fields),
+            depend_on=tuple(dict.fromkeys(dep for dep, _ in draft.depend_on)),
+            **draft.fields,
+        )
+
