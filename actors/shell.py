@@ -17,8 +17,8 @@
    GitHub Actions does) into :class:`ShellResult` and remove the directory.
 
 If the caller cancels (timeout or cancel), the whole process group gets the
-same SIGTERM-then-SIGKILL treatment, every process is reaped, and the
-cancellation propagates.
+same SIGTERM-then-SIGKILL treatment while its output still reaches
+``on_output``, every process is reaped, and the cancellation propagates.
 
 Orphans: when a shell dies, its children are re-parented. In containers the
 adopter (PID 1) often never reaps them, which leaves zombies. So on Linux the
@@ -30,6 +30,7 @@ each step's process group. Processes that start a session of their own
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
@@ -55,6 +56,7 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _READ_CHUNK = 64 * 1024
 _POLL_INTERVAL = 0.01  # how often to look whether a stopped process group is gone
 _KILL_WAIT = 5.0  # after SIGKILL, how long to wait for the group to vanish
+_DRAIN_WAIT = 1.0  # once the group is gone, how long to wait for the end of its output
 _PR_SET_CHILD_SUBREAPER = 36  # from <linux/prctl.h>
 
 OutputCallback = Callable[[str], None]
@@ -100,8 +102,10 @@ async def run_shell(
 
     A non-zero exit is a result, not an exception. :class:`StepStartError` is
     raised when the shell cannot start. Cancellation stops the process group
-    (SIGTERM, up to ``kill_grace`` seconds, SIGKILL), reaps it, and
-    propagates.
+    (SIGTERM, up to ``kill_grace`` seconds, SIGKILL) while delivering what it
+    still prints, reaps it, and propagates; the export files are not read
+    then. Processes the shell leaves running when it exits are stopped the
+    same way, and the step ends when its shell does.
     """
     if kill_grace < 0:
         raise ValueError(f"kill_grace must be >= 0, got {kill_grace!r}")
@@ -258,19 +262,22 @@ async def _execute(
     kill_grace: float,
 ) -> int:
     """Start the shell, pump its output until it is done, return its exit code."""
-    process = await _start(argv, cwd, env)
+    # Shielded: if a cancellation interrupted the start, the script would run
+    # on with nobody left to stop its process group.
+    with anyio.CancelScope(shield=True):
+        process = await _start(argv, cwd, env)
     pgid = process.pid  # a session leader's pid is its process group id
     splitter = _LineSplitter(on_output)
     try:
         await _supervise(process, pgid, splitter, kill_grace, on_output)
-    except BaseException as exc:
-        cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
-        if cancelled:
-            splitter.flush()  # what was already read belongs in the log
+    except anyio.get_cancelled_exc_class():
         with anyio.CancelScope(shield=True):
-            # After an on_output failure, don't call it again.
-            say = on_output if cancelled else _discard
-            await _stop_group(process, pgid, kill_grace, say)
+            await _stop_and_drain(process, pgid, splitter, kill_grace, on_output)
+        raise
+    except BaseException:
+        # on_output failed (or KeyboardInterrupt): stop without calling it again.
+        with anyio.CancelScope(shield=True):
+            await _stop_group(process, pgid, kill_grace, _discard)
         raise
     finally:
         with anyio.CancelScope(shield=True):
@@ -295,6 +302,9 @@ async def _supervise(
     """
     assert process.stdout is not None
     failures: list[Exception] = []
+    # Notes about leftovers wait for the end of the output: the shell's exit
+    # can be seen before its last lines are read.
+    notes: list[str] = []
 
     async with anyio.create_task_group() as tg:
 
@@ -305,10 +315,12 @@ async def _supervise(
                 failures.append(exc)
                 tg.cancel_scope.cancel()
 
-        tg.start_soon(guarded, _stop_leftovers, process, pgid, kill_grace, say)
+        tg.start_soon(guarded, _stop_leftovers, process, pgid, kill_grace, notes.append)
         await guarded(_pump, process.stdout, splitter)
     if failures:
         raise failures[0]
+    for note in notes:
+        say(note)
 
 
 async def _pump(stream: anyio.abc.ByteReceiveStream, splitter: _LineSplitter) -> None:
@@ -330,6 +342,33 @@ async def _stop_leftovers(
 
 
 # --- stopping and reaping ------------------------------------------------------
+
+
+async def _stop_and_drain(
+    process: anyio.abc.Process,
+    pgid: int,
+    splitter: _LineSplitter,
+    grace: float,
+    say: OutputCallback,
+) -> None:
+    """Stop a cancelled step's group while still delivering its output: the
+    last lines before a timeout, and what its SIGTERM handlers print, are
+    the ones a user needs."""
+    assert process.stdout is not None
+
+    async def drain(stream: anyio.abc.ByteReceiveStream) -> None:
+        with contextlib.suppress(Exception):  # a broken log sink must not hide the cancellation
+            try:
+                await _pump(stream, splitter)
+            finally:
+                splitter.flush()  # also a line cut short by the deadline below
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(drain, process.stdout)
+        await _stop_group(process, pgid, grace, say)
+        # Every writer is gone, so the pipe ends at once, unless a process
+        # that left the group (setsid) still holds it: don't wait for that.
+        tg.cancel_scope.deadline = anyio.current_time() + _DRAIN_WAIT
 
 
 async def _stop_group(

@@ -298,8 +298,10 @@ async def test_background_leftovers_are_stopped_when_the_shell_exits(tmp_path: p
     script = 'sleep 1000 & echo "$!" > "$PIDS.tmp"; mv "$PIDS.tmp" "$PIDS"; echo started'
     result, log = await run(script, tmp_path, {"PIDS": str(pids)})
     assert result.exit_code == 0
-    assert log.lines[0] == "started"
-    assert "left processes running" in log.notes()[0]
+    assert log.lines == [
+        "started",
+        "[shunter] the step's shell exited but left processes running; stopping them",
+    ]
     assert_gone(int(pids.read_text()))
 
 
@@ -342,17 +344,34 @@ async def test_cancel_terminates_the_whole_process_group(
     assert list(private_tmp.iterdir()) == []
 
 
-async def test_cancel_gives_the_script_time_to_clean_up(tmp_path: pathlib.Path) -> None:
-    mark = tmp_path / "cleaned"
+async def test_cancel_gives_the_script_time_to_clean_up_and_logs_it(
+    tmp_path: pathlib.Path,
+) -> None:
     script = (
-        f"trap 'echo bye > {mark}; exit 0' TERM; "
+        "trap 'echo cleaning up; exit 0' TERM; "
         'sleep 1000 & echo "$$ $!" > "$PIDS.tmp"; mv "$PIDS.tmp" "$PIDS"; wait'
     )
-    outcome = await cancel_once_written(script, tmp_path / "pids", Log())
+    log = Log()
+    outcome = await cancel_once_written(script, tmp_path / "pids", log)
     assert outcome == ["cancelled"]
-    assert mark.read_text() == "bye\n"
+    assert log.lines == ["cleaning up"]  # output after the cancel still reaches the log
     for pid in map(int, (tmp_path / "pids").read_text().split()):
         assert_gone(pid)
+
+
+async def test_cancelled_before_starting_still_stops_and_cleans_up(
+    tmp_path: pathlib.Path, private_tmp: pathlib.Path
+) -> None:
+    pids = tmp_path / "pids"
+    script = 'sleep 1000 & echo "$$ $!" > "$PIDS"; wait'
+    with anyio.fail_after(10), anyio.CancelScope() as scope:
+        scope.cancel()
+        await run_shell(script, cwd=tmp_path, env={"PIDS": str(pids)}, on_output=Log())
+    assert scope.cancelled_caught
+    assert list(private_tmp.iterdir()) == []
+    if pids.exists():  # how far the script got before it was stopped varies
+        for pid in map(int, pids.read_text().split()):
+            assert_gone(pid)
 
 
 async def test_cancel_kills_what_ignores_sigterm_after_the_grace(tmp_path: pathlib.Path) -> None:
