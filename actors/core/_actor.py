@@ -1,0 +1,102 @@
+"""The ``Actor`` base class: private state, one message entry, lifecycle hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+if TYPE_CHECKING:
+    from ._cell import Cell, Ref
+    from ._system import ActorSystem, Supervision
+    from ._timers import TimerHandle
+
+__all__ = ["Actor", "ActorFactory"]
+
+ActorFactory: TypeAlias = "Callable[[], Actor]"
+
+
+class Actor:
+    """Subclass this and implement ``receive``.
+
+    The kernel calls ``receive(message)`` for each message, one at a time, in
+    the actor's own task; nothing else touches the actor's attributes. A
+    plain ``def receive`` is the fast path: the mailbox is drained in batches
+    with no task switch between messages. An ``async def receive`` is allowed
+    for actors that must await while handling (the mailbox waits meanwhile).
+
+    For an ``ask`` the return value of ``receive`` is the reply, and an
+    exception goes back to the asker. For a ``tell`` an exception crashes the
+    actor: its supervisor restarts it (a fresh instance from the same factory,
+    same mailbox, the failing message dropped) or escalates.
+    """
+
+    _cell: Cell
+
+    # -- identity -----------------------------------------------------------
+
+    @property
+    def ref(self) -> Ref:
+        """This actor's own ref, to hand to others."""
+        return self._cell.ref
+
+    @property
+    def name(self) -> str:
+        return self._cell.name
+
+    @property
+    def system(self) -> ActorSystem:
+        return self._cell.system
+
+    # -- hooks ----------------------------------------------------------------
+
+    async def started(self) -> None:
+        """Runs in the actor's task before the first message (and after each restart)."""
+
+    async def stopping(self) -> None:
+        """Runs after the last message of an orderly stop, after the children stopped."""
+
+    def receive(self, message: Any) -> Any:
+        """Handle one message; return the reply for an ``ask``."""
+        raise NotImplementedError(f"{type(self).__name__} does not handle {type(message).__name__}")
+
+    def child_crashed(self, child: Ref, error: BaseException, restarting: bool) -> None:
+        """A child crashed. Release here what it held; it restarts if ``restarting``."""
+
+    # -- tools ----------------------------------------------------------------
+
+    def spawn(
+        self,
+        factory: ActorFactory,
+        *,
+        name: str | None = None,
+        supervision: Supervision | None = None,
+    ) -> Ref:
+        """Start a child actor supervised by this one."""
+        return self.system.spawn(factory, name=name, supervision=supervision, parent=self.ref)
+
+    def send_after(self, delay: float, message: Any) -> TimerHandle:
+        """Tell ``message`` to this actor after ``delay`` seconds; cancel the handle to abort."""
+        return self.system.timers.call_later(delay, self._cell.ref.tell, message)
+
+    def send_at(self, deadline: float, message: Any) -> TimerHandle:
+        """Tell ``message`` to this actor when the clock reaches ``deadline``."""
+        return self.system.timers.call_at(deadline, self._cell.ref.tell, message)
+
+    def now(self) -> float:
+        """The system clock (trio's MockClock in tests)."""
+        return self._cell.backend.current_time()
+
+    def start_task(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run ``fn(*args)`` as a task owned by this actor.
+
+        The task is cancelled when the actor stops or crashes; an exception
+        escaping it crashes the actor.
+        """
+        task_group = self._cell.task_group
+        if task_group is None:
+            raise RuntimeError(f"actor {self.name!r} is not running")
+        task_group.start_soon(fn, *args)
+
+    def stop(self) -> None:
+        """Ask this actor to stop after handling what is already queued."""
+        self._cell.request_stop()

@@ -1,0 +1,370 @@
+"""The machinery behind one actor: its mailbox, its task loop and its ref.
+
+A cell owns the mailbox (a deque plus a parker: the cheapest mailbox on both
+backends, DESIGN §2) and runs the actor's single task. The loop drains the
+mailbox in batches and yields once per batch rather than once per message,
+which is where the kernel's throughput comes from.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgspec
+
+from ._backend import Backend, Parker
+from ._errors import ActorCrashed, ActorStopped, AskTimeout
+
+if TYPE_CHECKING:
+    from ._actor import Actor, ActorFactory
+    from ._system import ActorSystem, Supervision
+
+__all__ = ["Ref", "MailboxStatistics", "DEFAULT_ASK_TIMEOUT"]
+
+logger = logging.getLogger("actors")
+
+DEFAULT_ASK_TIMEOUT = 30.0
+# Messages handled before a fairness checkpoint. Large enough that the
+# checkpoint (~5 µs) is noise per message, small enough that one busy actor
+# cannot starve the others for long.
+BATCH = 256
+
+_RUNNING, _STOPPING, _STOPPED = "running", "stopping", "stopped"
+
+
+class MailboxStatistics(msgspec.Struct, frozen=True):
+    """A snapshot of one actor's mailbox."""
+
+    depth: int
+    processed: int
+    peak_depth: int
+    state: str
+    restarts: int
+
+
+class _ReplySlot:
+    """One-shot reply for an ``ask``: never travels through the asker's mailbox."""
+
+    __slots__ = ("parker", "done", "value", "error")
+
+    def __init__(self, parker: Parker) -> None:
+        self.parker = parker
+        self.done = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def set_result(self, value: Any) -> None:
+        if not self.done:
+            self.done = True
+            self.value = value
+            self.parker.unpark()
+
+    def set_error(self, error: BaseException) -> None:
+        if not self.done:
+            self.done = True
+            self.error = error
+            self.parker.unpark()
+
+    def expire(self, actor: str, message: Any, timeout: float) -> None:
+        self.set_error(AskTimeout(actor, type(message).__name__, timeout))
+
+
+class _Ask:
+    __slots__ = ("message", "slot")
+
+    def __init__(self, message: Any, slot: _ReplySlot) -> None:
+        self.message = message
+        self.slot = slot
+
+
+class _ChildExit:
+    """Kernel signal to a parent: a child crashed (and is or is not restarting)."""
+
+    __slots__ = ("child", "error", "restarting")
+
+    def __init__(self, child: Ref, error: BaseException, restarting: bool) -> None:
+        self.child = child
+        self.error = error
+        self.restarting = restarting
+
+
+class _Escalation:
+    """Kernel signal to a parent: a child crashed past its restart limit."""
+
+    __slots__ = ("child", "error")
+
+    def __init__(self, child: Ref, error: BaseException) -> None:
+        self.child = child
+        self.error = error
+
+
+class Ref:
+    """The only handle other code gets to an actor: ``tell`` and ``ask``."""
+
+    __slots__ = ("_cell",)
+
+    def __init__(self, cell: Cell) -> None:
+        self._cell = cell
+
+    @property
+    def name(self) -> str:
+        return self._cell.name
+
+    @property
+    def stopped(self) -> bool:
+        """True once the actor no longer accepts messages."""
+        return self._cell.state is not _RUNNING
+
+    def tell(self, message: Any) -> None:
+        """Queue ``message`` for the actor. Never blocks.
+
+        A message told to a stopped or stopping actor is dropped and counted
+        as a dead letter in the system's statistics.
+        """
+        cell = self._cell
+        if cell.state is not _RUNNING:
+            cell.system._dead_letter(cell.name, message)
+            return
+        queue = cell.queue
+        queue.append(message)
+        if len(queue) > cell.peak_depth:
+            cell.peak_depth = len(queue)
+        cell.parker.unpark()
+
+    async def ask(self, message: Any, *, timeout: float = DEFAULT_ASK_TIMEOUT) -> Any:
+        """Send ``message`` and wait for the actor's reply (what its ``receive`` returns).
+
+        An exception raised by the actor while handling the message is raised
+        here (and the actor keeps running). Raises ``AskTimeout`` past
+        ``timeout`` seconds and ``ActorStopped`` if the actor stops first.
+        """
+        cell = self._cell
+        if cell.state is not _RUNNING:
+            raise ActorStopped(cell.name, type(message).__name__)
+        slot = _ReplySlot(cell.backend.new_parker())
+        cell.queue.append(_Ask(message, slot))
+        cell.parker.unpark()
+        # The deadline is a timer-service entry, not a cancel scope: a scope
+        # enter+exit costs as much as the rest of the round trip (DESIGN §2).
+        timer = cell.system.timers.call_later(timeout, slot.expire, cell.name, message, timeout)
+        try:
+            await slot.parker.park()
+        finally:
+            slot.done = True  # a late reply is dropped
+            timer.cancel()
+        if slot.error is not None:
+            raise slot.error
+        return slot.value
+
+    def statistics(self) -> MailboxStatistics:
+        """Depth, processed count and peak depth of the actor's mailbox."""
+        cell = self._cell
+        return MailboxStatistics(
+            depth=len(cell.queue),
+            processed=cell.processed,
+            peak_depth=cell.peak_depth,
+            state=cell.state,
+            restarts=cell.restarts,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Ref {self._cell.name} {self._cell.state}>"
+
+
+class Cell:
+    """Runs one actor: its incarnations (restarts), mailbox and child list."""
+
+    def __init__(
+        self,
+        system: ActorSystem,
+        name: str,
+        factory: ActorFactory,
+        supervision: Supervision,
+        parent: Cell | None,
+    ) -> None:
+        self.system = system
+        self.backend: Backend = system.backend
+        self.name = name
+        self.factory = factory
+        self.supervision = supervision
+        self.parent = parent
+        self.children: list[Cell] = []
+        self.queue: deque[Any] = deque()
+        self.parker = self.backend.new_parker()
+        self.state = _RUNNING
+        self.processed = 0
+        self.peak_depth = 0
+        self.restarts = 0
+        self.restart_times: deque[float] = deque()
+        self.ref = Ref(self)
+        self.actor: Actor = self._incarnate()
+        self.task_group: anyio.abc.TaskGroup | None = None
+        self.cancel_scope = anyio.CancelScope()
+        self.stopped_event = anyio.Event()
+
+    def _incarnate(self) -> Actor:
+        actor = self.factory()
+        actor._cell = self
+        self.async_receive = inspect.iscoroutinefunction(actor.receive)
+        return actor
+
+    # -- control ----------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop accepting messages; the loop handles what is queued, then stops."""
+        if self.state is _RUNNING:
+            self.state = _STOPPING
+            self.parker.unpark()
+
+    def signal(self, message: _ChildExit | _Escalation) -> None:
+        """Deliver a kernel signal; dropped if this actor is already stopping."""
+        if self.state is _RUNNING:
+            self.queue.append(message)
+            self.parker.unpark()
+
+    async def stop_children(self, timeout: float) -> None:
+        for child in reversed(list(self.children)):
+            await self.system._stop_cell(child, timeout)
+
+    # -- the task ---------------------------------------------------------
+
+    async def main(self) -> None:
+        """The actor's task: incarnations until it stops or escalates."""
+        with self.cancel_scope:
+            try:
+                while True:
+                    error = await self._incarnation()
+                    if error is None:
+                        break
+                    if not self._may_restart():
+                        self._escalate(error)
+                        break
+                    self.restarts += 1
+                    if self.parent is not None:
+                        self.parent.signal(_ChildExit(self.ref, error, True))
+                    try:
+                        self.actor = self._incarnate()
+                    except Exception as exc:
+                        logger.exception("actor %s could not be restarted", self.name)
+                        self._escalate(exc)
+                        break
+            finally:
+                self._close()
+
+    async def _incarnation(self) -> BaseException | None:
+        """Run one instance of the actor; return the error that crashed it, if any."""
+        try:
+            async with anyio.create_task_group() as task_group:
+                self.task_group = task_group
+                await self.actor.started()
+                error = await self._serve()
+                if error is None:
+                    await self.stop_children(self.system.shutdown_timeout)
+                    await self.actor.stopping()
+                else:
+                    await self.stop_children(self.system.shutdown_timeout)
+                task_group.cancel_scope.cancel()
+                return error
+        except Exception as exc:  # started(), stopping() or one of the actor's tasks
+            error = _unwrap(exc)
+            logger.error("actor %s crashed: %r", self.name, error, exc_info=error)
+            await self.stop_children(self.system.shutdown_timeout)
+            return error
+        finally:
+            self.task_group = None
+
+    async def _serve(self) -> BaseException | None:
+        queue = self.queue
+        checkpoint = self.backend.checkpoint
+        actor = self.actor
+        receive = actor.receive
+        is_async = self.async_receive
+        while True:
+            if not queue:
+                if self.state is not _RUNNING:
+                    return None
+                await self.parker.park()
+                continue
+            budget = BATCH
+            while queue and budget:
+                budget -= 1
+                message = queue.popleft()
+                self.processed += 1
+                kind = type(message)
+                if kind is _Ask:
+                    try:
+                        result = receive(message.message)
+                        if is_async:
+                            result = await result
+                    except Exception as exc:
+                        message.slot.set_error(exc)
+                    else:
+                        message.slot.set_result(result)
+                elif kind is _ChildExit:
+                    try:
+                        actor.child_crashed(message.child, message.error, message.restarting)
+                    except Exception as exc:
+                        return self._crashed(exc, message)
+                elif kind is _Escalation:
+                    return self._crashed(ActorCrashed(message.child.name, message.error), message)
+                else:
+                    try:
+                        if is_async:
+                            await receive(message)
+                        else:
+                            receive(message)
+                    except Exception as exc:
+                        return self._crashed(exc, message)
+            if queue:
+                await checkpoint()
+
+    def _crashed(self, error: BaseException, message: Any) -> BaseException:
+        logger.error(
+            "actor %s crashed handling %s: %r", self.name, type(message).__name__, error, exc_info=error
+        )
+        return error
+
+    def _may_restart(self) -> bool:
+        policy = self.supervision
+        if policy.max_restarts <= 0:
+            return False
+        now = self.backend.current_time()
+        times = self.restart_times
+        while times and now - times[0] > policy.within:
+            times.popleft()
+        if len(times) >= policy.max_restarts:
+            return False
+        times.append(now)
+        return True
+
+    def _escalate(self, error: BaseException) -> None:
+        if self.parent is not None:
+            self.parent.signal(_ChildExit(self.ref, error, False))
+            if self.supervision.escalate:
+                self.parent.signal(_Escalation(self.ref, error))
+        elif self.supervision.escalate:
+            self.system._fatal(ActorCrashed(self.name, error))
+
+    def _close(self) -> None:
+        self.state = _STOPPED
+        while self.queue:
+            message = self.queue.popleft()
+            if type(message) is _Ask:
+                message.slot.set_error(ActorStopped(self.name, type(message.message).__name__))
+            else:
+                self.system._dead_letter(self.name, message)
+        self.system._forget(self)
+        if self.parent is not None and self in self.parent.children:
+            self.parent.children.remove(self)
+        self.stopped_event.set()
+
+
+def _unwrap(error: BaseException) -> BaseException:
+    """anyio task groups wrap errors in groups; report the single cause when there is one."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error

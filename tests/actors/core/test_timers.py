@@ -1,0 +1,90 @@
+"""Timers on trio's MockClock: exact firing times, cancel, 100,000 pending."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from actors.core import Actor, open_system
+
+from .helpers import Recorder, running_tasks
+
+
+class Stamper(Actor):
+    """Records (message, clock time) on arrival."""
+
+    def __init__(self, log: list[tuple[Any, float]]) -> None:
+        self.log = log
+
+    def receive(self, message: Any) -> Any:
+        if isinstance(message, tuple) and message[0] == "after":
+            self.send_after(message[1], message[2])
+            return None
+        self.log.append((message, trio.current_time()))
+        return message
+
+
+@pytest.mark.trio
+async def test_send_after_fires_at_the_deadline(autojump_clock: trio.abc.Clock) -> None:
+    log: list[tuple[Any, float]] = []
+    async with open_system() as system:
+        ref = system.spawn(lambda: Stamper(log))
+        start = trio.current_time()
+        await ref.ask(("after", 30.0, "late"))
+        await ref.ask(("after", 5.0, "early"))
+        system.send_after(12.5, ref, "middle")
+        await trio.sleep(60)
+    assert [(m, t - start) for m, t in log] == [("early", 5.0), ("middle", 12.5), ("late", 30.0)]
+
+
+@pytest.mark.trio
+async def test_cancelled_timer_never_fires(autojump_clock: trio.abc.Clock) -> None:
+    log: list[Any] = []
+    async with open_system() as system:
+        ref = system.spawn(lambda: Recorder(log))
+        keep = system.send_after(2, ref, "kept")
+        drop = system.send_after(1, ref, "dropped")
+        drop.cancel()
+        drop.cancel()  # idempotent
+        assert not drop.active and keep.active
+        await trio.sleep(10)
+        assert not keep.active
+        keep.cancel()  # harmless after firing
+    assert log == ["kept"]
+
+
+@pytest.mark.trio
+async def test_hundred_thousand_pending_timers_cost_no_tasks(autojump_clock: trio.abc.Clock) -> None:
+    log: list[Any] = []
+    async with open_system() as system:
+        ref = system.spawn(lambda: Recorder(log))
+        await ref.ask("sync")
+        tasks_before = running_tasks()
+        handles = [system.send_after(100 + (i % 1000) / 10, ref, i) for i in range(100_000)]
+        assert running_tasks() == tasks_before
+        assert system.statistics().timers_pending == 100_000
+        for handle in handles[::2]:
+            handle.cancel()  # half cancelled: compaction keeps the heap bounded
+        assert system.statistics().timers_pending == 50_000
+        await trio.sleep(250)
+        await ref.ask("sync")
+        assert system.statistics().timers_pending == 0
+    fired = log[1:-1]
+    assert sorted(fired) == list(range(1, 100_000, 2))
+    # fired in deadline order: deadlines grow with i % 1000
+    assert [i % 1000 for i in fired] == sorted(i % 1000 for i in fired)
+
+
+@pytest.mark.trio
+async def test_earlier_timer_added_later_wakes_the_service(autojump_clock: trio.abc.Clock) -> None:
+    log: list[tuple[Any, float]] = []
+    async with open_system() as system:
+        ref = system.spawn(lambda: Stamper(log))
+        start = trio.current_time()
+        system.send_after(1000, ref, "far")
+        await trio.sleep(1)
+        system.send_after(1, ref, "near")
+        await trio.sleep(5)
+        assert [(m, t - start) for m, t in log] == [("near", 2.0)]
