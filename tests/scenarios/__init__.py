@@ -1,0 +1,1 @@
+"""Scenario tests: the behaviours of DESIGN §3.1, driven through ``runtime.open_runtime``."""
