@@ -1,0 +1,298 @@
+"""Concurrency groups: FIFO admission, overflow policies, max-parallel, shared
+and rendered group names, queue introspection and queue timeouts (DESIGN
+§3.1 behaviours 1 and 2)."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from runtime import QueueFull
+
+from .conftest import describe, pipeline, scenario, ts
+
+
+@pytest.mark.trio
+async def test_probe_actions_see_the_build_they_run_for(autojump_clock: trio.testing.MockClock) -> None:
+    """Plumbing the other scenarios rely on: a ``uses:`` step's action runs
+    for the build ``submit`` returned (by ``step.build_id`` or a rendered
+    ``${{ ci.build_id }}``), and ``rt.wait`` returns once the build ends."""
+    async with scenario() as s:
+        await s.register(pipeline("plain", group=None), id="plain")
+        b = await s.submit("plain")
+        await s.probe.until_started(b.id)
+        run = s.probe.starts[0]
+        assert b.id in run.keys and run.job == "work", run
+        s.probe.release(b.id)
+        done = await s.finished(b.id)
+        assert done.status == "SUCCEED", describe(done)
+        assert done.execute_count == 1 and done.number == 1
+
+
+@pytest.mark.trio
+async def test_waiting_builds_are_admitted_in_fifo_order(autojump_clock: trio.testing.MockClock) -> None:
+    """With max-parallel 1, builds queue at positions 1..n in submit order
+    and start one at a time in exactly that order."""
+    async with scenario() as s:
+        await s.register(pipeline("fifo", queue_length=5), id="fifo")
+        ids = [(await s.submit("fifo")).id for _ in range(5)]
+        await s.running(ids[0])
+        assert await s.positions(*ids) == [None, 1, 2, 3, 4]
+        assert await s.queue("fifo") == ids[1:]
+
+        for index, build_id in enumerate(ids):
+            await s.running(build_id)
+            assert (await s.group("fifo")).running == [build_id]
+            assert await s.positions(*ids[index + 1 :]) == list(range(1, len(ids) - index))
+            s.probe.release(build_id)
+            assert (await s.finished(build_id)).status == "SUCCEED"
+
+        assert s.probe.start_order(ids) == ids
+        assert s.probe.max_active_builds == 1
+
+
+@pytest.mark.trio
+async def test_full_queue_rejects_and_the_refusal_changes_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Policy ``reject`` (the default): past queue-length a submit raises
+    QueueFull; the queue, its positions and the numbering of accepted builds
+    are as if the refused submit never happened."""
+    async with scenario() as s:
+        await s.register(pipeline("rej", queue_length=2), id="rej")
+        a, b, c = [await s.submit("rej") for _ in range(3)]
+        await s.running(a.id)
+        queue_before = sorted((await s.group("rej")).queue, key=lambda e: e.position)
+
+        with pytest.raises(QueueFull) as refused:
+            await s.submit("rej")
+        assert refused.value.code == "queue_full"
+        assert refused.value.message
+
+        group = await s.group("rej")
+        assert group.running == [a.id]
+        assert sorted(group.queue, key=lambda e: e.position) == queue_before
+        assert await s.positions(a.id, b.id, c.id) == [None, 1, 2]
+        assert [x.number for x in (a, b, c)] == [1, 2, 3]
+
+        s.probe.release(a.id)
+        await s.running(b.id)
+        d = await s.submit("rej")
+        assert d.number == 4, "a refused submit must not consume a build number"
+        assert (d.status, d.queue_position) == ("QUEUE", 2), describe(d)
+        assert await s.queue("rej") == [c.id, d.id]
+
+
+@pytest.mark.trio
+async def test_cancel_oldest_makes_room_for_the_new_build(autojump_clock: trio.testing.MockClock) -> None:
+    """Policy ``cancel-oldest``: a submit to a full queue is accepted; the
+    oldest waiter ends CANCELED with a reason without ever running, the others
+    move up and the new build queues at the back."""
+    async with scenario() as s:
+        await s.register(pipeline("old", queue_length=2, on_queue_full="cancel-oldest"), id="old")
+        a, b, c = [await s.submit("old") for _ in range(3)]
+        await s.running(a.id)
+
+        d = await s.submit("old")  # no QueueFull
+        assert d.status == "QUEUE", describe(d)
+        b_done = await s.finished(b.id, timeout=5)
+        assert b_done.status == "CANCELED", describe(b_done)
+        assert b_done.reason, "a cancelled build says why"
+        assert b_done.queue_position is None
+        assert await s.positions(c.id, d.id) == [1, 2]
+        assert await s.queue("old") == [c.id, d.id]
+        assert (await s.group("old")).running == [a.id]
+
+        e = await s.submit("old")
+        assert (await s.finished(c.id, timeout=5)).status == "CANCELED"
+        assert await s.queue("old") == [d.id, e.id]
+
+        s.probe.release(a.id)
+        await s.running(d.id)
+        assert not s.probe.started(b.id) and not s.probe.started(c.id)
+        assert (await s.build(a.id)).status == "SUCCEED"
+
+
+@pytest.mark.trio
+async def test_max_parallel_two_runs_two_at_once_never_three(autojump_clock: trio.testing.MockClock) -> None:
+    """max-parallel 2: two builds run together (without either finishing),
+    the third waits at position 1, and at no instant do three run."""
+    async with scenario() as s:
+        await s.register(pipeline("par", max_parallel=2), id="par")
+        ids = [(await s.submit("par")).id for _ in range(5)]
+        await s.running(ids[0])
+        await s.running(ids[1])
+        assert s.probe.is_active(ids[0]) and s.probe.is_active(ids[1])
+        assert sorted((await s.group("par")).running) == sorted(ids[:2])
+        assert await s.positions(*ids[2:]) == [1, 2, 3]
+        assert not s.probe.started(ids[2])
+
+        s.probe.release(ids[0])
+        await s.running(ids[2])
+        assert sorted((await s.group("par")).running) == sorted(ids[1:3])
+        assert await s.positions(*ids[3:]) == [1, 2]
+
+        for build_id in ids[1:]:
+            s.probe.release(build_id)
+            await s.finished(build_id)
+            running = (await s.group("par")).running
+            assert len(running) <= 2, running
+        order = s.probe.start_order(ids)
+        assert sorted(order[:2]) == sorted(ids[:2]) and order[2:] == ids[2:], order
+        assert s.probe.max_active_builds == 2
+
+
+@pytest.mark.trio
+async def test_pipelines_with_the_same_rendered_group_share_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Two pipelines whose group renders to the same name share one gate:
+    a build of the second waits for the running build of the first."""
+    async with scenario() as s:
+        await s.register(pipeline("alpha", group="lane-${{ variables.LANE }}", variables={"LANE": "x"}), id="alpha")
+        await s.register(pipeline("beta", group="lane-x"), id="beta")
+        a = await s.submit("alpha")
+        await s.running(a.id)
+        b = await s.submit("beta")
+        assert (b.status, b.queue_position, b.group) == ("QUEUE", 1, "lane-x"), describe(b)
+        assert (await s.build(a.id)).group == "lane-x"
+
+        lanes = [g for g in await s.rt.groups() if g.name == "lane-x"]
+        assert len(lanes) == 1
+        assert lanes[0].running == [a.id]
+        assert await s.queue("lane-x") == [b.id]
+
+        s.probe.release(a.id)
+        await s.running(b.id)
+        assert (await s.group("lane-x")).running == [b.id]
+
+
+@pytest.mark.trio
+async def test_group_rendered_from_a_variable_separates_builds(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """``group: deploy-${{ variables.ENV }}``: builds with different ENV are in
+    different groups and run together; same ENV shares the gate."""
+    async with scenario() as s:
+        await s.register(
+            pipeline("env", group="deploy-${{ variables.ENV }}", variables={"ENV": "dev"}), id="env"
+        )
+        dev1 = await s.submit("env")
+        prod1 = await s.submit("env", {"ENV": "prod"})
+        await s.running(dev1.id)
+        await s.running(prod1.id)
+        assert (await s.build(dev1.id)).group == "deploy-dev"
+        assert (await s.build(prod1.id)).group == "deploy-prod"
+
+        dev2 = await s.submit("env", {"ENV": "dev"})
+        assert (dev2.status, dev2.queue_position, dev2.group) == ("QUEUE", 1, "deploy-dev"), describe(dev2)
+        dev_group = await s.group("deploy-dev")
+        prod_group = await s.group("deploy-prod")
+        assert (dev_group.running, await s.queue("deploy-dev")) == ([dev1.id], [dev2.id])
+        assert (prod_group.running, await s.queue("deploy-prod")) == ([prod1.id], [])
+        assert s.probe.max_active_builds == 2
+
+
+@pytest.mark.trio
+async def test_groups_report_positions_and_deadlines_that_hold(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """``rt.groups()`` shows the group's limits, the running build and the
+    queue with positions 1..n in submit order, queued_at and deadline =
+    queued_at + queue-timeout; ``queue_position`` of each build agrees; and
+    each waiter really times out at its deadline, the others moving up."""
+    async with scenario() as s:
+        await s.register(pipeline("intro", queue_length=5, queue_timeout_minutes=2), id="intro")
+        a = await s.submit("intro")
+        await s.running(a.id)
+        t0 = trio.current_time()
+        waiting = []
+        for _ in range(3):
+            waiting.append((await s.submit("intro")).id)
+            await trio.sleep(10)
+
+        group = await s.group("intro")
+        assert (group.max_parallel, group.queue_length, group.queue_timeout_minutes) == (1, 5, 2)
+        assert (group.on_queue_full, group.cancel_in_progress) == ("reject", False)
+        assert group.running == [a.id]
+        entries = sorted(group.queue, key=lambda e: e.position)
+        assert [(e.build_id, e.position) for e in entries] == [(b, i + 1) for i, b in enumerate(waiting)]
+        for entry in entries:
+            build = await s.build(entry.build_id)
+            assert build.queue_position == entry.position
+            assert ts(entry.queued_at) == ts(build.queued_at)
+            wait = (ts(entry.deadline) - ts(entry.queued_at)).total_seconds()
+            assert abs(wait - 120) < 0.5, (entry, wait)
+
+        for index, build_id in enumerate(waiting):
+            done = await s.finished(build_id, timeout=200)
+            elapsed = trio.current_time() - t0
+            assert done.status == "QUEUE_TIMEOUT", describe(done)
+            assert 120 + 10 * index - 0.5 <= elapsed <= 120 + 10 * index + 0.5, (index, elapsed)
+            rest = waiting[index + 1 :]
+            assert await s.queue("intro") == rest
+            assert await s.positions(*rest) == list(range(1, len(rest) + 1))
+        assert (await s.build(a.id)).status == "RUNNING"
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("minutes", [1, 0.5, 2.25])
+async def test_queued_build_times_out_after_exactly_queue_timeout_minutes(
+    autojump_clock: trio.testing.MockClock, minutes: float
+) -> None:
+    """A build that waits queue-timeout-minutes (fractions too) ends
+    QUEUE_TIMEOUT then, not before, with a reason naming the group; it never
+    ran; the running build is untouched."""
+    async with scenario() as s:
+        await s.register(pipeline("slow", group="slow-lane", queue_timeout_minutes=minutes), id="slow")
+        a = await s.submit("slow")
+        await s.running(a.id)
+        b = await s.submit("slow")
+        t0 = trio.current_time()
+        timeout = minutes * 60
+
+        await trio.sleep(timeout - 1)
+        early = await s.build(b.id)
+        assert (early.status, early.queue_position) == ("QUEUE", 1), describe(early)
+
+        done = await s.finished(b.id, timeout=5)
+        elapsed = trio.current_time() - t0
+        assert timeout - 0.01 <= elapsed <= timeout + 0.5, (timeout, elapsed)
+        assert done.status == "QUEUE_TIMEOUT", describe(done)
+        assert "slow-lane" in (done.reason or ""), done.reason
+        assert done.queue_position is None
+        assert done.started_at is None
+        assert done.finished_at is not None
+        assert all(job.status == "UNEXEC" for st in done.stages for job in st.jobs), describe(done)
+        assert not s.probe.started(b.id)
+
+        group = await s.group("slow-lane")
+        assert (group.running, group.queue) == ([a.id], [])
+        assert (await s.build(a.id)).status == "RUNNING"
+
+
+@pytest.mark.trio
+async def test_timed_out_build_frees_its_queue_place(autojump_clock: trio.testing.MockClock) -> None:
+    """Queue of 2, timeout 1 min: while B and C wait a submit is refused; when
+    B times out, C moves to position 1 and a new build D fits at position 2."""
+    async with scenario() as s:
+        await s.register(pipeline("tq", queue_length=2, queue_timeout_minutes=1), id="tq")
+        a = await s.submit("tq")
+        await s.running(a.id)
+        b = await s.submit("tq")
+        await trio.sleep(30)
+        c = await s.submit("tq")
+        with pytest.raises(QueueFull):
+            await s.submit("tq")
+
+        assert (await s.finished(b.id, timeout=40)).status == "QUEUE_TIMEOUT"
+        assert await s.positions(c.id) == [1]
+        d = await s.submit("tq")
+        assert (d.status, d.queue_position) == ("QUEUE", 2), describe(d)
+        assert await s.queue("tq") == [c.id, d.id]
+
+        s.probe.release(a.id)
+        await s.running(c.id)
+        assert await s.positions(d.id) == [1]
+        assert not s.probe.started(b.id)
+        assert (await s.build(b.id)).status == "QUEUE_TIMEOUT"
