@@ -228,7 +228,7 @@ async def test_groups_report_positions_and_deadlines_that_hold(
             done = await s.finished(build_id, timeout=200)
             elapsed = trio.current_time() - t0
             assert done.status == "QUEUE_TIMEOUT", describe(done)
-            assert 120 + 10 * index - 0.5 <= elapsed <= 120 + 10 * index + 0.5, (index, elapsed)
+            assert 120 + 10 * index - 0.25 <= elapsed <= 120 + 10 * index + 0.25, (index, elapsed)
             rest = waiting[index + 1 :]
             assert await s.queue("intro") == rest
             assert await s.positions(*rest) == list(range(1, len(rest) + 1))
@@ -257,7 +257,7 @@ async def test_queued_build_times_out_after_exactly_queue_timeout_minutes(
 
         done = await s.finished(b.id, timeout=5)
         elapsed = trio.current_time() - t0
-        assert timeout - 0.01 <= elapsed <= timeout + 0.5, (timeout, elapsed)
+        assert timeout - 0.01 <= elapsed <= timeout + 0.25, (timeout, elapsed)
         assert done.status == "QUEUE_TIMEOUT", describe(done)
         assert "slow-lane" in (done.reason or ""), done.reason
         assert done.queue_position is None
