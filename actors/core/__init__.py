@@ -4,7 +4,7 @@ It knows nothing about CI; everything else in shunter stands on it.
 """
 
 from ._actor import Actor, ActorFactory
-from ._cell import DEFAULT_ASK_TIMEOUT, MailboxStatistics, Ref
+from ._cell import DEFAULT_ASK_TIMEOUT, MailboxStatistics, Ref, Reply
 from ._errors import ActorCrashed, ActorError, ActorStopped, AskTimeout
 from ._system import ActorSystem, Supervision, SystemStatistics, open_system
 from ._timers import TimerHandle, TimerService
@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_ASK_TIMEOUT",
     "MailboxStatistics",
     "Ref",
+    "Reply",
     "Supervision",
     "SystemStatistics",
     "TimerHandle",

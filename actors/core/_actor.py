@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 if TYPE_CHECKING:
-    from ._cell import Cell, Ref
+    from ._cell import Cell, Ref, Reply
     from ._system import ActorSystem, Supervision
     from ._timers import TimerHandle
 
@@ -96,6 +96,18 @@ class Actor:
         if task_group is None:
             raise RuntimeError(f"actor {self.name!r} is not running")
         task_group.start_soon(fn, *args)
+
+    def defer_reply(self) -> Reply:
+        """Take the reply slot of the ``ask`` being handled, to answer it later.
+
+        ``receive``'s return value is then ignored; complete the slot with
+        ``set_result``/``set_error`` (possibly from another actor it was passed to).
+        """
+        slot = self._cell.ask_slot
+        if slot is None:
+            raise RuntimeError("defer_reply() is only possible while handling an ask")
+        self._cell.ask_slot = None
+        return slot
 
     def stop(self) -> None:
         """Ask this actor to stop after handling what is already queued."""

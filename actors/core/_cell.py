@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ._actor import Actor, ActorFactory
     from ._system import ActorSystem, Supervision
 
-__all__ = ["Ref", "MailboxStatistics", "DEFAULT_ASK_TIMEOUT"]
+__all__ = ["Ref", "Reply", "MailboxStatistics", "DEFAULT_ASK_TIMEOUT"]
 
 logger = logging.getLogger("actors")
 
@@ -46,8 +46,13 @@ class MailboxStatistics(msgspec.Struct, frozen=True):
     restarts: int
 
 
-class _ReplySlot:
-    """One-shot reply for an ``ask``: never travels through the asker's mailbox."""
+class Reply:
+    """One-shot reply slot of an ``ask``: never travels through the asker's mailbox.
+
+    An actor that cannot answer at once takes the slot with
+    ``Actor.defer_reply()``, may pass it along in messages, and completes it
+    later with ``set_result`` or ``set_error``. Only the first completion counts.
+    """
 
     __slots__ = ("parker", "done", "value", "error")
 
@@ -76,7 +81,7 @@ class _ReplySlot:
 class _Ask:
     __slots__ = ("message", "slot")
 
-    def __init__(self, message: Any, slot: _ReplySlot) -> None:
+    def __init__(self, message: Any, slot: Reply) -> None:
         self.message = message
         self.slot = slot
 
@@ -145,7 +150,7 @@ class Ref:
         cell = self._cell
         if cell.state is not _RUNNING:
             raise ActorStopped(cell.name, type(message).__name__)
-        slot = _ReplySlot(cell.backend.new_parker())
+        slot = Reply(cell.backend.new_parker())
         cell.queue.append(_Ask(message, slot))
         cell.parker.unpark()
         # The deadline is a timer-service entry, not a cancel scope: a scope
@@ -201,6 +206,7 @@ class Cell:
         self.restarts = 0
         self.restart_times: deque[float] = deque()
         self.ref = Ref(self)
+        self.ask_slot: Reply | None = None  # the reply of the ask being handled
         self.actor: Actor = self._incarnate()
         self.task_group: anyio.abc.TaskGroup | None = None
         self.cancel_scope = anyio.CancelScope()
@@ -296,14 +302,17 @@ class Cell:
                 self.processed += 1
                 kind = type(message)
                 if kind is _Ask:
+                    self.ask_slot = slot = message.slot
                     try:
                         result = receive(message.message)
                         if is_async:
                             result = await result
                     except Exception as exc:
-                        message.slot.set_error(exc)
+                        slot.set_error(exc)
                     else:
-                        message.slot.set_result(result)
+                        if self.ask_slot is slot:  # not deferred
+                            slot.set_result(result)
+                    self.ask_slot = None
                 elif kind is _ChildExit:
                     try:
                         actor.child_crashed(message.child, message.error, message.restarting)

@@ -10,7 +10,7 @@ import pytest
 
 from actors.core import Actor, Ref, open_system
 
-from .helpers import Recorder, running_tasks
+from .helpers import Recorder, running_tasks, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -77,18 +77,21 @@ async def test_shutdown_leaves_no_task_behind() -> None:
 
 
 async def test_stop_handles_queued_messages_then_drops_later_ones() -> None:
+    class StopsOnRequest(Recorder):
+        def receive(self, message: Any) -> Any:
+            if message == "stop":
+                self.stop()
+            return super().receive(message)
+
     log: list[Any] = []
     async with open_system() as system:
-        ref = system.spawn(lambda: Recorder(log))
-        for i in range(5):
-            ref.tell(i)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(system.stop, ref)
-            await anyio.lowlevel.checkpoint()
-            ref.tell("too late")
-        assert ref.stopped
+        ref = system.spawn(lambda: StopsOnRequest(log))
+        for message in (0, 1, "stop", 2):  # 2 is queued before the stop request
+            ref.tell(message)
+        await wait_until(lambda: ref.stopped)
+        ref.tell("too late")
         assert system.statistics().dead_letters == 1
-    assert log == [0, 1, 2, 3, 4]
+    assert log == [0, 1, "stop", 2]
 
 
 async def test_spawn_after_close_is_refused() -> None:

@@ -1,0 +1,474 @@
+"""A build's state machine: phases, jobs, steps, attempts. Pure: no I/O.
+
+The pipeline actor owns its builds and drives them with what agents, the
+dispatcher and the concurrency group report; each transition returns the
+jobs that must now be dispatched, and the actor carries that out. Keeping
+the rules here (conditions, dependencies, retries, final status) makes them
+testable without an event loop.
+
+Phases are the stages in order, then ``finally`` as a last phase. A job
+starts once its phase is reached and its ``depend-on`` jobs have ended; its
+``if`` decides whether it runs. A failed job never cancels its siblings: the
+phase ends when all its jobs have ended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from .errors import NotFound, NotRetryable
+from .model import BUILD_FINAL, JOB_FINAL, STEP_FINAL
+from .spec import Job, PipelineSpec, Step
+
+__all__ = ["Build", "JobRun", "StepRun", "JobAttempt", "StepAttempt", "StepLog", "FAILING"]
+
+# A job that ended in one of these failed (unless it has continue-on-error).
+FAILING = frozenset({"FAILED", "CANCELED", "QUEUE_TIMEOUT", "HEARTBEAT_TIMEOUT", "EXEC_TIMEOUT"})
+_STEP_FAILING = frozenset({"FAILED", "CANCELED", "EXEC_TIMEOUT"})
+_WAITING = "DEPENDENT_WAITING"
+
+
+class StepLog:
+    """A step attempt's output: the agent appends, readers copy. Bounded.
+
+    Like a file the agent writes and the HTTP door reads; it keeps the first
+    and the last lines when a step is very chatty.
+    """
+
+    __slots__ = ("lines", "dropped")
+
+    MAX_LINES = 20_000
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.dropped = 0
+
+    def append(self, line: str) -> None:
+        lines = self.lines
+        if len(lines) >= self.MAX_LINES:
+            # keep the head, drop from the middle of the tail
+            del lines[self.MAX_LINES // 2]
+            self.dropped += 1
+        lines.append(line)
+
+    def text(self) -> str:
+        if not self.lines:
+            return ""
+        if self.dropped:
+            head = self.lines[: self.MAX_LINES // 2]
+            tail = self.lines[self.MAX_LINES // 2 :]
+            return "\n".join([*head, f"[shunter] {self.dropped} line(s) dropped", *tail]) + "\n"
+        return "\n".join(self.lines) + "\n"
+
+
+class StepAttempt:
+    __slots__ = (
+        "number", "status", "exit_code", "started_at", "finished_at", "reason",
+        "retry_of", "execute_count", "outputs", "exported_env", "log", "job_attempt",
+    )  # fmt: skip
+
+    def __init__(self, number: int, retry_of: int | None, execute_count: int, job_attempt: int) -> None:
+        self.number = number
+        self.status = "RUNNING"
+        self.exit_code: int | None = None
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.reason: str | None = None
+        self.retry_of = retry_of
+        self.execute_count = execute_count
+        self.outputs: dict[str, str] = {}
+        self.exported_env: dict[str, str] = {}
+        self.log = StepLog()
+        self.job_attempt = job_attempt
+
+
+class StepRun:
+    __slots__ = ("spec", "status", "reason", "attempts")
+
+    def __init__(self, spec: Step) -> None:
+        self.spec = spec
+        self.status = "QUEUE"
+        self.reason: str | None = None
+        self.attempts: list[StepAttempt] = []
+
+    def reset(self) -> None:
+        self.status = "QUEUE"
+        self.reason = None
+
+
+class JobAttempt:
+    __slots__ = (
+        "number", "status", "node", "agent", "started_at", "finished_at", "reason",
+        "execute_count", "retry_of", "start_step", "context_before",
+    )  # fmt: skip
+
+    def __init__(self, number: int, execute_count: int, retry_of: int | None, start_step: int) -> None:
+        self.number = number
+        self.status = "QUEUE"
+        self.node: str | None = None
+        self.agent: str | None = None
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.reason: str | None = None
+        self.execute_count = execute_count
+        self.retry_of = retry_of
+        self.start_step = start_step
+        self.context_before: dict[str, str] | None = None
+
+
+class JobRun:
+    __slots__ = ("spec", "phase", "status", "reason", "attempts", "steps", "step_index", "resume_step")
+
+    def __init__(self, spec: Job, phase: int) -> None:
+        self.spec = spec
+        self.phase = phase
+        self.status = _WAITING
+        self.reason: str | None = None
+        self.attempts: list[JobAttempt] = []
+        self.steps = [StepRun(step) for step in spec.steps]
+        self.step_index = {step.id: i for i, step in enumerate(spec.steps)}
+        self.resume_step = 0  # where the next attempt starts (a step retry)
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def attempt(self) -> JobAttempt | None:
+        return self.attempts[-1] if self.attempts else None
+
+    @property
+    def failed(self) -> bool:
+        """Ended in a failing status that counts against the build."""
+        return self.status in FAILING and not self.spec.continue_on_error
+
+    @property
+    def ok(self) -> bool:
+        """Ended well enough for dependents with ``if: SUCCESS`` to run."""
+        return self.status == "SUCCEED" or (self.status in FAILING and self.spec.continue_on_error)
+
+    def end_unrun(self, status: str, reason: str) -> None:
+        self.status = status
+        self.reason = reason
+        for step in self.steps:
+            if step.status not in STEP_FINAL:
+                step.status = status
+                step.reason = reason
+
+    def reset(self, from_step: int = 0) -> None:
+        self.status = _WAITING
+        self.reason = None
+        self.resume_step = from_step
+        for step in self.steps[from_step:]:
+            step.reset()
+
+
+class Build:
+    """One run of a pipeline. See the module docstring for the rules."""
+
+    def __init__(
+        self,
+        *,
+        build_id: str,
+        spec: PipelineSpec,
+        number: int,
+        variables: dict[str, str],
+        group: str | None,
+        now: float,
+    ) -> None:
+        self.id = build_id
+        self.pipeline_id = build_id.rsplit(".", 1)[0]
+        self.spec = spec
+        self.number = number
+        self.variables = variables
+        self.group = group
+        self.status = "QUEUE"
+        self.reason: str | None = None
+        self.execute_count = 1
+        self.queued_at: float | None = now
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.cancelling: str | None = None  # the cancel reason, once cancelled
+        self.phase_names = [stage.name for stage in spec.stages]
+        self.phases: list[list[JobRun]] = [
+            [JobRun(job, index) for job in stage.jobs] for index, stage in enumerate(spec.stages)
+        ]
+        if spec.finally_:
+            self.phase_names.append("finally")
+            self.phases.append([JobRun(job, len(self.phases)) for job in spec.finally_])
+        self.jobs: dict[str, JobRun] = {job.id: job for phase in self.phases for job in phase}
+        self.phase = 0
+
+    # -- queries ------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self.status in BUILD_FINAL
+
+    def all_jobs(self) -> Iterator[JobRun]:
+        return iter(self.jobs.values())
+
+    def job(self, job_id: str) -> JobRun:
+        try:
+            return self.jobs[job_id]
+        except KeyError:
+            raise NotFound(f"build {self.id!r} has no job {job_id!r}") from None
+
+    def find_step(self, job_id: str | None, step_id: str) -> tuple[JobRun, int]:
+        """The job and index of ``step_id``; ``job_id`` may be omitted when unambiguous."""
+        if job_id is not None:
+            job = self.job(job_id)
+            if step_id not in job.step_index:
+                raise NotFound(f"job {job_id!r} of build {self.id!r} has no step {step_id!r}")
+            return job, job.step_index[step_id]
+        owners = [job for job in self.jobs.values() if step_id in job.step_index]
+        if not owners:
+            raise NotFound(f"build {self.id!r} has no step {step_id!r}")
+        if len(owners) > 1:
+            names = ", ".join(job.id for job in owners)
+            raise NotFound(f"step {step_id!r} is in several jobs ({names}); name the job too")
+        return owners[0], owners[0].step_index[step_id]
+
+    def live_attempt(self, job_id: str, attempt: int) -> JobRun | None:
+        """The job if ``attempt`` is its current, unfinished attempt (the fencing check)."""
+        job = self.jobs.get(job_id)
+        if job is None or not job.attempts:
+            return None
+        current = job.attempts[-1]
+        if current.number != attempt or current.status in JOB_FINAL:
+            return None
+        return job
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def start(self, now: float) -> list[JobRun]:
+        """Admitted: start running; returns the jobs to dispatch."""
+        self.status = "RUNNING"
+        self.started_at = now
+        self.reason = None
+        return self.advance(now)
+
+    def end_unstarted(self, status: str, reason: str, now: float) -> None:
+        """End a build that never started (queue timeout, cancelled while queued)."""
+        self.status = status
+        self.reason = reason
+        self.finished_at = now
+        for job in self.jobs.values():
+            if job.status not in JOB_FINAL:
+                job.end_unrun("UNEXEC", reason)
+
+    def advance(self, now: float) -> list[JobRun]:
+        """Start what can start, move through phases, finish the build when all ended."""
+        dispatch: list[JobRun] = []
+        while self.phase < len(self.phases):
+            jobs = self.phases[self.phase]
+            for job in jobs:
+                if job.status == _WAITING:
+                    self._consider(job, now, dispatch)
+            if any(job.status not in JOB_FINAL for job in jobs):
+                break
+            self.phase += 1
+        if self.phase >= len(self.phases) and not dispatch:
+            self._finish(now)
+        return dispatch
+
+    def _consider(self, job: JobRun, now: float, dispatch: list[JobRun]) -> None:
+        deps = [self.jobs[name] for name in job.spec.depend_on]
+        if any(dep.status not in JOB_FINAL for dep in deps):
+            return
+        earlier_failure = next(
+            (other for other in self.jobs.values() if other.phase < job.phase and other.failed), None
+        )
+        bad_dep = next((dep for dep in deps if not dep.ok), None)
+        condition = job.spec.if_
+        start, job.resume_step = job.resume_step, 0
+        if self.cancelling is not None:
+            if condition in ("CANCELED", "ALWAYS"):
+                self._new_attempt(job, start, dispatch)
+            else:
+                job.end_unrun("UNEXEC", f"not run: {self.cancelling}")
+            return
+        failed = earlier_failure is not None or bad_dep is not None
+        if condition == "ALWAYS" or (condition == "FAILURE" and failed) or (condition == "SUCCESS" and not failed):
+            self._new_attempt(job, start, dispatch)
+        elif condition == "SUCCESS":
+            cause = bad_dep or earlier_failure
+            assert cause is not None
+            kind = "dependency" if cause is bad_dep else "job"
+            job.end_unrun("UNEXEC", f"not run: {kind} {cause.id!r} ended {cause.status}")
+        elif condition == "FAILURE":
+            job.end_unrun("SKIP", "skipped: if: FAILURE, and nothing before it failed")
+        else:  # CANCELED
+            job.end_unrun("SKIP", "skipped: if: CANCELED, and the build was not cancelled")
+
+    def _new_attempt(
+        self, job: JobRun, start_step: int, dispatch: list[JobRun], retry_of: int | None = None
+    ) -> None:
+        attempt = JobAttempt(len(job.attempts) + 1, self.execute_count, retry_of, start_step)
+        job.attempts.append(attempt)
+        job.status = "QUEUE"
+        job.reason = None
+        for step in job.steps[start_step:]:
+            step.reset()
+        dispatch.append(job)
+
+    def _finish(self, now: float) -> None:
+        if self.finished:
+            return
+        self.finished_at = now
+        if self.cancelling is not None:
+            self.status, self.reason = "CANCELED", self.cancelling
+            return
+        failed = next((job for job in self.jobs.values() if job.failed), None)
+        if failed is not None:
+            self.status = "FAILED"
+            self.reason = f"job {failed.id!r} ended {failed.status}: {failed.reason or 'no reason given'}"
+        else:
+            self.status, self.reason = "SUCCEED", None
+
+    # -- reports from agents and the dispatcher ---------------------------------------
+
+    def job_started(self, job: JobRun, node: str, agent: str, context: dict[str, str], now: float) -> None:
+        attempt = job.attempts[-1]
+        attempt.status = "RUNNING"
+        attempt.node, attempt.agent = node, agent
+        attempt.started_at = now
+        if attempt.context_before is None:
+            attempt.context_before = context
+        job.status = "RUNNING"
+
+    def step_started(self, job: JobRun, index: int, now: float) -> StepAttempt:
+        step = job.steps[index]
+        previous = step.attempts[-1].number if step.attempts else None
+        attempt = StepAttempt(len(step.attempts) + 1, previous, self.execute_count, job.attempts[-1].number)
+        attempt.started_at = now
+        step.attempts.append(attempt)
+        step.status = "RUNNING"
+        step.reason = None
+        return attempt
+
+    def step_ended(
+        self,
+        job: JobRun,
+        index: int,
+        status: str,
+        reason: str | None,
+        exit_code: int | None,
+        outputs: dict[str, str],
+        exported_env: dict[str, str],
+        now: float,
+    ) -> None:
+        step = job.steps[index]
+        attempt = step.attempts[-1]
+        attempt.status, attempt.reason, attempt.exit_code = status, reason, exit_code
+        attempt.outputs, attempt.exported_env = outputs, exported_env
+        attempt.finished_at = now
+        step.status, step.reason = status, reason
+
+    def step_not_run(self, job: JobRun, index: int, status: str, reason: str) -> None:
+        step = job.steps[index]
+        step.status, step.reason = status, reason
+
+    def job_ended(self, job: JobRun, status: str, reason: str | None, now: float) -> list[JobRun]:
+        attempt = job.attempts[-1]
+        attempt.status, attempt.reason = status, reason
+        attempt.finished_at = now
+        job.status, job.reason = status, reason
+        for step in job.steps[attempt.start_step :]:
+            if step.status not in STEP_FINAL:
+                step.status = "CANCELED" if step.status == "RUNNING" else "UNEXEC"
+                step.reason = reason
+        return self.advance(now)
+
+    # -- cancel -------------------------------------------------------------------
+
+    def cancel(self, reason: str, now: float) -> list[JobRun]:
+        """Cancel: returns the jobs (queued or running) whose attempts must be stopped.
+
+        A queued build ends at once. A running one ends once every stopped job
+        has reported back (and any ``if: CANCELED`` / ``ALWAYS`` finally jobs ran).
+        """
+        if self.status == "QUEUE":
+            self.end_unstarted("CANCELED", reason, now)
+            return []
+        if self.cancelling is None:
+            self.cancelling = reason
+        return [job for job in self.jobs.values() if job.status in ("QUEUE", "RUNNING")]
+
+    # -- retries ------------------------------------------------------------------
+
+    def retry_in_run(self, job_id: str | None, step_id: str | None, now: float) -> JobRun:
+        """Retry a failed job (or from a failed step) as part of this running build.
+
+        Bypasses group admission: the build keeps its slot, its place and its
+        execute_count (DESIGN §3.1 item 4). Returns the job to dispatch.
+        """
+        if self.cancelling is not None:
+            raise NotRetryable(f"build {self.id!r} is being cancelled")
+        if job_id is None and step_id is None:
+            raise NotRetryable(
+                f"build {self.id!r} is {self.status}: a whole-build retry needs a finished build; "
+                "retry a failed job or step instead"
+            )
+        job, start = self.find_step(job_id, step_id) if step_id is not None else (self.job(job_id or ""), 0)
+        if job.status not in FAILING:
+            raise NotRetryable(f"job {job.id!r} is {job.status}; only a job that failed can be retried")
+        if step_id is not None and job.steps[start].status not in _STEP_FAILING:
+            raise NotRetryable(
+                f"step {step_id!r} of job {job.id!r} is {job.steps[start].status}; only a failed step can be retried"
+            )
+        if job.phase != self.phase:
+            raise NotRetryable(
+                f"job {job.id!r} is in phase {self.phase_names[job.phase]!r} but the build has moved on to "
+                f"{self.phase_names[self.phase]!r}; retry the build once it has finished"
+            )
+        dispatch: list[JobRun] = []
+        self._reopen_dependents(job)
+        self._new_attempt(job, start, dispatch, retry_of=job.attempts[-1].number if job.attempts else None)
+        return job
+
+    def _reopen_dependents(self, job: JobRun) -> None:
+        """Dependents that did not run because ``job`` failed get another chance."""
+        pending = [job.id]
+        while pending:
+            name = pending.pop()
+            for other in self.phases[job.phase]:
+                if name in other.spec.depend_on and other.status in ("UNEXEC", "SKIP"):
+                    other.reset()
+                    pending.append(other.id)
+
+    def prepare_rerun(self, *, job_id: str | None, step_id: str | None, failed_only: bool, now: float) -> None:
+        """Reset a finished build for a new execution (a new admission follows).
+
+        Whole: every job runs again. ``failed_only``: every job that did not
+        succeed runs again, whole. A job or step: that job (from that step) and
+        whatever did not succeed in its phase or after it. ``finally`` jobs
+        always run again. Attempt history is kept; execute_count grows by one.
+        """
+        if not self.finished:
+            raise NotRetryable(f"build {self.id!r} is {self.status}")
+        finally_phase = len(self.spec.stages)  # == len(self.phases) when there is no finally
+        reset: dict[str, int] = {job.id: 0 for job in self.jobs.values() if job.phase == finally_phase}
+        if job_id is None and step_id is None and not failed_only:
+            reset.update({name: 0 for name in self.jobs})
+        elif job_id is None and step_id is None:
+            unfinished = [job for job in self.jobs.values() if job.phase < finally_phase and job.status != "SUCCEED"]
+            if not unfinished:
+                raise NotRetryable(f"build {self.id!r} has no failed job to retry")
+            reset.update({job.id: 0 for job in unfinished})
+        else:
+            job, start = self.find_step(job_id, step_id) if step_id is not None else (self.job(job_id or ""), 0)
+            if step_id is not None and job.steps[start].status not in _STEP_FAILING | {"UNEXEC"}:
+                raise NotRetryable(f"step {step_id!r} of job {job.id!r} is {job.steps[start].status}")
+            for other in self.jobs.values():
+                if other.phase >= job.phase and other.status != "SUCCEED":
+                    reset.setdefault(other.id, 0)
+            reset[job.id] = start
+        for name, start in reset.items():
+            self.jobs[name].reset(start)
+        self.phase = min(self.jobs[name].phase for name in reset)
+        self.execute_count += 1
+        self.status, self.reason = "QUEUE", None
+        self.cancelling = None
+        self.queued_at, self.started_at, self.finished_at = now, None, None

@@ -1,0 +1,227 @@
+"""Messages between the CI actors: frozen, tagged msgspec Structs.
+
+Everything about a job attempt carries a ``JobToken``; the attempt number in
+it is the fencing token: an actor drops a report whose attempt is not the
+job's current one, so a late message from a cancelled or lost attempt never
+touches its successor (DESIGN §2).
+
+Flow of a build (arrows are ``tell``):
+
+    facade --Submit(ask)--> pipeline --Admit--> group --Admitted/Queued--> pipeline
+    pipeline --JobRequest--> dispatcher --RunJob--> agent --AgentReport--> pipeline
+    agent --AgentIdle--> dispatcher        pipeline --Release--> group
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from .core import Ref
+from .core import Reply
+from .spec import Concurrency, Job, RunsOn
+
+__all__ = [
+    "JobToken",
+    "JobPayload",
+    "JobRequest",
+    "Withdraw",
+    "RunJob",
+    "CancelJob",
+    "AgentIdle",
+    "AgentReport",
+    "JobStarted",
+    "StepStarted",
+    "StepEnded",
+    "StepNotRun",
+    "JobEnded",
+    "Admit",
+    "Admitted",
+    "Queued",
+    "Refused",
+    "Dequeued",
+    "CancelBuild",
+    "Release",
+    "QueueTimeout",
+]
+
+
+class _Message(msgspec.Struct, frozen=True, tag=True):
+    pass
+
+
+class JobToken(msgspec.Struct, frozen=True):
+    """Names one attempt of one job of one build; hashable."""
+
+    build_id: str
+    job_id: str
+    attempt: int
+
+    def __str__(self) -> str:
+        return f"{self.build_id}/{self.job_id}#{self.attempt}"
+
+
+# -- pipeline <-> dispatcher <-> agent ---------------------------------------------
+
+
+class JobPayload(msgspec.Struct, frozen=True):
+    """All an agent needs to run one job attempt."""
+
+    pipeline_id: str
+    build_number: int
+    execute_count: int
+    job: Job
+    start_step: int
+    # ci.* and variables.* for rendering step templates
+    template_context: dict[str, dict[str, str]]
+    # variables + job env + SHUNTER_* build context
+    env: dict[str, str]
+    # context to restore before a retry (snapshot + exports of the steps kept)
+    restore: dict[str, str] | None
+    # a step before start_step failed (for the `if` of the steps that run)
+    failed_before: bool = False
+
+
+class JobRequest(_Message):
+    """Pipeline → dispatcher: find an agent for this attempt."""
+
+    token: JobToken
+    pipeline: Ref
+    payload: JobPayload
+    runs_on: RunsOn
+
+
+class Withdraw(_Message):
+    """Pipeline → dispatcher: stop this attempt, queued or running."""
+
+    token: JobToken
+    reason: str
+
+
+class RunJob(_Message):
+    """Dispatcher → agent: run this attempt now."""
+
+    token: JobToken
+    pipeline: Ref
+    payload: JobPayload
+
+
+class CancelJob(_Message):
+    token: JobToken
+    reason: str
+
+
+class AgentIdle(_Message):
+    """Agent → dispatcher: the attempt ended; the agent is free again."""
+
+    agent: str
+    token: JobToken
+
+
+# Records carried by AgentReport, applied in order by the pipeline.
+
+
+class JobStarted(msgspec.Struct, frozen=True):
+    node: str
+    agent: str
+    context: dict[str, str]
+    time: float
+
+
+class StepStarted(msgspec.Struct, frozen=True):
+    index: int
+    log: Any  # the StepLog the agent writes
+    time: float
+
+
+class StepEnded(msgspec.Struct, frozen=True):
+    index: int
+    status: str
+    reason: str | None
+    exit_code: int | None
+    outputs: dict[str, str]
+    exported_env: dict[str, str]
+    time: float
+
+
+class StepNotRun(msgspec.Struct, frozen=True):
+    index: int
+    status: str  # SKIP or UNEXEC
+    reason: str
+
+
+class JobEnded(msgspec.Struct, frozen=True):
+    status: str
+    reason: str | None
+    time: float
+
+
+class AgentReport(_Message):
+    """Agent (or dispatcher) → pipeline: what happened to an attempt, in order.
+
+    An agent flushes its records whenever it is about to wait, so a job of
+    instant steps costs one message, not one per step.
+    """
+
+    token: JobToken
+    records: tuple[JobStarted | StepStarted | StepEnded | StepNotRun | JobEnded, ...]
+
+
+# -- pipeline <-> concurrency group --------------------------------------------------
+
+
+class Admit(_Message):
+    """Pipeline → group: admit this build (new, or a retry of a finished one)."""
+
+    build_id: str
+    pipeline: Ref
+    config: Concurrency
+    reply: Reply | None
+    retry: dict[str, Any] | None = None  # the retry to apply once admitted
+
+
+class Admitted(_Message):
+    build_id: str
+    reply: Reply | None
+    retry: dict[str, Any] | None = None
+
+
+class Queued(_Message):
+    build_id: str
+    position: int
+    reply: Reply | None
+    retry: dict[str, Any] | None = None
+
+
+class Refused(_Message):
+    build_id: str
+    message: str
+    reply: Reply | None
+    retry: dict[str, Any] | None = None
+
+
+class Dequeued(_Message):
+    """Group → pipeline: the queued build left the queue without running."""
+
+    build_id: str
+    status: str  # QUEUE_TIMEOUT or CANCELED
+    reason: str
+
+
+class CancelBuild(_Message):
+    """Group → pipeline: cancel this running build (cancel-in-progress)."""
+
+    build_id: str
+    reason: str
+
+
+class Release(_Message):
+    """Pipeline → group: the build ended or left; free its place."""
+
+    build_id: str
+
+
+class QueueTimeout(_Message):
+    build_id: str
+    deadline: float

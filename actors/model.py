@@ -1,0 +1,179 @@
+"""Result types returned by the Python API and encoded as the HTTP API's JSON.
+
+They are snapshots: frozen msgspec Structs built by the owning actor and
+handed out, never live state. Field names are the public JSON of DESIGN §7.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "BuildInfo",
+    "StageInfo",
+    "JobInfo",
+    "JobAttemptInfo",
+    "StepInfo",
+    "StepAttemptInfo",
+    "PipelineInfo",
+    "GroupInfo",
+    "QueueEntry",
+    "Stats",
+    "Event",
+    "BUILD_FINAL",
+    "JOB_FINAL",
+    "STEP_FINAL",
+]
+
+BUILD_FINAL = frozenset({"SUCCEED", "FAILED", "CANCELED", "QUEUE_TIMEOUT"})
+JOB_FINAL = frozenset(
+    {"SUCCEED", "FAILED", "CANCELED", "SKIP", "UNEXEC", "QUEUE_TIMEOUT", "HEARTBEAT_TIMEOUT", "EXEC_TIMEOUT"}
+)
+STEP_FINAL = frozenset({"SUCCEED", "FAILED", "CANCELED", "SKIP", "UNEXEC", "EXEC_TIMEOUT"})
+
+
+class StepAttemptInfo(msgspec.Struct, frozen=True, kw_only=True):
+    number: int
+    status: str
+    exit_code: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    reason: str | None = None
+    retry_of: int | None = None
+    execute_count: int = 1
+    outputs: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class StepInfo(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    status: str
+    reason: str | None = None
+    attempts: list[StepAttemptInfo] = msgspec.field(default_factory=list)
+
+
+class JobAttemptInfo(msgspec.Struct, frozen=True, kw_only=True):
+    number: int
+    status: str
+    node: str | None = None
+    agent: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    reason: str | None = None
+    execute_count: int = 1
+    retry_of: int | None = None
+    start_step: str | None = None
+
+
+class JobInfo(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    status: str
+    node: str | None = None
+    agent: str | None = None
+    reason: str | None = None
+    attempts: list[JobAttemptInfo] = msgspec.field(default_factory=list)
+    steps: list[StepInfo] = msgspec.field(default_factory=list)
+
+    def step(self, step_id: str) -> StepInfo:
+        """The step called ``step_id``; KeyError if the job has none."""
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(f"job {self.id!r} has no step {step_id!r}")
+
+
+class StageInfo(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    status: str
+    jobs: list[JobInfo] = msgspec.field(default_factory=list)
+
+
+class BuildInfo(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    pipeline_id: str
+    number: int
+    status: str
+    execute_count: int
+    group: str | None
+    queue_position: int | None
+    reason: str | None
+    variables: dict[str, str]
+    queued_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    stages: list[StageInfo] = msgspec.field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in BUILD_FINAL
+
+    def job(self, job_id: str) -> JobInfo:
+        """The job called ``job_id`` (in any stage, ``finally`` included); KeyError if none."""
+        for stage in self.stages:
+            for job in stage.jobs:
+                if job.id == job_id:
+                    return job
+        raise KeyError(f"build {self.id!r} has no job {job_id!r}")
+
+
+class PipelineInfo(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    version: str
+    stages: list[str]
+    jobs: list[str]
+    group: str | None
+    builds: int
+    source: str
+
+
+class QueueEntry(msgspec.Struct, frozen=True, kw_only=True):
+    build_id: str
+    position: int
+    queued_at: str
+    deadline: str
+    pipeline_id: str = ""
+    waiting_for: list[str] = msgspec.field(default_factory=list)
+
+
+class GroupInfo(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    max_parallel: int
+    queue_length: int
+    queue_timeout_minutes: float
+    on_queue_full: str
+    cancel_in_progress: bool
+    running: list[str]
+    queue: list[QueueEntry]
+
+
+class Stats(msgspec.Struct, frozen=True, kw_only=True):
+    builds_running: int = 0
+    builds_queued: int = 0
+    builds_finished: int = 0
+    jobs_running: int = 0
+    jobs_queued: int = 0
+    slots_held: int = 0
+    agents: int = 0
+    agents_busy: int = 0
+    agents_locked: int = 0
+    builds_by_status: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    """One state change. ``id`` grows by one per event, runtime-wide."""
+
+    id: int
+    kind: str  # build | job | step | group | node
+    time: str
+    status: str | None = None
+    reason: str | None = None
+    pipeline_id: str | None = None
+    build_id: str | None = None
+    job_id: str | None = None
+    step_id: str | None = None
+    attempt: int | None = None
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
