@@ -15,6 +15,7 @@ with one node ``local`` of as many agents as the machine has cores. A YAML
     heartbeat-interval: 5           # seconds between agent heartbeats
     heartbeat-timeout: 30           # silence after which an agent is lost
     max-queued-builds: 100000       # past it, submissions are Overloaded
+    shutdown-timeout: 10            # seconds to let cancelled builds stop on close
 
 Every problem is reported at once, by path, as ``SpecError(errors,
 what="config")``. Node names are unique across all pools, since nodes are
@@ -44,6 +45,7 @@ __all__ = [
 
 _TOP_KEYS = (
     "server", "pools", "pipelines", "heartbeat-interval", "heartbeat-timeout", "max-queued-builds",
+    "shutdown-timeout",
 )
 _SERVER_KEYS = ("bind", "max-body-bytes")
 _POOL_KEYS = ("name", "nodes")
@@ -94,6 +96,7 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     heartbeat_interval: float = 5.0
     heartbeat_timeout: float = 30.0
     max_queued_builds: int = 100_000
+    shutdown_timeout: float = 10.0
 
 
 def default_config() -> RuntimeConfig:
@@ -146,6 +149,7 @@ def _read(check: Checker, data: Any) -> RuntimeConfig | None:
     fields["max_queued_builds"] = check.integer(
         top, "max-queued-builds", "$", default=100_000, minimum=1
     )
+    fields["shutdown_timeout"] = check.positive(top, "shutdown-timeout", "$", default=10.0) or 10.0
     return RuntimeConfig(**fields)
 
 

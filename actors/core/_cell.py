@@ -244,8 +244,8 @@ class Cell:
             try:
                 while True:
                     error = await self._incarnation()
-                    if error is None:
-                        break
+                    if error is None or self.state is not _RUNNING:
+                        break  # stopped, or crashed while stopping: no restart
                     if not self._may_restart():
                         self._escalate(error)
                         break

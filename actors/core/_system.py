@@ -103,9 +103,17 @@ class ActorSystem:
         except KeyError:
             raise LookupError(f"no running actor named {name!r}") from None
 
+    def children(self, ref: Ref) -> list[Ref]:
+        """The running children of ``ref``, oldest first."""
+        return [cell.ref for cell in ref._cell.children]
+
     async def stop(self, ref: Ref, *, timeout: float | None = None) -> None:
         """Stop an actor (children first) and wait until it has stopped."""
         await self._stop_cell(ref._cell, self.shutdown_timeout if timeout is None else timeout)
+
+    def stop_nowait(self, ref: Ref) -> None:
+        """Ask an actor to stop (after what is queued) without waiting for it."""
+        ref._cell.request_stop()
 
     def send_after(self, delay: float, ref: Ref, message: Any) -> TimerHandle:
         """Tell ``message`` to ``ref`` after ``delay`` seconds."""

@@ -1,0 +1,616 @@
+"""The pipeline actor: owns its builds and drives their state machines.
+
+It numbers builds, renders their concurrency group, asks the group for
+admission (answering the submitter only once the group has decided, through
+the deferred reply slot), requests agents for runnable jobs, applies what
+agents report (dropping reports of stale attempts), and tells the group when
+a build ends. Retries inside a running build never go through the group;
+retries of a finished build are new admissions (DESIGN §3.1 items 4 and 5).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+import msgspec
+
+from .build import FAILING, Build, JobRun
+from .core import Actor, Ref, Reply
+from .errors import Conflict, InvalidRequest, NotFound, NotRetryable, QueueFull
+from .events import Publish, Record
+from .group import GroupActor, rfc3339
+from .messages import (
+    Admit,
+    Admitted,
+    AgentReport,
+    CancelBuild,
+    Dequeued,
+    JobEnded,
+    JobPayload,
+    JobRequest,
+    JobStarted,
+    JobToken,
+    Queued,
+    Refused,
+    Release,
+    StepEnded,
+    StepNotRun,
+    StepStarted,
+    Withdraw,
+)
+from .model import (
+    BuildInfo,
+    JobAttemptInfo,
+    JobInfo,
+    PipelineInfo,
+    StageInfo,
+    StepAttemptInfo,
+    StepInfo,
+)
+from .spec import Concurrency, PipelineSpec
+from .templates import TemplateError, render
+
+__all__ = [
+    "PipelineActor",
+    "SubmitBuild",
+    "GetBuild",
+    "ListBuilds",
+    "CancelRequest",
+    "RetryRequest",
+    "WaitBuild",
+    "ReplaceSpec",
+    "DescribePipeline",
+    "GetLog",
+    "build_info",
+]
+
+
+# -- the pipeline's protocol (asked by the runtime facade) ---------------------------
+
+
+class SubmitBuild(msgspec.Struct, frozen=True):
+    variables: dict[str, Any]
+
+
+class GetBuild(msgspec.Struct, frozen=True):
+    build_id: str
+
+
+class ListBuilds(msgspec.Struct, frozen=True):
+    status: str | None = None
+
+
+class CancelRequest(msgspec.Struct, frozen=True):
+    build_id: str
+    reason: str = "cancelled by a user"
+
+
+class RetryRequest(msgspec.Struct, frozen=True):
+    build_id: str
+    job: str | None = None
+    step: str | None = None
+    failed_only: bool = False
+
+
+class WaitBuild(msgspec.Struct, frozen=True):
+    build_id: str
+
+
+class ReplaceSpec(msgspec.Struct, frozen=True):
+    spec: PipelineSpec
+
+
+class DescribePipeline(msgspec.Struct, frozen=True):
+    pass
+
+
+class GetLog(msgspec.Struct, frozen=True):
+    build_id: str
+    job: str | None = None
+    step: str | None = None
+
+
+class PipelineActor(Actor):
+    """One registered pipeline and all its builds. See the module docstring."""
+
+    def __init__(
+        self, *, pipeline_id: str, spec: PipelineSpec, dispatcher: Ref, hub: Ref, groups: Ref, history: int = 5_000
+    ) -> None:
+        self.pipeline_id = pipeline_id
+        self.spec = spec
+        self.dispatcher = dispatcher
+        self.hub = hub
+        self.groups = groups
+        self.history = history
+        self.next_number = 1
+        self.builds: dict[str, Build] = {}
+        self.pending: dict[str, Build] = {}  # new builds waiting for their group's answer
+        self.admitting: set[str] = set()  # finished builds whose retry awaits admission
+        self.waiters: dict[str, list[Reply]] = {}
+        self.finished_order: deque[str] = deque()
+        self.outbox: list[Record] = []
+        self.stale_reports = 0
+
+    def receive(self, message: Any) -> Any:
+        try:
+            return self._handle(message)
+        finally:
+            if self.outbox:
+                self.hub.tell(Publish(tuple(self.outbox)))
+                self.outbox.clear()
+
+    def _handle(self, message: Any) -> Any:
+        kind = type(message)
+        if kind is AgentReport:
+            self._report(message)
+        elif kind is Admitted:
+            self._admitted(message)
+        elif kind is Queued:
+            self._queued(message)
+        elif kind is Refused:
+            self._refused(message)
+        elif kind is Dequeued:
+            self._dequeued(message)
+        elif kind is CancelBuild:
+            build = self.builds.get(message.build_id)
+            if build is not None and not build.finished:
+                self._cancel(build, message.reason)
+        elif kind is SubmitBuild:
+            self._submit(message)
+        elif kind is GetBuild:
+            return build_info(self._build(message.build_id))
+        elif kind is ListBuilds:
+            return [build_info(b) for b in self.builds.values() if message.status in (None, b.status)]
+        elif kind is CancelRequest:
+            return self._user_cancel(message)
+        elif kind is RetryRequest:
+            return self._retry(message)
+        elif kind is WaitBuild:
+            build = self._build(message.build_id)
+            if build.finished:
+                return build_info(build)
+            self.waiters.setdefault(build.id, []).append(self.defer_reply())
+        elif kind is ReplaceSpec:
+            self.spec = message.spec
+            return self._describe()
+        elif kind is DescribePipeline:
+            return self._describe()
+        elif kind is GetLog:
+            return self._log(message)
+        else:
+            raise TypeError(f"pipeline {self.pipeline_id!r} got an unexpected {kind.__name__}")
+        return None
+
+    # -- submission and admission ------------------------------------------------------
+
+    def _submit(self, message: SubmitBuild) -> None:
+        variables = self._variables(message.variables)
+        number = self.next_number
+        build_id = f"{self.pipeline_id}.{number}"
+        group = self._render_group(build_id, number, variables)
+        self.next_number += 1
+        build = Build(build_id=build_id, spec=self.spec, number=number, variables=variables, group=group,
+                      now=time.time())  # fmt: skip
+        if group is None:
+            self._store(build)
+            self._emit_build(build, None)
+            self._start(build)
+            return
+        self.pending[build_id] = build
+        self._group(group).tell(Admit(build_id, self.ref, self._group_config(group), self.defer_reply()))
+
+    def _variables(self, given: dict[str, Any]) -> dict[str, str]:
+        declared = self.spec.variables
+        unknown = sorted(set(given) - set(declared))
+        if unknown:
+            names = ", ".join(sorted(declared)) or "none"
+            raise InvalidRequest(
+                f"pipeline {self.pipeline_id!r} declares no variable {', '.join(map(repr, unknown))} "
+                f"(declared: {names})",
+                details=[{"path": f"$.variables.{name}", "message": "not declared by the pipeline"} for name in unknown],
+            )
+        values = dict(declared)
+        for name, value in given.items():
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            elif isinstance(value, (int, float)):
+                value = str(value)
+            elif not isinstance(value, str):
+                raise InvalidRequest(
+                    f"variable {name!r} must be a string, number or boolean, got {type(value).__name__}",
+                    details=[{"path": f"$.variables.{name}", "message": "must be a string, number or boolean"}],
+                )
+            values[name] = value
+        return values
+
+    def _render_group(self, build_id: str, number: int, variables: dict[str, str]) -> str | None:
+        concurrency = self.spec.concurrency
+        if concurrency is None:
+            return None
+        context = {"ci": {"pipeline_id": self.pipeline_id, "build_id": build_id, "build_num": str(number)},
+                   "variables": variables}  # fmt: skip
+        try:
+            name = render(concurrency.group, context).strip()
+        except TemplateError as error:
+            raise InvalidRequest(f"concurrency group of pipeline {self.pipeline_id!r}: {error}") from None
+        if not name:
+            raise InvalidRequest(f"concurrency group of pipeline {self.pipeline_id!r} rendered to an empty name")
+        return name
+
+    def _group_config(self, name: str) -> Concurrency:
+        concurrency = self.spec.concurrency
+        assert concurrency is not None
+        return msgspec.structs.replace(concurrency, group=name)
+
+    def _group(self, name: str) -> Ref:
+        system = self.system
+        try:
+            return system.lookup(f"group:{name}")
+        except LookupError:
+            return system.spawn(lambda: GroupActor(name), name=f"group:{name}", parent=self.groups)
+
+    def _admitted(self, message: Admitted) -> None:
+        build = self.pending.pop(message.build_id, None)
+        if build is not None:
+            self._store(build)
+            self._emit_build(build, None)
+        else:
+            build = self.builds.get(message.build_id)
+            if build is None:
+                return
+            if message.retry is not None:
+                self._apply_rerun(build, message.retry)
+            elif build.status != "QUEUE":
+                # cancelled while the admission was on its way: hand the place back
+                if build.group is not None:
+                    self._group(build.group).tell(Release(build.id))
+                return
+        self._start(build)
+        if message.reply is not None:
+            message.reply.set_result(build_info(build))
+
+    def _queued(self, message: Queued) -> None:
+        build = self.pending.pop(message.build_id, None)
+        if build is not None:
+            self._store(build)
+            self._emit_build(build, None)
+        else:
+            build = self.builds[message.build_id]
+            if message.retry is not None:
+                self._apply_rerun(build, message.retry)
+        if message.reply is not None:
+            message.reply.set_result(build_info(build, message.position))
+
+    def _refused(self, message: Refused) -> None:
+        self.pending.pop(message.build_id, None)
+        self.admitting.discard(message.build_id)
+        if message.reply is not None:
+            message.reply.set_error(QueueFull(message.message))
+
+    def _dequeued(self, message: Dequeued) -> None:
+        build = self.builds.get(message.build_id)
+        if build is None or build.status != "QUEUE":
+            return
+        previous = build.status
+        build.end_unstarted(message.status, message.reason, time.time())
+        self._emit_build(build, previous)
+        self._finished(build, release=False)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def _start(self, build: Build) -> None:
+        previous = build.status
+        dispatch = build.start(time.time())
+        self._emit_build(build, previous)
+        self._dispatch(build, dispatch)
+        if build.finished:
+            self._finished(build)
+
+    def _dispatch(self, build: Build, jobs: list[JobRun]) -> None:
+        for job in jobs:
+            attempt = job.attempts[-1]
+            self._emit_job(build, job, None)
+            token = JobToken(build.id, job.id, attempt.number)
+            payload = JobPayload(
+                pipeline_id=self.pipeline_id,
+                build_number=build.number,
+                execute_count=build.execute_count,
+                job=job.spec,
+                start_step=attempt.start_step,
+                template_context=_template_context(build),
+                env=_job_env(build, job),
+                restore=_restore_context(job),
+                failed_before=any(step.status in FAILING for step in job.steps[: attempt.start_step]),
+            )
+            self.dispatcher.tell(JobRequest(token, self.ref, payload, job.spec.runs_on))
+
+    def _report(self, report: AgentReport) -> None:
+        token = report.token
+        build = self.builds.get(token.build_id)
+        job = build.live_attempt(token.job_id, token.attempt) if build is not None else None
+        if build is None or job is None:
+            self.stale_reports += 1  # fenced: a report of an attempt that is over
+            return
+        for record in report.records:
+            kind = type(record)
+            if kind is StepStarted:
+                attempt = build.step_started(job, record.index, record.time)
+                attempt.log = record.log
+                self._emit_step(build, job, record.index)
+            elif kind is StepEnded:
+                build.step_ended(job, record.index, record.status, record.reason, record.exit_code,
+                                 record.outputs, record.exported_env, record.time)  # fmt: skip
+                self._emit_step(build, job, record.index)
+            elif kind is StepNotRun:
+                build.step_not_run(job, record.index, record.status, record.reason)
+                self._emit_step(build, job, record.index)
+            elif kind is JobStarted:
+                previous = job.status
+                build.job_started(job, record.node, record.agent, record.context, record.time)
+                self._emit_job(build, job, previous)
+            elif kind is JobEnded:
+                previous_build, previous_job = build.status, job.status
+                states = {other.id: other.status for other in build.all_jobs()}
+                dispatch = build.job_ended(job, record.status, record.reason, record.time)
+                self._emit_job(build, job, previous_job)
+                self._emit_unrun(build, states)
+                self._dispatch(build, dispatch)
+                if build.finished:
+                    self._emit_build(build, previous_build)
+                    self._finished(build)
+
+    def _finished(self, build: Build, release: bool = True) -> None:
+        if release and build.group is not None:
+            self._group(build.group).tell(Release(build.id))
+        for reply in self.waiters.pop(build.id, ()):
+            reply.set_result(build_info(build))
+        self.finished_order.append(build.id)
+        while len(self.finished_order) > self.history:
+            old = self.finished_order.popleft()
+            if old in self.builds and self.builds[old].finished and old not in self.admitting:
+                del self.builds[old]
+
+    def _store(self, build: Build) -> None:
+        self.builds[build.id] = build
+
+    # -- cancel and retry ------------------------------------------------------------------
+
+    def _user_cancel(self, request: CancelRequest) -> BuildInfo:
+        build = self._build(request.build_id)
+        if build.finished:
+            raise Conflict(f"build {build.id!r} has already finished ({build.status})")
+        self._cancel(build, request.reason)
+        return build_info(build)
+
+    def _cancel(self, build: Build, reason: str) -> None:
+        previous = build.status
+        states = {job.id: job.status for job in build.all_jobs()}
+        stop = build.cancel(reason, time.time())
+        for job in stop:
+            self.dispatcher.tell(Withdraw(JobToken(build.id, job.id, job.attempts[-1].number), reason))
+        if build.finished:  # it was queued
+            self._emit_build(build, previous)
+            self._emit_unrun(build, states)
+            self._finished(build)
+            return
+        dispatch = build.advance(time.time())
+        self._emit_unrun(build, states)
+        self._dispatch(build, dispatch)
+        if build.finished:
+            self._emit_build(build, previous)
+            self._finished(build)
+
+    def _retry(self, request: RetryRequest) -> BuildInfo | None:
+        build = self._build(request.build_id)
+        if build.id in self.admitting:
+            raise NotRetryable(f"a retry of build {build.id!r} is already waiting for admission")
+        if not build.finished:
+            if request.failed_only:
+                raise NotRetryable(
+                    f"build {build.id!r} is {build.status}: failed_only retries a finished build; "
+                    "retry a failed job or step instead"
+                )
+            states = {job.id: job.status for job in build.all_jobs()}
+            job = build.retry_in_run(request.job, request.step, time.time())
+            self._emit_unrun(build, states)
+            self._dispatch(build, [job])
+            return build_info(build)
+        retry = {"job": request.job, "step": request.step, "failed_only": request.failed_only}
+        build.rerun_plan(job_id=request.job, step_id=request.step, failed_only=request.failed_only)  # validates
+        group = self._render_group(build.id, build.number, build.variables)
+        if group is None:
+            self._apply_rerun(build, retry)
+            self._start(build)
+            return build_info(build)
+        self.admitting.add(build.id)
+        build.group = group
+        self._group(group).tell(Admit(build.id, self.ref, self._group_config(group), self.defer_reply(), retry))
+        return None
+
+    def _apply_rerun(self, build: Build, retry: dict[str, Any]) -> None:
+        self.admitting.discard(build.id)
+        previous = build.status
+        build.prepare_rerun(job_id=retry["job"], step_id=retry["step"], failed_only=retry["failed_only"],
+                            now=time.time())  # fmt: skip
+        self._emit_build(build, previous)
+
+    # -- queries ------------------------------------------------------------------------
+
+    def _build(self, build_id: str) -> Build:
+        build = self.builds.get(build_id)
+        if build is None:
+            raise NotFound(f"no build {build_id!r}")
+        return build
+
+    def _describe(self) -> PipelineInfo:
+        spec = self.spec
+        return PipelineInfo(
+            id=self.pipeline_id,
+            name=spec.name,
+            version=spec.version,
+            stages=[stage.name for stage in spec.stages],
+            jobs=[job.id for job in spec.all_jobs()],
+            group=spec.concurrency.group if spec.concurrency else None,
+            builds=len(self.builds),
+            source=spec.source,
+        )
+
+    def _log(self, request: GetLog) -> str:
+        build = self._build(request.build_id)
+        jobs = [build.job(request.job)] if request.job is not None else list(build.all_jobs())
+        if request.step is not None:
+            jobs = [build.find_step(request.job, request.step)[0]]
+        parts: list[str] = []
+        for job in jobs:
+            for step in job.steps:
+                if request.step is not None and step.spec.id != request.step:
+                    continue
+                for attempt in step.attempts:
+                    header = f"=== {job.id} / {step.spec.id} attempt {attempt.number} ({attempt.status}) ==="
+                    parts.append(header + "\n" + attempt.log.text())
+        return "".join(part if part.endswith("\n") else part + "\n" for part in parts)
+
+    # -- events -------------------------------------------------------------------------
+
+    def _emit_build(self, build: Build, previous: str | None) -> None:
+        self.outbox.append(("build", previous, build.status, build.reason, self.pipeline_id, build.id,
+                            None, None, build.execute_count, time.time(), None))  # fmt: skip
+
+    def _emit_job(self, build: Build, job: JobRun, previous: str | None) -> None:
+        attempt = job.attempts[-1].number if job.attempts else None
+        self.outbox.append(("job", previous, job.status, job.reason, self.pipeline_id, build.id, job.id,
+                            None, attempt, time.time(), None))  # fmt: skip
+
+    def _emit_step(self, build: Build, job: JobRun, index: int) -> None:
+        step = job.steps[index]
+        attempt = step.attempts[-1].number if step.attempts else None
+        self.outbox.append(("step", None, step.status, step.reason, self.pipeline_id, build.id, job.id,
+                            step.spec.id, attempt, time.time(), None))  # fmt: skip
+
+    def _emit_unrun(self, build: Build, before: dict[str, str]) -> None:
+        """Events for jobs whose status changed without an attempt of their own."""
+        for job in build.all_jobs():
+            if before.get(job.id) != job.status and job.status in ("UNEXEC", "SKIP", "DEPENDENT_WAITING"):
+                self._emit_job(build, job, before.get(job.id))
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _template_context(build: Build) -> dict[str, dict[str, str]]:
+    return {
+        "ci": {"pipeline_id": build.pipeline_id, "build_id": build.id, "build_num": str(build.number)},
+        "variables": build.variables,
+    }
+
+
+def _job_env(build: Build, job: JobRun) -> dict[str, str]:
+    env = dict(build.variables)
+    context = _template_context(build)
+    for key, value in job.spec.env.items():
+        env[key] = render(value, context)
+    env.update(
+        SHUNTER_PIPELINE_ID=build.pipeline_id,
+        SHUNTER_BUILD_ID=build.id,
+        SHUNTER_BUILD_NUM=str(build.number),
+        SHUNTER_EXECUTE_COUNT=str(build.execute_count),
+    )
+    return env
+
+
+def _restore_context(job: JobRun) -> dict[str, str] | None:
+    """For a retry: the context before the failed attempt plus exports of the steps kept."""
+    earlier = job.attempts[:-1]
+    if not earlier:
+        return None
+    base = next((a.context_before for a in reversed(earlier) if a.context_before is not None), None)
+    start = job.attempts[-1].start_step
+    if base is None and start == 0:
+        return None
+    context = dict(base or {})
+    for step in job.steps[:start]:
+        kept = next((a for a in reversed(step.attempts) if a.status == "SUCCEED"), None)
+        if kept is not None:
+            context.update(kept.exported_env)
+    return context
+
+
+def build_info(build: Build, queue_position: int | None = None) -> BuildInfo:
+    """The public snapshot of a build (DESIGN §7)."""
+    stages = []
+    for index, jobs in enumerate(build.phases):
+        job_infos = [_job_info(job) for job in jobs]
+        stages.append(StageInfo(name=build.phase_names[index], status=_stage_status(jobs), jobs=job_infos))
+    return BuildInfo(
+        id=build.id,
+        pipeline_id=build.pipeline_id,
+        number=build.number,
+        status=build.status,
+        execute_count=build.execute_count,
+        group=build.group,
+        queue_position=queue_position if build.status == "QUEUE" else None,
+        reason=build.reason,
+        variables=build.variables,
+        queued_at=rfc3339(build.queued_at),
+        started_at=rfc3339(build.started_at),
+        finished_at=rfc3339(build.finished_at),
+        stages=stages,
+    )
+
+
+def _job_info(job: JobRun) -> JobInfo:
+    current = job.attempts[-1] if job.attempts else None
+    return JobInfo(
+        id=job.id,
+        name=job.spec.name,
+        status=job.status,
+        node=current.node if current else None,
+        agent=current.agent if current else None,
+        reason=job.reason,
+        attempts=[
+            JobAttemptInfo(
+                number=a.number, status=a.status, node=a.node, agent=a.agent, started_at=rfc3339(a.started_at),
+                finished_at=rfc3339(a.finished_at), reason=a.reason, execute_count=a.execute_count,
+                retry_of=a.retry_of, start_step=job.steps[a.start_step].spec.id if a.start_step else None,
+            )  # fmt: skip
+            for a in job.attempts
+        ],
+        steps=[
+            StepInfo(
+                id=step.spec.id,
+                name=step.spec.name,
+                status=step.status,
+                reason=step.reason,
+                attempts=[
+                    StepAttemptInfo(
+                        number=a.number, status=a.status, exit_code=a.exit_code, started_at=rfc3339(a.started_at),
+                        finished_at=rfc3339(a.finished_at), reason=a.reason, retry_of=a.retry_of,
+                        execute_count=a.execute_count, outputs=a.outputs,
+                    )  # fmt: skip
+                    for a in step.attempts
+                ],
+            )
+            for step in job.steps
+        ],
+    )
+
+
+def _stage_status(jobs: list[JobRun]) -> str:
+    statuses = {job.status for job in jobs}
+    if statuses & {"RUNNING"}:
+        return "RUNNING"
+    if statuses & {"QUEUE"}:
+        return "QUEUE" if statuses <= {"QUEUE", "DEPENDENT_WAITING"} else "RUNNING"
+    if "DEPENDENT_WAITING" in statuses:
+        return "RUNNING" if statuses - {"DEPENDENT_WAITING"} else "QUEUE"
+    for status in ("CANCELED", "FAILED", "EXEC_TIMEOUT", "HEARTBEAT_TIMEOUT", "QUEUE_TIMEOUT"):
+        if any(job.status == status and not job.spec.continue_on_error for job in jobs):
+            return "FAILED" if status != "CANCELED" else "CANCELED"
+    if statuses <= {"SKIP"}:
+        return "SKIP"
+    if statuses <= {"UNEXEC", "SKIP"}:
+        return "UNEXEC"
+    return "SUCCEED"
+

@@ -1,0 +1,349 @@
+"""The runtime facade: ``open_runtime()`` and the ``Runtime`` users hold.
+
+It opens an actor system, starts the event hub, the dispatcher (with the
+configured pools and nodes) and the supervisors of pipelines and groups,
+and turns each API call into an ``ask`` to the actor that owns the answer.
+It holds no scheduling state of its own.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from actors.actions import ActionRegistry, StepContext
+from actors.core import Actor, ActorSystem, AskTimeout, Ref, Supervision, open_system
+from actors.dispatch import AddNode, DispatchStats, Dispatcher, ListNodes, NodeInfo, RemoveNode
+from actors.errors import InvalidRequest, NotFound, SpecError
+from actors.events import Counters, EventHub, History, Subscribe, Unsubscribe
+from actors.group import GroupSnapshot, QueuePosition
+from actors.model import BuildInfo, Event, GroupInfo, PipelineInfo, Stats
+from actors.pipeline import (
+    CancelRequest,
+    DescribePipeline,
+    GetBuild,
+    GetLog,
+    ListBuilds,
+    PipelineActor,
+    ReplaceSpec,
+    RetryRequest,
+    SubmitBuild,
+    WaitBuild,
+)
+
+from .config import RuntimeConfig, default_config, load_config
+from .spec_loader import load_pipeline, slugify, validate_pipeline_id
+
+__all__ = ["Runtime", "open_runtime"]
+
+logger = logging.getLogger("shunter")
+
+# Pipeline state lives in its actor; a restarted instance would come back
+# empty and lose builds, so a pipeline crash fails the runtime loudly instead.
+_PIPELINE_SUPERVISION = Supervision(max_restarts=0, escalate=True)
+
+
+class _Supervisor(Actor):
+    """Parent of a family of actors (pipelines, groups); handles no messages itself."""
+
+
+class Runtime:
+    """A running shunter. Get one from ``open_runtime()``."""
+
+    def __init__(
+        self,
+        *,
+        system: ActorSystem,
+        config: RuntimeConfig,
+        actions: ActionRegistry,
+        hub: Ref,
+        dispatcher: Ref,
+        pipelines: Ref,
+        groups: Ref,
+    ) -> None:
+        self.system = system
+        self.config = config
+        self.actions = actions
+        self._hub = hub
+        self._dispatcher = dispatcher
+        self._pipelines = pipelines
+        self._groups = groups
+        self.interrupted: list[str] = []
+
+    # -- pipelines -------------------------------------------------------------------
+
+    async def register_pipeline(self, source: str | bytes | os.PathLike[str] | Mapping[str, Any],
+                                id: str | None = None) -> PipelineInfo:  # fmt: skip
+        """Register (or replace) a pipeline from YAML/JSON text, a file path or a mapping.
+
+        Raises ``SpecError`` listing every problem by path. Replacing keeps the
+        pipeline's builds and numbering; running builds keep the definition
+        they started with.
+        """
+        spec = load_pipeline(_read_source(source), known_actions=self.actions.names())
+        pipeline_id = id if id is not None else slugify(spec.name)
+        problem = validate_pipeline_id(pipeline_id)
+        if problem is not None:
+            raise SpecError([{"path": "id", "message": problem}])
+        ref = self._pipeline_or_none(pipeline_id)
+        if ref is not None:
+            info: PipelineInfo = await ref.ask(ReplaceSpec(spec))
+            return info
+        ref = self.system.spawn(
+            lambda: PipelineActor(pipeline_id=pipeline_id, spec=spec, dispatcher=self._dispatcher, hub=self._hub,
+                                  groups=self._groups),  # fmt: skip
+            name=f"pipeline:{pipeline_id}",
+            parent=self._pipelines,
+            supervision=_PIPELINE_SUPERVISION,
+        )
+        result: PipelineInfo = await ref.ask(DescribePipeline())
+        return result
+
+    def has_pipeline(self, pipeline_id: str) -> bool:
+        return self._pipeline_or_none(pipeline_id) is not None
+
+    async def pipeline(self, pipeline_id: str) -> PipelineInfo:
+        result: PipelineInfo = await self._pipeline(pipeline_id).ask(DescribePipeline())
+        return result
+
+    async def pipelines(self) -> list[PipelineInfo]:
+        return [await ref.ask(DescribePipeline()) for ref in self.system.children(self._pipelines)]
+
+    # -- builds ------------------------------------------------------------------------
+
+    async def submit(self, pipeline_id: str, variables: Mapping[str, Any] | None = None) -> BuildInfo:
+        """Start a build; it runs at once or queues in its concurrency group.
+
+        Raises ``QueueFull`` when the group's queue is full (policy reject),
+        ``InvalidRequest`` for undeclared or ill-typed variables, ``NotFound``.
+        """
+        if variables is not None and not isinstance(variables, Mapping):
+            raise InvalidRequest("variables must be a mapping of names to values")
+        result: BuildInfo = await self._pipeline(pipeline_id).ask(SubmitBuild(dict(variables or {})))
+        return result
+
+    async def build(self, build_id: str) -> BuildInfo:
+        """A snapshot of the build, with its queue position if it waits in a group."""
+        info: BuildInfo = await self._owner(build_id).ask(GetBuild(build_id))
+        if info.status == "QUEUE" and info.group is not None:
+            group = self._group_or_none(info.group)
+            if group is not None:
+                position = await group.ask(QueuePosition(build_id))
+                info = msgspec.structs.replace(info, queue_position=position)
+        return info
+
+    async def builds(self, pipeline: str | None = None, status: str | None = None) -> list[BuildInfo]:
+        refs = [self._pipeline(pipeline)] if pipeline is not None else self.system.children(self._pipelines)
+        found: list[BuildInfo] = []
+        for ref in refs:
+            found.extend(await ref.ask(ListBuilds(status)))
+        return found
+
+    async def wait(self, build_id: str, timeout: float | None = None) -> BuildInfo:
+        """Wait until the build has finished; ``TimeoutError`` after ``timeout`` seconds."""
+        try:
+            result: BuildInfo = await self._owner(build_id).ask(
+                WaitBuild(build_id), timeout=math.inf if timeout is None else timeout
+            )
+        except AskTimeout:
+            raise TimeoutError(f"build {build_id!r} did not finish within {timeout:g}s") from None
+        return result
+
+    async def retry(self, build_id: str, job: str | None = None, step: str | None = None,
+                    failed_only: bool = False) -> BuildInfo:  # fmt: skip
+        """Retry a failed job or step of a running build, or (part of) a finished build.
+
+        Inside a running build the retry is part of that run (no admission);
+        a finished build is admitted again (``QueueFull`` possible).
+        Raises ``NotRetryable`` with the reason when there is nothing to retry.
+        """
+        result: BuildInfo = await self._owner(build_id).ask(RetryRequest(build_id, job, step, failed_only))
+        return result
+
+    async def cancel(self, build_id: str) -> BuildInfo:
+        """Cancel a queued or running build; ``Conflict`` if it has finished."""
+        result: BuildInfo = await self._owner(build_id).ask(CancelRequest(build_id))
+        return result
+
+    async def logs(self, build_id: str, job: str | None = None, step: str | None = None) -> str:
+        result: str = await self._owner(build_id).ask(GetLog(build_id, job, step))
+        return result
+
+    # -- groups, nodes, stats -------------------------------------------------------------
+
+    async def groups(self) -> list[GroupInfo]:
+        return [await ref.ask(GroupSnapshot()) for ref in self.system.children(self._groups)]
+
+    async def add_node(self, name: str, pool: str = "default", agents: int = 1,
+                       labels: list[str] | tuple[str, ...] = ()) -> NodeInfo:  # fmt: skip
+        """Add a build node with ``agents`` agents; creates the pool if needed."""
+        result: NodeInfo = await self._dispatcher.ask(AddNode(name, pool, agents, tuple(labels)))
+        return result
+
+    async def remove_node(self, name: str) -> NodeInfo:
+        """Drain a node: running jobs finish, no new ones start, then it goes."""
+        result: NodeInfo = await self._dispatcher.ask(RemoveNode(name))
+        return result
+
+    async def nodes(self) -> list[NodeInfo]:
+        result: list[NodeInfo] = await self._dispatcher.ask(ListNodes())
+        return result
+
+    async def stats(self) -> Stats:
+        counters = await self._hub.ask(Counters())
+        dispatch = await self._dispatcher.ask(DispatchStats())
+        builds = {status: count for status, count in counters["builds"].items() if count}
+        return Stats(
+            builds_running=builds.get("RUNNING", 0),
+            builds_queued=builds.get("QUEUE", 0),
+            builds_finished=sum(count for status, count in builds.items() if status not in ("RUNNING", "QUEUE")),
+            jobs_running=dispatch["jobs_running"],
+            jobs_queued=dispatch["jobs_queued"],
+            slots_held=dispatch["slots_held"],
+            agents=dispatch["agents"],
+            agents_busy=dispatch["agents_busy"],
+            agents_locked=0,
+            builds_by_status=builds,
+        )
+
+    # -- actions and events --------------------------------------------------------------
+
+    def register_action(self, name: str, fn: Callable[[StepContext], Awaitable[None]]) -> None:
+        """Make ``fn`` available to ``uses: name@1`` steps."""
+        self.actions.register(name, fn)
+
+    @asynccontextmanager
+    async def subscribe(self, *, after: int | None = None, buffer: int = 10_000
+                        ) -> AsyncIterator[MemoryObjectReceiveStream[Event]]:  # fmt: skip
+        """Live events (and, with ``after``, the kept history after that id first).
+
+        A subscriber that falls ``buffer`` events behind is dropped: its stream ends.
+        """
+        stream: MemoryObjectReceiveStream[Event] = await self._hub.ask(Subscribe(buffer=buffer, after=after))
+        try:
+            async with stream:
+                yield stream
+        finally:
+            self._hub.tell(Unsubscribe(stream))
+
+    async def events(self, after: int = 0) -> list[Event]:
+        result: list[Event] = await self._hub.ask(History(after))
+        return result
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _pipeline_or_none(self, pipeline_id: str) -> Ref | None:
+        try:
+            return self.system.lookup(f"pipeline:{pipeline_id}")
+        except LookupError:
+            return None
+
+    def _pipeline(self, pipeline_id: str) -> Ref:
+        ref = self._pipeline_or_none(pipeline_id) if isinstance(pipeline_id, str) else None
+        if ref is None:
+            raise NotFound(f"no pipeline {pipeline_id!r}")
+        return ref
+
+    def _owner(self, build_id: str) -> Ref:
+        pipeline_id, _, number = build_id.rpartition(".") if isinstance(build_id, str) else ("", "", "")
+        ref = self._pipeline_or_none(pipeline_id) if number.isdigit() else None
+        if ref is None:
+            raise NotFound(f"no build {build_id!r}")
+        return ref
+
+    def _group_or_none(self, name: str) -> Ref | None:
+        try:
+            return self.system.lookup(f"group:{name}")
+        except LookupError:
+            return None
+
+    async def _close(self) -> None:
+        """Cancel what still runs and wait (bounded) for it to end."""
+        unfinished = [b for b in await self.builds() if not b.finished]
+        for build in unfinished:
+            try:
+                await self.cancel(build.id)
+            except Exception:  # it may have finished meanwhile
+                pass
+        self.interrupted = [build.id for build in unfinished]
+        for build in unfinished:
+            try:
+                await self.wait(build.id, timeout=self.config.shutdown_timeout)
+            except (TimeoutError, NotFound):
+                logger.warning("build %s did not stop in time", build.id)
+        if unfinished:
+            logger.warning("runtime closed; cancelled %d build(s): %s", len(unfinished),
+                           ", ".join(self.interrupted))  # fmt: skip
+
+
+def _read_source(source: str | bytes | os.PathLike[str] | Mapping[str, Any]) -> Any:
+    if isinstance(source, os.PathLike):
+        return Path(source).read_text(encoding="utf-8")
+    if isinstance(source, str) and "\n" not in source and source.endswith((".yml", ".yaml", ".json")):
+        path = Path(source)
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+    return source
+
+
+def _config(config: RuntimeConfig | str | bytes | os.PathLike[str] | Mapping[str, Any] | None) -> RuntimeConfig:
+    if config is None:
+        return default_config()
+    if isinstance(config, RuntimeConfig):
+        return config
+    return load_config(config)
+
+
+@asynccontextmanager
+async def open_runtime(
+    config: RuntimeConfig | str | bytes | os.PathLike[str] | Mapping[str, Any] | None = None,
+    *,
+    workdir: str | os.PathLike[str] | None = None,
+) -> AsyncIterator[Runtime]:
+    """Run shunter inside the ``async with`` block (trio or asyncio).
+
+    ``config`` is a ``RuntimeConfig``, a mapping, YAML text or a path (see
+    README); None is one pool ``default`` with one local node of as many
+    agents as the machine has cores. Agents' workspaces live under
+    ``workdir`` (a temporary directory, removed at the end, by default).
+    On exit, builds still running are cancelled and awaited (bounded), then
+    every actor stops; ``Runtime.interrupted`` lists what was cancelled.
+    """
+    settings = _config(config)
+    own_workdir = workdir is None
+    root = Path(tempfile.mkdtemp(prefix="shunter-")) if workdir is None else Path(workdir)
+    actions = ActionRegistry.with_builtins()
+    nodes = [AddNode(node.name, pool.name, node.agents, tuple(node.labels)) for pool in settings.pools
+             for node in pool.nodes]  # fmt: skip
+    try:
+        async with open_system(shutdown_timeout=settings.shutdown_timeout) as system:
+            hub = system.spawn(EventHub, name="events")
+            dispatcher = system.spawn(
+                lambda: Dispatcher(workdir=root, actions=actions, nodes=nodes), name="dispatcher",
+                supervision=Supervision(max_restarts=0),
+            )
+            groups = system.spawn(_Supervisor, name="groups")
+            pipelines = system.spawn(_Supervisor, name="pipelines")
+            runtime = Runtime(system=system, config=settings, actions=actions, hub=hub, dispatcher=dispatcher,
+                              pipelines=pipelines, groups=groups)  # fmt: skip
+            for pattern in settings.pipelines:
+                for path in sorted(glob.glob(pattern)) or [pattern]:
+                    await runtime.register_pipeline(Path(path))
+            try:
+                yield runtime
+            finally:
+                await runtime._close()
+    finally:
+        if own_workdir:
+            shutil.rmtree(root, ignore_errors=True)
