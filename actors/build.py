@@ -438,36 +438,47 @@ class Build:
                     other.reset()
                     pending.append(other.id)
 
-    def prepare_rerun(self, *, job_id: str | None, step_id: str | None, failed_only: bool, now: float) -> None:
-        """Reset a finished build for a new execution (a new admission follows).
+    def rerun_plan(self, *, job_id: str | None, step_id: str | None, failed_only: bool) -> dict[str, int]:
+        """Which jobs a retry of this finished build runs again, and from which step.
 
-        Whole: every job runs again. ``failed_only``: every job that did not
-        succeed runs again, whole. A job or step: that job (from that step) and
-        whatever did not succeed in its phase or after it. ``finally`` jobs
-        always run again. Attempt history is kept; execute_count grows by one.
+        Whole: every job. ``failed_only``: every job that did not succeed,
+        whole. A job or step: that job (from that step) and whatever did not
+        succeed in its phase or after it. ``finally`` jobs always run again.
+        Raises ``NotRetryable`` (changing nothing) when there is nothing to retry.
         """
         if not self.finished:
             raise NotRetryable(f"build {self.id!r} is {self.status}")
         finally_phase = len(self.spec.stages)  # == len(self.phases) when there is no finally
-        reset: dict[str, int] = {job.id: 0 for job in self.jobs.values() if job.phase == finally_phase}
+        plan: dict[str, int] = {job.id: 0 for job in self.jobs.values() if job.phase == finally_phase}
         if job_id is None and step_id is None and not failed_only:
-            reset.update({name: 0 for name in self.jobs})
+            plan.update({name: 0 for name in self.jobs})
         elif job_id is None and step_id is None:
             unfinished = [job for job in self.jobs.values() if job.phase < finally_phase and job.status != "SUCCEED"]
             if not unfinished:
                 raise NotRetryable(f"build {self.id!r} has no failed job to retry")
-            reset.update({job.id: 0 for job in unfinished})
+            plan.update({job.id: 0 for job in unfinished})
         else:
             job, start = self.find_step(job_id, step_id) if step_id is not None else (self.job(job_id or ""), 0)
             if step_id is not None and job.steps[start].status not in _STEP_FAILING | {"UNEXEC"}:
-                raise NotRetryable(f"step {step_id!r} of job {job.id!r} is {job.steps[start].status}")
+                raise NotRetryable(
+                    f"step {step_id!r} of job {job.id!r} is {job.steps[start].status}; "
+                    "only a failed step or one that never ran can be retried"
+                )
             for other in self.jobs.values():
                 if other.phase >= job.phase and other.status != "SUCCEED":
-                    reset.setdefault(other.id, 0)
-            reset[job.id] = start
-        for name, start in reset.items():
+                    plan.setdefault(other.id, 0)
+            plan[job.id] = start
+        return plan
+
+    def prepare_rerun(self, *, job_id: str | None, step_id: str | None, failed_only: bool, now: float) -> None:
+        """Reset a finished build for a new execution, as ``rerun_plan`` says.
+
+        A new admission follows. Attempt history is kept; execute_count grows by one.
+        """
+        plan = self.rerun_plan(job_id=job_id, step_id=step_id, failed_only=failed_only)
+        for name, start in plan.items():
             self.jobs[name].reset(start)
-        self.phase = min(self.jobs[name].phase for name in reset)
+        self.phase = min(self.jobs[name].phase for name in plan)
         self.execute_count += 1
         self.status, self.reason = "QUEUE", None
         self.cancelling = None

@@ -120,7 +120,7 @@ class GroupActor(Actor):
         timeout = self.config.queue_timeout_minutes * 60
         deadline = self.now() + timeout
         timer = self.send_at(deadline, QueueTimeout(admit.build_id, deadline))
-        waiter = _Waiter(admit.pipeline, time.time(), timeout, deadline, timer)
+        waiter = _Waiter(admit.pipeline, admit.queued_at, timeout, deadline, timer)
         if front:
             self.queue = {admit.build_id: waiter, **self.queue}
         else:

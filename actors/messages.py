@@ -177,6 +177,7 @@ class Admit(_Message):
     build_id: str
     pipeline: Ref
     config: Concurrency
+    queued_at: float  # wall clock; the build reports the same instant
     reply: Reply | None
     retry: dict[str, Any] | None = None  # the retry to apply once admitted
 

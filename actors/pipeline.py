@@ -158,7 +158,7 @@ class PipelineActor(Actor):
             if build is not None and not build.finished:
                 self._cancel(build, message.reason)
         elif kind is SubmitBuild:
-            self._submit(message)
+            return self._submit(message)
         elif kind is GetBuild:
             return build_info(self._build(message.build_id))
         elif kind is ListBuilds:
@@ -185,7 +185,8 @@ class PipelineActor(Actor):
 
     # -- submission and admission ------------------------------------------------------
 
-    def _submit(self, message: SubmitBuild) -> None:
+    def _submit(self, message: SubmitBuild) -> BuildInfo | None:
+        """Reply at once without a group; otherwise once the group has decided."""
         variables = self._variables(message.variables)
         number = self.next_number
         build_id = f"{self.pipeline_id}.{number}"
@@ -197,9 +198,12 @@ class PipelineActor(Actor):
             self._store(build)
             self._emit_build(build, None)
             self._start(build)
-            return
+            return build_info(build)
         self.pending[build_id] = build
-        self._group(group).tell(Admit(build_id, self.ref, self._group_config(group), self.defer_reply()))
+        assert build.queued_at is not None
+        self._group(group).tell(Admit(build_id, self.ref, self._group_config(group), build.queued_at,
+                                      self.defer_reply()))  # fmt: skip
+        return None
 
     def _variables(self, given: dict[str, Any]) -> dict[str, str]:
         declared = self.spec.variables
@@ -284,7 +288,9 @@ class PipelineActor(Actor):
             message.reply.set_result(build_info(build, message.position))
 
     def _refused(self, message: Refused) -> None:
-        self.pending.pop(message.build_id, None)
+        build = self.pending.pop(message.build_id, None)
+        if build is not None and build.number == self.next_number - 1:
+            self.next_number -= 1  # the refused build never existed: keep numbers dense
         self.admitting.discard(message.build_id)
         if message.reply is not None:
             message.reply.set_error(QueueFull(message.message))
@@ -417,23 +423,25 @@ class PipelineActor(Actor):
             self._emit_unrun(build, states)
             self._dispatch(build, [job])
             return build_info(build)
-        retry = {"job": request.job, "step": request.step, "failed_only": request.failed_only}
         build.rerun_plan(job_id=request.job, step_id=request.step, failed_only=request.failed_only)  # validates
         group = self._render_group(build.id, build.number, build.variables)
+        retry = {"job": request.job, "step": request.step, "failed_only": request.failed_only,
+                 "group": group, "queued_at": time.time()}  # fmt: skip
         if group is None:
             self._apply_rerun(build, retry)
             self._start(build)
             return build_info(build)
         self.admitting.add(build.id)
-        build.group = group
-        self._group(group).tell(Admit(build.id, self.ref, self._group_config(group), self.defer_reply(), retry))
+        self._group(group).tell(Admit(build.id, self.ref, self._group_config(group), retry["queued_at"],
+                                      self.defer_reply(), retry))  # fmt: skip
         return None
 
     def _apply_rerun(self, build: Build, retry: dict[str, Any]) -> None:
         self.admitting.discard(build.id)
         previous = build.status
         build.prepare_rerun(job_id=retry["job"], step_id=retry["step"], failed_only=retry["failed_only"],
-                            now=time.time())  # fmt: skip
+                            now=retry["queued_at"])  # fmt: skip
+        build.group = retry["group"]
         self._emit_build(build, previous)
 
     # -- queries ------------------------------------------------------------------------

@@ -83,13 +83,17 @@ class ActorSystem:
         gets ``<Class>-<n>``. Messages may be told to the returned ref at once;
         they are handled after the actor's ``started`` hook.
         """
-        if self._closing:
+        parent_cell = parent._cell if parent is not None else None
+        # A live parent may still spawn while the system closes (e.g. from its
+        # started hook): its own stop path stops those children.
+        if parent_cell is None and self._closing:
             raise RuntimeError("the actor system is shutting down")
+        if parent_cell is not None and parent_cell.state == "stopped":
+            raise RuntimeError(f"cannot spawn under {parent_cell.name!r}: it has stopped")
         if name is None:
             name = f"{getattr(factory, '__name__', 'actor')}-{next(self._counter)}"
         elif name in self._names:
             raise ValueError(f"an actor named {name!r} is already running")
-        parent_cell = parent._cell if parent is not None else None
         cell = Cell(self, name, factory, supervision or Supervision(), parent_cell)
         self._names[name] = cell
         (parent_cell.children if parent_cell is not None else self._roots).append(cell)
