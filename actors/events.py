@@ -23,11 +23,24 @@ from .core import Actor
 from .group import rfc3339
 from .model import Event
 
-__all__ = ["EventHub", "Publish", "Subscribe", "Unsubscribe", "History", "Counters", "Record"]
+__all__ = ["EventHub", "Gauge", "Publish", "Subscribe", "Unsubscribe", "History", "Counters", "Record"]
 
 # (kind, previous status, status, reason, pipeline_id, build_id, job_id, step_id, attempt, wall time, data)
 Record = tuple[str, str | None, str | None, str | None, str | None, str | None, str | None, str | None,
                int | None, float, dict[str, Any] | None]  # fmt: skip
+
+
+class Gauge:
+    """Builds not yet finished, as the hub has seen them: read-only for everyone else.
+
+    The runtime's ``submit`` reads it to refuse new builds (``Overloaded``)
+    without an ask per submission; it lags the pipelines by a mailbox at most.
+    """
+
+    __slots__ = ("unfinished",)
+
+    def __init__(self) -> None:
+        self.unfinished = 0
 
 
 class Publish(msgspec.Struct, frozen=True):
@@ -63,13 +76,14 @@ def _event(event_id: int, record: Record) -> Event:
 class EventHub(Actor):
     """See the module docstring."""
 
-    def __init__(self, history: int = 10_000) -> None:
+    def __init__(self, history: int = 10_000, gauge: Gauge | None = None) -> None:
         self.next_id = 1
         self.history: deque[tuple[int, Record]] = deque(maxlen=history)
         self.subscribers: list[MemoryObjectSendStream[Event]] = []
         self.builds: Counter[str] = Counter()
         self.jobs: Counter[str] = Counter()
         self.dropped_subscribers = 0
+        self.gauge = gauge if gauge is not None else Gauge()
 
     def receive(self, message: Any) -> Any:
         kind = type(message)
@@ -101,6 +115,8 @@ class EventHub(Actor):
                     counter[previous] -= 1
                 if status is not None:
                     counter[status] += 1
+                if counter is builds:
+                    self.gauge.unfinished = builds["QUEUE"] + builds["RUNNING"]
             if subscribers:
                 event = _event(event_id, record)
                 for stream in list(subscribers):

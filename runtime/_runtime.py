@@ -25,8 +25,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from actors.actions import ActionRegistry, StepContext
 from actors.core import Actor, ActorSystem, AskTimeout, Ref, Supervision, open_system
 from actors.dispatch import AddNode, DispatchStats, Dispatcher, ListNodes, NodeInfo, RemoveNode
-from actors.errors import InvalidRequest, NotFound, SpecError
-from actors.events import Counters, EventHub, History, Subscribe, Unsubscribe
+from actors.errors import InvalidRequest, NotFound, Overloaded, SpecError
+from actors.events import Counters, EventHub, Gauge, History, Subscribe, Unsubscribe
 from actors.group import GroupSnapshot, QueuePosition
 from actors.model import BuildInfo, Event, GroupInfo, PipelineInfo, Stats
 from actors.pipeline import (
@@ -68,6 +68,7 @@ class Runtime:
         config: RuntimeConfig,
         actions: ActionRegistry,
         hub: Ref,
+        gauge: Gauge,
         dispatcher: Ref,
         pipelines: Ref,
         groups: Ref,
@@ -76,6 +77,7 @@ class Runtime:
         self.config = config
         self.actions = actions
         self._hub = hub
+        self._gauge = gauge
         self._dispatcher = dispatcher
         self._pipelines = pipelines
         self._groups = groups
@@ -126,10 +128,16 @@ class Runtime:
         """Start a build; it runs at once or queues in its concurrency group.
 
         Raises ``QueueFull`` when the group's queue is full (policy reject),
+        ``Overloaded`` past ``max-queued-builds`` unfinished builds,
         ``InvalidRequest`` for undeclared or ill-typed variables, ``NotFound``.
         """
         if variables is not None and not isinstance(variables, Mapping):
             raise InvalidRequest("variables must be a mapping of names to values")
+        if self._gauge.unfinished >= self.config.max_queued_builds:
+            raise Overloaded(
+                f"{self._gauge.unfinished} builds are queued or running (max-queued-builds "
+                f"{self.config.max_queued_builds}); try again later"
+            )
         result: BuildInfo = await self._pipeline(pipeline_id).ask(SubmitBuild(dict(variables or {})))
         return result
 
@@ -328,15 +336,16 @@ async def open_runtime(
              for node in pool.nodes]  # fmt: skip
     try:
         async with open_system(shutdown_timeout=settings.shutdown_timeout) as system:
-            hub = system.spawn(EventHub, name="events")
+            gauge = Gauge()
+            hub = system.spawn(lambda: EventHub(gauge=gauge), name="events")
             dispatcher = system.spawn(
                 lambda: Dispatcher(workdir=root, actions=actions, nodes=nodes), name="dispatcher",
                 supervision=Supervision(max_restarts=0),
             )
             groups = system.spawn(_Supervisor, name="groups")
             pipelines = system.spawn(_Supervisor, name="pipelines")
-            runtime = Runtime(system=system, config=settings, actions=actions, hub=hub, dispatcher=dispatcher,
-                              pipelines=pipelines, groups=groups)  # fmt: skip
+            runtime = Runtime(system=system, config=settings, actions=actions, hub=hub, gauge=gauge,
+                              dispatcher=dispatcher, pipelines=pipelines, groups=groups)  # fmt: skip
             for pattern in settings.pipelines:
                 for path in sorted(glob.glob(pattern)) or [pattern]:
                     await runtime.register_pipeline(Path(path))
