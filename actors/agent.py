@@ -9,6 +9,12 @@ snapshots the context and reports the snapshot; a retry arrives with the
 snapshot to restore, so it never sees what the failed attempt or another
 build left behind.
 
+It heartbeats to its node. Faults can be injected for tests and benchmarks:
+``crash`` (the actor raises), ``silence`` (no more heartbeats; the job goes
+on and its late report is fenced off) and ``hang`` (no heartbeats and no
+reports at all). A retired agent leaves once its attempt is over (a hung
+one at once).
+
 A job whose steps are all instant built-ins (``noop``, ``echo``, ``fail``)
 runs inline in ``receive``: no task, no cancel scope, one report. Anything
 else runs in a task owned by the agent, under one cancel scope for the job's
@@ -34,10 +40,13 @@ from .messages import (
     AgentIdle,
     AgentReport,
     CancelJob,
+    Fault,
+    Heartbeat,
     JobEnded,
     JobPayload,
     JobStarted,
     JobToken,
+    Retire,
     RunJob,
     StepEnded,
     StepNotRun,
@@ -47,9 +56,22 @@ from .shell import StepStartError, run_shell
 from .spec import Step
 from .templates import TemplateError, render
 
-__all__ = ["AgentActor", "JobRunner", "StepOutcome"]
+__all__ = ["AgentActor", "AgentFault", "JobRunner", "StepOutcome"]
 
 Record = JobStarted | StepStarted | StepEnded | StepNotRun | JobEnded
+
+
+class AgentFault(RuntimeError):
+    """The injected ``crash`` fault."""
+
+
+class _Tick:
+    """Time for a heartbeat."""
+
+    __slots__ = ()
+
+
+_TICK = _Tick()
 
 
 class StepOutcome:
@@ -134,16 +156,23 @@ class AgentActor(Actor):
         node: str,
         agent: str,
         workspace: Path,
-        dispatcher: Ref,
+        pool: Ref,
+        node_ref: Ref,
         actions: ActionRegistry,
+        heartbeat_interval: float = 5.0,
         kill_grace: float = 5.0,
     ) -> None:
         self.node = node
         self.agent = agent
         self.workspace = workspace
-        self.dispatcher = dispatcher
+        self.pool = pool
+        self.node_ref = node_ref
         self.actions = actions
+        self.heartbeat_interval = heartbeat_interval
         self.kill_grace = kill_grace
+        self.silent = False  # injected: no heartbeats
+        self.hung = False  # injected: no heartbeats, no reports
+        self.retiring = False
         self.lease_build: str | None = None
         self.context: dict[str, str] = {}
         self.workspace_used = False
@@ -152,15 +181,41 @@ class AgentActor(Actor):
         self.cancel_reason: str | None = None
         self.scope: anyio.CancelScope | None = None
 
+    async def started(self) -> None:
+        self.send_after(self.heartbeat_interval, _TICK)
+
     def receive(self, message: Any) -> Any:
-        if type(message) is RunJob:
+        kind = type(message)
+        if kind is RunJob:
             self._run(message)
-        elif type(message) is CancelJob:
+        elif kind is _Tick:
+            if not (self.silent or self.hung):
+                self.node_ref.tell(Heartbeat(self.agent))
+            self.send_after(self.heartbeat_interval, _TICK)
+        elif kind is CancelJob:
             if message.token == self.current and self.scope is not None:
                 self.cancel_reason = message.reason
                 self.scope.cancel()
+        elif kind is Retire:
+            self.retiring = True
+            if self.current is None:
+                self.stop()
+            elif self.hung and self.scope is not None:
+                self.scope.cancel()
+        elif kind is Fault:
+            self._fault(message.kind)
         else:
-            raise TypeError(f"agent {self.agent} got an unexpected {type(message).__name__}")
+            raise TypeError(f"agent {self.agent} got an unexpected {kind.__name__}")
+
+    def _fault(self, kind: str) -> None:
+        if kind == "crash":
+            raise AgentFault(f"injected crash of agent {self.agent}")
+        if kind == "silence":
+            self.silent = True
+        elif kind == "hang":
+            self.hung = True
+        else:
+            raise ValueError(f"unknown fault {kind!r}: use crash, hang or silence")
 
     # -- one attempt ------------------------------------------------------------------
 
@@ -235,15 +290,18 @@ class AgentActor(Actor):
         )  # fmt: skip
 
     def _flush(self, run: RunJob, records: list[Record]) -> None:
-        if records:
+        if records and not self.hung:
             run.pipeline.tell(AgentReport(run.token, tuple(records)))
-            records.clear()
+        records.clear()
 
     def _finish(self, run: RunJob, records: list[Record], status: str, reason: str | None) -> None:
         records.append(JobEnded(status, reason, time.time()))
         self._flush(run, records)
         self.current = None
-        self.dispatcher.tell(AgentIdle(self.agent, run.token))
+        if self.retiring:
+            self.stop()
+        elif not self.hung:
+            self.pool.tell(AgentIdle(self.agent, run.token))
 
     # -- steps --------------------------------------------------------------------------
 

@@ -199,6 +199,8 @@ class Build:
             self.phases.append([JobRun(job, len(self.phases)) for job in spec.finally_])
         self.jobs: dict[str, JobRun] = {job.id: job for phase in self.phases for job in phase}
         self.phase = 0
+        self.chains = _lock_chains(spec)  # job id -> its lock-resource-with chain's first job
+        self.locked: dict[str, set[tuple[str, str]]] = {}  # chain -> (pool, agent) it holds
 
     # -- queries ------------------------------------------------------------------
 
@@ -483,3 +485,17 @@ class Build:
         self.status, self.reason = "QUEUE", None
         self.cancelling = None
         self.queued_at, self.started_at, self.finished_at = now, None, None
+
+
+def _lock_chains(spec: PipelineSpec) -> dict[str, str]:
+    """Map every job of a ``lock-resource-with`` chain to the chain's first job."""
+    targets = {job.id: job.runs_on.lock_resource_with for job in spec.all_jobs() if job.runs_on.lock_resource_with}
+    if not targets:
+        return {}
+    chains: dict[str, str] = {}
+    for job_id in targets:
+        root = job_id
+        while root in targets:
+            root = targets[root]  # the loader refused cycles
+        chains[job_id] = chains[root] = root
+    return chains

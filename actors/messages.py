@@ -8,8 +8,10 @@ touches its successor (DESIGN §2).
 Flow of a build (arrows are ``tell``):
 
     facade --Submit(ask)--> pipeline --Admit--> group --Admitted/Queued--> pipeline
-    pipeline --JobRequest--> dispatcher --RunJob--> agent --AgentReport--> pipeline
-    agent --AgentIdle--> dispatcher        pipeline --Release--> group
+    pipeline [--MutexAcquire--> mutex --MutexGranted--> pipeline]
+    pipeline --JobRequest--> pool --RunJob--> agent --AgentReport--> pipeline
+    agent --AgentIdle--> pool               pipeline --Release--> group
+    agent --Heartbeat--> node --AgentLost--> pool
 """
 
 from __future__ import annotations
@@ -27,6 +29,15 @@ __all__ = [
     "JobPayload",
     "JobRequest",
     "Withdraw",
+    "Unlock",
+    "AgentLost",
+    "Heartbeat",
+    "Fault",
+    "Retire",
+    "MutexAcquire",
+    "MutexGranted",
+    "MutexRefused",
+    "MutexRelease",
     "RunJob",
     "CancelJob",
     "AgentIdle",
@@ -84,23 +95,79 @@ class JobPayload(msgspec.Struct, frozen=True):
 
 
 class JobRequest(_Message):
-    """Pipeline → dispatcher: find an agent for this attempt."""
+    """Pipeline → pool: find an agent for this attempt.
+
+    ``agent`` pins it to one agent (lock-resource-with); ``lock`` keeps that
+    agent for the build after the attempt, until the pipeline unlocks it.
+    """
 
     token: JobToken
     pipeline: Ref
     payload: JobPayload
     runs_on: RunsOn
+    agent: str | None = None
+    lock: bool = False
+
+
+class Unlock(_Message):
+    """Pipeline → pool: the build's lock chain on this agent has ended."""
+
+    build_id: str
+    agent: str
+
+
+class AgentLost(_Message):
+    """Node → pool: an agent crashed or went silent; what it ran ends with ``status``."""
+
+    agent: str
+    status: str
+    reason: str
+
+
+class Heartbeat(_Message):
+    agent: str
+
+
+class Fault(_Message):
+    """Fault injection for tests and benchmarks: crash, hang or silence."""
+
+    kind: str
+
+
+class Retire(_Message):
+    """Pool → agent: leave once the current attempt is over (hung: at once)."""
+
+
+class MutexAcquire(_Message):
+    token: JobToken
+    pipeline: Ref
+    label: str
+    queue_length: int
+    timeout_minutes: float
+
+
+class MutexGranted(_Message):
+    token: JobToken
+
+
+class MutexRefused(_Message):
+    token: JobToken
+    reason: str
+
+
+class MutexRelease(_Message):
+    token: JobToken
 
 
 class Withdraw(_Message):
-    """Pipeline → dispatcher: stop this attempt, queued or running."""
+    """Pipeline → pool: stop this attempt, queued or running."""
 
     token: JobToken
     reason: str
 
 
 class RunJob(_Message):
-    """Dispatcher → agent: run this attempt now."""
+    """Pool → agent: run this attempt now."""
 
     token: JobToken
     pipeline: Ref
@@ -113,7 +180,7 @@ class CancelJob(_Message):
 
 
 class AgentIdle(_Message):
-    """Agent → dispatcher: the attempt ended; the agent is free again."""
+    """Agent → pool: the attempt ended; the agent is free again."""
 
     agent: str
     token: JobToken

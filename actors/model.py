@@ -22,6 +22,9 @@ __all__ = [
     "QueueEntry",
     "Stats",
     "Event",
+    "NodeInfo",
+    "AgentInfo",
+    "WaitingJob",
     "BUILD_FINAL",
     "JOB_FINAL",
     "STEP_FINAL",
@@ -150,6 +153,34 @@ class GroupInfo(msgspec.Struct, frozen=True, kw_only=True):
     queue: list[QueueEntry]
 
 
+class AgentInfo(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    status: str  # idle | busy
+    job: str | None = None  # the attempt it runs: build/job#attempt
+    locked_by: str | None = None  # build holding it through lock-resource-with
+
+
+class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    pool: str
+    labels: list[str]
+    draining: bool
+    agents: list[AgentInfo]
+    running: dict[str, int]  # job key "pipeline/job" -> running here now
+
+
+class WaitingJob(msgspec.Struct, frozen=True, kw_only=True):
+    """A job attempt waiting for a slot, an agent or a mutex, and why."""
+
+    build_id: str
+    job_id: str
+    attempt: int
+    pool: str
+    reason: str
+    since: str
+    deadline: str
+
+
 class Stats(msgspec.Struct, frozen=True, kw_only=True):
     builds_running: int = 0
     builds_queued: int = 0
@@ -160,6 +191,7 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
     agents: int = 0
     agents_busy: int = 0
     agents_locked: int = 0
+    agents_lost: int = 0
     builds_by_status: dict[str, int] = msgspec.field(default_factory=dict)
 
 

@@ -17,10 +17,11 @@ from typing import Any
 import msgspec
 
 from .build import FAILING, Build, JobRun
-from .core import Actor, Ref, Reply
+from .core import Actor, Reply
+from .directory import Directory
 from .errors import Conflict, InvalidRequest, NotFound, NotRetryable, QueueFull
 from .events import Publish, Record
-from .group import GroupActor, rfc3339
+from .group import rfc3339
 from .messages import (
     Admit,
     Admitted,
@@ -32,15 +33,21 @@ from .messages import (
     JobRequest,
     JobStarted,
     JobToken,
+    MutexAcquire,
+    MutexGranted,
+    MutexRefused,
+    MutexRelease,
     Queued,
     Refused,
     Release,
     StepEnded,
     StepNotRun,
     StepStarted,
+    Unlock,
     Withdraw,
 )
 from .model import (
+    JOB_FINAL,
     BuildInfo,
     JobAttemptInfo,
     JobInfo,
@@ -49,6 +56,7 @@ from .model import (
     StepAttemptInfo,
     StepInfo,
 )
+from .core import Ref
 from .spec import Concurrency, PipelineSpec
 from .templates import TemplateError, render
 
@@ -116,13 +124,22 @@ class PipelineActor(Actor):
     """One registered pipeline and all its builds. See the module docstring."""
 
     def __init__(
-        self, *, pipeline_id: str, spec: PipelineSpec, dispatcher: Ref, hub: Ref, groups: Ref, history: int = 5_000
+        self,
+        *,
+        pipeline_id: str,
+        spec: PipelineSpec,
+        hub: Ref,
+        pools: Directory,
+        groups: Directory,
+        mutexes: Directory,
+        history: int = 5_000,
     ) -> None:
         self.pipeline_id = pipeline_id
         self.spec = spec
-        self.dispatcher = dispatcher
         self.hub = hub
+        self.pools = pools
         self.groups = groups
+        self.mutexes = mutexes
         self.history = history
         self.next_number = 1
         self.builds: dict[str, Build] = {}
@@ -132,6 +149,8 @@ class PipelineActor(Actor):
         self.finished_order: deque[str] = deque()
         self.outbox: list[Record] = []
         self.stale_reports = 0
+        # attempts waiting for their mutex: token -> (build, mutex label)
+        self.mutex_waits: dict[JobToken, tuple[Build, str]] = {}
 
     def receive(self, message: Any) -> Any:
         try:
@@ -145,6 +164,10 @@ class PipelineActor(Actor):
         kind = type(message)
         if kind is AgentReport:
             self._report(message)
+        elif kind is MutexGranted:
+            self._mutex_granted(message.token)
+        elif kind is MutexRefused:
+            self._mutex_refused(message)
         elif kind is Admitted:
             self._admitted(message)
         elif kind is Queued:
@@ -249,11 +272,7 @@ class PipelineActor(Actor):
         return msgspec.structs.replace(concurrency, group=name)
 
     def _group(self, name: str) -> Ref:
-        system = self.system
-        try:
-            return system.lookup(f"group:{name}")
-        except LookupError:
-            return system.spawn(lambda: GroupActor(name), name=f"group:{name}", parent=self.groups)
+        return self.groups.get(name)
 
     def _admitted(self, message: Admitted) -> None:
         build = self.pending.pop(message.build_id, None)
@@ -316,21 +335,64 @@ class PipelineActor(Actor):
 
     def _dispatch(self, build: Build, jobs: list[JobRun]) -> None:
         for job in jobs:
-            attempt = job.attempts[-1]
             self._emit_job(build, job, None)
-            token = JobToken(build.id, job.id, attempt.number)
-            payload = JobPayload(
-                pipeline_id=self.pipeline_id,
-                build_number=build.number,
-                execute_count=build.execute_count,
-                job=job.spec,
-                start_step=attempt.start_step,
-                template_context=_template_context(build),
-                env=_job_env(build, job),
-                restore=_restore_context(job),
-                failed_before=any(step.status in FAILING for step in job.steps[: attempt.start_step]),
+            token = JobToken(build.id, job.id, job.attempts[-1].number)
+            mutex = job.spec.mutex
+            if mutex is None:
+                self._request_agent(build, job, token)
+                continue
+            try:
+                label = render(mutex.label, _template_context(build))
+            except TemplateError as error:
+                self._end_job(build, job, "FAILED", f"mutex label: {error}")
+                continue
+            self.mutex_waits[token] = (build, label)
+            self.mutexes.get(label).tell(
+                MutexAcquire(token, self.ref, label, mutex.queue_length, mutex.timeout_minutes)
             )
-            self.dispatcher.tell(JobRequest(token, self.ref, payload, job.spec.runs_on))
+
+    def _request_agent(self, build: Build, job: JobRun, token: JobToken) -> None:
+        attempt = job.attempts[-1]
+        payload = JobPayload(
+            pipeline_id=self.pipeline_id,
+            build_number=build.number,
+            execute_count=build.execute_count,
+            job=job.spec,
+            start_step=attempt.start_step,
+            template_context=_template_context(build),
+            env=_job_env(build, job),
+            restore=_restore_context(job),
+            failed_before=any(step.status in FAILING for step in job.steps[: attempt.start_step]),
+        )
+        runs_on = job.spec.runs_on
+        in_chain = job.id in build.chains
+        self.pools.get(runs_on.pool_name).tell(
+            JobRequest(token, self.ref, payload, runs_on, agent=_chain_agent(build, job) if in_chain else None,
+                       lock=in_chain)  # fmt: skip
+        )
+
+    def _mutex_granted(self, token: JobToken) -> None:
+        waiting = self.mutex_waits.pop(token, None)
+        if waiting is None:
+            return  # withdrawn meanwhile; our MutexRelease hands it back
+        build, _ = waiting
+        job = build.live_attempt(token.job_id, token.attempt)
+        if job is not None:
+            self._request_agent(build, job, token)
+
+    def _mutex_refused(self, message: MutexRefused) -> None:
+        waiting = self.mutex_waits.pop(message.token, None)
+        if waiting is None:
+            return
+        build, _ = waiting
+        job = build.live_attempt(message.token.job_id, message.token.attempt)
+        if job is not None:
+            self._end_job(build, job, "FAILED", message.reason, mutex_held=False)
+
+    def _end_job(self, build: Build, job: JobRun, status: str, reason: str, mutex_held: bool = True) -> None:
+        """End an attempt here (no agent involved): as if its JobEnded arrived."""
+        token = JobToken(build.id, job.id, job.attempts[-1].number)
+        self._apply(build, job, token, JobEnded(status, reason, time.time()), mutex_held)
 
     def _report(self, report: AgentReport) -> None:
         token = report.token
@@ -340,34 +402,70 @@ class PipelineActor(Actor):
             self.stale_reports += 1  # fenced: a report of an attempt that is over
             return
         for record in report.records:
-            kind = type(record)
-            if kind is StepStarted:
-                attempt = build.step_started(job, record.index, record.time)
-                attempt.log = record.log
-                self._emit_step(build, job, record.index)
-            elif kind is StepEnded:
-                build.step_ended(job, record.index, record.status, record.reason, record.exit_code,
-                                 record.outputs, record.exported_env, record.time)  # fmt: skip
-                self._emit_step(build, job, record.index)
-            elif kind is StepNotRun:
-                build.step_not_run(job, record.index, record.status, record.reason)
-                self._emit_step(build, job, record.index)
-            elif kind is JobStarted:
-                previous = job.status
-                build.job_started(job, record.node, record.agent, record.context, record.time)
-                self._emit_job(build, job, previous)
-            elif kind is JobEnded:
-                previous_build, previous_job = build.status, job.status
-                states = {other.id: other.status for other in build.all_jobs()}
-                dispatch = build.job_ended(job, record.status, record.reason, record.time)
-                self._emit_job(build, job, previous_job)
-                self._emit_unrun(build, states)
-                self._dispatch(build, dispatch)
-                if build.finished:
-                    self._emit_build(build, previous_build)
-                    self._finished(build)
+            self._apply(build, job, token, record)
+
+    def _apply(self, build: Build, job: JobRun, token: JobToken, record: Any, mutex_held: bool = True) -> None:
+        kind = type(record)
+        if kind is StepStarted:
+            attempt = build.step_started(job, record.index, record.time)
+            attempt.log = record.log
+            self._emit_step(build, job, record.index)
+        elif kind is StepEnded:
+            build.step_ended(job, record.index, record.status, record.reason, record.exit_code,
+                             record.outputs, record.exported_env, record.time)  # fmt: skip
+            self._emit_step(build, job, record.index)
+        elif kind is StepNotRun:
+            build.step_not_run(job, record.index, record.status, record.reason)
+            self._emit_step(build, job, record.index)
+        elif kind is JobStarted:
+            previous = job.status
+            build.job_started(job, record.node, record.agent, record.context, record.time)
+            if job.id in build.chains:
+                root = build.chains[job.id]
+                build.locked.setdefault(root, set()).add((job.spec.runs_on.pool_name, record.agent))
+            self._emit_job(build, job, previous)
+        elif kind is JobEnded:
+            previous_build, previous_job = build.status, job.status
+            states = {other.id: other.status for other in build.all_jobs()}
+            if job.spec.mutex is not None and mutex_held:
+                self._release_mutex(build, token)
+            dispatch = build.job_ended(job, record.status, record.reason, record.time)
+            self._emit_job(build, job, previous_job)
+            self._emit_unrun(build, states)
+            self._unlock_finished_chains(build)
+            self._dispatch(build, dispatch)
+            if build.finished:
+                self._emit_build(build, previous_build)
+                self._finished(build)
+
+    def _release_mutex(self, build: Build, token: JobToken) -> None:
+        waiting = self.mutex_waits.pop(token, None)
+        label = waiting[1] if waiting is not None else self._mutex_label(build, token.job_id)
+        if label is not None:
+            self.mutexes.get(label).tell(MutexRelease(token))
+
+    def _mutex_label(self, build: Build, job_id: str) -> str | None:
+        mutex = build.jobs[job_id].spec.mutex
+        if mutex is None:
+            return None
+        try:
+            return render(mutex.label, _template_context(build))
+        except TemplateError:
+            return None
+
+    def _unlock_finished_chains(self, build: Build, everything: bool = False) -> None:
+        """A lock chain whose jobs have all ended (or a build that ended) frees its agent."""
+        for root, held in list(build.locked.items()):
+            done = everything or all(
+                job.status in JOB_FINAL for job in build.all_jobs() if build.chains.get(job.id) == root
+            )
+            if done:
+                del build.locked[root]
+                for pool, agent in held:
+                    self.pools.get(pool).tell(Unlock(build.id, agent))
 
     def _finished(self, build: Build, release: bool = True) -> None:
+        self._unlock_finished_chains(build, everything=True)
         if release and build.group is not None:
             self._group(build.group).tell(Release(build.id))
         for reply in self.waiters.pop(build.id, ()):
@@ -395,7 +493,15 @@ class PipelineActor(Actor):
         states = {job.id: job.status for job in build.all_jobs()}
         stop = build.cancel(reason, time.time())
         for job in stop:
-            self.dispatcher.tell(Withdraw(JobToken(build.id, job.id, job.attempts[-1].number), reason))
+            token = JobToken(build.id, job.id, job.attempts[-1].number)
+            waiting = self.mutex_waits.pop(token, None)
+            if waiting is not None:  # still waiting for its mutex: no agent to stop
+                self.mutexes.get(waiting[1]).tell(MutexRelease(token))
+                self._end_job(build, job, "CANCELED", reason, mutex_held=False)
+            else:
+                self.pools.get(job.spec.runs_on.pool_name).tell(Withdraw(token, reason))
+        if build.finished and previous == "RUNNING":
+            return  # the last job ended just now (mutex waiters), _apply finished the build
         if build.finished:  # it was queued
             self._emit_build(build, previous)
             self._emit_unrun(build, states)
@@ -526,6 +632,16 @@ def _job_env(build: Build, job: JobRun) -> dict[str, str]:
         SHUNTER_EXECUTE_COUNT=str(build.execute_count),
     )
     return env
+
+
+def _chain_agent(build: Build, job: JobRun) -> str | None:
+    """The agent a lock-chain job must run on: its target's, or (first job) its own last one."""
+    target = job.spec.runs_on.lock_resource_with
+    source = build.jobs[target] if target is not None else job
+    for attempt in reversed(source.attempts):
+        if attempt.agent is not None:
+            return attempt.agent
+    return None
 
 
 def _restore_context(job: JobRun) -> dict[str, str] | None:

@@ -24,11 +24,13 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from actors.actions import ActionRegistry, StepContext
 from actors.core import Actor, ActorSystem, AskTimeout, Ref, Supervision, open_system
-from actors.dispatch import AddNode, DispatchStats, Dispatcher, ListNodes, NodeInfo, RemoveNode
-from actors.errors import InvalidRequest, NotFound, Overloaded, SpecError
+from actors.directory import Directory
+from actors.errors import Conflict, InvalidRequest, NotFound, Overloaded, SpecError
 from actors.events import Counters, EventHub, Gauge, History, Subscribe, Unsubscribe
-from actors.group import GroupSnapshot, QueuePosition
-from actors.model import BuildInfo, Event, GroupInfo, PipelineInfo, Stats
+from actors.group import GroupActor, GroupSnapshot, QueuePosition
+from actors.model import BuildInfo, Event, GroupInfo, NodeInfo, PipelineInfo, Stats, WaitingJob
+from actors.mutex import ListMutexWaiters, MutexActor
+from actors.pool import AddNode, InjectFault, ListNodes, ListWaiting, PoolActor, PoolStats, RemoveNode
 from actors.pipeline import (
     CancelRequest,
     DescribePipeline,
@@ -69,18 +71,20 @@ class Runtime:
         actions: ActionRegistry,
         hub: Ref,
         gauge: Gauge,
-        dispatcher: Ref,
         pipelines: Ref,
-        groups: Ref,
+        pools: Directory,
+        groups: Directory,
+        mutexes: Directory,
     ) -> None:
         self.system = system
         self.config = config
         self.actions = actions
         self._hub = hub
         self._gauge = gauge
-        self._dispatcher = dispatcher
         self._pipelines = pipelines
+        self._pools = pools
         self._groups = groups
+        self._mutexes = mutexes
         self.interrupted: list[str] = []
 
     # -- pipelines -------------------------------------------------------------------
@@ -103,8 +107,8 @@ class Runtime:
             info: PipelineInfo = await ref.ask(ReplaceSpec(spec))
             return info
         ref = self.system.spawn(
-            lambda: PipelineActor(pipeline_id=pipeline_id, spec=spec, dispatcher=self._dispatcher, hub=self._hub,
-                                  groups=self._groups),  # fmt: skip
+            lambda: PipelineActor(pipeline_id=pipeline_id, spec=spec, hub=self._hub, pools=self._pools,
+                                  groups=self._groups, mutexes=self._mutexes),  # fmt: skip
             name=f"pipeline:{pipeline_id}",
             parent=self._pipelines,
             supervision=_PIPELINE_SUPERVISION,
@@ -145,7 +149,7 @@ class Runtime:
         """A snapshot of the build, with its queue position if it waits in a group."""
         info: BuildInfo = await self._owner(build_id).ask(GetBuild(build_id))
         if info.status == "QUEUE" and info.group is not None:
-            group = self._group_or_none(info.group)
+            group = self._groups.find(info.group)
             if group is not None:
                 position = await group.ask(QueuePosition(build_id))
                 info = msgspec.structs.replace(info, queue_position=position)
@@ -191,37 +195,69 @@ class Runtime:
     # -- groups, nodes, stats -------------------------------------------------------------
 
     async def groups(self) -> list[GroupInfo]:
-        return [await ref.ask(GroupSnapshot()) for ref in self.system.children(self._groups)]
+        return [await ref.ask(GroupSnapshot()) for ref in self._groups.all()]
 
     async def add_node(self, name: str, pool: str = "default", agents: int = 1,
                        labels: list[str] | tuple[str, ...] = ()) -> NodeInfo:  # fmt: skip
         """Add a build node with ``agents`` agents; creates the pool if needed."""
-        result: NodeInfo = await self._dispatcher.ask(AddNode(name, pool, agents, tuple(labels)))
+        if not isinstance(name, str) or not name or "/" in name:
+            raise InvalidRequest(f"node name must be a non-empty string without '/', got {name!r}")
+        for ref in self._pools.all():
+            if any(node.name == name for node in await ref.ask(ListNodes())):
+                raise Conflict(f"node {name!r} already exists")
+        result: NodeInfo = await self._pools.get(pool).ask(AddNode(name, pool, agents, tuple(labels)))
         return result
 
     async def remove_node(self, name: str) -> NodeInfo:
         """Drain a node: running jobs finish, no new ones start, then it goes."""
-        result: NodeInfo = await self._dispatcher.ask(RemoveNode(name))
-        return result
+        for ref in self._pools.all():
+            if any(node.name == name for node in await ref.ask(ListNodes())):
+                result: NodeInfo = await ref.ask(RemoveNode(name))
+                return result
+        raise NotFound(f"no node {name!r}")
 
     async def nodes(self) -> list[NodeInfo]:
-        result: list[NodeInfo] = await self._dispatcher.ask(ListNodes())
-        return result
+        found: list[NodeInfo] = []
+        for ref in self._pools.all():
+            found.extend(await ref.ask(ListNodes()))
+        return found
+
+    async def waiting_jobs(self) -> list[WaitingJob]:
+        """Job attempts waiting for a slot, an agent or a mutex, each with its reason and deadline."""
+        found: list[WaitingJob] = []
+        for ref in self._pools.all():
+            found.extend(await ref.ask(ListWaiting()))
+        for ref in self._mutexes.all():
+            found.extend(await ref.ask(ListMutexWaiters()))
+        return found
+
+    def inject_fault(self, agent: str, kind: str) -> None:
+        """Make an agent ``crash``, ``hang`` or fall ``silent`` (tests, benchmarks, drills)."""
+        if kind not in ("crash", "hang", "silence"):
+            raise InvalidRequest(f"unknown fault {kind!r}: use crash, hang or silence")
+        for ref in self._pools.all():
+            ref.tell(InjectFault(agent, kind))
 
     async def stats(self) -> Stats:
         counters = await self._hub.ask(Counters())
-        dispatch = await self._dispatcher.ask(DispatchStats())
+        pools = [await ref.ask(PoolStats()) for ref in self._pools.all()]
         builds = {status: count for status, count in counters["builds"].items() if count}
+        mutex_waiters = [len(await ref.ask(ListMutexWaiters())) for ref in self._mutexes.all()]
+
+        def total(field: str) -> int:
+            return sum(pool[field] for pool in pools)
+
         return Stats(
             builds_running=builds.get("RUNNING", 0),
             builds_queued=builds.get("QUEUE", 0),
             builds_finished=sum(count for status, count in builds.items() if status not in ("RUNNING", "QUEUE")),
-            jobs_running=dispatch["jobs_running"],
-            jobs_queued=dispatch["jobs_queued"],
-            slots_held=dispatch["slots_held"],
-            agents=dispatch["agents"],
-            agents_busy=dispatch["agents_busy"],
-            agents_locked=0,
+            jobs_running=total("jobs_running"),
+            jobs_queued=total("jobs_queued") + sum(mutex_waiters),
+            slots_held=total("slots_held"),
+            agents=total("agents"),
+            agents_busy=total("agents_busy"),
+            agents_locked=total("agents_locked"),
+            agents_lost=total("agents_lost"),
             builds_by_status=builds,
         )
 
@@ -269,12 +305,6 @@ class Runtime:
         if ref is None:
             raise NotFound(f"no build {build_id!r}")
         return ref
-
-    def _group_or_none(self, name: str) -> Ref | None:
-        try:
-            return self.system.lookup(f"group:{name}")
-        except LookupError:
-            return None
 
     async def _close(self) -> None:
         """Cancel what still runs and wait (bounded) for it to end."""
@@ -332,20 +362,30 @@ async def open_runtime(
     own_workdir = workdir is None
     root = Path(tempfile.mkdtemp(prefix="shunter-")) if workdir is None else Path(workdir)
     actions = ActionRegistry.with_builtins()
-    nodes = [AddNode(node.name, pool.name, node.agents, tuple(node.labels)) for pool in settings.pools
-             for node in pool.nodes]  # fmt: skip
     try:
         async with open_system(shutdown_timeout=settings.shutdown_timeout) as system:
             gauge = Gauge()
             hub = system.spawn(lambda: EventHub(gauge=gauge), name="events")
-            dispatcher = system.spawn(
-                lambda: Dispatcher(workdir=root, actions=actions, nodes=nodes), name="dispatcher",
-                supervision=Supervision(max_restarts=0),
-            )
-            groups = system.spawn(_Supervisor, name="groups")
+
+            def pool(name: str) -> Callable[[], PoolActor]:
+                return lambda: PoolActor(pool=name, workdir=root / name, actions=actions,
+                                         heartbeat_interval=settings.heartbeat_interval,
+                                         heartbeat_timeout=settings.heartbeat_timeout)  # fmt: skip
+
+            # Pools hold slots and agents: a crash past its limit fails the runtime loudly.
+            pools = Directory(system, "pool", system.spawn(_Supervisor, name="pools"), pool,
+                              Supervision(max_restarts=0))  # fmt: skip
+            groups = Directory(system, "group", system.spawn(_Supervisor, name="groups"),
+                               lambda name: lambda: GroupActor(name), Supervision(max_restarts=0))  # fmt: skip
+            mutexes = Directory(system, "mutex", system.spawn(_Supervisor, name="mutexes"),
+                                lambda name: lambda: MutexActor(name), Supervision(max_restarts=0))  # fmt: skip
             pipelines = system.spawn(_Supervisor, name="pipelines")
             runtime = Runtime(system=system, config=settings, actions=actions, hub=hub, gauge=gauge,
-                              dispatcher=dispatcher, pipelines=pipelines, groups=groups)  # fmt: skip
+                              pipelines=pipelines, pools=pools, groups=groups, mutexes=mutexes)  # fmt: skip
+            for pool_config in settings.pools:
+                pools.get(pool_config.name)
+                for node in pool_config.nodes:
+                    await runtime.add_node(node.name, pool_config.name, node.agents, node.labels)
             for pattern in settings.pipelines:
                 for path in sorted(glob.glob(pattern)) or [pattern]:
                     await runtime.register_pipeline(Path(path))

@@ -1,0 +1,113 @@
+"""Job mutexes: at most one job attempt holds a rendered label at a time.
+
+The concurrency-group machinery at job level: waiters queue FIFO up to
+``queue-length``; one more ends its job FAILED ("mutex queue full"); a
+waiter past ``timeout-minutes`` ends FAILED with the wait in the reason. The
+holder releases when its attempt ends (or is withdrawn while waiting).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+
+from .core import Actor, TimerHandle
+from .group import rfc3339
+from .messages import JobToken, MutexAcquire, MutexGranted, MutexRefused, MutexRelease
+from .model import WaitingJob
+
+__all__ = ["MutexActor", "ListMutexWaiters"]
+
+
+class ListMutexWaiters(msgspec.Struct, frozen=True):
+    pass
+
+
+class _MutexTimeout(msgspec.Struct, frozen=True):
+    token: JobToken
+
+
+class _Waiter:
+    __slots__ = ("acquire", "since", "deadline", "timer")
+
+    def __init__(self, acquire: MutexAcquire, since: float, deadline: float, timer: TimerHandle) -> None:
+        self.acquire = acquire
+        self.since = since
+        self.deadline = deadline
+        self.timer = timer
+
+
+class MutexActor(Actor):
+    """One mutex label. See the module docstring."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.holder: JobToken | None = None
+        self.queue: dict[JobToken, _Waiter] = {}
+
+    def receive(self, message: Any) -> Any:
+        kind = type(message)
+        if kind is MutexAcquire:
+            self._acquire(message)
+        elif kind is MutexRelease:
+            self._release(message.token)
+        elif kind is _MutexTimeout:
+            self._timeout(message.token)
+        elif kind is ListMutexWaiters:
+            return self._waiters()
+        else:
+            raise TypeError(f"mutex {self.label!r} got an unexpected {kind.__name__}")
+        return None
+
+    def _acquire(self, acquire: MutexAcquire) -> None:
+        if self.holder is None and not self.queue:
+            self.holder = acquire.token
+            acquire.pipeline.tell(MutexGranted(acquire.token))
+            return
+        if len(self.queue) >= acquire.queue_length:
+            acquire.pipeline.tell(MutexRefused(
+                acquire.token,
+                f"mutex queue full: mutex {self.label!r} is held by {self.holder} and "
+                f"{len(self.queue)} job(s) wait (queue-length {acquire.queue_length})",
+            ))  # fmt: skip
+            return
+        deadline = self.now() + acquire.timeout_minutes * 60
+        timer = self.send_at(deadline, _MutexTimeout(acquire.token))
+        self.queue[acquire.token] = _Waiter(acquire, self.now(), deadline, timer)
+
+    def _release(self, token: JobToken) -> None:
+        waiter = self.queue.pop(token, None)
+        if waiter is not None:
+            waiter.timer.cancel()
+            return
+        if token != self.holder:
+            return
+        self.holder = None
+        if self.queue:
+            token, waiter = next(iter(self.queue.items()))
+            del self.queue[token]
+            waiter.timer.cancel()
+            self.holder = token
+            waiter.acquire.pipeline.tell(MutexGranted(token))
+
+    def _timeout(self, token: JobToken) -> None:
+        waiter = self.queue.pop(token, None)
+        if waiter is None:
+            return
+        minutes = (self.now() - waiter.since) / 60
+        waiter.acquire.pipeline.tell(MutexRefused(
+            token, f"waited {minutes:g} minute(s) for mutex {self.label!r} (held by {self.holder}; "
+                   f"timeout-minutes {waiter.acquire.timeout_minutes:g})",
+        ))  # fmt: skip
+
+    def _waiters(self) -> list[WaitingJob]:
+        now, wall = self.now(), time.time()
+        return [
+            WaitingJob(build_id=token.build_id, job_id=token.job_id, attempt=token.attempt, pool="",
+                       reason=f"mutex {self.label!r} held by {self.holder}",
+                       since=rfc3339(wall - (now - waiter.since)) or "",
+                       deadline=rfc3339(wall + (waiter.deadline - now)) or "")  # fmt: skip
+            for token, waiter in self.queue.items()
+        ]

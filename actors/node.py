@@ -1,0 +1,75 @@
+"""A build node: supervises its agents and watches their heartbeats.
+
+Agents are the node's children. Each agent heartbeats to its node every
+``heartbeat_interval``; the node checks once per interval (one timer per
+node, not per agent) and reports an agent silent for ``heartbeat_timeout``
+to its pool as lost (``HEARTBEAT_TIMEOUT``). An agent that crashes is not
+restarted in place: the node reports it lost (``FAILED``) and the pool puts
+a fresh agent, under a new name, in its place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from .core import Actor, Ref
+from .messages import AgentLost, Heartbeat
+
+__all__ = ["NodeActor", "Track", "Untrack"]
+
+
+class Track(msgspec.Struct, frozen=True):
+    agent: str
+
+
+class Untrack(msgspec.Struct, frozen=True):
+    agent: str
+
+
+class _Check(msgspec.Struct, frozen=True):
+    pass
+
+
+class NodeActor(Actor):
+    """See the module docstring."""
+
+    def __init__(self, *, node: str, pool: Ref, heartbeat_interval: float, heartbeat_timeout: float) -> None:
+        self.node = node
+        self.pool = pool
+        self.interval = heartbeat_interval
+        self.timeout = heartbeat_timeout
+        self.last_seen: dict[str, float] = {}
+
+    async def started(self) -> None:
+        self.send_after(self.interval, _Check())
+
+    def receive(self, message: Any) -> Any:
+        kind = type(message)
+        if kind is Heartbeat:
+            if message.agent in self.last_seen:
+                self.last_seen[message.agent] = self.now()
+        elif kind is _Check:
+            self._check()
+            self.send_after(self.interval, _Check())
+        elif kind is Track:
+            self.last_seen[message.agent] = self.now()
+        elif kind is Untrack:
+            self.last_seen.pop(message.agent, None)
+        else:
+            raise TypeError(f"node {self.node!r} got an unexpected {kind.__name__}")
+
+    def _check(self) -> None:
+        now = self.now()
+        lost = [agent for agent, seen in self.last_seen.items() if now - seen > self.timeout]
+        for agent in lost:
+            silent = now - self.last_seen.pop(agent)
+            self.pool.tell(AgentLost(agent, "HEARTBEAT_TIMEOUT",
+                                     f"agent {agent} sent no heartbeat for {silent:g}s "
+                                     f"(heartbeat-timeout {self.timeout:g}s)"))  # fmt: skip
+
+    def child_crashed(self, child: Ref, error: BaseException, restarting: bool) -> None:
+        agent = child.name.removeprefix("agent:")
+        self.last_seen.pop(agent, None)
+        self.pool.tell(AgentLost(agent, "FAILED", f"agent {agent} crashed: {error!r}"))
