@@ -98,15 +98,12 @@ class _Node:
 
 
 class _Class:
-    __slots__ = ("key", "requests")
+    __slots__ = ("key", "requests", "head")
 
-    def __init__(self, key: tuple[Any, ...]) -> None:
+    def __init__(self, key: tuple[Any, ...], first: Request) -> None:
         self.key = key
-        self.requests: dict[Hashable, Request] = {}
-
-    @property
-    def head(self) -> Request:
-        return next(iter(self.requests.values()))
+        self.requests: dict[Hashable, Request] = {first.token: first}
+        self.head = first  # the oldest request, kept at hand: read on every dispatch
 
 
 class Placement:
@@ -119,8 +116,9 @@ class Placement:
         self.granted: dict[Hashable, _Agent] = {}
         self.waiting: dict[Hashable, Request] = {}
         self._classes: dict[tuple[Any, ...], _Class] = {}
-        self._ready: dict[tuple[Any, ...], None] = {}  # classes not parked on a total limit
-        self._parked: dict[JobKey, dict[tuple[Any, ...], None]] = {}
+        self._ready: dict[tuple[Any, ...], None] = {}  # unpinned classes free of their total limit
+        self._pinned: dict[str, dict[tuple[Any, ...], None]] = {}  # agent -> classes pinned to it
+        self._parked: dict[JobKey, dict[tuple[Any, ...], None]] = {}  # key -> classes at its total
         self._free: dict[frozenset[str], dict[str, None]] = {frozenset(): {}}
         self._seq = itertools.count(1)
 
@@ -177,25 +175,30 @@ class Placement:
             agent = self._find(request)
             if agent is not None:
                 return self._grant(request, agent)
-            cls = self._classes[request.class_key] = _Class(request.class_key)
+            cls = self._classes[request.class_key] = _Class(request.class_key, request)
             self._register_labels(request.labels)
-            if request.total is not None and self.total[request.key] >= request.total:
-                self._parked.setdefault(request.key, {})[cls.key] = None
-            else:
-                self._ready[cls.key] = None
-        cls.requests[request.token] = request
+            self._enlist(cls)
+        else:
+            cls.requests[request.token] = request
         self.waiting[request.token] = request
         return None
 
+    def _enlist(self, cls: _Class) -> None:
+        """File a class under the index that will wake it: its key's total, its agent, or ready."""
+        head = cls.head
+        if head.total is not None and self.total[head.key] >= head.total:
+            self._parked.setdefault(head.key, {})[cls.key] = None
+        elif head.agent_pin is not None:
+            self._pinned.setdefault(head.agent_pin, {})[cls.key] = None
+        else:
+            self._ready[cls.key] = None
+
     def withdraw(self, token: Hashable) -> Request | None:
         """Remove a waiting request (cancel, timeout); None if it is not waiting."""
-        request = self.waiting.pop(token, None)
+        request = self.waiting.get(token)
         if request is None:
             return None
-        cls = self._classes[request.class_key]
-        del cls.requests[token]
-        if not cls.requests:
-            self._drop_class(cls)
+        self._take(self._classes[request.class_key], request)
         return request
 
     def release(self, token: Hashable) -> tuple[Request | None, list[Grant]]:
@@ -249,7 +252,8 @@ class Placement:
 
     def pinned_to(self, agent_name: str) -> list[Request]:
         """Waiting requests that can only run on ``agent_name``."""
-        return [r for r in self.waiting.values() if r.agent_pin == agent_name]
+        # Rare (an agent was lost): scanning the classes is fine; parked ones count too.
+        return [r for cls in self._classes.values() if cls.key[3] == agent_name for r in cls.requests.values()]
 
     def agents_locked(self) -> int:
         return sum(1 for agent in self.agents.values() if agent.locked_by is not None)
@@ -342,22 +346,15 @@ class Placement:
             cls = self._classes.get(class_key)
             if cls is None:
                 continue
-            self._ready[class_key] = None
-            grants.extend(self._drain_class(cls))
-        return grants
-
-    def _drain_class(self, cls: _Class) -> list[Grant]:
-        grants = []
-        while cls.requests:
-            head = cls.head
-            agent = self._find(head)
-            if agent is None:
-                if head.total is not None and self.total[head.key] >= head.total:
-                    self._ready.pop(cls.key, None)
-                    self._parked.setdefault(head.key, {})[cls.key] = None
-                break
-            self._take(cls, head)
-            grants.append(self._grant(head, agent))
+            while cls.key in self._classes:
+                agent = self._find(cls.head)
+                if agent is None:
+                    break
+                head = cls.head
+                self._take(cls, head)
+                grants.append(self._grant(head, agent))
+            if cls.key in self._classes:
+                self._enlist(cls)
         return grants
 
     def _serve_node(self, node: _Node) -> list[Grant]:
@@ -368,7 +365,7 @@ class Placement:
             for class_key in self._ready:
                 cls = self._classes[class_key]
                 head = cls.head
-                if head.agent_pin is not None or not self._node_fits(node, head):
+                if not self._node_fits(node, head):
                     continue
                 if head.per_node is not None and node.running[head.key] >= head.per_node:
                     continue
@@ -386,29 +383,39 @@ class Placement:
         return grants
 
     def _serve_pinned(self, agent: _Agent) -> list[Grant]:
-        """Requests pinned to ``agent`` (lock-resource-with) that can go now."""
-        if agent.held is not None:
+        """The oldest request pinned to ``agent`` (lock-resource-with) that can go now."""
+        pinned = self._pinned.get(agent.name)
+        if not pinned or agent.held is not None:
             return []
-        for class_key in list(self._ready):
+        best: _Class | None = None
+        for class_key in pinned:
             cls = self._classes[class_key]
-            head = cls.head
-            if head.agent_pin == agent.name and self._find(head) is agent:
-                self._take(cls, head)
-                return [self._grant(head, agent)]
-        return []
+            if (best is None or cls.head.seq < best.head.seq) and self._find(cls.head) is agent:
+                best = cls
+        if best is None:
+            return []
+        head = best.head
+        self._take(best, head)
+        return [self._grant(head, agent)]
 
     def _take(self, cls: _Class, request: Request) -> None:
         del cls.requests[request.token]
         del self.waiting[request.token]
         if not cls.requests:
             self._drop_class(cls)
+        elif cls.head is request:
+            cls.head = next(iter(cls.requests.values()))
 
     def _drop_class(self, cls: _Class) -> None:
         del self._classes[cls.key]
         self._ready.pop(cls.key, None)
-        parked = self._parked.get(cls.key[0])
-        if parked is not None:
-            parked.pop(cls.key, None)
+        key, agent_pin = cls.key[0], cls.key[3]
+        for index, name in ((self._parked, key), (self._pinned, agent_pin)):
+            members = index.get(name)
+            if members is not None:
+                members.pop(cls.key, None)
+                if not members:
+                    del index[name]
 
 
 def _constraints(request: Request) -> str:
