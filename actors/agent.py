@@ -173,6 +173,7 @@ class AgentActor(Actor):
         self.silent = False  # injected: no heartbeats
         self.hung = False  # injected: no heartbeats, no reports
         self.retiring = False
+        self.trash_count = 0
         self.lease_build: str | None = None
         self.context: dict[str, str] = {}
         self.workspace_used = False
@@ -353,6 +354,7 @@ class AgentActor(Actor):
                 if sync is not None:
                     sync(context)
                 else:
+                    self._prepare_workspace()  # actions may use step.workspace too
                     await self.actions.resolve(step.uses or "")(context)
                 return StepOutcome("SUCCEED", outputs=context.outputs, exported_env=context.exported_env)
             except Exception as error:
@@ -364,19 +366,29 @@ class AgentActor(Actor):
         assert step.run is not None
         script = render(step.run, run.payload.template_context)
         env = self._step_env(run, step)
-        await self._prepare_workspace()
+        self._prepare_workspace()
         result = await run_shell(script, cwd=self.workspace, env=env, on_output=log.append, kill_grace=self.kill_grace)
         if result.exit_code == 0:
             return StepOutcome("SUCCEED", exit_code=0, outputs=result.outputs, exported_env=result.env)
         reason = f"exit code {result.exit_code}" if result.exit_code > 0 else f"killed by signal {-result.exit_code}"
         return StepOutcome("FAILED", reason, exit_code=result.exit_code, outputs=result.outputs)
 
-    async def _prepare_workspace(self) -> None:
+    def _prepare_workspace(self) -> None:
+        """Make the workspace exist, emptied if another build used it.
+
+        Emptying is a rename (constant time, no waiting on a thread, which
+        trio's MockClock would read as idleness); the old tree is deleted in
+        the background.
+        """
         if self.clean_needed:
-            await anyio.to_thread.run_sync(_empty_directory, self.workspace)
             self.clean_needed = False
-        elif not self.workspace_used:
-            await anyio.to_thread.run_sync(lambda: os.makedirs(self.workspace, exist_ok=True))
+            if self.workspace.exists():
+                self.trash_count += 1
+                trash = self.workspace.with_name(f".{self.workspace.name}.old{self.trash_count}")
+                os.rename(self.workspace, trash)
+                self.start_task(anyio.to_thread.run_sync, shutil.rmtree, trash, True)
+        if not self.workspace_used or not self.workspace.exists():
+            self.workspace.mkdir(parents=True, exist_ok=True)
         self.workspace_used = True
 
 
@@ -386,10 +398,5 @@ def _failed(error: Exception) -> StepOutcome:
     return StepOutcome("FAILED", f"{type(error).__name__}: {error}")
 
 
-def _empty_directory(path: Path) -> None:
-    """Remove everything inside ``path`` (kept or created empty)."""
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
 
 

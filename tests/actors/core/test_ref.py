@@ -83,7 +83,7 @@ async def test_ask_timeout_names_actor_and_message() -> None:
     class Ping:
         pass
 
-    async with open_system() as system:
+    async with open_system(shutdown_timeout=0.01) as system:  # Hang never stops by itself
         ref = system.spawn(Hang, name="hanger")
         with pytest.raises(AskTimeout) as caught:
             await ref.ask(Ping(), timeout=0.05)
