@@ -383,6 +383,26 @@ class Build:
                 step.reason = reason
         return self.advance(now)
 
+    def retry_lost(self, job: JobRun, status: str, reason: str | None, now: float) -> bool:
+        """The job's agent was lost: retry elsewhere from the running step if its
+        ``retry-times`` allows; True if a new attempt was made (dispatch ``job``)."""
+        if self.cancelling is not None:
+            return False
+        attempt = job.attempts[-1]
+        index = next((i for i, step in enumerate(job.steps) if step.status == "RUNNING"), None)
+        if index is None:
+            return False
+        step = job.steps[index]
+        tries = sum(1 for a in step.attempts if a.job_attempt == attempt.number and a.execute_count == self.execute_count)
+        if tries > step.spec.retry_times:
+            return False
+        step_attempt = step.attempts[-1]
+        step_attempt.status, step_attempt.reason, step_attempt.finished_at = "FAILED", reason, now
+        step.status, step.reason = "FAILED", reason
+        attempt.status, attempt.reason, attempt.finished_at = status, reason, now
+        self._new_attempt(job, index, [], retry_of=attempt.number)
+        return True
+
     # -- cancel -------------------------------------------------------------------
 
     def cancel(self, reason: str, now: float) -> list[JobRun]:

@@ -429,6 +429,10 @@ class PipelineActor(Actor):
             states = {other.id: other.status for other in build.all_jobs()}
             if job.spec.mutex is not None and mutex_held:
                 self._release_mutex(build, token)
+            if record.status == "HEARTBEAT_TIMEOUT" and build.retry_lost(job, record.status, record.reason,
+                                                                          record.time):  # fmt: skip
+                self._dispatch(build, [job])  # the step allows it: again, on another agent
+                return
             dispatch = build.job_ended(job, record.status, record.reason, record.time)
             self._emit_job(build, job, previous_job)
             self._emit_unrun(build, states)

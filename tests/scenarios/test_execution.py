@@ -300,3 +300,37 @@ jobs:
     assert build.status == "CANCELED" and build.job("j").status == "CANCELED"
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)
+
+
+@pytest.mark.trio
+async def test_a_lost_agents_job_is_retried_elsewhere_when_the_step_allows(autojump_clock: trio.abc.Clock) -> None:
+    started = trio.Event()
+
+    async def long_step(step: StepContext) -> None:
+        started.set()
+        await trio.sleep(300)
+
+    config = {"pools": [{"name": "default", "nodes": [{"name": "n1", "agents": 1}, {"name": "n2", "agents": 1}]}],
+              "heartbeat-interval": 5, "heartbeat-timeout": 30}
+    async with runtime.open_runtime(config) as rt:
+        rt.register_action("long", long_step)
+        pipeline = await rt.register_pipeline("""
+name: resilient
+jobs:
+  j: {steps: [{id: prep, uses: noop}, {id: work, uses: long, retry-times: 1}]}
+""")
+        build = await rt.submit(pipeline.id)
+        await started.wait()
+        first_agent = (await rt.build(build.id)).job("j").agent
+        assert first_agent is not None
+        rt.inject_fault(first_agent, "silence")
+        build = await rt.wait(build.id, timeout=3600)
+        stats = await rt.stats()
+    job = build.job("j")
+    assert build.status == "SUCCEED"
+    assert [(a.number, a.status, a.retry_of, a.start_step) for a in job.attempts] == [
+        (1, "HEARTBEAT_TIMEOUT", None, None), (2, "SUCCEED", 1, "work")]
+    assert job.attempts[1].agent != first_agent
+    assert [a.status for a in job.step("work").attempts] == ["FAILED", "SUCCEED"]
+    assert "heartbeat" in (job.step("work").attempts[0].reason or "")
+    assert stats.agents_lost == 1 and stats.slots_held == 0 and stats.agents_busy == 0
