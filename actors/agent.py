@@ -260,6 +260,7 @@ class AgentActor(Actor):
         runner = JobRunner(run.payload, records)
         job = run.payload.job
         running: int | None = None
+        reason: str | None
         with scope:
             while (item := runner.next_step()) is not None:
                 running, step = item

@@ -94,7 +94,7 @@ class JobPayload(msgspec.Struct, frozen=True):
     failed_before: bool = False
 
 
-class JobRequest(_Message):
+class JobRequest(_Message, frozen=True):
     """Pipeline → pool: find an agent for this attempt.
 
     ``agent`` pins it to one agent (lock-resource-with); ``lock`` keeps that
@@ -109,14 +109,14 @@ class JobRequest(_Message):
     lock: bool = False
 
 
-class Unlock(_Message):
+class Unlock(_Message, frozen=True):
     """Pipeline → pool: the build's lock chain on this agent has ended."""
 
     build_id: str
     agent: str
 
 
-class AgentLost(_Message):
+class AgentLost(_Message, frozen=True):
     """Node → pool: an agent crashed or went silent; what it ran ends with ``status``."""
 
     agent: str
@@ -124,21 +124,21 @@ class AgentLost(_Message):
     reason: str
 
 
-class Heartbeat(_Message):
+class Heartbeat(_Message, frozen=True):
     agent: str
 
 
-class Fault(_Message):
+class Fault(_Message, frozen=True):
     """Fault injection for tests and benchmarks: crash, hang or silence."""
 
     kind: str
 
 
-class Retire(_Message):
+class Retire(_Message, frozen=True):
     """Pool → agent: leave once the current attempt is over (hung: at once)."""
 
 
-class MutexAcquire(_Message):
+class MutexAcquire(_Message, frozen=True):
     token: JobToken
     pipeline: Ref
     label: str
@@ -146,27 +146,27 @@ class MutexAcquire(_Message):
     timeout_minutes: float
 
 
-class MutexGranted(_Message):
+class MutexGranted(_Message, frozen=True):
     token: JobToken
 
 
-class MutexRefused(_Message):
+class MutexRefused(_Message, frozen=True):
     token: JobToken
     reason: str
 
 
-class MutexRelease(_Message):
+class MutexRelease(_Message, frozen=True):
     token: JobToken
 
 
-class Withdraw(_Message):
+class Withdraw(_Message, frozen=True):
     """Pipeline → pool: stop this attempt, queued or running."""
 
     token: JobToken
     reason: str
 
 
-class RunJob(_Message):
+class RunJob(_Message, frozen=True):
     """Pool → agent: run this attempt now."""
 
     token: JobToken
@@ -174,12 +174,12 @@ class RunJob(_Message):
     payload: JobPayload
 
 
-class CancelJob(_Message):
+class CancelJob(_Message, frozen=True):
     token: JobToken
     reason: str
 
 
-class AgentIdle(_Message):
+class AgentIdle(_Message, frozen=True):
     """Agent → pool: the attempt ended; the agent is free again."""
 
     agent: str
@@ -224,7 +224,7 @@ class JobEnded(msgspec.Struct, frozen=True):
     time: float
 
 
-class AgentReport(_Message):
+class AgentReport(_Message, frozen=True):
     """Agent (or dispatcher) → pipeline: what happened to an attempt, in order.
 
     An agent flushes its records whenever it is about to wait, so a job of
@@ -238,7 +238,7 @@ class AgentReport(_Message):
 # -- pipeline <-> concurrency group --------------------------------------------------
 
 
-class Admit(_Message):
+class Admit(_Message, frozen=True):
     """Pipeline → group: admit this build (new, or a retry of a finished one)."""
 
     build_id: str
@@ -249,27 +249,27 @@ class Admit(_Message):
     retry: dict[str, Any] | None = None  # the retry to apply once admitted
 
 
-class Admitted(_Message):
+class Admitted(_Message, frozen=True):
     build_id: str
     reply: Reply | None
     retry: dict[str, Any] | None = None
 
 
-class Queued(_Message):
+class Queued(_Message, frozen=True):
     build_id: str
     position: int
     reply: Reply | None
     retry: dict[str, Any] | None = None
 
 
-class Refused(_Message):
+class Refused(_Message, frozen=True):
     build_id: str
     message: str
     reply: Reply | None
     retry: dict[str, Any] | None = None
 
 
-class Dequeued(_Message):
+class Dequeued(_Message, frozen=True):
     """Group → pipeline: the queued build left the queue without running."""
 
     build_id: str
@@ -277,19 +277,19 @@ class Dequeued(_Message):
     reason: str
 
 
-class CancelBuild(_Message):
+class CancelBuild(_Message, frozen=True):
     """Group → pipeline: cancel this running build (cancel-in-progress)."""
 
     build_id: str
     reason: str
 
 
-class Release(_Message):
+class Release(_Message, frozen=True):
     """Pipeline → group: the build ended or left; free its place."""
 
     build_id: str
 
 
-class QueueTimeout(_Message):
+class QueueTimeout(_Message, frozen=True):
     build_id: str
     deadline: float

@@ -535,14 +535,15 @@ class PipelineActor(Actor):
             return build_info(build)
         build.rerun_plan(job_id=request.job, step_id=request.step, failed_only=request.failed_only)  # validates
         group = self._render_group(build.id, build.number, build.variables)
+        queued_at = time.time()
         retry = {"job": request.job, "step": request.step, "failed_only": request.failed_only,
-                 "group": group, "queued_at": time.time()}  # fmt: skip
+                 "group": group, "queued_at": queued_at}  # fmt: skip
         if group is None:
             self._apply_rerun(build, retry)
             self._start(build)
             return build_info(build)
         self.admitting.add(build.id)
-        self._group(group).tell(Admit(build.id, self.ref, self._group_config(group), retry["queued_at"],
+        self._group(group).tell(Admit(build.id, self.ref, self._group_config(group), queued_at,
                                       self.defer_reply(), retry))  # fmt: skip
         return None
 

@@ -295,7 +295,7 @@ class PoolActor(Actor):
     def _fail_pinned(self, agent: str) -> None:
         for request in self.placement.pinned_to(agent):
             self.placement.withdraw(request.token)
-            self._cancel_timer(request.token)
+            self._cancel_timer(request.data.token)
             _end(request.data, "FAILED", f"agent {agent} (lock-resource-with) is gone")
 
     def _inject(self, message: InjectFault) -> None:
@@ -331,14 +331,15 @@ class PoolActor(Actor):
 
     def _waiting(self) -> list[WaitingJob]:
         now, wall = self.now(), time.time()
-        return [
-            WaitingJob(
+        waiting = []
+        for request in self.placement.waiting.values():
+            token: JobToken = request.data.token
+            waiting.append(WaitingJob(
                 build_id=token.build_id, job_id=token.job_id, attempt=token.attempt, pool=self.pool,
                 reason=self.placement.why_waiting(request), since=rfc3339(wall - (now - request.since)) or "",
                 deadline=rfc3339(wall + (self.deadlines.get(token, now) - now)) or "",
-            )  # fmt: skip
-            for token, request in self.placement.waiting.items()
-        ]
+            ))  # fmt: skip
+        return waiting
 
 
 def _end(request: JobRequest, status: str, reason: str) -> None:

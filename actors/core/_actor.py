@@ -95,7 +95,7 @@ class Actor:
         task_group = self._cell.task_group
         if task_group is None:
             raise RuntimeError(f"actor {self.name!r} is not running")
-        task_group.start_soon(fn, *args)
+        task_group.start_soon(fn, *args)  # type: ignore[arg-type]  # any awaitable-returning callable
 
     def defer_reply(self) -> Reply:
         """Take the reply slot of the ``ask`` being handled, to answer it later.

@@ -268,20 +268,17 @@ class Cell:
                 self.task_group = task_group
                 await self.actor.started()
                 error = await self._serve()
+                await self.stop_children(self.system.shutdown_timeout)
                 if error is None:
-                    await self.stop_children(self.system.shutdown_timeout)
                     await self.actor.stopping()
-                else:
-                    await self.stop_children(self.system.shutdown_timeout)
                 task_group.cancel_scope.cancel()
-                return error
         except Exception as exc:  # started(), stopping() or one of the actor's tasks
             error = _unwrap(exc)
             logger.error("actor %s crashed: %r", self.name, error, exc_info=error)
             await self.stop_children(self.system.shutdown_timeout)
-            return error
         finally:
             self.task_group = None
+        return error
 
     async def _serve(self) -> BaseException | None:
         queue = self.queue
