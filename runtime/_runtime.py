@@ -285,6 +285,23 @@ class Runtime:
         result: list[Event] = await self._hub.ask(History(after))
         return result
 
+    # -- HTTP ----------------------------------------------------------------------------
+
+    @property
+    def asgi_app(self) -> Any:
+        """The HTTP API of DESIGN §7 for this runtime, as an ASGI 3 app (built on first use).
+
+        Serve it with ``hypercorn.trio.serve(rt.asgi_app, config)`` (or
+        ``hypercorn.asyncio.serve``); call ``rt.asgi_app.close()`` before
+        shutting the server down so open event streams end at once.
+        """
+        app = self.__dict__.get("_asgi_app")
+        if app is None:
+            from .http import App
+
+            app = self.__dict__["_asgi_app"] = App(self)
+        return app
+
     # -- internals ------------------------------------------------------------------------
 
     def _pipeline_or_none(self, pipeline_id: str) -> Ref | None:

@@ -1,0 +1,142 @@
+"""The ASGI 3 application of the HTTP API (DESIGN §7), without a web framework.
+
+``App(runtime)`` (or ``runtime.asgi_app``) answers ``http`` and ``lifespan``
+scopes. For each request it matches the route (404 ``not_found``, 405 with
+``Allow``), reads the body incrementally up to ``server.max-body-bytes``
+(413 ``body_too_large``, stopping at the first byte too many), calls the
+route's handler and writes its answer. Every refusal is a JSON
+``{"error", "message", "details"}`` with the error's own status; an
+unexpected exception is logged and answered 500 ``internal`` with a generic
+message. ``GET /v1/events`` is streamed by ``sse.py``.
+
+``close()`` ends the open event streams at once (servers call it before
+their graceful shutdown, which would otherwise wait for them); the
+lifespan shutdown calls it too.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from actors.core import ActorError
+from actors.errors import ShunterError
+
+from .core import (
+    BodyTooLarge,
+    Internal,
+    Request,
+    Response,
+    Router,
+    Unavailable,
+    error_response,
+    parse_query,
+    parse_segments,
+)
+from .routes import ROUTES
+from .sse import Receive, Send, stream_events
+
+if TYPE_CHECKING:
+    from runtime._runtime import Runtime
+
+__all__ = ["App"]
+
+logger = logging.getLogger("shunter.http")
+
+_ROUTER = Router(ROUTES)
+_METHODS_WITH_BODY = frozenset({"PUT", "POST", "DELETE", "PATCH"})
+
+
+class App:
+    """The HTTP API of one runtime, as an ASGI 3 callable. See the module docstring."""
+
+    def __init__(self, rt: Runtime) -> None:
+        from .metrics import start_collector
+
+        self.rt = rt
+        self.max_body_bytes = rt.config.server.max_body_bytes
+        self.closed = anyio.Event()
+        self.sse_clients = 0
+        self.metrics = start_collector(rt)
+
+    def close(self) -> None:
+        """End every open event stream now, and any opened later at once."""
+        self.closed.set()
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "websocket":
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 1003})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        request = Request(
+            method=method,
+            path=scope["path"],
+            segments=parse_segments(scope.get("raw_path"), scope["path"]),
+            query=parse_query(scope.get("query_string", b"")),
+            headers={name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]},
+        )
+        try:
+            route, request.params = _ROUTER.match(method, request.segments)
+            if route.stream:
+                await stream_events(self, request, receive, send)
+                return
+            if method in _METHODS_WITH_BODY:
+                request.body = await self._read_body(request, receive)
+            response = await route.handler(self, request)
+        except ShunterError as error:
+            response = error_response(error)
+        except ActorError as error:
+            # The runtime is closing, or an actor did not answer within its ask deadline.
+            response = error_response(Unavailable(f"the runtime cannot answer now: {error}"))
+        except Exception:
+            logger.exception("internal error answering %s %s", method, scope["path"])
+            response = error_response(Internal("internal error; the server log has the details"))
+        await _send(send, response, head=method == "HEAD")
+
+    async def _read_body(self, request: Request, receive: Receive) -> bytes:
+        """The whole body, refused (413) as soon as it is known to be too large."""
+        limit = self.max_body_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise BodyTooLarge(f"request body of {declared} bytes is larger than the limit of {limit} bytes "
+                               "(server.max-body-bytes)")  # fmt: skip
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            body += message.get("body", b"")
+            if len(body) > limit:
+                raise BodyTooLarge(f"request body is larger than the limit of {limit} bytes (server.max-body-bytes)")
+            if not message.get("more_body", False):
+                break
+        return bytes(body)
+
+
+async def _send(send: Send, response: Response, *, head: bool) -> None:
+    headers = [
+        (b"content-type", response.content_type.encode("latin-1")),
+        (b"content-length", str(len(response.body)).encode("latin-1")),
+    ]
+    headers.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers)
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else response.body})

@@ -1,0 +1,267 @@
+"""The pure core of the HTTP door: requests, responses, errors, JSON bodies, routing.
+
+Nothing here does I/O: ``app.py`` reads the ASGI messages into a
+``Request``, calls a handler and writes the ``Response`` back. Keeping the
+parsing and validation pure makes every refusal (404, 405, 413, 415, 400)
+testable without a server.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote
+
+import msgspec
+
+from actors.errors import InvalidRequest, NotFound, ShunterError
+
+__all__ = [
+    "BodyTooLarge",
+    "ErrorBody",
+    "Internal",
+    "MethodNotAllowed",
+    "Request",
+    "Response",
+    "Route",
+    "Router",
+    "Unavailable",
+    "UnsupportedMediaType",
+    "decode_json",
+    "error_response",
+    "json_response",
+    "parse_segments",
+]
+
+T = TypeVar("T")
+
+JSON = "application/json"
+TEXT = "text/plain; charset=utf-8"
+
+# One encoder for every response; one decoder per request type (see decode_json).
+_ENCODER = msgspec.json.Encoder()
+_DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
+    """Every error answer: a stable ``error`` code, a message, and details (e.g. spec errors by path)."""
+
+    error: str
+    message: str
+    details: list[Any] = msgspec.field(default_factory=list)
+
+
+class MethodNotAllowed(ShunterError):
+    """The path exists but not with this method; ``allow`` lists the methods it has."""
+
+    code = "method_not_allowed"
+    http_status = 405
+
+    def __init__(self, message: str, allow: Sequence[str]) -> None:
+        super().__init__(message)
+        self.allow = tuple(allow)
+
+
+class BodyTooLarge(ShunterError):
+    """The request body is larger than ``server.max-body-bytes``."""
+
+    code = "body_too_large"
+    http_status = 413
+
+
+class UnsupportedMediaType(ShunterError):
+    """The body's content type is not one this route reads."""
+
+    code = "unsupported_media_type"
+    http_status = 415
+
+
+class Unavailable(ShunterError):
+    """The runtime cannot answer now (shutting down, or an actor did not reply in time)."""
+
+    code = "unavailable"
+    http_status = 503
+
+
+class Internal(ShunterError):
+    """A bug: an unexpected exception. The message stays generic; the log has the rest."""
+
+    code = "internal"
+    http_status = 500
+
+
+@dataclass
+class Request:
+    """One HTTP request as the handlers see it (the body already read and size-checked)."""
+
+    method: str
+    path: str
+    segments: list[str]
+    query: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+    @property
+    def media_type(self) -> str:
+        """The body's content type without parameters, lowercased ("" if none)."""
+        return self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+    def query_value(self, name: str) -> str | None:
+        """A query parameter; an empty value (``?job=``) counts as absent."""
+        return self.query.get(name) or None
+
+
+@dataclass
+class Response:
+    """What a handler answers: status, body bytes, content type and extra headers."""
+
+    status: int
+    body: bytes = b""
+    content_type: str = JSON
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+def json_response(status: int, value: Any, headers: Iterable[tuple[str, str]] = ()) -> Response:
+    """Encode ``value`` (a msgspec Struct, list, dict...) as the JSON body."""
+    return Response(status, _ENCODER.encode(value), JSON, list(headers))
+
+
+def encode_json(value: Any) -> bytes:
+    return _ENCODER.encode(value)
+
+
+def error_response(error: ShunterError) -> Response:
+    """The JSON error answer of DESIGN §7, with the headers its status calls for."""
+    headers: list[tuple[str, str]] = []
+    if isinstance(error, MethodNotAllowed):
+        headers.append(("allow", ", ".join(error.allow)))
+    if error.http_status in (429, 503):
+        headers.append(("retry-after", "1" if error.http_status == 503 else "5"))
+    body = ErrorBody(error=error.code, message=error.message, details=list(error.details))
+    return json_response(error.http_status, body, headers)
+
+
+def decode_json(type_: type[T], body: bytes, *, what: str = "body") -> T:
+    """Decode a JSON request body into ``type_``; an empty body is ``type_()``.
+
+    Raises ``InvalidRequest`` naming where the body is wrong
+    (``$.variables.X: Expected `str | int | float | bool`, got `null```).
+    """
+    if not body.strip():
+        return type_()
+    decoder = _DECODERS.get(type_)
+    if decoder is None:
+        decoder = _DECODERS[type_] = msgspec.json.Decoder(type_)
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as error:
+        message, path = split_validation_error(error)
+        raise InvalidRequest(f"invalid {what}: {path}: {message}", details=[{"path": path, "message": message}]) from None
+    except msgspec.DecodeError as error:
+        raise InvalidRequest(f"malformed JSON {what}: {error}", details=[{"path": "$", "message": str(error)}]) from None
+
+
+def split_validation_error(error: msgspec.ValidationError) -> tuple[str, str]:
+    """msgspec's ``"Expected `int`, got `str` - at `$.agents`"`` as (message, path)."""
+    text = str(error)
+    message, sep, where = text.rpartition(" - at `")
+    if not sep:
+        return text, "$"
+    return message, where.rstrip("`")
+
+
+def parse_segments(raw_path: bytes | None, path: str) -> list[str]:
+    """The path's segments, each percent-decoded on its own.
+
+    Splitting the raw path first keeps an encoded ``%2F`` inside an id from
+    being taken for a separator.
+    """
+    if raw_path is None:
+        return path.split("/")[1:]
+    text = raw_path.decode("latin-1").split("?", 1)[0]
+    return [unquote(part, errors="replace") for part in text.split("/")[1:]]
+
+
+def parse_query(query_string: bytes) -> dict[str, str]:
+    """Query parameters; a repeated one keeps its last value."""
+    text = query_string.decode("latin-1")
+    return dict(parse_qsl(text, keep_blank_values=True, errors="replace"))
+
+
+Handler = Callable[[Any, Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Param:
+    """A query (or header) parameter, for validation messages and OpenAPI."""
+
+    name: str
+    description: str
+    schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
+    where: str = "query"
+
+
+@dataclass(frozen=True)
+class Route:
+    """One operation of the API: how it is matched, handled and described in OpenAPI."""
+
+    method: str
+    path: str  # "/v1/pipelines/{id}"
+    handler: Handler
+    summary: str
+    status: int = 200
+    result: Any = None  # msgspec type of the success body; None for non-JSON bodies
+    content_type: str = JSON  # of the success body
+    body: Any = None  # msgspec type of a JSON request body
+    body_types: tuple[str, ...] = ()  # for bodies that are not a msgspec type (YAML pipelines)
+    query: tuple[Param, ...] = ()
+    errors: tuple[int, ...] = ()
+    stream: bool = False  # answered by the server-sent events loop, not a handler's Response
+
+    @property
+    def template(self) -> list[str]:
+        return self.path.split("/")[1:]
+
+
+_PARAM = re.compile(r"\{(\w+)\}\Z")
+
+
+class Router:
+    """Matches a method and path segments to a route, or says why not (404, 405)."""
+
+    def __init__(self, routes: Sequence[Route]) -> None:
+        self.routes = list(routes)
+        self._compiled = [(route, [_PARAM.match(part) for part in route.template]) for route in self.routes]
+
+    def match(self, method: str, segments: list[str]) -> tuple[Route, dict[str, str]]:
+        allowed: list[str] = []
+        for route, parts in self._compiled:
+            params = _match(route.template, parts, segments)
+            if params is None:
+                continue
+            if route.method == method or (method == "HEAD" and route.method == "GET"):
+                return route, params
+            allowed.append(route.method)
+        if not allowed:
+            raise NotFound(f"no such route: /{'/'.join(segments)} (see /openapi.json)")
+        if "GET" in allowed:
+            allowed.append("HEAD")
+        raise MethodNotAllowed(f"method {method} is not allowed on /{'/'.join(segments)}; use {', '.join(allowed)}",
+                               allowed)  # fmt: skip
+
+
+def _match(template: list[str], parts: list[re.Match[str] | None], segments: list[str]) -> dict[str, str] | None:
+    if len(template) != len(segments):
+        return None
+    params: dict[str, str] = {}
+    for literal, param, segment in zip(template, parts, segments):
+        if param is not None:
+            if not segment:
+                return None
+            params[param.group(1)] = segment
+        elif literal != segment:
+            return None
+    return params

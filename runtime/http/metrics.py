@@ -1,0 +1,209 @@
+"""``GET /metrics``: Prometheus text exposition of a runtime.
+
+Gauges are read at scrape time from the public runtime API: builds by
+status, jobs, slots and agents (``rt.stats()``, every integer field, so
+counters added to ``Stats`` appear without a change here) and, per
+concurrency group, running builds and queue depth (``rt.groups()``).
+
+The two histograms come from the event stream, not from build snapshots:
+a collector actor follows ``rt.subscribe(after=0)`` (the kept history
+first, then live) and pairs
+
+- a build's ``QUEUE`` event with its ``RUNNING`` event: the queue wait,
+  i.e. admission through its concurrency group (a retried finished build
+  waits again and counts again; a build that never starts counts nothing);
+- a job attempt's ``QUEUE`` event with its ``RUNNING`` event: the dispatch
+  latency, from the request for an agent to the agent starting the job.
+
+Events see every wait exactly once, so the histograms are true cumulative
+counters; counting from snapshots would miss builds the pipelines have
+already forgotten and count the kept ones again at every scrape. The cost
+is one dictionary entry per build or job attempt while it waits.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from actors.core import Actor, ActorError, Ref, Supervision
+from actors.model import Event
+
+from .routes import BUILD_STATUSES
+
+if TYPE_CHECKING:
+    from runtime._runtime import Runtime
+
+__all__ = ["CONTENT_TYPE", "Histogram", "MetricsCollector", "render", "start_collector"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+QUEUE_WAIT_BUCKETS = (0.001, 0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 4 * 3600)
+DISPATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 60, 600)
+_MAX_PENDING = 200_000  # waits tracked at once; past it the oldest are forgotten
+_BATCH = 1024
+
+_HELP = {
+    "builds_running": "Builds running now.",
+    "builds_queued": "Builds waiting in a concurrency group.",
+    "builds_finished": "Finished builds the runtime still counts.",
+    "jobs_running": "Job attempts holding an agent.",
+    "jobs_queued": "Job attempts waiting for a slot or an agent.",
+    "slots_held": "Job slots held.",
+    "agents": "Agents on all nodes.",
+    "agents_busy": "Agents running a job.",
+    "agents_locked": "Agents held by lock-resource-with, idle or not.",
+}
+
+
+class Histogram:
+    """A cumulative Prometheus histogram with fixed upper bounds."""
+
+    def __init__(self, bounds: Iterable[float]) -> None:
+        self.bounds = tuple(sorted(bounds))
+        self.counts = [0] * (len(self.bounds) + 1)  # the last is +Inf
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def render(self, name: str, help_text: str) -> list[str]:
+        lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+        total = 0
+        for bound, count in zip((*self.bounds, math.inf), self.counts):
+            total += count
+            le = "+Inf" if bound == math.inf else f"{bound:g}"
+            lines.append(f'{name}_bucket{{le="{le}"}} {total}')
+        lines.append(f"{name}_sum {self.sum:.6f}")
+        lines.append(f"{name}_count {self.count}")
+        return lines
+
+
+class _Observe(msgspec.Struct, frozen=True):
+    events: list[Event]
+
+
+class _Render(msgspec.Struct, frozen=True):
+    pass
+
+
+class MetricsCollector(Actor):
+    """Folds the event stream into the histograms; ``_Render`` asks for their text."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.queue_wait = Histogram(QUEUE_WAIT_BUCKETS)
+        self.dispatch = Histogram(DISPATCH_BUCKETS)
+        self.build_queued: dict[str, float] = {}
+        self.job_queued: dict[tuple[str | None, str | None, int | None], float] = {}
+        self.last_id = 0
+
+    async def started(self) -> None:
+        self.start_task(self._follow, self.last_id)
+
+    async def _follow(self, after: int) -> None:
+        # Unbounded like a mailbox: this reader only forwards, never waits on anyone.
+        async with self.rt.subscribe(after=after, buffer=math.inf) as events:  # type: ignore[arg-type]
+            async for first in events:
+                batch = [first]
+                while len(batch) < _BATCH:
+                    try:
+                        batch.append(events.receive_nowait())
+                    except Exception:  # WouldBlock, or the stream ended
+                        break
+                self.ref.tell(_Observe(batch))
+
+    def receive(self, message: Any) -> Any:
+        if type(message) is _Observe:
+            self._fold(message.events)
+            return None
+        if type(message) is _Render:
+            return [
+                *self.queue_wait.render("shunter_build_queue_wait_seconds",
+                                        "Time builds waited in their concurrency group before running."),
+                *self.dispatch.render("shunter_job_dispatch_latency_seconds",
+                                      "Time from a job attempt's request for an agent until the agent started it."),
+                "# HELP shunter_events_total State-change events published.",
+                "# TYPE shunter_events_total counter",
+                f"shunter_events_total {self.last_id}",
+            ]  # fmt: skip
+        raise TypeError(f"metrics collector got an unexpected {type(message).__name__}")
+
+    def _fold(self, events: list[Event]) -> None:
+        for event in events:
+            self.last_id = max(self.last_id, event.id)
+            if event.kind == "build":
+                self._pair(self.build_queued, event.build_id or "", event, self.queue_wait)
+            elif event.kind == "job":
+                self._pair(self.job_queued, (event.build_id, event.job_id, event.attempt), event, self.dispatch)
+
+    @staticmethod
+    def _pair(pending: dict[Any, float], key: Any, event: Event, histogram: Histogram) -> None:
+        if event.status == "QUEUE":
+            pending[key] = _seconds(event.time)
+            if len(pending) > _MAX_PENDING:
+                del pending[next(iter(pending))]
+            return
+        since = pending.pop(key, None)
+        if since is not None and event.status == "RUNNING":
+            histogram.observe(max(0.0, _seconds(event.time) - since))
+
+
+def _seconds(rfc3339: str) -> float:
+    try:
+        return datetime.fromisoformat(rfc3339).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def start_collector(rt: Runtime) -> Ref | None:
+    """Spawn the collector in the runtime's actor system (None if the runtime is closing)."""
+    try:
+        return rt.system.spawn(lambda: MetricsCollector(rt), supervision=Supervision(max_restarts=3, within=60,
+                                                                                    escalate=False))  # fmt: skip
+    except RuntimeError:
+        return None
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _gauge(name: str, help_text: str, samples: Iterable[tuple[str, float]]) -> list[str]:
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+    lines.extend(f"{name}{labels} {value:g}" for labels, value in samples)
+    return lines
+
+
+async def render(rt: Runtime, collector: Ref | None, *, sse_clients: int = 0) -> str:
+    """The whole exposition text for one scrape."""
+    stats = await rt.stats()
+    groups = await rt.groups()
+    lines = _gauge("shunter_builds", "Builds by status (finished ones while the runtime keeps them).",
+                   ((f'{{status="{status}"}}', stats.builds_by_status.get(status, 0)) for status in BUILD_STATUSES))
+    for field in msgspec.structs.fields(type(stats)):
+        value = getattr(stats, field.name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            lines += _gauge(f"shunter_{field.name}", _HELP.get(field.name, field.name.replace("_", " ") + "."),
+                            [("", value)])
+    lines += _gauge("shunter_group_running", "Builds running in each concurrency group.",
+                    ((f'{{group="{_escape(g.name)}"}}', len(g.running)) for g in groups))
+    lines += _gauge("shunter_group_queue_depth", "Builds queued in each concurrency group.",
+                    ((f'{{group="{_escape(g.name)}"}}', len(g.queue)) for g in groups))
+    lines += _gauge("shunter_group_max_parallel", "max-parallel of each concurrency group.",
+                    ((f'{{group="{_escape(g.name)}"}}', g.max_parallel) for g in groups))
+    lines += _gauge("shunter_sse_clients", "Open /v1/events streams.", [("", sse_clients)])
+    if collector is not None:
+        try:
+            lines += await collector.ask(_Render())
+        except ActorError:
+            pass  # the collector is restarting: this scrape goes without the histograms
+    return "\n".join(lines) + "\n"
