@@ -1,12 +1,27 @@
-"""The ``shunter`` command line."""
+"""The ``shunter`` command line: ``serve``, ``run``, ``validate``, ``bench``.
+
+Exit codes: 0 success; 1 a build did not succeed, a file had spec errors
+(``validate``) or the server could not start; 2 a usage, spec or
+configuration error (``serve``, ``run``); 130 interrupted before anything
+started.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import math
 import sys
 from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
-from actors.errors import SpecError
+from actors.errors import InvalidRequest, ShunterError, SpecError
+from actors.model import JOB_FINAL
+
+USAGE_ERROR = 2
+LOG_TAIL = 15  # lines of a failed step's log shown by `run`
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -42,9 +57,261 @@ def _read(path: str) -> str:
         return handle.read()
 
 
+def _print_spec_error(where: str, error: SpecError) -> None:
+    print(f"{where}: {len(error.errors)} error(s)", file=sys.stderr)
+    for item in error.errors:
+        print(f"  {item['path']}: {item['message']}", file=sys.stderr)
+
+
+def _load_config(path: str | None, bind: str | None = None) -> Any:
+    """The runtime configuration of ``--config`` (and ``--bind``); SpecError/OSError if bad."""
+    from .config import default_config, load_config
+    from .server import with_bind
+
+    config = default_config() if path is None else load_config(Path(path))
+    if bind is not None:
+        load_config({"server": {"bind": bind}})  # the same checks as the file's server.bind
+    return with_bind(config, bind)
+
+
+# -- serve ---------------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import trio
+
+    from .server import serve
+
+    try:
+        config = _load_config(args.config, args.bind)
+    except SpecError as error:
+        _print_spec_error(args.config or "--bind", error)
+        return USAGE_ERROR
+    except OSError as error:
+        print(f"{args.config}: cannot read: {error.strerror or error}", file=sys.stderr)
+        return USAGE_ERROR
+
+    def out(line: str) -> None:
+        print(line, flush=True)
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    try:
+        trio.run(lambda: serve(config, out=out))
+    except SpecError as error:  # a pipeline named by the configuration
+        _print_spec_error("pipelines of the configuration", error)
+        return USAGE_ERROR
+    except OSError as error:
+        print(f"cannot serve on {config.server.bind}: {error.strerror or error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# -- run -----------------------------------------------------------------------------------------
+
+
+def _variable(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def _run(args: argparse.Namespace) -> int:
+    import trio
+
+    try:
+        config = _load_config(args.config)
+    except SpecError as error:
+        _print_spec_error(args.config, error)
+        return USAGE_ERROR
+    except OSError as error:
+        print(f"{args.config}: cannot read: {error.strerror or error}", file=sys.stderr)
+        return USAGE_ERROR
+    return int(trio.run(_run_build, args.pipeline, dict(args.var or []), config))
+
+
+async def _run_build(path: str, variables: dict[str, str], config: Any) -> int:
+    import trio
+
+    from ._runtime import open_runtime
+
+    async with open_runtime(config) as rt:
+        try:
+            pipeline = await rt.register_pipeline(Path(path))
+        except SpecError as error:
+            _print_spec_error(path, error)
+            return USAGE_ERROR
+        except OSError as error:
+            print(f"{path}: cannot read: {error.strerror or error}", file=sys.stderr)
+            return USAGE_ERROR
+        async with rt.subscribe(buffer=math.inf) as events:  # type: ignore[arg-type]
+            try:
+                build = await rt.submit(pipeline.id, variables)
+            except InvalidRequest as error:
+                print(f"{path}: {error.message}", file=sys.stderr)
+                return USAGE_ERROR
+            print(f"build {build.id} of {path}", flush=True)
+            progress = _Progress(rt, build.id)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_cancel_on_signal, rt, build.id)
+                async for event in events:
+                    if event.build_id == build.id and await progress.show(event):
+                        break
+                nursery.cancel_scope.cancel()
+        return 0 if progress.status == "SUCCEED" else 1
+
+
+async def _cancel_on_signal(rt: Any, build_id: str) -> None:
+    import signal
+
+    import trio
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            print(f"{signal.Signals(signum).name}: cancelling build {build_id}", flush=True)
+            try:
+                await rt.cancel(build_id)
+            except ShunterError:
+                pass  # it has just finished
+
+
+class _Progress:
+    """Prints one line per stage, job and step change of a build, with durations.
+
+    Jobs and steps are printed from their events. A stage has no events of
+    its own: it is shown RUNNING when its first job starts and finished when
+    the events say all its jobs have ended (its status then comes from the
+    build snapshot, which knows about continue-on-error).
+    """
+
+    def __init__(self, rt: Any, build_id: str) -> None:
+        self.rt = rt
+        self.build_id = build_id
+        self.origin: float | None = None
+        self.began: dict[Any, float] = {}  # what is running -> when it started
+        self.layout: list[tuple[str, list[str]]] | None = None  # stage name -> its job ids
+        self.jobs: dict[str, str] = {}  # job id -> status, from the events
+        self.stages: dict[str, str] = {}  # stage name -> what was printed last
+        self.status = "QUEUE"
+
+    async def show(self, event: Any) -> bool:
+        """Print what ``event`` changed; True once the build has finished."""
+        now = _seconds(event.time)
+        if self.origin is None:
+            self.origin = now
+        at = f"{now - self.origin:7.2f}s "
+        if event.kind == "build":
+            self.status = event.status
+            if event.status in ("QUEUE", "RUNNING"):
+                self.began.setdefault("build", now)
+                self._line(at, f"build {event.status}{_because(event)}")
+                return False
+            await self._stages(at, now)
+            took = now - self.began.get("build", now)
+            self._line(at, f"build {event.status} in {took:.2f}s{_because(event)}")
+            return True
+        attempt = f" (attempt {event.attempt})" if (event.attempt or 1) > 1 else ""
+        if event.kind == "job":
+            key = ("job", event.job_id, event.attempt)
+            if event.status == "RUNNING":
+                self.began[key] = now
+            self.jobs[event.job_id] = event.status
+            if event.status == "RUNNING":
+                await self._stages(at, now)  # its stage starts before it does
+            self._line(at, f"    job {event.job_id} {event.status}{attempt}{self._took(key, event, now)}"
+                           f"{_because(event)}")  # fmt: skip
+            if event.status not in ("QUEUE", "RUNNING", "DEPENDENT_WAITING"):
+                await self._stages(at, now)
+        elif event.kind == "step":
+            key = ("step", event.job_id, event.step_id, event.attempt)
+            if event.status == "RUNNING":
+                self.began[key] = now
+            self._line(at, f"      step {event.job_id}/{event.step_id} {event.status}{attempt}"
+                           f"{self._took(key, event, now)}{_because(event)}")  # fmt: skip
+            if event.status in ("FAILED", "EXEC_TIMEOUT"):
+                await self._log_tail(event)
+        return False
+
+    def _took(self, key: Any, event: Any, now: float) -> str:
+        if event.status in ("QUEUE", "RUNNING"):
+            return ""
+        began = self.began.pop(key, None)
+        return "" if began is None else f" in {now - began:.2f}s"
+
+    async def _stages(self, at: str, now: float) -> None:
+        if self.layout is None:
+            build = await self.rt.build(self.build_id)
+            self.layout = [(stage.name, [job.id for job in stage.jobs]) for stage in build.stages]
+            for stage in build.stages:
+                for job in stage.jobs:
+                    self.jobs.setdefault(job.id, job.status)
+        for name, jobs in self.layout:
+            statuses = [self.jobs.get(job, "QUEUE") for job in jobs]
+            shown = self.stages.get(name)
+            if shown is None and "RUNNING" in statuses:
+                self.stages[name] = "RUNNING"
+                self.began[("stage", name)] = now
+                self._line(at, f"  stage {name} RUNNING")
+            elif shown in (None, "RUNNING") and all(status in JOB_FINAL for status in statuses):
+                status = await self._stage_status(name)
+                if status is None:
+                    continue
+                self.stages[name] = status
+                began = self.began.pop(("stage", name), None)
+                self._line(at, f"  stage {name} {status}" + ("" if began is None else f" in {now - began:.2f}s"))
+
+    async def _stage_status(self, name: str) -> str | None:
+        build = await self.rt.build(self.build_id)
+        for stage in build.stages:
+            if stage.name == name and stage.status not in ("QUEUE", "RUNNING", "DEPENDENT_WAITING"):
+                return str(stage.status)
+        return None  # the build has moved on (a retry): shown when it ends again
+
+    async def _log_tail(self, event: Any) -> None:
+        try:
+            text = await self.rt.logs(self.build_id, job=event.job_id, step=event.step_id)
+        except ShunterError:
+            return
+        last_attempt = text.rsplit("\n=== ", 1)[-1].split("\n", 1)[1:]  # the text after its header
+        lines = [line for line in "".join(last_attempt).splitlines() if line.strip()][-LOG_TAIL:]
+        for line in lines:
+            print(f"          | {line}", flush=True)
+
+    @staticmethod
+    def _line(at: str, text: str) -> None:
+        print(f"{at}{text}", flush=True)
+
+
+def _because(event: Any) -> str:
+    return f": {event.reason}" if event.reason and event.status != "SUCCEED" else ""
+
+
+def _seconds(rfc3339: str) -> float:
+    try:
+        return datetime.fromisoformat(rfc3339).timestamp()
+    except ValueError:
+        return 0.0
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shunter", description="An actor-model CI/CD build scheduler.")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the scheduler and its HTTP API until Ctrl-C or SIGTERM")
+    serve.add_argument("--config", metavar="FILE", help="runtime configuration (YAML); default: one local pool")
+    serve.add_argument("--bind", metavar="HOST:PORT", help="listen here (default: server.bind, 127.0.0.1:8000)")
+    serve.set_defaults(handler=_serve)
+
+    run = commands.add_parser("run", help="run one build of a pipeline locally, with live progress")
+    run.add_argument("pipeline", metavar="PIPELINE.yml")
+    run.add_argument("--var", action="append", type=_variable, metavar="NAME=VALUE",
+                     help="a value for a declared variable (repeatable)")  # fmt: skip
+    run.add_argument("--config", metavar="FILE", help="runtime configuration (YAML); default: one local pool")
+    run.set_defaults(handler=_run)
 
     validate = commands.add_parser("validate", help="check pipeline YAML files and print every error by path")
     validate.add_argument("files", nargs="+", metavar="PIPELINE.yml")
@@ -55,7 +322,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.set_defaults(handler=_bench)
 
     args = parser.parse_args(argv)
-    return int(args.handler(args))
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,0 +1,142 @@
+"""``shunter serve``: the runtime and its HTTP API on hypercorn, in one trio task group.
+
+``serve(config)`` opens the runtime (its pools and the pipelines the config
+names), serves ``rt.asgi_app`` with ``hypercorn.trio.serve`` and, on SIGINT
+or SIGTERM (or when ``shutdown`` is set), shuts down gracefully:
+
+1. the app closes its event streams and hypercorn stops accepting
+   connections, finishing the requests in flight;
+2. the runtime closes: builds still queued or running are cancelled and
+   awaited (their running steps are stopped);
+3. every build is accounted for: the report lists the interrupted ones.
+
+A second signal during shutdown is acknowledged and otherwise ignored: the
+shutdown is already bounded by hypercorn's graceful timeout and the
+runtime's ``shutdown-timeout``.
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import hypercorn.config
+import hypercorn.trio
+import msgspec
+import trio
+
+from .config import RuntimeConfig
+from ._runtime import open_runtime
+
+__all__ = ["ServeReport", "hypercorn_config", "serve"]
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@dataclass
+class ServeReport:
+    """What a server run did: where it listened, which signal stopped it, what it interrupted."""
+
+    binds: list[str] = field(default_factory=list)
+    signal: str | None = None
+    builds: int = 0
+    interrupted: list[str] = field(default_factory=list)
+
+
+def hypercorn_config(config: RuntimeConfig, **overrides: Any) -> hypercorn.config.Config:
+    """A hypercorn configuration for ``config.server`` (bind, body limit), quiet by default."""
+    settings = hypercorn.config.Config()
+    settings.bind = [config.server.bind]
+    settings.accesslog = None
+    settings.loglevel = "WARNING"  # the CLI prints where it listens itself
+    # hypercorn's own limit for WSGI only; the app enforces max-body-bytes on every request.
+    settings.wsgi_max_body_size = config.server.max_body_bytes
+    for name, value in overrides.items():
+        setattr(settings, name, value)
+    return settings
+
+
+def with_bind(config: RuntimeConfig, bind: str | None) -> RuntimeConfig:
+    """``config`` listening on ``bind`` instead (None keeps it)."""
+    if bind is None:
+        return config
+    return msgspec.structs.replace(config, server=msgspec.structs.replace(config.server, bind=bind))
+
+
+async def serve(
+    config: RuntimeConfig,
+    *,
+    shutdown: trio.Event | None = None,
+    handle_signals: bool = True,
+    out: Callable[[str], None] = print,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> ServeReport:
+    """Serve until a signal (or ``shutdown``), then shut down as the module docstring says.
+
+    ``task_status.started`` receives the addresses hypercorn listens on
+    (``http://127.0.0.1:8000``; with port 0 the port the system chose).
+    ``out`` receives the human progress lines.
+    """
+    stop = shutdown if shutdown is not None else trio.Event()
+    report = ServeReport()
+    if not handle_signals:
+        await _serve(config, stop, report, out, task_status)
+        return report
+    # Installed before the runtime starts, so an early Ctrl-C is a clean shutdown too.
+    with trio.open_signal_receiver(*SIGNALS) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_signals, signals, stop, report, out)
+            try:
+                await _serve(config, stop, report, out, task_status)
+            finally:
+                nursery.cancel_scope.cancel()
+    return report
+
+
+async def _serve(config: RuntimeConfig, stop: trio.Event, report: ServeReport, out: Callable[[str], None],
+                 task_status: trio.TaskStatus[list[str]]) -> None:  # fmt: skip
+    async with open_runtime(config) as rt:
+        for pipeline in await rt.pipelines():
+            out(f"pipeline {pipeline.id!r} registered ({pipeline.name})")
+        app = rt.asgi_app
+
+        async def trigger() -> None:
+            await stop.wait()
+            app.close()  # end event streams now rather than after the graceful timeout
+
+        async with trio.open_nursery() as nursery:
+            serving = functools.partial(_http, app, hypercorn_config(config), trigger, nursery.cancel_scope)
+            report.binds = await nursery.start(serving)
+            nodes = await rt.nodes()
+            agents = sum(len(node.agents) for node in nodes)
+            out(f"shunter serving on {', '.join(report.binds)} ({len(nodes)} node(s), {agents} agent(s)); "
+                "Ctrl-C to stop")  # fmt: skip
+            task_status.started(report.binds)
+        builds = await rt.builds()
+        report.builds = len(builds)
+    report.interrupted = list(rt.interrupted)
+    finished = report.builds - len(report.interrupted)
+    out(f"stopped: {report.builds} build(s), {finished} finished, {len(report.interrupted)} interrupted"
+        + (f": {', '.join(report.interrupted)}" if report.interrupted else ""))  # fmt: skip
+
+
+async def _http(app: Any, settings: hypercorn.config.Config, trigger: Callable[[], Any], scope: trio.CancelScope,
+                *, task_status: trio.TaskStatus[list[str]]) -> None:  # fmt: skip
+    try:
+        await hypercorn.trio.serve(app, settings, shutdown_trigger=trigger, task_status=task_status)
+    finally:
+        scope.cancel()  # hypercorn has stopped: nothing else in the server's nursery should outlive it
+
+
+async def _watch_signals(signals: Any, stop: trio.Event, report: ServeReport, out: Callable[[str], None]) -> None:
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if stop.is_set():
+            out(f"{name}: already shutting down")
+            continue
+        report.signal = name
+        out(f"{name}: shutting down (finishing requests, cancelling unfinished builds)")
+        stop.set()

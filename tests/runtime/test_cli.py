@@ -1,0 +1,103 @@
+"""The command line: ``run`` (live progress, exit codes), ``validate``, ``serve``'s refusals.
+
+``run`` is called in-process through ``main()``; its builds use ``uses:``
+steps and, for the failing log tail, one short shell step.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from runtime.cli import main
+
+OK = """\
+version: v3.0
+name: hello
+variables: {WHO: world}
+stages:
+  - name: build
+    jobs:
+      greet:
+        steps:
+          - {id: say, uses: echo@1, with: {text: "hello ${{ variables.WHO }}"}}
+          - {id: nap, uses: sleep@1, with: {seconds: 0.01}}
+  - name: check
+    jobs:
+      verify: {steps: [{uses: noop@1}]}
+"""
+FAILS = """\
+version: v3.0
+name: broken
+jobs:
+  compile:
+    steps:
+      - id: make
+        run: 'echo compiling; echo "error: missing semicolon" >&2; exit 3'
+"""
+CONFIG = "pools: [{name: default, nodes: [{name: n1, agents: 2}]}]\n"
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    (tmp_path / "ok.yml").write_text(OK)
+    (tmp_path / "fails.yml").write_text(FAILS)
+    (tmp_path / "bad.yml").write_text(OK.replace("steps:", "stepz:", 1).replace("seconds: 0.01", "seconds: x"))
+    (tmp_path / "config.yml").write_text(CONFIG)
+    return tmp_path
+
+
+def test_run_prints_progress_and_exits_0(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", str(files / "ok.yml"), "--var", "WHO=there", "--config", str(files / "config.yml")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    lines = [re.sub(r"^\s*\d+\.\d+s ", "", line).strip() for line in out.splitlines()]
+    assert lines[0].startswith("build hello.1 of")
+    for expected in ("build RUNNING", "stage build RUNNING", "job greet RUNNING", "step greet/say RUNNING",
+                     "stage check RUNNING", "job verify RUNNING"):  # fmt: skip
+        assert expected in lines, (expected, out)
+    assert any(re.fullmatch(r"step greet/nap SUCCEED in \d+\.\d\ds", line) for line in lines), out
+    assert any(re.fullmatch(r"stage build SUCCEED in \d+\.\d\ds", line) for line in lines), out
+    assert re.fullmatch(r"build SUCCEED in \d+\.\d\ds", lines[-1]), out
+    assert lines.index("stage build RUNNING") < lines.index("job greet RUNNING") < lines.index("stage check RUNNING")
+
+
+def test_run_shows_a_failed_steps_last_log_lines_and_exits_1(files: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    code = main(["run", str(files / "fails.yml"), "--config", str(files / "config.yml")])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "step compile/make FAILED" in out and "exit code 3" in out
+    assert "| compiling" in out and "| error: missing semicolon" in out
+    assert "build FAILED" in out.splitlines()[-1]
+
+
+def test_run_refuses_spec_and_usage_errors_with_2(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(files / "bad.yml")]) == 2
+    err = capsys.readouterr().err
+    assert "$.stages[0].jobs.greet.stepz" in err
+    assert main(["run", str(files / "ok.yml"), "--var", "NOPE=1"]) == 2
+    assert "NOPE" in capsys.readouterr().err
+    assert main(["run", str(files / "missing.yml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert main(["run", str(files / "ok.yml"), "--config", str(files / "bad.yml")]) == 2
+    assert "error(s)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["run", str(files / "ok.yml"), "--var", "NO_EQUALS"])
+    assert usage.value.code == 2
+
+
+def test_validate_prints_errors_by_path(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(files / "ok.yml")]) == 0
+    assert main(["validate", str(files / "bad.yml")]) == 1
+    assert "$.stages[0].jobs.greet.stepz" in capsys.readouterr().out
+
+
+def test_serve_refuses_a_bad_config(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (files / "server.yml").write_text("server: {bind: nowhere, max-body-bytes: 0}\n")
+    assert main(["serve", "--config", str(files / "server.yml")]) == 2
+    err = capsys.readouterr().err
+    assert "$.server.bind" in err and "$.server.max-body-bytes" in err
+    assert main(["serve", "--config", str(files / "absent.yml")]) == 2
