@@ -86,7 +86,7 @@ class StepContext:
         contract as ``on_output`` of :func:`actors.shell.run_shell`)."""
         self.with_: Mapping[str, Any] = with_ if with_ is not None else {}
         self.env: Mapping[str, str] = env if env is not None else {}
-        self.workspace = pathlib.Path(workspace)
+        self.workspace = workspace if isinstance(workspace, pathlib.Path) else pathlib.Path(workspace)
         self.outputs: dict[str, str] = outputs if outputs is not None else {}
         self.exported_env: dict[str, str] = exported_env if exported_env is not None else {}
         self.step_id = step_id

@@ -20,8 +20,7 @@ import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .core import Actor
-from .group import rfc3339
-from .model import Event
+from .model import Event, rfc3339
 
 __all__ = ["EventHub", "Gauge", "Publish", "Subscribe", "Unsubscribe", "History", "Counters", "Record"]
 

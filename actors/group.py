@@ -23,10 +23,10 @@ import msgspec
 
 from .core import Actor, Ref, TimerHandle
 from .messages import Admit, Admitted, CancelBuild, Dequeued, Queued, QueueTimeout, Refused, Release
-from .model import GroupInfo, QueueEntry
+from .model import GroupInfo, QueueEntry, rfc3339
 from .spec import Concurrency
 
-__all__ = ["GroupActor", "GroupSnapshot", "QueuePosition", "rfc3339"]
+__all__ = ["GroupActor", "GroupSnapshot", "QueuePosition"]
 
 
 class GroupSnapshot(msgspec.Struct, frozen=True):
@@ -46,13 +46,6 @@ class _Waiter:
         self.timeout = timeout  # seconds
         self.deadline = deadline  # system clock, for the timer
         self.timer = timer
-
-
-def rfc3339(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    seconds = int(timestamp)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int((timestamp - seconds) * 1e6):06d}Z"
 
 
 class GroupActor(Actor):

@@ -6,6 +6,7 @@ handed out, never live state. Field names are the public JSON of DESIGN §7.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgspec
@@ -28,6 +29,7 @@ __all__ = [
     "BUILD_FINAL",
     "JOB_FINAL",
     "STEP_FINAL",
+    "rfc3339",
 ]
 
 BUILD_FINAL = frozenset({"SUCCEED", "FAILED", "CANCELED", "QUEUE_TIMEOUT"})
@@ -209,3 +211,17 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     step_id: str | None = None
     attempt: int | None = None
     data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+_last_second: list[Any] = [None, ""]  # (whole second, its formatted text): stamps cluster
+
+
+def rfc3339(timestamp: float | None) -> str | None:
+    """UTC, microseconds, ``Z``. The formatted second is cached: it was the
+    hottest function of a build snapshot."""
+    if timestamp is None:
+        return None
+    seconds = int(timestamp)
+    if _last_second[0] != seconds:
+        _last_second[:] = [seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))]
+    return f"{_last_second[1]}.{int((timestamp - seconds) * 1e6):06d}Z"

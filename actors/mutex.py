@@ -14,9 +14,8 @@ from typing import Any
 import msgspec
 
 from .core import Actor, TimerHandle
-from .group import rfc3339
 from .messages import JobToken, MutexAcquire, MutexGranted, MutexRefused, MutexRelease
-from .model import WaitingJob
+from .model import WaitingJob, rfc3339
 
 __all__ = ["MutexActor", "ListMutexWaiters"]
 

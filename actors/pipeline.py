@@ -21,7 +21,6 @@ from .core import Actor, Reply
 from .directory import Directory
 from .errors import Conflict, InvalidRequest, NotFound, NotRetryable, QueueFull
 from .events import Publish, Record
-from .group import rfc3339
 from .messages import (
     Admit,
     Admitted,
@@ -47,6 +46,7 @@ from .messages import (
     Withdraw,
 )
 from .model import (
+    rfc3339,
     JOB_FINAL,
     BuildInfo,
     JobAttemptInfo,

@@ -24,7 +24,6 @@ from .actions import ActionRegistry
 from .agent import AgentActor
 from .core import Actor, Ref, Supervision, TimerHandle
 from .errors import Conflict, InvalidRequest, NotFound
-from .group import rfc3339
 from .messages import (
     AgentIdle,
     AgentLost,
@@ -39,7 +38,7 @@ from .messages import (
     Unlock,
     Withdraw,
 )
-from .model import AgentInfo, NodeInfo, WaitingJob
+from .model import AgentInfo, NodeInfo, WaitingJob, rfc3339
 from .node import NodeActor, Track, Untrack
 from .placement import Grant, Placement, Request
 
