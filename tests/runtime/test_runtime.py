@@ -1,0 +1,164 @@
+"""The runtime facade: events, closing, backpressure, registration, both backends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+import trio
+
+import runtime
+from runtime import Event
+
+CONFIG = {"pools": [{"name": "default", "nodes": [{"name": "n1", "agents": 2}]}]}
+SIMPLE = """
+name: simple
+jobs:
+  build:
+    steps:
+      - {id: hello, uses: echo, with: {text: hello}}
+      - {id: nap, uses: sleep, with: {seconds: 0.01}}
+"""
+
+
+@pytest.mark.anyio
+async def test_a_build_runs_on_both_backends() -> None:
+    async with runtime.open_runtime(CONFIG) as rt:
+        pipeline = await rt.register_pipeline(SIMPLE)
+        build = await rt.submit(pipeline.id)
+        assert build.id == "simple.1" and build.status == "RUNNING"
+        build = await rt.wait(build.id, timeout=30)
+        log = await rt.logs(build.id, job="build", step="hello")
+    assert build.status == "SUCCEED"
+    assert [step.status for step in build.job("build").steps] == ["SUCCEED", "SUCCEED"]
+    assert "hello" in log
+
+
+@pytest.mark.trio
+async def test_subscribers_see_every_change_in_order(autojump_clock: trio.abc.Clock) -> None:
+    async with runtime.open_runtime(CONFIG) as rt:
+        pipeline = await rt.register_pipeline(SIMPLE)
+        events: list[Event] = []
+        async with rt.subscribe() as stream:
+            build = await rt.submit(pipeline.id)
+            async for event in stream:
+                events.append(event)
+                if event.kind == "build" and event.status == "SUCCEED":
+                    break
+        history = await rt.events()
+    ids = [event.id for event in events]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    seen = [(e.kind, e.job_id, e.step_id, e.status) for e in events if e.build_id == build.id]
+    assert seen[:2] == [("build", None, None, "QUEUE"), ("build", None, None, "RUNNING")]  # created, started
+    assert ("job", "build", None, "RUNNING") in seen
+    assert seen.index(("step", "build", "hello", "SUCCEED")) < seen.index(("step", "build", "nap", "RUNNING"))
+    assert seen[-2:] == [("job", "build", None, "SUCCEED"), ("build", None, None, "SUCCEED")]
+    assert [e.id for e in history if e.build_id == build.id] == [e.id for e in events if e.build_id == build.id]
+
+
+@pytest.mark.trio
+async def test_resuming_after_an_event_id_replays_the_rest(autojump_clock: trio.abc.Clock) -> None:
+    async with runtime.open_runtime(CONFIG) as rt:
+        pipeline = await rt.register_pipeline(SIMPLE)
+        build = await rt.wait((await rt.submit(pipeline.id)).id, timeout=60)
+        history = await rt.events()
+        middle = history[len(history) // 2].id
+        async with rt.subscribe(after=middle) as stream:
+            replayed = [await stream.receive() for _ in range(len(history) - len(history) // 2 - 1)]
+    assert build.status == "SUCCEED"
+    assert [e.id for e in replayed] == [e.id for e in history if e.id > middle]
+
+
+@pytest.mark.trio
+async def test_closing_cancels_what_runs_and_says_so(autojump_clock: trio.abc.Clock) -> None:
+    async with runtime.open_runtime(CONFIG) as rt:
+        pipeline = await rt.register_pipeline("""
+name: long
+jobs:
+  forever: {steps: [{uses: sleep, with: {seconds: 100000}}]}
+""")
+        first = await rt.submit(pipeline.id)
+        second = await rt.submit(pipeline.id)
+        await trio.sleep(1)
+    assert sorted(rt.interrupted) == sorted([first.id, second.id])
+
+
+@pytest.mark.trio
+async def test_submissions_past_max_queued_builds_are_overloaded(autojump_clock: trio.abc.Clock) -> None:
+    config = {**CONFIG, "max-queued-builds": 3}
+    async with runtime.open_runtime(config) as rt:
+        pipeline = await rt.register_pipeline("""
+name: long
+jobs:
+  forever: {steps: [{uses: sleep, with: {seconds: 100000}}]}
+""")
+        builds = [await rt.submit(pipeline.id) for _ in range(3)]
+        await trio.sleep(0.1)  # the hub counts what the pipelines published
+        with pytest.raises(runtime.Overloaded, match="max-queued-builds 3"):
+            await rt.submit(pipeline.id)
+        await rt.cancel(builds[0].id)
+        await rt.wait(builds[0].id, timeout=60)
+        await trio.sleep(0.1)
+        assert (await rt.submit(pipeline.id)).number == 4
+
+
+@pytest.mark.trio
+async def test_replacing_a_pipeline_keeps_its_builds_and_numbering(autojump_clock: trio.abc.Clock,
+                                                                   tmp_path: Path) -> None:
+    path = tmp_path / "simple.yml"
+    path.write_text(SIMPLE)
+    async with runtime.open_runtime(CONFIG) as rt:
+        pipeline = await rt.register_pipeline(path)
+        first = await rt.wait((await rt.submit(pipeline.id)).id, timeout=60)
+        replaced = await rt.register_pipeline(SIMPLE.replace("hello", "bonjour"), id=pipeline.id)
+        second = await rt.wait((await rt.submit(pipeline.id)).id, timeout=60)
+        listed = await rt.pipelines()
+    assert replaced.id == "simple" and [p.id for p in listed] == ["simple"]
+    assert (first.number, second.number) == (1, 2)
+    assert first.job("build").steps[0].id == "hello" and second.job("build").steps[0].id == "bonjour"
+
+
+@pytest.mark.trio
+async def test_unknown_ids_and_bad_input_are_refused_clearly(autojump_clock: trio.abc.Clock) -> None:
+    async with runtime.open_runtime(CONFIG) as rt:
+        with pytest.raises(runtime.NotFound, match="no pipeline 'nope'"):
+            await rt.submit("nope")
+        with pytest.raises(runtime.SpecError) as error:
+            await rt.register_pipeline("name: x\njobs: {a: {steps: [{uses: nosuch}]}}")
+        assert error.value.errors[0]["path"].startswith("$.jobs.a.steps[0]")
+        with pytest.raises(runtime.SpecError):
+            await rt.register_pipeline(SIMPLE, id="../etc")
+        pipeline = await rt.register_pipeline(SIMPLE)
+        with pytest.raises(runtime.InvalidRequest):
+            await rt.submit(pipeline.id, variables=["not", "a", "mapping"])  # type: ignore[arg-type]
+        assert await rt.builds() == []
+
+
+@pytest.mark.trio
+async def test_wait_with_a_timeout_raises_timeout_error(autojump_clock: trio.abc.Clock) -> None:
+    async with runtime.open_runtime(CONFIG) as rt:
+        pipeline = await rt.register_pipeline("""
+name: long
+jobs:
+  forever: {steps: [{uses: sleep, with: {seconds: 100000}}]}
+""")
+        build = await rt.submit(pipeline.id)
+        with pytest.raises(TimeoutError, match="did not finish within 5s"):
+            await rt.wait(build.id, timeout=5)
+        assert (await rt.build(build.id)).status == "RUNNING"
+
+
+@pytest.mark.anyio
+async def test_custom_actions_run_on_both_backends() -> None:
+    seen: list[str] = []
+
+    async def record(step: object) -> None:
+        await anyio.sleep(0)
+        seen.append(getattr(step, "build_id"))
+
+    async with runtime.open_runtime(CONFIG) as rt:
+        rt.register_action("record", record)
+        pipeline = await rt.register_pipeline("name: custom\njobs: {j: {steps: [{uses: record@1}]}}")
+        build = await rt.wait((await rt.submit(pipeline.id)).id, timeout=30)
+    assert build.status == "SUCCEED" and seen == [build.id]
