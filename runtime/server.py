@@ -83,21 +83,21 @@ async def serve(
     stop = shutdown if shutdown is not None else trio.Event()
     report = ServeReport()
     if not handle_signals:
-        await _serve(config, stop, report, out, task_status)
+        await _serve(config, stop, report, out, task_status, handle_signals=False)
         return report
     # Installed before the runtime starts, so an early Ctrl-C is a clean shutdown too.
     with trio.open_signal_receiver(*SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, signals, stop, report, out)
             try:
-                await _serve(config, stop, report, out, task_status)
+                await _serve(config, stop, report, out, task_status, handle_signals=True)
             finally:
                 nursery.cancel_scope.cancel()
     return report
 
 
 async def _serve(config: RuntimeConfig, stop: trio.Event, report: ServeReport, out: Callable[[str], None],
-                 task_status: trio.TaskStatus[list[str]]) -> None:  # fmt: skip
+                 task_status: trio.TaskStatus[list[str]], *, handle_signals: bool) -> None:  # fmt: skip
     async with open_runtime(config) as rt:
         for pipeline in await rt.pipelines():
             out(f"pipeline {pipeline.id!r} registered ({pipeline.name})")
@@ -112,8 +112,8 @@ async def _serve(config: RuntimeConfig, stop: trio.Event, report: ServeReport, o
             report.binds = await nursery.start(serving)
             nodes = await rt.nodes()
             agents = sum(len(node.agents) for node in nodes)
-            out(f"shunter serving on {', '.join(report.binds)} ({len(nodes)} node(s), {agents} agent(s)); "
-                "Ctrl-C to stop")  # fmt: skip
+            out(f"shunter serving on {', '.join(report.binds)} ({len(nodes)} node(s), {agents} agent(s))"
+                + ("; Ctrl-C to stop" if handle_signals else ""))  # fmt: skip
             task_status.started(report.binds)
         builds = await rt.builds()
         report.builds = len(builds)
