@@ -88,6 +88,7 @@ class GetBuild(msgspec.Struct, frozen=True):
 
 class ListBuilds(msgspec.Struct, frozen=True):
     status: str | None = None
+    unfinished: bool = False  # only QUEUE and RUNNING builds
 
 
 class CancelRequest(msgspec.Struct, frozen=True):
@@ -185,7 +186,8 @@ class PipelineActor(Actor):
         elif kind is GetBuild:
             return build_info(self._build(message.build_id))
         elif kind is ListBuilds:
-            return [build_info(b) for b in self.builds.values() if message.status in (None, b.status)]
+            return [build_info(b) for b in self.builds.values()
+                    if message.status in (None, b.status) and not (message.unfinished and b.finished)]  # fmt: skip
         elif kind is CancelRequest:
             return self._user_cancel(message)
         elif kind is RetryRequest:
