@@ -155,11 +155,13 @@ class Runtime:
                 info = msgspec.structs.replace(info, queue_position=position)
         return info
 
-    async def builds(self, pipeline: str | None = None, status: str | None = None) -> list[BuildInfo]:
+    async def builds(self, pipeline: str | None = None, status: str | None = None,
+                     unfinished: bool = False) -> list[BuildInfo]:  # fmt: skip
+        """Builds (of one pipeline, with one status, or only the unfinished), oldest first per pipeline."""
         refs = [self._pipeline(pipeline)] if pipeline is not None else self.system.children(self._pipelines)
         found: list[BuildInfo] = []
         for ref in refs:
-            found.extend(await ref.ask(ListBuilds(status)))
+            found.extend(await ref.ask(ListBuilds(status, unfinished)))
         return found
 
     async def wait(self, build_id: str, timeout: float | None = None) -> BuildInfo:
@@ -325,7 +327,7 @@ class Runtime:
 
     async def _close(self) -> None:
         """Cancel what still runs and wait (bounded) for it to end."""
-        unfinished = [b for b in await self.builds() if not b.finished]
+        unfinished = await self.builds(unfinished=True)
         for build in unfinished:
             try:
                 await self.cancel(build.id)
