@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from actors.core import ActorError
+from actors.core import ActorError, Ref
 from actors.errors import ShunterError
 
 from .core import (
@@ -53,13 +53,20 @@ class App:
     """The HTTP API of one runtime, as an ASGI 3 callable. See the module docstring."""
 
     def __init__(self, rt: Runtime) -> None:
-        from .metrics import start_collector
-
         self.rt = rt
         self.max_body_bytes = rt.config.server.max_body_bytes
         self.closed = anyio.Event()
         self.sse_clients = 0
-        self.metrics = start_collector(rt)
+        self._metrics: Ref | None = None
+
+    @property
+    def metrics(self) -> Ref | None:
+        """The metrics collector, started by the first ``/metrics`` scrape (None if the runtime is closing)."""
+        if self._metrics is None:
+            from .metrics import start_collector
+
+            self._metrics = start_collector(self.rt)
+        return self._metrics
 
     def close(self) -> None:
         """End every open event stream now, and any opened later at once."""

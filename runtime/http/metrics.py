@@ -6,8 +6,8 @@ counters added to ``Stats`` appear without a change here) and, per
 concurrency group, running builds and queue depth (``rt.groups()``).
 
 The two histograms come from the event stream, not from build snapshots:
-a collector actor follows ``rt.subscribe(after=0)`` (the kept history
-first, then live) and pairs
+a collector actor, started by the first scrape, folds the kept event
+history (``rt.events()``), then follows ``rt.subscribe()`` live, and pairs
 
 - a build's ``QUEUE`` event with its ``RUNNING`` event: the queue wait,
   i.e. admission through its concurrency group (a retried finished build
@@ -18,7 +18,10 @@ first, then live) and pairs
 Events see every wait exactly once, so the histograms are true cumulative
 counters; counting from snapshots would miss builds the pipelines have
 already forgotten and count the kept ones again at every scrape. The cost
-is one dictionary entry per build or job attempt while it waits.
+is one dictionary entry per build or job attempt while it waits, plus the
+hub building each event for one more subscriber; a runtime whose
+``/metrics`` is never scraped pays nothing (waits older than the kept
+history when the first scrape comes are not counted).
 """
 
 from __future__ import annotations
@@ -107,6 +110,9 @@ class MetricsCollector(Actor):
         self.last_id = 0
 
     async def started(self) -> None:
+        # Fold what the hub still keeps before the first message (the first
+        # scrape's _Render) is handled, then follow live from there.
+        self._fold(await self.rt.events(after=self.last_id))
         self.start_task(self._follow, self.last_id)
 
     async def _follow(self, after: int) -> None:
