@@ -48,8 +48,8 @@ class NodeActor(Actor):
     def receive(self, message: Any) -> Any:
         kind = type(message)
         if kind is Heartbeat:
-            if message.agent in self.last_seen:
-                self.last_seen[message.agent] = self.now()
+            # Tracking on heartbeat too lets a restarted node pick its agents up again.
+            self.last_seen[message.agent] = self.now()
         elif kind is _Check:
             self._check()
             self.send_after(self.interval, _Check())

@@ -291,6 +291,15 @@ class PoolActor(Actor):
         self._run_all(grants)
         return held, node
 
+    def child_crashed(self, child: Ref, error: BaseException, restarting: bool) -> None:
+        """A node crashed: the kernel stopped its agents, so they are lost; the
+        restarted node gets fresh ones (past its restart limit the pool escalates)."""
+        node = child.name.removeprefix("node:")
+        if node not in self.placement.nodes:
+            return
+        for agent in list(self.placement.nodes[node].agents):
+            self._lost(AgentLost(agent, "FAILED", f"node {node} crashed: {error!r}"))
+
     def _fail_pinned(self, agent: str) -> None:
         for request in self.placement.pinned_to(agent):
             self.placement.withdraw(request.token)

@@ -334,3 +334,27 @@ jobs:
     assert [a.status for a in job.step("work").attempts] == ["FAILED", "SUCCEED"]
     assert "heartbeat" in (job.step("work").attempts[0].reason or "")
     assert stats.agents_lost == 1 and stats.slots_held == 0 and stats.agents_busy == 0
+
+
+@pytest.mark.trio
+async def test_a_node_crash_loses_its_agents_and_nothing_stays_held(autojump_clock: trio.abc.Clock) -> None:
+    started = trio.Event()
+
+    async def long_step(step: StepContext) -> None:
+        started.set()
+        await trio.sleep(300)
+
+    async with opened() as rt:
+        rt.register_action("long", long_step)
+        pipeline = await rt.register_pipeline("name: victim\njobs: {j: {steps: [{uses: long}]}}")
+        build = await rt.submit(pipeline.id)
+        await started.wait()
+        rt.system.lookup("node:n1").tell("not a message a node understands")  # crashes it
+        build = await rt.wait(build.id, timeout=60)
+        stats = await rt.stats()
+        nodes = await rt.nodes()
+        again = await rt.wait((await rt.submit(pipeline.id)).id, timeout=3600)
+    assert build.status == "FAILED" and "node n1 crashed" in (build.job("j").reason or "")
+    assert stats.slots_held == 0 and stats.agents_busy == 0 and stats.agents == 4
+    assert [agent.name for agent in nodes[0].agents] == ["n1/4", "n1/5", "n1/6", "n1/7"]
+    assert again.status == "SUCCEED"
