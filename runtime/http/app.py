@@ -109,6 +109,8 @@ class App:
             if method in _METHODS_WITH_BODY:
                 request.body = await self._read_body(request, receive)
             response = await route.handler(self, request)
+        except _ClientGone:
+            return  # a body cut short is never acted upon, and there is nobody to answer
         except ShunterError as error:
             response = error_response(error)
         except ActorError as error:
@@ -130,13 +132,17 @@ class App:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                break
+                raise _ClientGone
             body += message.get("body", b"")
             if len(body) > limit:
                 raise BodyTooLarge(f"request body is larger than the limit of {limit} bytes (server.max-body-bytes)")
             if not message.get("more_body", False):
                 break
         return bytes(body)
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its request body was complete."""
 
 
 async def _send(send: Send, response: Response, *, head: bool) -> None:

@@ -6,13 +6,17 @@ that names what is wrong; requests that are refused must change nothing.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
 import pytest
 import trio
 
-from .conftest import FAILING, GATED, Api, api, pipeline_yaml
+from .conftest import FAILING, GATED, api, pipeline_yaml
 
 
-def _error(response, status: int, code: str, *words: str) -> dict:  # type: ignore[no-untyped-def]
+def _error(response: httpx.Response, status: int, code: str, *words: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     body = response.json()
     assert set(body) == {"error", "message", "details"}, body
@@ -107,7 +111,7 @@ async def test_huge_bodies_get_413_and_change_nothing(autojump_clock: trio.testi
         big = pipeline_yaml() + "#" * 2000
         _error(await a.client.put("/v1/pipelines/app", content=big), 413, "body_too_large", "1000")
 
-        async def chunks():  # type: ignore[no-untyped-def]
+        async def chunks() -> AsyncIterator[bytes]:
             for _ in range(100):  # no content-length: the limit holds while reading
                 yield b" " * 100
 
@@ -366,7 +370,7 @@ async def test_unexpected_errors_are_500_without_details(autojump_clock: trio.te
         async def broken() -> None:
             raise RuntimeError("secret internals")
 
-        a.rt.stats = broken  # type: ignore[method-assign]
+        a.rt.stats = broken  # type: ignore[method-assign, assignment]
         body = _error(await a.client.get("/v1/stats"), 500, "internal")
         assert "secret" not in body["message"]
         assert "secret internals" in caplog.text
@@ -382,11 +386,26 @@ async def test_a_closed_runtime_answers_503(autojump_clock: trio.testing.MockClo
         _error(await late.get("/v1/events"), 503, "unavailable")
 
 
-def client_for(app):  # type: ignore[no-untyped-def]
-    import httpx
-
+def client_for(app: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://shunter")
 
 
-def test_api_helper_is_exported() -> None:
-    assert Api.__name__ == "Api"
+@pytest.mark.trio
+async def test_a_body_cut_short_by_a_disconnect_is_ignored(autojump_clock: trio.testing.MockClock) -> None:
+    async with api() as a:
+        before = await a.state()
+        text = pipeline_yaml().encode()
+        parts = [{"type": "http.request", "body": text[:40], "more_body": True}, {"type": "http.disconnect"}]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return parts.pop(0)
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "PUT", "path": "/v1/pipelines/cut", "raw_path": b"/v1/pipelines/cut",
+                 "query_string": b"", "headers": [(b"content-type", b"application/yaml")]}  # fmt: skip
+        await a.rt.asgi_app(scope, receive, send)
+        assert sent == []
+        assert await a.state() == before
