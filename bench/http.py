@@ -47,7 +47,7 @@ QUEUE = ("version: v3.0\nname: queue\nconcurrency: {group: q, max-parallel: 1, q
 # -- the servers (child processes) ------------------------------------------------------------------
 
 
-async def _hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def _hello(scope: Any, receive: Any, send: Any) -> None:
     """The baseline: reads the body, answers 201 with a small JSON document."""
     if scope["type"] == "lifespan":
         while (message := await receive())["type"] != "lifespan.shutdown":

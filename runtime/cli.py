@@ -224,11 +224,11 @@ class _Progress:
             if event.status not in ("QUEUE", "RUNNING", "DEPENDENT_WAITING"):
                 await self._stages(at, now)
         elif event.kind == "step":
-            key = ("step", event.job_id, event.step_id, event.attempt)
+            step_key = ("step", event.job_id, event.step_id, event.attempt)
             if event.status == "RUNNING":
-                self.began[key] = now
+                self.began[step_key] = now
             self._line(at, f"      step {event.job_id}/{event.step_id} {event.status}{attempt}"
-                           f"{self._took(key, event, now)}{_because(event)}")  # fmt: skip
+                           f"{self._took(step_key, event, now)}{_because(event)}")  # fmt: skip
             if event.status in ("FAILED", "EXEC_TIMEOUT"):
                 await self._log_tail(event)
         return False

@@ -101,3 +101,5 @@ def test_serve_refuses_a_bad_config(files: Path, capsys: pytest.CaptureFixture[s
     err = capsys.readouterr().err
     assert "$.server.bind" in err and "$.server.max-body-bytes" in err
     assert main(["serve", "--config", str(files / "absent.yml")]) == 2
+    assert main(["serve", "--bind", "localhost"]) == 2
+    assert "$.server.bind" in capsys.readouterr().err

@@ -116,7 +116,7 @@ def _read_until(process: subprocess.Popen[bytes], marker: bytes, timeout: float)
         ready, _, _ = select.select([process.stdout], [], [], left)
         if ready:
             chunk = os.read(process.stdout.fileno(), 65536)
-            assert chunk, f"the server exited early: {seen!r}; stderr: {process.stderr.read() if process.stderr else ''}"
+            assert chunk, f"the server exited early: {seen!r}; stderr: {process.stderr.read() if process.stderr else b''!r}"
             seen += chunk
     return seen
 
@@ -150,9 +150,3 @@ def test_shunter_serve_shuts_down_gracefully(signum: int, tmp_path: Path) -> Non
     assert f"1 interrupted: {build['id']}" in output
     assert b"Traceback" not in stderr, stderr.decode()
 
-
-def test_shunter_serve_refuses_a_bad_bind() -> None:
-    result = subprocess.run([sys.executable, "-m", "runtime.cli", "serve", "--bind", "localhost"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=30)  # fmt: skip
-    assert result.returncode == 2
-    assert "$.server.bind" in result.stderr and "HOST:PORT" in result.stderr

@@ -174,6 +174,13 @@ class SSEReader:
                 raise EOFError(f"the stream ended before a comment with {text!r}; comments: {self.comments}")
             self.comments.extend(line[1:].strip() for line in lines if line.startswith(":"))
 
+    async def body(self) -> str:
+        """The whole remaining body (for answers that are not streams)."""
+        while await self._more():
+            pass
+        text, self.buffer = self.buffer, ""
+        return text
+
     async def rest(self) -> list[SSEEvent]:
         """Every event until the stream ends."""
         events = []
