@@ -196,7 +196,10 @@ class PipelineActor(Actor):
             build = self._build(message.build_id)
             if build.finished:
                 return build_info(build)
-            self.waiters.setdefault(build.id, []).append(self.defer_reply())
+            # Drop the slots of waits that timed out, so polling never piles them up.
+            waiting = [reply for reply in self.waiters.get(build.id, ()) if not reply.done]
+            waiting.append(self.defer_reply())
+            self.waiters[build.id] = waiting
         elif kind is ReplaceSpec:
             self.spec = message.spec
             return self._describe()
