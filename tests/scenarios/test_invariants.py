@@ -15,8 +15,8 @@ by a build runs only that build's jobs. At the end every hold is released:
 every build must reach a final status (nothing lost), and every counter is
 zero, every agent idle and unlocked, every queue empty (nothing leaked).
 
-Examples: ``SHUNTER_HYPOTHESIS_EXAMPLES``, default 500 (about 30 s on a
-2-core machine, ~55 ms per example); e.g. ``SHUNTER_HYPOTHESIS_EXAMPLES=5000``
+Examples: ``SHUNTER_HYPOTHESIS_EXAMPLES``, default 500 (about 20 s on a
+2-core machine, ~40 ms per example); e.g. ``SHUNTER_HYPOTHESIS_EXAMPLES=5000``
 for a long hunt.
 """
 
