@@ -558,3 +558,35 @@ async def test_shell_exports_follow_the_chain_and_not_into_another_build() -> No
         assert "second-try" not in b_peek.files, f"build B found A's files: {b_peek.files}"
         assert b_failed.status == "FAILED"
         await s.assert_quiet()
+
+
+@pytest.mark.trio
+async def test_closing_right_after_a_workspace_clean_is_not_held_up_by_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Build 1 leaves 3000 files in the only agent's workspace; build 2 on
+    that agent starts with it empty, and the runtime closed right after
+    ends within 60 virtual seconds. (A close that waits for a clean-up
+    thread looks idle to the autojump clock, which then jumps to the next
+    deadline: the runtime would seem to hang; this makes the flake of the
+    other scenarios deterministic.)"""
+
+    async def litter(step: Any) -> None:
+        for index in range(int(step.with_["count"])):
+            with open(f"{step.workspace}/litter-{index}", "w", encoding="utf-8") as out:
+                out.write("x")
+
+    source = pipeline(
+        "litter", {"work": [peek_step("before"), {"id": "litter", "uses": "litter@1", "with": {"count": 3000}}]},
+        group=None,
+    )
+    outer = trio.current_time()
+    async with dispatch_scenario(_one_agent_nodes("n1"), limit=60) as s:  # TooSlowError past 60 s
+        s.rt.register_action("litter", litter)
+        await s.register(source, id="litter")
+        first = await s.finished((await s.submit("litter")).id)
+        second = await s.finished((await s.submit("litter")).id)
+        assert first.status == second.status == "SUCCEED", describe(second)
+        (before,) = s.probe.peeks_of(second.id)
+        assert before.files == [], f"{len(before.files)} files left by build 1"
+    assert trio.current_time() - outer < 60
