@@ -69,10 +69,10 @@ async def _serve_hello() -> None:
     from runtime.server import hypercorn_config
 
     stop = trio.Event()
+    settings = hypercorn_config(load_config({"server": {"bind": "127.0.0.1:0"}}))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, stop)
-        binds = await nursery.start(functools.partial(hypercorn.trio.serve, _hello,
-                                                      hypercorn_config(load_config({"server": {"bind": "127.0.0.1:0"}})),
+        binds = await nursery.start(functools.partial(hypercorn.trio.serve, _hello, settings,
                                                       shutdown_trigger=stop.wait))  # fmt: skip
         print(f"ready {binds[0]}", flush=True)
         await stop.wait()

@@ -29,7 +29,8 @@ PIPELINE = Path(__file__).parent / "pipelines" / "build-and-deploy.yml"
 def listen(bind: str) -> tuple[str, str]:
     """Bind ``HOST:PORT`` now; returns hypercorn's ``fd://`` bind and the URL to reach it."""
     host, _, port = bind.rpartition(":")
-    sock = socket.create_server((host.strip("[]"), int(port)), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host.strip("[]"), int(port)), family=family)
     address = sock.getsockname()
     return f"fd://{sock.detach()}", f"http://{bind.rpartition(':')[0]}:{address[1]}"
 
@@ -81,7 +82,8 @@ async def main(bind: str, serve_forever: bool) -> None:
                 build = await rt.submit(pipeline.id, {"DEPLOY_ENV": "demo"})
                 build = await rt.wait(build.id, timeout=60)
                 over_http = await anyio.to_thread.run_sync(get_json, f"{url}/v1/builds/{build.id}")
-                print(f"build {build.id}: {build.status}; over HTTP: {over_http['status']}", flush=True)  # type: ignore[index]
+                status = over_http["status"]  # type: ignore[index]
+                print(f"build {build.id}: {build.status}; over HTTP: {status}", flush=True)
                 stop.set()
             reporter.cancel()
     print("stopped", flush=True)

@@ -73,7 +73,8 @@ async def main(bind: str, serve_forever: bool) -> None:
                 build = await rt.submit(pipeline.id, {"DEPLOY_ENV": "demo"})
                 build = await rt.wait(build.id, timeout=60)
                 over_http = await trio.to_thread.run_sync(get_json, f"{url}/v1/builds/{build.id}")
-                print(f"build {build.id}: {build.status}; over HTTP: {over_http['status']}", flush=True)  # type: ignore[index]
+                status = over_http["status"]  # type: ignore[index]
+                print(f"build {build.id}: {build.status}; over HTTP: {status}", flush=True)
                 stop.set()
             await stop.wait()
             reporter.cancel()  # hypercorn stops by itself: it finishes the requests in flight first

@@ -86,8 +86,10 @@ async def demo(pipeline: Path, variables: dict[str, str]) -> int:
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
         config = load_config({"server": {"bind": "127.0.0.1:0"}})
-        binds = await nursery.start(functools.partial(serve, config, shutdown=stop, handle_signals=False,
-                                                      out=lambda line: print(f"(server) {line}", flush=True)))  # fmt: skip
+        def out(line: str) -> None:
+            print(f"(server) {line}", flush=True)
+
+        binds = await nursery.start(functools.partial(serve, config, shutdown=stop, handle_signals=False, out=out))
         try:
             return await submit(binds[0], pipeline, variables)
         finally:

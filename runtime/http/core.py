@@ -159,9 +159,11 @@ def decode_json(type_: type[T], body: bytes, *, what: str = "body") -> T:
         return decoder.decode(body)
     except msgspec.ValidationError as error:
         message, path = split_validation_error(error)
-        raise InvalidRequest(f"invalid {what}: {path}: {message}", details=[{"path": path, "message": message}]) from None
+        details = [{"path": path, "message": message}]
+        raise InvalidRequest(f"invalid {what}: {path}: {message}", details=details) from None
     except msgspec.DecodeError as error:
-        raise InvalidRequest(f"malformed JSON {what}: {error}", details=[{"path": "$", "message": str(error)}]) from None
+        details = [{"path": "$", "message": str(error)}]
+        raise InvalidRequest(f"malformed JSON {what}: {error}", details=details) from None
 
 
 def split_validation_error(error: msgspec.ValidationError) -> tuple[str, str]:

@@ -183,7 +183,8 @@ async def get_node(app: App, request: Request) -> Response:
 async def put_node(app: App, request: Request) -> Response:
     name = request.params["name"]
     if not _NAME.match(name):
-        message = f"invalid node name {name!r}: 1 to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'"
+        message = (f"invalid node name {name!r}: 1 to 128 letters, digits, '_', '.' and '-', "
+                   "not starting with '.' or '-'")
         raise InvalidRequest(message, details=[{"path": "path.name", "message": message}])
     body = decode_json(NodeBody, request.body)
     node = await app.rt.add_node(name, pool=body.pool, agents=body.agents, labels=body.labels)
@@ -253,7 +254,8 @@ ROUTES: tuple[Route, ...] = (
           result=BuildInfo, body=CancelBody, errors=(400, 404, 409, 413)),
     Route("GET", "/v1/builds/{id}/logs", logs, "The build's log as plain text (one job or step with job=, step=)",
           content_type=TEXT, query=(Param("job", "only this job"), Param("step", "only this step")), errors=(404,)),
-    Route("GET", "/v1/groups", groups, "Every concurrency group: limits, running builds, queue", result=list[GroupInfo]),
+    Route("GET", "/v1/groups", groups, "Every concurrency group: limits, running builds, queue",
+          result=list[GroupInfo]),
     Route("GET", "/v1/nodes", list_nodes, "Every node with its agents", result=list[NodeInfo]),
     Route("GET", "/v1/nodes/{name}", get_node, "One node", result=NodeInfo, errors=(404,)),
     Route("PUT", "/v1/nodes/{name}", put_node, "Add a node (and its pool if new)", status=201, result=NodeInfo,

@@ -103,3 +103,34 @@ def test_serve_refuses_a_bad_config(files: Path, capsys: pytest.CaptureFixture[s
     assert main(["serve", "--config", str(files / "absent.yml")]) == 2
     assert main(["serve", "--bind", "localhost"]) == 2
     assert "$.server.bind" in capsys.readouterr().err
+
+
+def test_run_cancels_the_build_on_ctrl_c(tmp_path: Path) -> None:
+    import os
+    import select
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    long = tmp_path / "long.yml"
+    long.write_text("version: v3.0\nname: long\nsteps: [{id: nap, uses: sleep@1, with: {seconds: 600}}]\n")
+    process = subprocess.Popen([sys.executable, "-m", "runtime.cli", "run", str(long)], cwd=Path(__file__).parents[2],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        assert process.stdout is not None
+        seen, deadline = b"", time.monotonic() + 30
+        while b"step job-1/nap RUNNING" not in seen:
+            assert time.monotonic() < deadline and process.poll() is None, seen
+            if select.select([process.stdout], [], [], 1)[0]:
+                seen += os.read(process.stdout.fileno(), 4096)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 1
+    assert "SIGINT: cancelling build long.1" in stdout.decode()
+    assert "build CANCELED" in stdout.decode().splitlines()[-1]
+    assert b"Traceback" not in stderr

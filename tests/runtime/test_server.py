@@ -116,7 +116,9 @@ def _read_until(process: subprocess.Popen[bytes], marker: bytes, timeout: float)
         ready, _, _ = select.select([process.stdout], [], [], left)
         if ready:
             chunk = os.read(process.stdout.fileno(), 65536)
-            assert chunk, f"the server exited early: {seen!r}; stderr: {process.stderr.read() if process.stderr else b''!r}"
+            if not chunk:
+                stderr = process.stderr.read() if process.stderr else b""
+                raise AssertionError(f"the server exited early: {seen!r}; stderr: {stderr!r}")
             seen += chunk
     return seen
 

@@ -149,7 +149,8 @@ async def test_bad_submissions_get_400_and_change_nothing(autojump_clock: trio.t
         post = a.client.post
         url = "/v1/pipelines/app/builds"
         body = _error(await post(url, json={"variables": {"X": None}}), 400, "invalid_request", "$.variables.X")
-        assert body["details"] == [{"path": "$.variables.X", "message": "must be a string, number or boolean, got null"}]
+        message = "must be a string, number or boolean, got null"
+        assert body["details"] == [{"path": "$.variables.X", "message": message}]
         _error(await post(url, json={"variables": {"X": {"a": 1}}}), 400, "invalid_request", "$.variables.X", "mapping")
         _error(await post(url, json={"variables": {"Y": "1"}}), 400, "invalid_request", "$.variables.Y")
         _error(await post(url, json={"variables": ["X"]}), 400, "invalid_request", "$.variables", "array")
@@ -224,7 +225,8 @@ async def test_retry_a_failed_step_is_202(autojump_clock: trio.testing.MockClock
                400, "invalid_request", "failed_only")
         _error(await a.client.post(f"/v1/builds/{build['id']}/retry", json={"failed_only": "yes"}),
                400, "invalid_request", "$.failed_only")
-        _error(await a.client.post(f"/v1/builds/{build['id']}/retry", json={"step": 3}), 400, "invalid_request", "$.step")
+        _error(await a.client.post(f"/v1/builds/{build['id']}/retry", json={"step": 3}),
+               400, "invalid_request", "$.step")
         _error(await a.client.post(f"/v1/builds/{build['id']}/retry", json={"job": "nope"}), 404, "not_found", "nope")
         _error(await a.client.post("/v1/builds/failing.9/retry"), 404, "not_found")
         assert await a.state() == before
@@ -395,7 +397,8 @@ async def test_a_body_cut_short_by_a_disconnect_is_ignored(autojump_clock: trio.
     async with api() as a:
         before = await a.state()
         text = pipeline_yaml().encode()
-        parts = [{"type": "http.request", "body": text[:40], "more_body": True}, {"type": "http.disconnect"}]
+        parts: list[dict[str, Any]] = [{"type": "http.request", "body": text[:40], "more_body": True},
+                                       {"type": "http.disconnect"}]
         sent: list[dict[str, Any]] = []
 
         async def receive() -> dict[str, Any]:
