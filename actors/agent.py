@@ -387,7 +387,7 @@ class AgentActor(Actor):
                 self.trash_count += 1
                 trash = self.workspace.with_name(f".{self.workspace.name}.old{self.trash_count}")
                 os.rename(self.workspace, trash)
-                self.start_task(anyio.to_thread.run_sync, shutil.rmtree, trash, True)
+                self.start_task(_delete_tree, trash)
         if not self.workspace_used or not self.workspace.exists():
             self.workspace.mkdir(parents=True, exist_ok=True)
         self.workspace_used = True
@@ -399,5 +399,8 @@ def _failed(error: Exception) -> StepOutcome:
     return StepOutcome("FAILED", f"{type(error).__name__}: {error}")
 
 
-
-
+async def _delete_tree(path: Path) -> None:
+    """Delete an old workspace in a worker thread. Abandoned on cancel: a
+    closing runtime must not wait for a large tree (nor, under trio's
+    MockClock, sit idle while virtual time runs past its deadlines)."""
+    await anyio.to_thread.run_sync(shutil.rmtree, path, True, abandon_on_cancel=True)
