@@ -3,12 +3,13 @@
     python -m bench.http [--quick]
 
 The server is `shunter serve`'s own code (``runtime.server.serve``) in a
-child process; the load client is httpx in this process, with N concurrent
-connections, a bounded number of requests and a time limit. The baseline
-is a hello-world ASGI app answering the same POST with a small JSON body,
-on the same hypercorn settings, measured by the same client in the same
-run: the ratio is the share of the HTTP stack's throughput that shunter
-keeps while it admits (and runs) every build.
+child process; the load client is httpx in this process, with 16
+concurrent connections, a bounded number of requests and a time limit per
+round. The baseline is a hello-world ASGI app answering the same POST with
+a small JSON body, on the same hypercorn settings, measured by the same
+client in the same run, the loads taking turns: the ratio is the share of
+the HTTP stack's throughput that shunter keeps while it admits (and runs)
+every build.
 
 Figures:
 - submit+run: ``POST /v1/pipelines/run/builds``, a one-``noop``-step
@@ -169,33 +170,42 @@ class _Server:
             self.process.wait()
 
 
-def _measure(name: str, path: str, count: int, seconds: float, connections: int) -> dict[str, float]:
-    server = _Server(name)
-    try:
-        return trio.run(_load, server.url, path, count, seconds, connections)
-    finally:
-        server.stop()
-
-
 def run(quick: bool = False) -> list[Row]:
-    count = 3_000 if quick else 20_000
-    seconds = 10.0 if quick else 30.0
+    """Both servers stay up; the three loads take turns, and each keeps its best round.
+
+    On a shared machine the load of the moment moves every figure; taking
+    turns and keeping the best round of each (the least disturbed) makes
+    the figure and its baseline comparable.
+    """
+    count = 600 if quick else 10_000  # per round; --quick keeps `python -m bench --quick` short
+    seconds = 3.0 if quick else 20.0
+    rounds = 2 if quick else 3
     connections = 16
-    hello = _measure("hello", "/v1/pipelines/run/builds", count, seconds, connections)
-    submit_run = _measure("shunter", "/v1/pipelines/run/builds", count, seconds, connections)
-    submit_queue = _measure("shunter", "/v1/pipelines/queue/builds", count, seconds, connections)
+    loads = {"hello": ("hello", "/v1/pipelines/run/builds"), "submit+run": ("shunter", "/v1/pipelines/run/builds"),
+             "submit into a queue": ("shunter", "/v1/pipelines/queue/builds")}  # fmt: skip
+    servers = {name: _Server(name) for name in ("hello", "shunter")}
+    best: dict[str, dict[str, float]] = {}
+    try:
+        for _ in range(rounds):
+            for load, (server, path) in loads.items():
+                figures = trio.run(_load, servers[server].url, path, count, seconds, connections)
+                if load not in best or figures["per_second"] > best[load]["per_second"]:
+                    best[load] = figures
+    finally:
+        for server in servers.values():
+            server.stop()
+    hello = best["hello"]["per_second"]
     rows = [
-        Row("HTTP submit+run: builds/s", submit_run["per_second"], "/s",
-            "hello-world ASGI POST", hello["per_second"], "ratio >= 0.5"),
-        Row("HTTP submit into a queue: builds/s", submit_queue["per_second"], "/s",
-            "hello-world ASGI POST", hello["per_second"], "ratio >= 0.5"),
+        Row("HTTP submit+run: builds/s", best["submit+run"]["per_second"], "/s",
+            "hello-world ASGI POST", hello, "ratio >= 0.5"),
+        Row("HTTP submit into a queue: builds/s", best["submit into a queue"]["per_second"], "/s",
+            "hello-world ASGI POST", hello, "ratio >= 0.5"),
     ]  # fmt: skip
-    print_table(f"http (hypercorn on loopback, httpx with {connections} connections)", rows)
-    for name, figures in (("hello", hello), ("submit+run", submit_run), ("submit into a queue", submit_queue)):
+    print_table(f"http (hypercorn on loopback, httpx with {connections} connections, best of {rounds} rounds)", rows)
+    for name, figures in best.items():
         print(f"  {name:<20} {figures['ok']:>6.0f} ok, {figures['refused']:.0f} refused in {figures['seconds']:.1f}s;"
               f" latency p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms")
-    path = save("http", rows, {"connections": connections, "hello": hello, "submit_run": submit_run,
-                               "submit_queue": submit_queue})  # fmt: skip
+    path = save("http", rows, {"connections": connections, "rounds": rounds, **best})
     print(f"wrote {path}")
     return rows
 
