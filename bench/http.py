@@ -187,8 +187,8 @@ def run(quick: bool = False) -> list[Row]:
     best: dict[str, dict[str, float]] = {}
     try:
         for _ in range(rounds):
-            for load, (server, path) in loads.items():
-                figures = trio.run(_load, servers[server].url, path, count, seconds, connections)
+            for load, (server_name, target) in loads.items():
+                figures = trio.run(_load, servers[server_name].url, target, count, seconds, connections)
                 if load not in best or figures["per_second"] > best[load]["per_second"]:
                     best[load] = figures
     finally:
@@ -205,8 +205,7 @@ def run(quick: bool = False) -> list[Row]:
     for name, figures in best.items():
         print(f"  {name:<20} {figures['ok']:>6.0f} ok, {figures['refused']:.0f} refused in {figures['seconds']:.1f}s;"
               f" latency p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms")
-    path = save("http", rows, {"connections": connections, "rounds": rounds, **best})
-    print(f"wrote {path}")
+    print(f"wrote {save('http', rows, {'connections': connections, 'rounds': rounds, **best})}")
     return rows
 
 
