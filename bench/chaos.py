@@ -12,11 +12,13 @@ Figure: builds/s from the first submission to the last build final.
 Baseline, in the same run: the same builds with no faults, so the ratio is
 the throughput kept under chaos.
 
-The proof, checked after every build is final and every faulted agent has
-been declared lost and replaced: ``rt.stats()`` shows builds_running,
-builds_queued, jobs_running, jobs_queued, slots_held, agents_busy and
-agents_locked all 0, as many agents as at the start, and one lost agent per
-fault. Anything else raises (the runner then exits non-zero).
+The proof, checked after every build is final: within 10 s every faulted
+agent is gone from ``rt.nodes()`` (declared lost and replaced), and
+``rt.stats()`` shows builds_running, builds_queued, jobs_running,
+jobs_queued, slots_held, agents_busy and agents_locked all 0 and as many
+agents as at the start. Anything else raises (the runner then exits
+non-zero). Healthy agents declared lost because their heartbeat came late
+are counted and reported.
 
     python -m bench.chaos [--quick]
 """
@@ -35,7 +37,7 @@ import trio
 import runtime
 from actors.model import Stats
 
-from ._harness import LEAK_FIELDS, leaks, scratch_runtime, until
+from ._harness import LEAK_FIELDS, leaks, scratch_runtime
 from ._report import Row, print_table, save
 
 AGENTS = 8
@@ -98,16 +100,27 @@ async def _run(builds: int, every: int, faults: bool, facts: dict[str, Any]) -> 
                         injected[kind] += 1
                     await trio.sleep(0.005)
         elapsed = time.perf_counter() - start
-        total = sum(injected.values())
-        final = await until(
-            rt, lambda s: s.agents_lost == total and s.agents == AGENTS and not leaks(s), poll=0.02, timeout=10,
-            what=f"{total} faulted agents to be replaced and every counter to drop to zero",
-        )  # fmt: skip
+        final = await _settled(rt, faulted)
         _check(final, builds)
         if faults:
             facts.update(faults=dict(injected), end_state={f: getattr(final, f) for f in LEAK_FIELDS},
                          agents=final.agents, agents_lost=final.agents_lost, builds_by_status=final.builds_by_status)  # fmt: skip
+        elif final.agents_lost:
+            facts["calm_agents_lost"] = final.agents_lost
     return builds / elapsed
+
+
+async def _settled(rt: runtime.Runtime, faulted: set[str]) -> Stats:
+    """Stats once every faulted agent is gone, replaced, and every counter is back to zero (10 s at most)."""
+    with trio.move_on_after(10):
+        while True:
+            stats = await rt.stats()
+            present = {agent.name for node in await rt.nodes() for agent in node.agents}
+            if stats.agents == AGENTS and not leaks(stats) and not present & faulted:
+                return stats
+            await trio.sleep(0.02)
+    raise AssertionError(f"not settled 10 s after the last build ended: {await rt.stats()}; faulted agents "
+                         f"still present: {sorted(present & faulted)}")  # fmt: skip
 
 
 def _check(stats: Stats, builds: int) -> None:
@@ -120,7 +133,7 @@ def _check(stats: Stats, builds: int) -> None:
 def run(quick: bool = False) -> list[Row]:
     builds, every = (1_000, 25) if quick else (10_000, 100)
     facts: dict[str, Any] = {"builds": builds, "fault_every": every}
-    calm = trio.run(_run, builds, every, False, {})
+    calm = trio.run(_run, builds, every, False, facts)
     quiet = _InjectedCrashes()
     logging.getLogger("actors").addFilter(quiet)
     try:
@@ -133,6 +146,10 @@ def run(quick: bool = False) -> list[Row]:
     print(f"faults injected: {facts['faults']}; builds by status: {facts['builds_by_status']}")
     print("nothing leaked: " + ", ".join(f"{k} {v}" for k, v in facts["end_state"].items())
           + f"; agents {facts['agents']} ({facts['agents_lost']} lost and replaced)")  # fmt: skip
+    if facts["agents_lost"] > faults or facts.get("calm_agents_lost"):
+        print(f"NOTE: agents lost without a fault: {facts['agents_lost'] - faults} in the faulty run, "
+              f"{facts.get('calm_agents_lost', 0)} in the calm one (heartbeats later than the "
+              f"{CONFIG['heartbeat-timeout']} s timeout while the loop was busy)")
     print(f"wrote {save('chaos', rows, facts)}")
     return rows
 
