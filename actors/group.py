@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 
 from .core import Actor, Ref, TimerHandle
+from .fifo import Fifo
 from .messages import Admit, Admitted, CancelBuild, Dequeued, Queued, QueueTimeout, Refused, Release
 from .model import GroupInfo, QueueEntry, rfc3339
 from .spec import Concurrency
@@ -56,7 +57,7 @@ class GroupActor(Actor):
         self.config = Concurrency(group=name)
         self.running: dict[str, Ref] = {}
         self.cancelled: set[str] = set()  # running builds cancelled by cancel-in-progress
-        self.queue: dict[str, _Waiter] = {}
+        self.queue: Fifo[str, _Waiter] = Fifo()
 
     def receive(self, message: Any) -> Any:
         kind = type(message)
@@ -93,9 +94,9 @@ class GroupActor(Actor):
             admit.pipeline.tell(Admitted(build_id, admit.reply, admit.retry))
             return
         if len(self.queue) >= config.queue_length:
-            if config.on_queue_full == "cancel-oldest" and self.queue:
-                oldest = next(iter(self.queue))
-                self._dequeue(oldest, "CANCELED", f"cancelled to make room for build {build_id} in concurrency "
+            head = self.queue.head()
+            if config.on_queue_full == "cancel-oldest" and head is not None:
+                self._dequeue(head[0], "CANCELED", f"cancelled to make room for build {build_id} in concurrency "
                               f"group {self.group!r} (queue-length {config.queue_length}, on-queue-full cancel-oldest)")  # fmt: skip
             else:
                 admit.pipeline.tell(Refused(build_id, self._full_message(), admit.reply, admit.retry))
@@ -115,15 +116,15 @@ class GroupActor(Actor):
         timer = self.send_at(deadline, QueueTimeout(admit.build_id, deadline))
         waiter = _Waiter(admit.pipeline, admit.queued_at, timeout, deadline, timer)
         if front:
-            self.queue = {admit.build_id: waiter, **self.queue}
+            self.queue.appendleft(admit.build_id, waiter)
         else:
-            self.queue[admit.build_id] = waiter
-        position = list(self.queue).index(admit.build_id) + 1 if front else len(self.queue)
+            self.queue.append(admit.build_id, waiter)
+        position = 1 if front else len(self.queue)
         admit.pipeline.tell(Queued(admit.build_id, position, admit.reply, admit.retry))
 
     def _cancel_everything_for(self, build_id: str) -> None:
         reason = f"cancelled by build {build_id} (cancel-in-progress in concurrency group {self.group!r})"
-        for queued in list(self.queue):
+        for queued in list(self.queue.keys()):
             self._dequeue(queued, "CANCELED", reason)
         for running, pipeline in self.running.items():
             if running not in self.cancelled:
@@ -132,8 +133,7 @@ class GroupActor(Actor):
 
     def _admit_next(self) -> None:
         while self.queue and len(self.running) < self.config.max_parallel:
-            build_id, waiter = next(iter(self.queue.items()))
-            del self.queue[build_id]
+            build_id, waiter = self.queue.popleft()
             waiter.timer.cancel()
             self.running[build_id] = waiter.pipeline
             waiter.pipeline.tell(Admitted(build_id, None))
@@ -143,7 +143,7 @@ class GroupActor(Actor):
             self.cancelled.discard(build_id)
             self._admit_next()
         else:
-            waiter = self.queue.pop(build_id, None)
+            waiter = self.queue.pop(build_id)
             if waiter is not None:
                 waiter.timer.cancel()
 
@@ -162,6 +162,7 @@ class GroupActor(Actor):
 
     def _dequeue(self, build_id: str, status: str, reason: str) -> None:
         waiter = self.queue.pop(build_id)
+        assert waiter is not None
         waiter.timer.cancel()
         waiter.pipeline.tell(Dequeued(build_id, status, reason))
 

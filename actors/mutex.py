@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from .core import Actor, TimerHandle
+from .fifo import Fifo
 from .messages import JobToken, MutexAcquire, MutexGranted, MutexRefused, MutexRelease
 from .model import WaitingJob, rfc3339
 
@@ -44,7 +45,7 @@ class MutexActor(Actor):
     def __init__(self, label: str) -> None:
         self.label = label
         self.holder: JobToken | None = None
-        self.queue: dict[JobToken, _Waiter] = {}
+        self.queue: Fifo[JobToken, _Waiter] = Fifo()
 
     def receive(self, message: Any) -> Any:
         kind = type(message)
@@ -74,10 +75,10 @@ class MutexActor(Actor):
             return
         deadline = self.now() + acquire.timeout_minutes * 60
         timer = self.send_at(deadline, _MutexTimeout(acquire.token))
-        self.queue[acquire.token] = _Waiter(acquire, self.now(), deadline, timer)
+        self.queue.append(acquire.token, _Waiter(acquire, self.now(), deadline, timer))
 
     def _release(self, token: JobToken) -> None:
-        waiter = self.queue.pop(token, None)
+        waiter = self.queue.pop(token)
         if waiter is not None:
             waiter.timer.cancel()
             return
@@ -85,14 +86,13 @@ class MutexActor(Actor):
             return
         self.holder = None
         if self.queue:
-            token, waiter = next(iter(self.queue.items()))
-            del self.queue[token]
+            token, waiter = self.queue.popleft()
             waiter.timer.cancel()
             self.holder = token
             waiter.acquire.pipeline.tell(MutexGranted(token))
 
     def _timeout(self, token: JobToken) -> None:
-        waiter = self.queue.pop(token, None)
+        waiter = self.queue.pop(token)
         if waiter is None:
             return
         minutes = (self.now() - waiter.since) / 60

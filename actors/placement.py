@@ -23,6 +23,8 @@ from collections import Counter
 from collections.abc import Hashable, Iterator
 from typing import Any
 
+from .fifo import Fifo
+
 __all__ = ["Placement", "Request", "Grant", "JobKey"]
 
 JobKey = tuple[str, str]  # (pipeline id, job id)
@@ -102,7 +104,8 @@ class _Class:
 
     def __init__(self, key: tuple[Any, ...], first: Request) -> None:
         self.key = key
-        self.requests: dict[Hashable, Request] = {first.token: first}
+        self.requests: Fifo[Hashable, Request] = Fifo()
+        self.requests.append(first.token, first)
         self.head = first  # the oldest request, kept at hand: read on every dispatch
 
 
@@ -179,7 +182,7 @@ class Placement:
             self._register_labels(request.labels)
             self._enlist(cls)
         else:
-            cls.requests[request.token] = request
+            cls.requests.append(request.token, request)
         self.waiting[request.token] = request
         return None
 
@@ -399,12 +402,14 @@ class Placement:
         return [self._grant(head, agent)]
 
     def _take(self, cls: _Class, request: Request) -> None:
-        del cls.requests[request.token]
+        cls.requests.pop(request.token)
         del self.waiting[request.token]
         if not cls.requests:
             self._drop_class(cls)
         elif cls.head is request:
-            cls.head = next(iter(cls.requests.values()))
+            head = cls.requests.head()
+            assert head is not None
+            cls.head = head[1]
 
     def _drop_class(self, cls: _Class) -> None:
         del self._classes[cls.key]
