@@ -46,10 +46,9 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from bench.kernel import main as kernel_main
+    from bench.__main__ import main as bench_main  # the suite: python -m bench [SCENARIO ...] [--quick]
 
-    kernel_main(["--quick"] if args.quick else [])
-    return 0
+    return int(bench_main([*args.scenarios, *(["--quick"] if args.quick else [])]))
 
 
 def _read(path: str) -> str:
@@ -317,8 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     validate.add_argument("files", nargs="+", metavar="PIPELINE.yml")
     validate.set_defaults(handler=_validate)
 
-    bench = commands.add_parser("bench", help="run the kernel benchmarks (from a source checkout)")
-    bench.add_argument("--quick", action="store_true")
+    bench = commands.add_parser("bench", help="run the benchmark suite (from a source checkout)")
+    bench.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="kernel, dispatch, groups, ... (default: all)")
+    bench.add_argument("--quick", action="store_true", help="smaller sizes: the whole suite in about a minute")
     bench.set_defaults(handler=_bench)
 
     args = parser.parse_args(argv)

@@ -134,3 +134,8 @@ def test_run_cancels_the_build_on_ctrl_c(tmp_path: Path) -> None:
     assert "SIGINT: cancelling build long.1" in stdout.decode()
     assert "build CANCELED" in stdout.decode().splitlines()[-1]
     assert b"Traceback" not in stderr
+
+
+def test_bench_hands_its_arguments_to_the_suite(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "no-such-scenario", "--quick"]) == 2
+    assert "no-such-scenario" in capsys.readouterr().err
