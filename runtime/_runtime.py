@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream
 
@@ -85,6 +86,7 @@ class Runtime:
         self._pools = pools
         self._groups = groups
         self._mutexes = mutexes
+        self._adding_nodes: set[str] = set()
         self.interrupted: list[str] = []
 
     # -- pipelines -------------------------------------------------------------------
@@ -162,7 +164,21 @@ class Runtime:
         found: list[BuildInfo] = []
         for ref in refs:
             found.extend(await ref.ask(ListBuilds(status, unfinished)))
-        return found
+        return await self._with_positions(found)
+
+    async def _with_positions(self, builds: list[BuildInfo]) -> list[BuildInfo]:
+        """Fill in queue positions, asking each group concerned once."""
+        groups = {build.group for build in builds if build.status == "QUEUE" and build.group is not None}
+        positions: dict[str, int] = {}
+        for name in groups:
+            ref = self._groups.find(name)
+            if ref is not None:
+                snapshot: GroupInfo = await ref.ask(GroupSnapshot())
+                positions.update((entry.build_id, entry.position) for entry in snapshot.queue)
+        if not positions:
+            return builds
+        return [msgspec.structs.replace(b, queue_position=positions[b.id]) if b.id in positions else b
+                for b in builds]  # fmt: skip
 
     async def wait(self, build_id: str, timeout: float | None = None) -> BuildInfo:
         """Wait until the build has finished; ``TimeoutError`` after ``timeout`` seconds."""
@@ -204,10 +220,18 @@ class Runtime:
         """Add a build node with ``agents`` agents; creates the pool if needed."""
         if not isinstance(name, str) or not name or "/" in name:
             raise InvalidRequest(f"node name must be a non-empty string without '/', got {name!r}")
-        for ref in self._pools.all():
-            if any(node.name == name for node in await ref.ask(ListNodes())):
-                raise Conflict(f"node {name!r} already exists")
-        result: NodeInfo = await self._pools.get(pool).ask(AddNode(name, pool, agents, tuple(labels)))
+        # Reserved before the first await: two concurrent adds of one name
+        # (to different pools) cannot both pass the check below.
+        if name in self._adding_nodes:
+            raise Conflict(f"node {name!r} is being added")
+        self._adding_nodes.add(name)
+        try:
+            for ref in self._pools.all():
+                if any(node.name == name for node in await ref.ask(ListNodes())):
+                    raise Conflict(f"node {name!r} already exists")
+            result: NodeInfo = await self._pools.get(pool).ask(AddNode(name, pool, agents, tuple(labels)))
+        finally:
+            self._adding_nodes.discard(name)
         return result
 
     async def remove_node(self, name: str) -> NodeInfo:
@@ -334,11 +358,14 @@ class Runtime:
             except Exception:  # it may have finished meanwhile
                 pass
         self.interrupted = [build.id for build in unfinished]
-        for build in unfinished:
-            try:
-                await self.wait(build.id, timeout=self.config.shutdown_timeout)
-            except (TimeoutError, NotFound):
-                logger.warning("build %s did not stop in time", build.id)
+        # One deadline for all of them, not one each: 12k queued builds must
+        # not mean 12k timeouts in a row.
+        with anyio.move_on_after(self.config.shutdown_timeout):
+            for build in unfinished:
+                try:
+                    await self.wait(build.id)
+                except NotFound:
+                    pass
         if unfinished:
             logger.warning("runtime closed; cancelled %d build(s): %s", len(unfinished),
                            ", ".join(self.interrupted))  # fmt: skip

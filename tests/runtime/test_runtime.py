@@ -162,3 +162,36 @@ async def test_custom_actions_run_on_both_backends() -> None:
         pipeline = await rt.register_pipeline("name: custom\njobs: {j: {steps: [{uses: record@1}]}}")
         build = await rt.wait((await rt.submit(pipeline.id)).id, timeout=30)
     assert build.status == "SUCCEED" and seen == [build.id]
+
+
+@pytest.mark.trio
+async def test_listed_builds_carry_their_queue_positions(autojump_clock: trio.abc.Clock) -> None:
+    async with runtime.open_runtime(CONFIG) as rt:
+        pipeline = await rt.register_pipeline("""
+name: lane
+concurrency: {group: lane, max-parallel: 1, queue-length: 5}
+jobs:
+  forever: {steps: [{uses: sleep, with: {seconds: 100000}}]}
+""")
+        builds = [await rt.submit(pipeline.id) for _ in range(3)]
+        listed = {b.id: b.queue_position for b in await rt.builds(pipeline.id)}
+    assert listed == {builds[0].id: None, builds[1].id: 1, builds[2].id: 2}
+
+
+@pytest.mark.trio
+async def test_adding_one_node_name_twice_at_once_is_refused(autojump_clock: trio.abc.Clock) -> None:
+    outcomes: list[str] = []
+
+    async def add(pool: str) -> None:
+        try:
+            await rt.add_node("twin", pool=pool)
+            outcomes.append("added")
+        except runtime.Conflict:
+            outcomes.append("conflict")
+
+    async with runtime.open_runtime(CONFIG) as rt:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(add, "a")
+            nursery.start_soon(add, "b")
+        names = [node.name for node in await rt.nodes()]
+    assert sorted(outcomes) == ["added", "conflict"] and names.count("twin") == 1
