@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import math
 import time
-from typing import Any
 
 import trio
 
 import runtime
 
 from ._report import Row, best_of, print_table, save
+from .kernel import channel_floor
 
 PIPELINE = """
 name: noop
@@ -57,30 +56,6 @@ async def _runtime_run(builds: int, latencies: list[float]) -> float:
     return elapsed / builds * 1e6
 
 
-async def _channel_floor(jobs: int) -> float:
-    send, receive = trio.open_memory_channel[Any](math.inf)
-    finished = 0
-    done = trio.Event()
-
-    async def worker() -> None:
-        nonlocal finished
-        async for _ in receive:
-            finished += 1
-            if finished == jobs:
-                done.set()
-
-    async with trio.open_nursery() as nursery:
-        for _ in range(8):
-            nursery.start_soon(worker)
-        start = time.perf_counter()
-        for i in range(jobs):
-            send.send_nowait(i)
-        await done.wait()
-        elapsed = time.perf_counter() - start
-        nursery.cancel_scope.cancel()
-    return elapsed / jobs * 1e6
-
-
 async def _shared_lock(jobs: int) -> float:
     limit = trio.Semaphore(8)
     agents = [f"n1/{i}" for i in range(8)]
@@ -109,7 +84,7 @@ def run(quick: bool = False) -> list[Row]:
     repeats = 1 if quick else 3
     latencies: list[float] = []
     runtime_us = best_of(repeats, lambda: trio.run(_runtime_run, builds, latencies))
-    floor_us = best_of(repeats, lambda: trio.run(_channel_floor, builds))
+    floor_us = best_of(repeats, lambda: trio.run(channel_floor, builds))
     lock_us = best_of(repeats, lambda: trio.run(_shared_lock, builds))
     p50 = latencies[len(latencies) // 2] * 1e3
     p99 = latencies[int(len(latencies) * 0.99)] * 1e3
