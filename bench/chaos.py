@@ -1,16 +1,17 @@
 """Chaos: dispatch while agents crash, fall silent and hang, and proof that nothing leaked.
 
-1,000 builds (``--quick``; 10,000 without) of a one-job pipeline whose step
+1,000 builds (``--quick``; 5,000 without) of a one-job pipeline whose step
 sleeps 2 ms (so agents are busy when a fault lands; ``retry-times: 1`` lets
 a job lost to a silent agent run again elsewhere) go to 2 nodes x 4 agents
 with heartbeats every 50 ms and a 200 ms heartbeat timeout. Every K builds
-finished (K = 25, or 100 without ``--quick``), ``rt.inject_fault`` hits a
+finished (K = 25, or 50 without ``--quick``), ``rt.inject_fault`` hits a
 random busy agent (an idle one if none is busy), cycling crash, silence and
 hang.
 
 Figure: builds/s from the first submission to the last build final.
 Baseline, in the same run: the same builds with no faults, so the ratio is
-the throughput kept under chaos.
+the throughput kept under chaos. Calm and faulty runs alternate, twice, and
+the best of each is kept. The facts of the last faulty run are printed.
 
 The proof, checked after every build is final: within 10 s every faulted
 agent is gone from ``rt.nodes()`` (declared lost and replaced), and
@@ -41,6 +42,7 @@ from ._harness import LEAK_FIELDS, leaks, scratch_runtime
 from ._report import Row, print_table, save
 
 AGENTS = 8
+REPEATS = 2
 CONFIG = {
     "pools": [{"name": "default", "nodes": [{"name": "c1", "agents": 4}, {"name": "c2", "agents": 4}]}],
     "heartbeat-interval": 0.05,
@@ -105,8 +107,8 @@ async def _run(builds: int, every: int, faults: bool, facts: dict[str, Any]) -> 
         if faults:
             facts.update(faults=dict(injected), end_state={f: getattr(final, f) for f in LEAK_FIELDS},
                          agents=final.agents, agents_lost=final.agents_lost, builds_by_status=final.builds_by_status)  # fmt: skip
-        elif final.agents_lost:
-            facts["calm_agents_lost"] = final.agents_lost
+        else:
+            facts["calm_agents_lost"] = facts.get("calm_agents_lost", 0) + final.agents_lost
     return builds / elapsed
 
 
@@ -131,15 +133,17 @@ def _check(stats: Stats, builds: int) -> None:
 
 
 def run(quick: bool = False) -> list[Row]:
-    builds, every = (1_000, 25) if quick else (10_000, 100)
+    builds, every = (1_000, 25) if quick else (5_000, 50)
     facts: dict[str, Any] = {"builds": builds, "fault_every": every}
-    calm = trio.run(_run, builds, every, False, facts)
+    calm = stormy = 0.0
     quiet = _InjectedCrashes()
-    logging.getLogger("actors").addFilter(quiet)
-    try:
-        stormy = trio.run(_run, builds, every, True, facts)
-    finally:
-        logging.getLogger("actors").removeFilter(quiet)
+    for _ in range(REPEATS):  # alternated, the best of each: the machine's load drifts
+        calm = max(calm, trio.run(_run, builds, every, False, facts))
+        logging.getLogger("actors").addFilter(quiet)
+        try:
+            stormy = max(stormy, trio.run(_run, builds, every, True, facts))
+        finally:
+            logging.getLogger("actors").removeFilter(quiet)
     faults = sum(facts["faults"].values())
     rows = [Row(f"builds/s, {faults} faults", stormy, "/s", "builds/s, no faults", calm, "")]
     print_table(f"chaos ({builds} builds of a 2 ms step on 2 nodes x 4 agents; a fault every {every} builds)", rows)
@@ -148,15 +152,15 @@ def run(quick: bool = False) -> list[Row]:
           + f"; agents {facts['agents']} ({facts['agents_lost']} lost and replaced)")  # fmt: skip
     if facts["agents_lost"] > faults or facts.get("calm_agents_lost"):
         print(f"NOTE: agents lost without a fault: {facts['agents_lost'] - faults} in the faulty run, "
-              f"{facts.get('calm_agents_lost', 0)} in the calm one (heartbeats later than the "
-              f"{CONFIG['heartbeat-timeout']} s timeout while the loop was busy)")
+              f"{facts.get('calm_agents_lost', 0)} in the calm ones (most likely heartbeats later than the "
+              f"{CONFIG['heartbeat-timeout']} s timeout: a crash would have been logged)")
     print(f"wrote {save('chaos', rows, facts)}")
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="1,000 builds instead of 10,000")
+    parser.add_argument("--quick", action="store_true", help="1,000 builds instead of 5,000")
     run(quick=parser.parse_args(argv).quick)
 
 
