@@ -41,9 +41,14 @@ class NodeActor(Actor):
         self.interval = heartbeat_interval
         self.timeout = heartbeat_timeout
         self.last_seen: dict[str, float] = {}
+        self.next_check = 0.0
 
     async def started(self) -> None:
-        self.send_after(self.interval, _Check())
+        self._schedule_check()
+
+    def _schedule_check(self) -> None:
+        self.next_check = self.now() + self.interval
+        self.send_at(self.next_check, _Check())
 
     def receive(self, message: Any) -> Any:
         kind = type(message)
@@ -52,7 +57,7 @@ class NodeActor(Actor):
             self.last_seen[message.agent] = self.now()
         elif kind is _Check:
             self._check()
-            self.send_after(self.interval, _Check())
+            self._schedule_check()
         elif kind is Track:
             self.last_seen[message.agent] = self.now()
         elif kind is Untrack:
@@ -62,7 +67,11 @@ class NodeActor(Actor):
 
     def _check(self) -> None:
         now = self.now()
-        lost = [agent for agent, seen in self.last_seen.items() if now - seen > self.timeout]
+        # A check that runs late (the loop stalled) is as late as the agents'
+        # own heartbeat ticks: forgive them that much, or a stall would make
+        # every healthy agent look silent.
+        lateness = max(0.0, now - self.next_check)
+        lost = [agent for agent, seen in self.last_seen.items() if now - seen > self.timeout + lateness]
         for agent in lost:
             silent = now - self.last_seen.pop(agent)
             self.pool.tell(AgentLost(agent, "HEARTBEAT_TIMEOUT",

@@ -42,7 +42,7 @@ from .model import AgentInfo, NodeInfo, WaitingJob, rfc3339
 from .node import NodeActor, Track, Untrack
 from .placement import Grant, Placement, Request
 
-__all__ = ["PoolActor", "AddNode", "RemoveNode", "ListNodes", "PoolStats", "ListWaiting", "InjectFault"]
+__all__ = ["PoolActor", "AddNode", "RemoveNode", "HasNode", "ListNodes", "PoolStats", "ListWaiting", "InjectFault"]
 
 # An agent crash is reported and the agent replaced under a new name (its
 # workspace and context cannot be trusted), never restarted in place.
@@ -70,6 +70,10 @@ class PoolStats(msgspec.Struct, frozen=True):
 
 class ListWaiting(msgspec.Struct, frozen=True):
     pass
+
+
+class HasNode(msgspec.Struct, frozen=True):
+    name: str
 
 
 class InjectFault(msgspec.Struct, frozen=True):
@@ -126,6 +130,8 @@ class PoolActor(Actor):
             return self._add_node(message)
         elif kind is RemoveNode:
             return self._remove_node(message.name)
+        elif kind is HasNode:
+            return message.name in self.nodes
         elif kind is ListNodes:
             return [self._node_info(name) for name in self.placement.nodes]
         elif kind is PoolStats:
@@ -307,10 +313,11 @@ class PoolActor(Actor):
             _end(request.data, "FAILED", f"agent {agent} (lock-resource-with) is gone")
 
     def _inject(self, message: InjectFault) -> None:
+        # Told to every pool: an agent of another pool, or one lost meanwhile,
+        # is simply not ours. Raising here would crash the pool.
         ref = self.agents.get(message.agent)
-        if ref is None:
-            raise NotFound(f"no agent {message.agent!r} in pool {self.pool!r}")
-        ref.tell(Fault(message.kind))
+        if ref is not None:
+            ref.tell(Fault(message.kind))
 
     # -- introspection ---------------------------------------------------------------------
 

@@ -197,9 +197,9 @@ def run(quick: bool = False) -> list[Row]:
     hello = best["hello"]["per_second"]
     rows = [
         Row("HTTP submit+run: builds/s", best["submit+run"]["per_second"], "/s",
-            "hello-world ASGI POST", hello, "ratio >= 0.5"),
+            "hello-world ASGI POST", hello, "ratio >= 0.7"),
         Row("HTTP submit into a queue: builds/s", best["submit into a queue"]["per_second"], "/s",
-            "hello-world ASGI POST", hello, "ratio >= 0.5"),
+            "hello-world ASGI POST", hello, "ratio >= 0.7"),
     ]  # fmt: skip
     print_table(f"http (hypercorn on loopback, httpx with {connections} connections, best of {rounds} rounds)", rows)
     for name, figures in best.items():

@@ -31,7 +31,7 @@ from actors.events import Counters, EventHub, Gauge, History, Subscribe, Unsubsc
 from actors.group import GroupActor, GroupSnapshot, QueuePosition
 from actors.model import BuildInfo, Event, GroupInfo, NodeInfo, PipelineInfo, Stats, WaitingJob
 from actors.mutex import ListMutexWaiters, MutexActor
-from actors.pool import AddNode, InjectFault, ListNodes, ListWaiting, PoolActor, PoolStats, RemoveNode
+from actors.pool import AddNode, HasNode, InjectFault, ListNodes, ListWaiting, PoolActor, PoolStats, RemoveNode
 from actors.pipeline import (
     CancelRequest,
     DescribePipeline,
@@ -226,8 +226,8 @@ class Runtime:
             raise Conflict(f"node {name!r} is being added")
         self._adding_nodes.add(name)
         try:
-            for ref in self._pools.all():
-                if any(node.name == name for node in await ref.ask(ListNodes())):
+            for ref in self._pools.all():  # one cheap ask per pool, not a listing of every node
+                if await ref.ask(HasNode(name)):
                     raise Conflict(f"node {name!r} already exists")
             result: NodeInfo = await self._pools.get(pool).ask(AddNode(name, pool, agents, tuple(labels)))
         finally:
@@ -237,7 +237,7 @@ class Runtime:
     async def remove_node(self, name: str) -> NodeInfo:
         """Drain a node: running jobs finish, no new ones start, then it goes."""
         for ref in self._pools.all():
-            if any(node.name == name for node in await ref.ask(ListNodes())):
+            if await ref.ask(HasNode(name)):
                 result: NodeInfo = await ref.ask(RemoveNode(name))
                 return result
         raise NotFound(f"no node {name!r}")

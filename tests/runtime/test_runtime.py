@@ -7,6 +7,7 @@ from pathlib import Path
 import anyio
 import pytest
 import trio
+import trio.testing
 
 import runtime
 from runtime import Event
@@ -195,3 +196,30 @@ async def test_adding_one_node_name_twice_at_once_is_refused(autojump_clock: tri
             nursery.start_soon(add, "b")
         names = [node.name for node in await rt.nodes()]
     assert sorted(outcomes) == ["added", "conflict"] and names.count("twin") == 1
+
+
+@pytest.mark.trio
+async def test_a_fault_for_an_unknown_agent_harms_no_pool(autojump_clock: trio.abc.Clock) -> None:
+    config = {"pools": [{"name": "default", "nodes": [{"name": "n1", "agents": 1}]},
+                        {"name": "gpu", "nodes": [{"name": "g1", "agents": 1}]}]}
+    async with runtime.open_runtime(config) as rt:
+        rt.inject_fault("g1/0", "silence")  # told to both pools; only one owns it
+        rt.inject_fault("nowhere/7", "crash")
+        await trio.sleep(1)
+        pipeline = await rt.register_pipeline("name: ok\njobs: {j: {steps: [{uses: noop}]}}")
+        build = await rt.wait((await rt.submit(pipeline.id)).id, timeout=60)
+        stats = await rt.stats()
+    assert build.status == "SUCCEED" and stats.agents == 2
+
+
+@pytest.mark.trio
+async def test_a_stalled_loop_does_not_make_healthy_agents_look_silent(autojump_clock: trio.testing.MockClock
+                                                                     ) -> None:
+    config = {"pools": [{"name": "default", "nodes": [{"name": "n1", "agents": 3}]}],
+              "heartbeat-interval": 1, "heartbeat-timeout": 7.5}
+    async with runtime.open_runtime(config) as rt:
+        await trio.sleep(3)
+        autojump_clock.jump(20)  # every timer is overdue at once, as after a long stall
+        await trio.sleep(3)
+        stats = await rt.stats()
+    assert stats.agents_lost == 0 and stats.agents == 3
