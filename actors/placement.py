@@ -18,6 +18,7 @@ the agent together, in one step; ``release`` gives all three back.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections import Counter
 from collections.abc import Hashable, Iterator
@@ -119,7 +120,13 @@ class Placement:
         self.granted: dict[Hashable, _Agent] = {}
         self.waiting: dict[Hashable, Request] = {}
         self._classes: dict[tuple[Any, ...], _Class] = {}
-        self._ready: dict[tuple[Any, ...], None] = {}  # unpinned classes free of their total limit
+        # Ready classes (unpinned, free of their total limit), in two indexes:
+        # those that fit any node are a heap of (head seq, class key), checked
+        # lazily; only the constrained ones (node pin, labels, per-node
+        # limit) are scanned when an agent frees up.
+        self._ready: dict[tuple[Any, ...], None] = {}
+        self._ready_any: list[tuple[int, tuple[Any, ...]]] = []
+        self._ready_constrained: dict[tuple[Any, ...], None] = {}
         self._pinned: dict[str, dict[tuple[Any, ...], None]] = {}  # agent -> classes pinned to it
         self._parked: dict[JobKey, dict[tuple[Any, ...], None]] = {}  # key -> classes at its total
         self._free: dict[frozenset[str], dict[str, None]] = {frozenset(): {}}
@@ -194,7 +201,29 @@ class Placement:
         elif head.agent_pin is not None:
             self._pinned.setdefault(head.agent_pin, {})[cls.key] = None
         else:
-            self._ready[cls.key] = None
+            self._make_ready(cls)
+
+    def _make_ready(self, cls: _Class) -> None:
+        self._ready[cls.key] = None
+        if _fits_any_node(cls.key):
+            heapq.heappush(self._ready_any, (cls.head.seq, cls.key))
+        else:
+            self._ready_constrained[cls.key] = None
+
+    def _unready(self, cls: _Class) -> None:
+        self._ready.pop(cls.key, None)  # a heap entry left behind is skipped when it surfaces
+        self._ready_constrained.pop(cls.key, None)
+
+    def _oldest_any(self) -> _Class | None:
+        """The ready any-node class with the oldest head, dropping stale heap entries."""
+        heap = self._ready_any
+        while heap:
+            seq, key = heap[0]
+            cls = self._classes.get(key)
+            if cls is not None and key in self._ready and cls.head.seq == seq:
+                return cls
+            heapq.heappop(heap)
+        return None
 
     def withdraw(self, token: Hashable) -> Request | None:
         """Remove a waiting request (cancel, timeout); None if it is not waiting."""
@@ -364,8 +393,8 @@ class Placement:
         """Give ``node``'s idle agents to the oldest waiting heads that fit there."""
         grants: list[Grant] = []
         while node.idle and self._ready and not node.draining:
-            best: _Class | None = None
-            for class_key in self._ready:
+            best = self._oldest_any()
+            for class_key in self._ready_constrained:
                 cls = self._classes[class_key]
                 head = cls.head
                 if not self._node_fits(node, head):
@@ -378,7 +407,7 @@ class Placement:
                 break
             head = best.head
             if head.total is not None and self.total[head.key] >= head.total:
-                self._ready.pop(best.key)
+                self._unready(best)
                 self._parked.setdefault(head.key, {})[best.key] = None
                 continue
             self._take(best, head)
@@ -410,10 +439,12 @@ class Placement:
             head = cls.requests.head()
             assert head is not None
             cls.head = head[1]
+            if cls.key in self._ready and _fits_any_node(cls.key):
+                heapq.heappush(self._ready_any, (cls.head.seq, cls.key))
 
     def _drop_class(self, cls: _Class) -> None:
         del self._classes[cls.key]
-        self._ready.pop(cls.key, None)
+        self._unready(cls)
         key, agent_pin = cls.key[0], cls.key[3]
         for index, name in ((self._parked, key), (self._pinned, agent_pin)):
             members = index.get(name)
@@ -421,6 +452,12 @@ class Placement:
                 members.pop(cls.key, None)
                 if not members:
                     del index[name]
+
+
+def _fits_any_node(class_key: tuple[Any, ...]) -> bool:
+    """No node pin, no labels, no agent pin, no per-node limit: any free agent will do."""
+    _, node_pin, labels, agent_pin, per_node, _ = class_key
+    return node_pin is None and not labels and agent_pin is None and per_node is None
 
 
 def _constraints(request: Request) -> str:

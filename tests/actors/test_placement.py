@@ -146,3 +146,19 @@ def test_saturated_nodes_are_skipped_without_scanning_the_pool() -> None:
         assert placement.request(request(("x", i), key="x", node_pin=f"n{i}")) is not None
     grant = placement.request(request("y", per_node=1))
     assert grant is not None and grant.node == "n999"
+
+
+def test_many_waiting_classes_are_served_oldest_first_without_a_scan() -> None:
+    placement = pool({"n1": 1})
+    assert placement.request(request("running")) is not None
+    keys = [f"k{i}" for i in range(500)]
+    for index, key in enumerate(keys):
+        assert placement.request(request(("w", index), key=key)) is None
+    order = []
+    token: Any = "running"
+    for _ in keys:
+        _, grants = placement.release(token)
+        token = grants[0].request.token
+        order.append(token[1])
+    assert order == list(range(500))
+    assert len(placement._ready_any) <= 2 * len(placement._ready) + 500  # stale entries are dropped as they surface
