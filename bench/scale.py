@@ -25,11 +25,12 @@ measured in the same run, so the ratio is how the cost grows:
   (500 builds each with ``--quick``, 2,000 without), after warming up past
   the 5,000 finished builds a pipeline keeps. Unlike admission, this one is
   not interleaved with a small runtime: the big one's agents heartbeat all
-  the time, a cost of having 10k nodes that would land on both. ``rt.add_node`` checks
-  every node of every pool for a name clash, which makes adding 10k nodes
-  through it quadratic; so the sweep adds nodes by asking the pool actor
-  directly and times a few ``rt.add_node`` calls at each size (rows
-  ``rt.add_node``).
+  the time, a cost of having 10k nodes that would land on both. The sweep
+  adds nodes by asking the pool actor directly (fast) and times a few
+  ``rt.add_node`` calls at each size (rows ``rt.add_node``); those calls
+  come right after the bulk add, so they also pay for the start-up of the
+  node and agent actors just spawned (``rt.add_node`` itself asks each
+  pool once whether the name is taken).
 - memory: tracemalloc's peak while N builds are queued, minus what was traced
   before, per build, for 1k and 10k (and 100k without ``--quick``); each size
   in a fresh runtime, since tracemalloc slows everything it watches.
