@@ -15,7 +15,6 @@ phase ends when all its jobs have ended.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from .errors import NotFound, NotRetryable
 from .model import BUILD_FINAL, JOB_FINAL, STEP_FINAL

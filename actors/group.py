@@ -16,7 +16,6 @@ Retries inside a running build never come here (DESIGN §3.1 item 4).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import msgspec

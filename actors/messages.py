@@ -22,9 +22,19 @@ import msgspec
 
 from .core import Ref
 from .core import Reply
-from .spec import Concurrency, Job, RunsOn
+from .spec import Concurrency, Job, PipelineSpec, RunsOn
 
 __all__ = [
+    "SubmitBuild",
+    "GetBuild",
+    "ListBuilds",
+    "CancelRequest",
+    "RetryRequest",
+    "WaitBuild",
+    "ReplaceSpec",
+    "DescribePipeline",
+    "GetLog",
+
     "JobToken",
     "JobPayload",
     "JobRequest",
@@ -293,3 +303,49 @@ class Release(_Message, frozen=True):
 class QueueTimeout(_Message, frozen=True):
     build_id: str
     deadline: float
+
+
+# -- runtime facade -> pipeline (asks) ---------------------------------------------------
+
+
+class SubmitBuild(_Message, frozen=True):
+    variables: dict[str, Any]
+
+
+class GetBuild(_Message, frozen=True):
+    build_id: str
+
+
+class ListBuilds(_Message, frozen=True):
+    status: str | None = None
+    unfinished: bool = False  # only QUEUE and RUNNING builds
+
+
+class CancelRequest(_Message, frozen=True):
+    build_id: str
+    reason: str = "cancelled by a user"
+
+
+class RetryRequest(_Message, frozen=True):
+    build_id: str
+    job: str | None = None
+    step: str | None = None
+    failed_only: bool = False
+
+
+class WaitBuild(_Message, frozen=True):
+    build_id: str
+
+
+class ReplaceSpec(_Message, frozen=True):
+    spec: PipelineSpec
+
+
+class DescribePipeline(_Message, frozen=True):
+    pass
+
+
+class GetLog(_Message, frozen=True):
+    build_id: str
+    job: str | None = None
+    step: str | None = None

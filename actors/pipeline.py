@@ -16,8 +16,8 @@ from typing import Any
 
 import msgspec
 
-from .build import FAILING, Build, JobRun
-from .core import Actor, Reply
+from .build import Build, JobRun
+from .core import Actor, Ref, Reply
 from .directory import Directory
 from .errors import Conflict, InvalidRequest, NotFound, NotRetryable, QueueFull
 from .events import Publish, Record
@@ -26,12 +26,16 @@ from .messages import (
     Admitted,
     AgentReport,
     CancelBuild,
+    CancelRequest,
     Dequeued,
+    DescribePipeline,
+    GetBuild,
+    GetLog,
     JobEnded,
-    JobPayload,
     JobRequest,
     JobStarted,
     JobToken,
+    ListBuilds,
     MutexAcquire,
     MutexGranted,
     MutexRefused,
@@ -39,86 +43,23 @@ from .messages import (
     Queued,
     Refused,
     Release,
+    ReplaceSpec,
+    RetryRequest,
     StepEnded,
     StepNotRun,
     StepStarted,
+    SubmitBuild,
     Unlock,
+    WaitBuild,
     Withdraw,
 )
-from .model import (
-    rfc3339,
-    JOB_FINAL,
-    BuildInfo,
-    JobAttemptInfo,
-    JobInfo,
-    PipelineInfo,
-    StageInfo,
-    StepAttemptInfo,
-    StepInfo,
-)
-from .core import Ref
+from .model import JOB_FINAL, BuildInfo, PipelineInfo
+from .payload import chain_agent, job_payload, template_context
+from .snapshot import build_info
 from .spec import Concurrency, PipelineSpec
 from .templates import TemplateError, render
 
-__all__ = [
-    "PipelineActor",
-    "SubmitBuild",
-    "GetBuild",
-    "ListBuilds",
-    "CancelRequest",
-    "RetryRequest",
-    "WaitBuild",
-    "ReplaceSpec",
-    "DescribePipeline",
-    "GetLog",
-    "build_info",
-]
-
-
-# -- the pipeline's protocol (asked by the runtime facade) ---------------------------
-
-
-class SubmitBuild(msgspec.Struct, frozen=True):
-    variables: dict[str, Any]
-
-
-class GetBuild(msgspec.Struct, frozen=True):
-    build_id: str
-
-
-class ListBuilds(msgspec.Struct, frozen=True):
-    status: str | None = None
-    unfinished: bool = False  # only QUEUE and RUNNING builds
-
-
-class CancelRequest(msgspec.Struct, frozen=True):
-    build_id: str
-    reason: str = "cancelled by a user"
-
-
-class RetryRequest(msgspec.Struct, frozen=True):
-    build_id: str
-    job: str | None = None
-    step: str | None = None
-    failed_only: bool = False
-
-
-class WaitBuild(msgspec.Struct, frozen=True):
-    build_id: str
-
-
-class ReplaceSpec(msgspec.Struct, frozen=True):
-    spec: PipelineSpec
-
-
-class DescribePipeline(msgspec.Struct, frozen=True):
-    pass
-
-
-class GetLog(msgspec.Struct, frozen=True):
-    build_id: str
-    job: str | None = None
-    step: str | None = None
+__all__ = ["PipelineActor"]
 
 
 class PipelineActor(Actor):
@@ -347,7 +288,7 @@ class PipelineActor(Actor):
                 self._request_agent(build, job, token)
                 continue
             try:
-                label = render(mutex.label, _template_context(build))
+                label = render(mutex.label, template_context(build))
             except TemplateError as error:
                 self._end_job(build, job, "FAILED", f"mutex label: {error}")
                 continue
@@ -357,23 +298,11 @@ class PipelineActor(Actor):
             )
 
     def _request_agent(self, build: Build, job: JobRun, token: JobToken) -> None:
-        attempt = job.attempts[-1]
-        payload = JobPayload(
-            pipeline_id=self.pipeline_id,
-            build_number=build.number,
-            execute_count=build.execute_count,
-            job=job.spec,
-            start_step=attempt.start_step,
-            template_context=_template_context(build),
-            env=_job_env(build, job),
-            restore=_restore_context(job),
-            failed_before=any(step.status in FAILING for step in job.steps[: attempt.start_step]),
-        )
         runs_on = job.spec.runs_on
         in_chain = job.id in build.chains
         self.pools.get(runs_on.pool_name).tell(
-            JobRequest(token, self.ref, payload, runs_on, agent=_chain_agent(build, job) if in_chain else None,
-                       lock=in_chain)  # fmt: skip
+            JobRequest(token, self.ref, job_payload(build, job), runs_on,
+                       agent=chain_agent(build, job) if in_chain else None, lock=in_chain)  # fmt: skip
         )
 
     def _mutex_granted(self, token: JobToken) -> None:
@@ -458,7 +387,7 @@ class PipelineActor(Actor):
         if mutex is None:
             return None
         try:
-            return render(mutex.label, _template_context(build))
+            return render(mutex.label, template_context(build))
         except TemplateError:
             return None
 
@@ -618,133 +547,3 @@ class PipelineActor(Actor):
         for job in build.all_jobs():
             if before.get(job.id) != job.status and job.status in ("UNEXEC", "SKIP", "DEPENDENT_WAITING"):
                 self._emit_job(build, job, before.get(job.id))
-
-
-# -- helpers ------------------------------------------------------------------------------
-
-
-def _template_context(build: Build) -> dict[str, dict[str, str]]:
-    return {
-        "ci": {"pipeline_id": build.pipeline_id, "build_id": build.id, "build_num": str(build.number)},
-        "variables": build.variables,
-    }
-
-
-def _job_env(build: Build, job: JobRun) -> dict[str, str]:
-    env = dict(build.variables)
-    context = _template_context(build)
-    for key, value in job.spec.env.items():
-        env[key] = render(value, context)
-    env.update(
-        SHUNTER_PIPELINE_ID=build.pipeline_id,
-        SHUNTER_BUILD_ID=build.id,
-        SHUNTER_BUILD_NUM=str(build.number),
-        SHUNTER_EXECUTE_COUNT=str(build.execute_count),
-    )
-    return env
-
-
-def _chain_agent(build: Build, job: JobRun) -> str | None:
-    """The agent a lock-chain job must run on: its target's, or (first job) its own last one."""
-    target = job.spec.runs_on.lock_resource_with
-    source = build.jobs[target] if target is not None else job
-    for attempt in reversed(source.attempts):
-        if attempt.agent is not None:
-            return attempt.agent
-    return None
-
-
-def _restore_context(job: JobRun) -> dict[str, str] | None:
-    """For a retry: the context before the failed attempt plus exports of the steps kept."""
-    earlier = job.attempts[:-1]
-    if not earlier:
-        return None
-    base = next((a.context_before for a in reversed(earlier) if a.context_before is not None), None)
-    start = job.attempts[-1].start_step
-    if base is None and start == 0:
-        return None
-    context = dict(base or {})
-    for step in job.steps[:start]:
-        kept = next((a for a in reversed(step.attempts) if a.status == "SUCCEED"), None)
-        if kept is not None:
-            context.update(kept.exported_env)
-    return context
-
-
-def build_info(build: Build, queue_position: int | None = None) -> BuildInfo:
-    """The public snapshot of a build (DESIGN §7)."""
-    stages = []
-    for index, jobs in enumerate(build.phases):
-        job_infos = [_job_info(job) for job in jobs]
-        stages.append(StageInfo(name=build.phase_names[index], status=_stage_status(jobs), jobs=job_infos))
-    return BuildInfo(
-        id=build.id,
-        pipeline_id=build.pipeline_id,
-        number=build.number,
-        status=build.status,
-        execute_count=build.execute_count,
-        group=build.group,
-        queue_position=queue_position if build.status == "QUEUE" else None,
-        reason=build.reason,
-        variables=build.variables,
-        queued_at=rfc3339(build.queued_at),
-        started_at=rfc3339(build.started_at),
-        finished_at=rfc3339(build.finished_at),
-        stages=stages,
-    )
-
-
-def _job_info(job: JobRun) -> JobInfo:
-    current = job.attempts[-1] if job.attempts else None
-    return JobInfo(
-        id=job.id,
-        name=job.spec.name,
-        status=job.status,
-        node=current.node if current else None,
-        agent=current.agent if current else None,
-        reason=job.reason,
-        attempts=[
-            JobAttemptInfo(
-                number=a.number, status=a.status, node=a.node, agent=a.agent, started_at=rfc3339(a.started_at),
-                finished_at=rfc3339(a.finished_at), reason=a.reason, execute_count=a.execute_count,
-                retry_of=a.retry_of, start_step=job.steps[a.start_step].spec.id if a.start_step else None,
-            )  # fmt: skip
-            for a in job.attempts
-        ],
-        steps=[
-            StepInfo(
-                id=step.spec.id,
-                name=step.spec.name,
-                status=step.status,
-                reason=step.reason,
-                attempts=[
-                    StepAttemptInfo(
-                        number=a.number, status=a.status, exit_code=a.exit_code, started_at=rfc3339(a.started_at),
-                        finished_at=rfc3339(a.finished_at), reason=a.reason, retry_of=a.retry_of,
-                        execute_count=a.execute_count, outputs=a.outputs,
-                    )  # fmt: skip
-                    for a in step.attempts
-                ],
-            )
-            for step in job.steps
-        ],
-    )
-
-
-def _stage_status(jobs: list[JobRun]) -> str:
-    statuses = {job.status for job in jobs}
-    if statuses & {"RUNNING"}:
-        return "RUNNING"
-    if statuses & {"QUEUE"}:
-        return "QUEUE" if statuses <= {"QUEUE", "DEPENDENT_WAITING"} else "RUNNING"
-    if "DEPENDENT_WAITING" in statuses:
-        return "RUNNING" if statuses - {"DEPENDENT_WAITING"} else "QUEUE"
-    for status in ("CANCELED", "FAILED", "EXEC_TIMEOUT", "HEARTBEAT_TIMEOUT", "QUEUE_TIMEOUT"):
-        if any(job.status == status and not job.spec.continue_on_error for job in jobs):
-            return "FAILED" if status != "CANCELED" else "CANCELED"
-    if statuses <= {"SKIP"}:
-        return "SKIP"
-    if statuses <= {"UNEXEC", "SKIP"}:
-        return "UNEXEC"
-    return "SUCCEED"
-

@@ -32,18 +32,18 @@ from actors.group import GroupActor, GroupSnapshot, QueuePosition
 from actors.model import BuildInfo, Event, GroupInfo, NodeInfo, PipelineInfo, Stats, WaitingJob
 from actors.mutex import ListMutexWaiters, MutexActor
 from actors.pool import AddNode, HasNode, InjectFault, ListNodes, ListWaiting, PoolActor, PoolStats, RemoveNode
-from actors.pipeline import (
+from actors.messages import (
     CancelRequest,
     DescribePipeline,
     GetBuild,
     GetLog,
     ListBuilds,
-    PipelineActor,
     ReplaceSpec,
     RetryRequest,
     SubmitBuild,
     WaitBuild,
 )
+from actors.pipeline import PipelineActor
 
 from .config import RuntimeConfig, default_config, load_config
 from .spec_loader import load_pipeline, slugify, validate_pipeline_id
