@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Hashable
+
 from actors.placement import Placement, Request
 
 from ._report import Row, best_of, print_table, save
@@ -33,7 +35,7 @@ def measure(nodes: int, waiting: int, cycles: int) -> float:
         placement.add_node(name, frozenset({"linux"}))
         placement.add_agent(name, f"{name}/0")
     token = 0
-    running: list[int] = []
+    running: list[Hashable] = []
     for _ in range(nodes):  # fill every agent
         token += 1
         assert placement.request(_request(token, token)) is not None
