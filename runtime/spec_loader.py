@@ -31,7 +31,6 @@ import os
 import re
 import unicodedata
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from actors import templates
@@ -48,13 +47,12 @@ from actors.spec import (
     Step,
     normalize_condition,
 )
+from runtime._spec_references import JobDraft, check_references
 from runtime._validate import (
     Checker,
-    find_cycles,
     index_path,
     key_path,
     parse_document,
-    reaches,
     suggest,
     type_name,
 )
@@ -140,20 +138,6 @@ def validate_pipeline_id(pipeline_id: Any) -> str | None:
     return None
 
 
-@dataclass
-class _JobDraft:
-    """A job read but not yet built: cross-references are checked on these."""
-
-    id: str
-    path: str
-    stage: int  # position of its stage; the finally jobs come after the last
-    stage_name: str
-    fields: dict[str, Any] = field(default_factory=dict)
-    runs_on: dict[str, Any] = field(default_factory=dict)
-    runs_on_path: str = ""
-    depend_on: list[tuple[str, str]] = field(default_factory=list)  # (job id, path)
-
-
 class _Walker:
     """Walks raw pipeline data once, recording errors and job drafts."""
 
@@ -161,8 +145,8 @@ class _Walker:
         self.check = Checker()
         self.known_actions = known_actions
         self.variables: dict[str, str] = {}
-        self.jobs: dict[str, _JobDraft] = {}  # every job id of the pipeline
-        self.lock_roots: dict[str, _JobDraft] = {}  # job id -> first job of its lock chain
+        self.jobs: dict[str, JobDraft] = {}  # every job id of the pipeline
+        self.lock_roots: dict[str, JobDraft] = {}  # job id -> first job of its lock chain
 
     # -- top level -------------------------------------------------------
 
@@ -176,7 +160,7 @@ class _Walker:
         concurrency = self.concurrency(top.get("concurrency"), "$.concurrency")
         stages = self.stages(top)
         final = self.jobs_of(top.get("finally"), "$.finally", len(stages), "finally", final=True)
-        self.cross_check()
+        check_references(self.jobs, self.check)
         if self.check.errors or name is None:
             return None
         built = {job_id: self.build(draft) for job_id, draft in self.jobs.items()}
@@ -240,7 +224,7 @@ class _Walker:
 
     # -- stages and jobs -------------------------------------------------
 
-    def stages(self, top: dict[str, Any]) -> list[tuple[str, list[_JobDraft]]]:
+    def stages(self, top: dict[str, Any]) -> list[tuple[str, list[JobDraft]]]:
         """The stages as (name, job drafts), from whichever form the pipeline uses."""
         forms = [key for key in ("stages", "jobs", "steps") if top.get(key) is not None]
         if len(forms) != 1:
@@ -256,12 +240,12 @@ class _Walker:
             return [("stage-1", self.jobs_of(top["jobs"], "$.jobs", 0, "stage-1"))]
         if forms[0] == "steps":
             # One job of one stage: the job takes every default.
-            draft = _JobDraft(id="job-1", path="$", stage=0, stage_name="stage-1")
+            draft = JobDraft(id="job-1", path="$", stage=0, stage_name="stage-1")
             draft.fields = {"name": "job-1", "steps": self.steps(top["steps"], "$.steps")}
             draft.runs_on = {"_given": ()}
             self.jobs[draft.id] = draft
             return [("stage-1", [draft])]
-        result: list[tuple[str, list[_JobDraft]]] = []
+        result: list[tuple[str, list[JobDraft]]] = []
         seen: dict[str, str] = {}
         items = self.check.non_empty_list(top["stages"], "$.stages", "stages")
         for index, item in enumerate(items):
@@ -284,7 +268,7 @@ class _Walker:
 
     def jobs_of(
         self, value: Any, path: str, stage: int, stage_name: str, *, final: bool = False
-    ) -> list[_JobDraft]:
+    ) -> list[JobDraft]:
         """Read a mapping of job id → job (a stage's ``jobs``, or ``finally``)."""
         if value is None:
             return []
@@ -312,9 +296,9 @@ class _Walker:
 
     def job(
         self, job_id: str, value: Any, path: str, stage: int, stage_name: str, *, final: bool
-    ) -> _JobDraft:
-        """Read one job's own fields; references to other jobs wait for cross_check."""
-        draft = _JobDraft(id=job_id, path=path, stage=stage, stage_name=stage_name)
+    ) -> JobDraft:
+        """Read one job's own fields; references to other jobs are checked once all are read."""
+        draft = JobDraft(id=job_id, path=path, stage=stage, stage_name=stage_name)
         data = self.check.mapping(value, path, _JOB_KEYS)
         if data is None:
             return draft
@@ -498,64 +482,7 @@ class _Walker:
             for problem in templates.check(text, self.variables):
                 self.check.error(path, problem)
 
-    # -- cross-references --------------------------------------------------
-
-    def cross_check(self) -> None:
-        """depend-on targets and cycles, then lock-resource-with, over all drafts."""
-        deps: dict[str, list[str]] = {}  # valid same-stage dependencies
-        for draft in self.jobs.values():
-            deps[draft.id] = []
-            for target, path in draft.depend_on:
-                other = self.jobs.get(target)
-                if target == draft.id:
-                    self.check.error(path, f"job {target!r} cannot depend on itself")
-                elif other is None:
-                    same = [d.id for d in self.jobs.values() if d.stage == draft.stage]
-                    self.check.error(path, f"unknown job {target!r}{suggest(target, same)}")
-                elif other.stage != draft.stage:
-                    why = ("an earlier", ", which always finishes first")
-                    if other.stage > draft.stage:
-                        why = ("a later", "")
-                    self.check.error(
-                        path,
-                        f"job {target!r} is in {why[0]} stage ({other.stage_name!r}){why[1]}: "
-                        "depend-on names jobs of the same stage",
-                    )
-                elif target not in deps[draft.id]:
-                    deps[draft.id].append(target)
-        for cycle in find_cycles(deps):
-            where = key_path(self.jobs[cycle[0]].path, "depend-on")
-            self.check.error(where, "dependency cycle: " + " -> ".join(cycle))
-        for draft in self.jobs.values():
-            self.lock(draft, deps)
-
-    def lock(self, draft: _JobDraft, deps: dict[str, list[str]]) -> None:
-        """Check lock-resource-with names a job that will have run before this one."""
-        target = draft.runs_on.get("lock_resource_with")
-        if target is None:
-            return
-        path = key_path(draft.runs_on_path, "lock-resource-with")
-        other = self.jobs.get(target)
-        if target == draft.id:
-            self.check.error(path, "a job cannot lock the agent of itself")
-        elif other is None:
-            self.check.error(path, f"unknown job {target!r}{suggest(target, self.jobs)}")
-        elif other.stage > draft.stage:
-            self.check.error(path, f"job {target!r} runs in a later stage ({other.stage_name!r})")
-        elif other.stage == draft.stage and not reaches(deps, draft.id, target):
-            self.check.error(
-                path,
-                f"job {target!r} is in the same stage but not a depend-on ancestor, "
-                "so it may not have run first: add it to depend-on",
-            )
-        for key in draft.runs_on["_given"]:
-            self.check.error(
-                key_path(draft.runs_on_path, key),
-                "cannot be combined with lock-resource-with "
-                f"(the job runs on the agent of {target!r})",
-            )
-
-    def build(self, draft: _JobDraft) -> Job:
+    def build(self, draft: JobDraft) -> Job:
         """The Job of a draft, with placement inherited along its lock chain."""
         fields = {k: v for k, v in draft.runs_on.items() if k != "_given"}
         # Only called on a valid pipeline, so every lock chain ends; the
