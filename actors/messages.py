@@ -12,6 +12,11 @@ Flow of a build (arrows are ``tell``):
     pipeline --JobRequest--> pool --RunJob--> agent --AgentReport--> pipeline
     agent --AgentIdle--> pool               pipeline --Release--> group
     agent --Heartbeat--> node --AgentLost--> pool
+
+Messages that hold only data (tokens, payloads, reports) are not tracked by
+the cyclic garbage collector (``gc=False``): they cannot be part of a cycle,
+and several per build used to count towards every collection. Messages that
+carry a ``Ref`` or a reply slot stay tracked.
 """
 
 from __future__ import annotations
@@ -72,7 +77,7 @@ class _Message(msgspec.Struct, frozen=True, tag=True):
     pass
 
 
-class JobToken(msgspec.Struct, frozen=True):
+class JobToken(msgspec.Struct, frozen=True, gc=False):
     """Names one attempt of one job of one build; hashable."""
 
     build_id: str
@@ -86,7 +91,7 @@ class JobToken(msgspec.Struct, frozen=True):
 # -- pipeline <-> dispatcher <-> agent ---------------------------------------------
 
 
-class JobPayload(msgspec.Struct, frozen=True):
+class JobPayload(msgspec.Struct, frozen=True, gc=False):
     """All an agent needs to run one job attempt."""
 
     pipeline_id: str
@@ -199,20 +204,20 @@ class AgentIdle(_Message, frozen=True):
 # Records carried by AgentReport, applied in order by the pipeline.
 
 
-class JobStarted(msgspec.Struct, frozen=True):
+class JobStarted(msgspec.Struct, frozen=True, gc=False):
     node: str
     agent: str
     context: dict[str, str]
     time: float
 
 
-class StepStarted(msgspec.Struct, frozen=True):
+class StepStarted(msgspec.Struct, frozen=True, gc=False):
     index: int
     log: Any  # the StepLog the agent writes
     time: float
 
 
-class StepEnded(msgspec.Struct, frozen=True):
+class StepEnded(msgspec.Struct, frozen=True, gc=False):
     index: int
     status: str
     reason: str | None
@@ -222,19 +227,19 @@ class StepEnded(msgspec.Struct, frozen=True):
     time: float
 
 
-class StepNotRun(msgspec.Struct, frozen=True):
+class StepNotRun(msgspec.Struct, frozen=True, gc=False):
     index: int
     status: str  # SKIP or UNEXEC
     reason: str
 
 
-class JobEnded(msgspec.Struct, frozen=True):
+class JobEnded(msgspec.Struct, frozen=True, gc=False):
     status: str
     reason: str | None
     time: float
 
 
-class AgentReport(_Message, frozen=True):
+class AgentReport(_Message, frozen=True, gc=False):
     """Agent (or dispatcher) → pipeline: what happened to an attempt, in order.
 
     An agent flushes its records whenever it is about to wait, so a job of

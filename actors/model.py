@@ -2,6 +2,9 @@
 
 They are snapshots: frozen msgspec Structs built by the owning actor and
 handed out, never live state. Field names are the public JSON of DESIGN §7.
+None can be part of a reference cycle, so none is tracked by the cyclic
+garbage collector (``gc=False``): a snapshot per submitted build used to
+count towards every collection.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ JOB_FINAL = frozenset(
 STEP_FINAL = frozenset({"SUCCEED", "FAILED", "CANCELED", "SKIP", "UNEXEC", "EXEC_TIMEOUT"})
 
 
-class StepAttemptInfo(msgspec.Struct, frozen=True, kw_only=True):
+class StepAttemptInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     number: int
     status: str
     exit_code: int | None = None
@@ -51,7 +54,7 @@ class StepAttemptInfo(msgspec.Struct, frozen=True, kw_only=True):
     outputs: dict[str, str] = msgspec.field(default_factory=dict)
 
 
-class StepInfo(msgspec.Struct, frozen=True, kw_only=True):
+class StepInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     id: str
     name: str
     status: str
@@ -59,7 +62,7 @@ class StepInfo(msgspec.Struct, frozen=True, kw_only=True):
     attempts: list[StepAttemptInfo] = msgspec.field(default_factory=list)
 
 
-class JobAttemptInfo(msgspec.Struct, frozen=True, kw_only=True):
+class JobAttemptInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     number: int
     status: str
     node: str | None = None
@@ -72,7 +75,7 @@ class JobAttemptInfo(msgspec.Struct, frozen=True, kw_only=True):
     start_step: str | None = None
 
 
-class JobInfo(msgspec.Struct, frozen=True, kw_only=True):
+class JobInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     id: str
     name: str
     status: str
@@ -90,13 +93,13 @@ class JobInfo(msgspec.Struct, frozen=True, kw_only=True):
         raise KeyError(f"job {self.id!r} has no step {step_id!r}")
 
 
-class StageInfo(msgspec.Struct, frozen=True, kw_only=True):
+class StageInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     name: str
     status: str
     jobs: list[JobInfo] = msgspec.field(default_factory=list)
 
 
-class BuildInfo(msgspec.Struct, frozen=True, kw_only=True):
+class BuildInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     id: str
     pipeline_id: str
     number: int
@@ -124,7 +127,7 @@ class BuildInfo(msgspec.Struct, frozen=True, kw_only=True):
         raise KeyError(f"build {self.id!r} has no job {job_id!r}")
 
 
-class PipelineInfo(msgspec.Struct, frozen=True, kw_only=True):
+class PipelineInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     id: str
     name: str
     version: str
@@ -135,7 +138,7 @@ class PipelineInfo(msgspec.Struct, frozen=True, kw_only=True):
     source: str
 
 
-class QueueEntry(msgspec.Struct, frozen=True, kw_only=True):
+class QueueEntry(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     build_id: str
     position: int
     queued_at: str
@@ -144,7 +147,7 @@ class QueueEntry(msgspec.Struct, frozen=True, kw_only=True):
     waiting_for: list[str] = msgspec.field(default_factory=list)
 
 
-class GroupInfo(msgspec.Struct, frozen=True, kw_only=True):
+class GroupInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     name: str
     max_parallel: int
     queue_length: int
@@ -155,14 +158,14 @@ class GroupInfo(msgspec.Struct, frozen=True, kw_only=True):
     queue: list[QueueEntry]
 
 
-class AgentInfo(msgspec.Struct, frozen=True, kw_only=True):
+class AgentInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     name: str
     status: str  # idle | busy
     job: str | None = None  # the attempt it runs: build/job#attempt
     locked_by: str | None = None  # build holding it through lock-resource-with
 
 
-class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):
+class NodeInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     name: str
     pool: str
     labels: list[str]
@@ -171,7 +174,7 @@ class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):
     running: dict[str, int]  # job key "pipeline/job" -> running here now
 
 
-class WaitingJob(msgspec.Struct, frozen=True, kw_only=True):
+class WaitingJob(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """A job attempt waiting for a slot, an agent or a mutex, and why."""
 
     build_id: str
@@ -183,7 +186,7 @@ class WaitingJob(msgspec.Struct, frozen=True, kw_only=True):
     deadline: str
 
 
-class Stats(msgspec.Struct, frozen=True, kw_only=True):
+class Stats(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     builds_running: int = 0
     builds_queued: int = 0
     builds_finished: int = 0
@@ -197,7 +200,7 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
     builds_by_status: dict[str, int] = msgspec.field(default_factory=dict)
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True):
+class Event(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One state change. ``id`` grows by one per event, runtime-wide."""
 
     id: int

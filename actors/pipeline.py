@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from .build import Build, JobRun
+from .build import Build, BuildShape, JobRun
 from .core import Actor, Ref, Reply
 from .directory import Directory
 from .errors import Conflict, InvalidRequest, NotFound, NotRetryable, QueueFull
@@ -53,7 +53,7 @@ from .messages import (
     WaitBuild,
     Withdraw,
 )
-from .model import JOB_FINAL, BuildInfo, PipelineInfo
+from .model import BuildInfo, PipelineInfo
 from .payload import chain_agent, job_payload, template_context
 from .snapshot import build_info
 from .spec import Concurrency, PipelineSpec
@@ -78,6 +78,7 @@ class PipelineActor(Actor):
     ) -> None:
         self.pipeline_id = pipeline_id
         self.spec = spec
+        self.shape = BuildShape(spec)
         self.hub = hub
         self.pools = pools
         self.groups = groups
@@ -143,6 +144,7 @@ class PipelineActor(Actor):
             self.waiters[build.id] = waiting
         elif kind is ReplaceSpec:
             self.spec = message.spec
+            self.shape = BuildShape(message.spec)
             return self._describe()
         elif kind is DescribePipeline:
             return self._describe()
@@ -161,7 +163,7 @@ class PipelineActor(Actor):
         build_id = f"{self.pipeline_id}.{number}"
         group = self._render_group(build_id, number, variables)
         self.next_number += 1
-        build = Build(build_id=build_id, spec=self.spec, number=number, variables=variables, group=group,
+        build = Build(build_id=build_id, spec=self.shape, number=number, variables=variables, group=group,
                       now=time.time())  # fmt: skip
         if group is None:
             self._store(build)
@@ -341,8 +343,7 @@ class PipelineActor(Actor):
     def _apply(self, build: Build, job: JobRun, token: JobToken, record: Any, mutex_held: bool = True) -> None:
         kind = type(record)
         if kind is StepStarted:
-            attempt = build.step_started(job, record.index, record.time)
-            attempt.log = record.log
+            build.step_started(job, record.index, record.log, record.time)
             self._emit_step(build, job, record.index)
         elif kind is StepEnded:
             build.step_ended(job, record.index, record.status, record.reason, record.exit_code,
@@ -354,9 +355,7 @@ class PipelineActor(Actor):
         elif kind is JobStarted:
             previous = job.status
             build.job_started(job, record.node, record.agent, record.context, record.time)
-            if job.id in build.chains:
-                root = build.chains[job.id]
-                build.locked.setdefault(root, set()).add((job.spec.runs_on.pool_name, record.agent))
+            build.lock_agent(job, job.spec.runs_on.pool_name, record.agent)
             self._emit_job(build, job, previous)
         elif kind is JobEnded:
             previous_build, previous_job = build.status, job.status
@@ -393,14 +392,8 @@ class PipelineActor(Actor):
 
     def _unlock_finished_chains(self, build: Build, everything: bool = False) -> None:
         """A lock chain whose jobs have all ended (or a build that ended) frees its agent."""
-        for root, held in list(build.locked.items()):
-            done = everything or all(
-                job.status in JOB_FINAL for job in build.all_jobs() if build.chains.get(job.id) == root
-            )
-            if done:
-                del build.locked[root]
-                for pool, agent in held:
-                    self.pools.get(pool).tell(Unlock(build.id, agent))
+        for pool, agent in build.agents_to_unlock(everything):
+            self.pools.get(pool).tell(Unlock(build.id, agent))
 
     def _finished(self, build: Build, release: bool = True) -> None:
         self._unlock_finished_chains(build, everything=True)
