@@ -122,9 +122,10 @@ class JobAttempt:
 
 
 class JobRun:
-    __slots__ = ("spec", "phase", "status", "reason", "attempts", "steps", "step_index", "resume_step")
+    __slots__ = ("id", "spec", "phase", "status", "reason", "attempts", "steps", "step_index", "resume_step")
 
     def __init__(self, spec: Job, phase: int, step_index: dict[str, int]) -> None:
+        self.id = spec.id  # read on every transition: a slot, not a property
         self.spec = spec
         self.phase = phase
         self.status = _WAITING
@@ -133,10 +134,6 @@ class JobRun:
         self.steps = [StepRun(step) for step in spec.steps]
         self.step_index = step_index  # shared by every build of the spec: read-only
         self.resume_step = 0  # where the next attempt starts (a step retry)
-
-    @property
-    def id(self) -> str:
-        return self.spec.id
 
     @property
     def attempt(self) -> JobAttempt | None:
