@@ -58,9 +58,9 @@ class StepContext:
     to put its outputs, exported env and log lines."""
 
     __slots__ = (
+        "_env",
         "_log",
         "build_id",
-        "env",
         "exported_env",
         "job_id",
         "outputs",
@@ -75,7 +75,7 @@ class StepContext:
         workspace: os.PathLike[str] | str,
         log: Callable[[str], None],
         with_: Mapping[str, Any] | None = None,
-        env: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
         step_id: str = "",
         job_id: str = "",
         build_id: str = "",
@@ -83,9 +83,11 @@ class StepContext:
         exported_env: dict[str, str] | None = None,
     ) -> None:
         """``log`` receives one line at a time, without its newline (the same
-        contract as ``on_output`` of :func:`actors.shell.run_shell`)."""
+        contract as ``on_output`` of :func:`actors.shell.run_shell`). ``env``
+        may be a function that makes it: it is called on first use, since most
+        built-ins never read it and it is a dozen entries to build per step."""
         self.with_: Mapping[str, Any] = with_ if with_ is not None else {}
-        self.env: Mapping[str, str] = env if env is not None else {}
+        self._env: Mapping[str, str] | Callable[[], Mapping[str, str]] = env if env is not None else {}
         self.workspace = workspace if isinstance(workspace, pathlib.Path) else pathlib.Path(workspace)
         self.outputs: dict[str, str] = outputs if outputs is not None else {}
         self.exported_env: dict[str, str] = exported_env if exported_env is not None else {}
@@ -93,6 +95,14 @@ class StepContext:
         self.job_id = job_id
         self.build_id = build_id
         self._log = log
+
+    @property
+    def env(self) -> Mapping[str, str]:
+        """The step's environment: variables, job and step ``env``, exports of earlier steps, ``SHUNTER_*``."""
+        env = self._env
+        if callable(env):
+            env = self._env = env()
+        return env
 
     def log(self, text: str) -> None:
         """Append ``text`` to the step log, one log line per line of text.

@@ -23,6 +23,7 @@ timeout and cancellation.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -328,7 +329,8 @@ class AgentActor(Actor):
             workspace=self.workspace,
             log=log.append,
             with_=_render_value(step.with_, run.payload.template_context),
-            env=self._step_env(run, step),
+            # made on first use unless the step has env of its own, whose template errors fail the step now
+            env=self._step_env(run, step) if step.env else functools.partial(self._step_env, run, step),
             step_id=step.id,
             job_id=run.token.job_id,
             build_id=run.token.build_id,

@@ -39,6 +39,22 @@ async def deploy(step: StepContext) -> None:
 # --- StepContext ---------------------------------------------------------------
 
 
+def test_step_context_makes_a_lazy_env_once_on_first_use() -> None:
+    calls: list[int] = []
+
+    def make_env() -> dict[str, str]:
+        calls.append(1)
+        return {"SHUNTER_STEP_ID": "make"}
+
+    unused = StepContext(env=make_env, workspace="/tmp/ws", log=print)
+    SYNC_BUILTINS["noop"](unused)
+    assert calls == []  # noop never reads it: never made
+    used = StepContext(env=make_env, workspace="/tmp/ws", log=print)
+    assert used.env["SHUNTER_STEP_ID"] == "make"
+    assert used.env is used.env
+    assert calls == [1]
+
+
 def test_step_context_fields_and_defaults() -> None:
     step, _ = context()
     assert step.workspace == pathlib.Path("/tmp/ws")
