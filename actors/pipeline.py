@@ -10,6 +10,7 @@ retries of a finished build are new admissions (DESIGN §3.1 items 4 and 5).
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import deque
 from typing import Any
@@ -212,7 +213,7 @@ class PipelineActor(Actor):
             raise InvalidRequest(f"concurrency group of pipeline {self.pipeline_id!r}: {error}") from None
         if not name:
             raise InvalidRequest(f"concurrency group of pipeline {self.pipeline_id!r} rendered to an empty name")
-        return name
+        return sys.intern(name)  # builds of one group share its name, not a copy each
 
     def _group_config(self, name: str) -> Concurrency:
         concurrency = self.spec.concurrency
