@@ -188,7 +188,7 @@ class Build:
 
     __slots__ = (
         "id", "pipeline_id", "spec", "shape", "number", "variables", "group", "status", "reason",
-        "execute_count", "queued_at", "started_at", "finished_at", "cancelling", "phases", "jobs", "phase",
+        "execute_count", "queued_at", "started_at", "finished_at", "cancelling", "_phases", "_jobs", "phase",
         "locked",
     )  # fmt: skip
 
@@ -217,16 +217,49 @@ class Build:
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self.cancelling: str | None = None  # the cancel reason, once cancelled
-        step_index = shape.step_index
-        self.phases: list[list[JobRun]] = [
-            [JobRun(job, index, step_index[job.id]) for job in stage.jobs] for index, stage in enumerate(spec.stages)
-        ]
-        if spec.finally_:
-            finally_phase = len(self.phases)
-            self.phases.append([JobRun(job, finally_phase, step_index[job.id]) for job in spec.finally_])
-        self.jobs: dict[str, JobRun] = {job.id: job for phase in self.phases for job in phase}
+        # Job and step records are made when first needed (the build starts or
+        # someone retries it): a queued build costs ~700 bytes and nine
+        # tracked objects less without them, and a million may queue.
+        self._phases: list[list[JobRun]] | None = None
+        self._jobs: dict[str, JobRun] | None = None
         self.phase = 0
         self.locked: dict[str, set[tuple[str, str]]] | None = None  # chain -> (pool, agent) it holds; made on use
+
+    @property
+    def phases(self) -> list[list[JobRun]]:
+        """The job records, phase by phase (made on first use)."""
+        if self._phases is None:
+            self._keep_records()
+        assert self._phases is not None
+        return self._phases
+
+    @property
+    def jobs(self) -> dict[str, JobRun]:
+        """The job records by job id (made on first use)."""
+        if self._jobs is None:
+            self._keep_records()
+        assert self._jobs is not None
+        return self._jobs
+
+    def _keep_records(self) -> None:
+        self._phases = phases = self._make_records()
+        self._jobs = {job.id: job for phase in phases for job in phase}
+
+    def records_for_reading(self) -> list[list[JobRun]]:
+        """The job records; for a build that has none yet, made for the look and not kept."""
+        return self._phases if self._phases is not None else self._make_records()
+
+    def _make_records(self) -> list[list[JobRun]]:
+        spec, step_index = self.spec, self.shape.step_index
+        phases = [[JobRun(job, index, step_index[job.id]) for job in stage.jobs] for index, stage in enumerate(spec.stages)]
+        if spec.finally_:
+            finally_phase = len(phases)
+            phases.append([JobRun(job, finally_phase, step_index[job.id]) for job in spec.finally_])
+        if self.finished:  # it ended before it started (queue timeout, cancelled while queued)
+            for phase in phases:
+                for job in phase:
+                    job.end_unrun("UNEXEC", self.reason or "")
+        return phases
 
     @property
     def phase_names(self) -> list[str]:
@@ -269,7 +302,7 @@ class Build:
 
     def live_attempt(self, job_id: str, attempt: int) -> JobRun | None:
         """The job if ``attempt`` is its current, unfinished attempt (the fencing check)."""
-        job = self.jobs.get(job_id)
+        job = self._jobs.get(job_id) if self._jobs is not None else None
         if job is None or not job.attempts:
             return None
         current = job.attempts[-1]
@@ -291,22 +324,25 @@ class Build:
         self.status = status
         self.reason = reason
         self.finished_at = now
-        for job in self.jobs.values():
+        if self._jobs is None:
+            return  # records made later show every job UNEXEC for this reason
+        for job in self._jobs.values():
             if job.status not in JOB_FINAL:
                 job.end_unrun("UNEXEC", reason)
 
     def advance(self, now: float) -> list[JobRun]:
         """Start what can start, move through phases, finish the build when all ended."""
         dispatch: list[JobRun] = []
-        while self.phase < len(self.phases):
-            jobs = self.phases[self.phase]
+        phases = self.phases
+        while self.phase < len(phases):
+            jobs = phases[self.phase]
             for job in jobs:
                 if job.status == _WAITING:
                     self._consider(job, now, dispatch)
             if any(job.status not in JOB_FINAL for job in jobs):
                 break
             self.phase += 1
-        if self.phase >= len(self.phases) and not dispatch:
+        if self.phase >= len(phases) and not dispatch:
             self._finish(now)
         return dispatch
 

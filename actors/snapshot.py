@@ -19,7 +19,7 @@ __all__ = ["build_info"]
 def build_info(build: Build, queue_position: int | None = None) -> BuildInfo:
     """The public snapshot of a build (DESIGN §7)."""
     stages = []
-    for index, jobs in enumerate(build.phases):
+    for index, jobs in enumerate(build.records_for_reading()):
         job_infos = [_job_info(job) for job in jobs]
         stages.append(StageInfo(name=build.phase_names[index], status=_stage_status(jobs), jobs=job_infos))
     return BuildInfo(
