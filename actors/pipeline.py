@@ -261,13 +261,15 @@ class PipelineActor(Actor):
             message.reply.set_error(QueueFull(message.message))
 
     def _dequeued(self, message: Dequeued) -> None:
-        build = self.builds.get(message.build_id)
-        if build is None or build.status != "QUEUE":
-            return
-        previous = build.status
-        build.end_unstarted(message.status, message.reason, time.time())
-        self._emit_build(build, previous)
-        self._finished(build, release=False)
+        """End the builds the group let go unstarted; their events leave in one Publish (the outbox)."""
+        now = time.time()
+        for build_id in message.build_ids:
+            build = self.builds.get(build_id)
+            if build is None or build.status != "QUEUE":
+                continue
+            build.end_unstarted(message.status, message.reason, now)
+            self._emit_build(build, "QUEUE")
+            self._finished(build, release=False)
 
     # -- running ---------------------------------------------------------------------------
 
