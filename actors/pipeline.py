@@ -269,7 +269,8 @@ class PipelineActor(Actor):
                 continue
             build.end_unstarted(message.status, message.reason, now)
             self._emit_build(build, "QUEUE")
-            self._finished(build, release=False)
+            # It never started: it holds no agent, and the group has let it go.
+            self._settled(build)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -404,10 +405,14 @@ class PipelineActor(Actor):
                 for pool, agent in held:
                     self.pools.get(pool).tell(Unlock(build.id, agent))
 
-    def _finished(self, build: Build, release: bool = True) -> None:
+    def _finished(self, build: Build) -> None:
         self._unlock_finished_chains(build, everything=True)
-        if release and build.group is not None:
+        if build.group is not None:
             self._group(build.group).tell(Release(build.id))
+        self._settled(build)
+
+    def _settled(self, build: Build) -> None:
+        """The build has ended and holds nothing: answer its waiters, forget the oldest past ``history``."""
         for reply in self.waiters.pop(build.id, ()):
             reply.set_result(build_info(build))
         self.finished_order.append(build.id)
