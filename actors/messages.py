@@ -69,7 +69,6 @@ __all__ = [
     "Dequeued",
     "CancelBuild",
     "Release",
-    "QueueTimeout",
 ]
 
 
@@ -285,9 +284,14 @@ class Refused(_Message, frozen=True):
 
 
 class Dequeued(_Message, frozen=True):
-    """Group → pipeline: the queued build left the queue without running."""
+    """Group → pipeline: these queued builds left the queue without running.
 
-    build_id: str
+    One message per pipeline for all its builds that left together (every
+    waiter due at one timer fire, every waiter cancelled by one
+    cancel-in-progress), all with the same status and reason.
+    """
+
+    build_ids: tuple[str, ...]
     status: str  # QUEUE_TIMEOUT or CANCELED
     reason: str
 
@@ -303,11 +307,6 @@ class Release(_Message, frozen=True):
     """Pipeline → group: the build ended or left; free its place."""
 
     build_id: str
-
-
-class QueueTimeout(_Message, frozen=True):
-    build_id: str
-    deadline: float
 
 
 # -- runtime facade -> pipeline (asks) ---------------------------------------------------

@@ -264,13 +264,16 @@ class PipelineActor(Actor):
             message.reply.set_error(QueueFull(message.message))
 
     def _dequeued(self, message: Dequeued) -> None:
-        build = self.builds.get(message.build_id)
-        if build is None or build.status != "QUEUE":
-            return
-        previous = build.status
-        build.end_unstarted(message.status, message.reason, time.time())
-        self._emit_build(build, previous)
-        self._finished(build, release=False)
+        """End the builds the group let go unstarted; their events leave in one Publish (the outbox)."""
+        now = time.time()
+        for build_id in message.build_ids:
+            build = self.builds.get(build_id)
+            if build is None or build.status != "QUEUE":
+                continue
+            build.end_unstarted(message.status, message.reason, now)
+            self._emit_build(build, "QUEUE")
+            # It never started: it holds no agent, and the group has let it go.
+            self._settled(build)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -396,10 +399,14 @@ class PipelineActor(Actor):
         for pool, agent in build.agents_to_unlock(everything):
             self.pools.get(pool).tell(Unlock(build.id, agent))
 
-    def _finished(self, build: Build, release: bool = True) -> None:
+    def _finished(self, build: Build) -> None:
         self._unlock_finished_chains(build, everything=True)
-        if release and build.group is not None:
+        if build.group is not None:
             self._group(build.group).tell(Release(build.id))
+        self._settled(build)
+
+    def _settled(self, build: Build) -> None:
+        """The build has ended and holds nothing: answer its waiters, forget the oldest past ``history``."""
         for reply in self.waiters.pop(build.id, ()):
             reply.set_result(build_info(build))
         self.finished_order.append(build.id)

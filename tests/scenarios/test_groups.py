@@ -299,3 +299,28 @@ async def test_timed_out_build_frees_its_queue_place(autojump_clock: trio.testin
         assert await s.positions(d.id) == [1]
         assert not s.probe.started(b.id)
         assert (await s.build(b.id)).status == "QUEUE_TIMEOUT"
+
+
+@pytest.mark.trio
+async def test_builds_sharing_a_deadline_all_time_out_at_it(autojump_clock: trio.testing.MockClock) -> None:
+    """Thirty builds queued at one instant with one timeout all end
+    QUEUE_TIMEOUT at that deadline (the group ends them in one batch), not
+    before, each with a reason naming the group; the running build is
+    untouched and the queue is empty after."""
+    async with scenario() as s:
+        await s.register(pipeline("burst", group="burst-lane", queue_length=30, queue_timeout_minutes=1), id="burst")
+        a = await s.submit("burst")
+        await s.running(a.id)
+        t0 = trio.current_time()
+        ids = [(await s.submit("burst")).id for _ in range(30)]
+
+        await trio.sleep(60 - 1)
+        assert {(await s.build(b)).status for b in ids} == {"QUEUE"}
+        done = [await s.finished(b, timeout=5) for b in ids]
+        assert trio.current_time() - t0 <= 60 + 0.25
+        assert {b.status for b in done} == {"QUEUE_TIMEOUT"}, [describe(b) for b in done]
+        assert all("burst-lane" in (b.reason or "") and b.started_at is None for b in done)
+        assert not any(s.probe.started(b) for b in ids)
+        group = await s.group("burst-lane")
+        assert (group.running, group.queue) == ([a.id], [])
+        assert (await s.build(a.id)).status == "RUNNING"

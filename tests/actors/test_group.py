@@ -1,0 +1,213 @@
+"""The concurrency group actor's queue timeouts, driven directly on trio's
+MockClock: one kernel timer per group whatever the queue holds, every waiter
+ended exactly at its own deadline, all those due together told to each
+pipeline in one ``Dequeued``, and waiters that left never timed out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from actors.core import Actor, ActorSystem, Ref, open_system
+from actors.group import GroupActor, GroupSnapshot
+from actors.messages import Admit, Admitted, CancelBuild, Dequeued, Release
+from actors.spec import Concurrency
+
+
+class Pipeline(Actor):
+    """Stands in for a pipeline actor: records (clock time, message) of what the group tells it."""
+
+    def __init__(self, log: list[tuple[float, Any]]) -> None:
+        self.log = log
+
+    def receive(self, message: Any) -> Any:
+        if message != "sync":
+            self.log.append((trio.current_time(), message))
+
+
+def admit(build_id: str, pipeline: Ref, minutes: float, *, cancel_in_progress: bool = False) -> Admit:
+    config = Concurrency(group="g", max_parallel=1, queue_length=100_000, queue_timeout_minutes=minutes,
+                         cancel_in_progress=cancel_in_progress)  # fmt: skip
+    return Admit(build_id, pipeline, config, queued_at=1_700_000_000.0, reply=None)
+
+
+def dequeued(log: list[tuple[float, Any]]) -> list[tuple[float, Dequeued]]:
+    return [(time, message) for time, message in log if type(message) is Dequeued]
+
+
+class Bench:
+    """A system with one group and a recording pipeline."""
+
+    def __init__(self, system: ActorSystem) -> None:
+        self.system = system
+        self.log: list[tuple[float, Any]] = []
+        self.pipeline = system.spawn(lambda: Pipeline(self.log))
+        self.group = system.spawn(lambda: GroupActor("g"))
+
+    async def sync(self) -> None:
+        """Let the group, then the pipeline, handle everything told so far."""
+        await self.group.ask(GroupSnapshot())
+        await self.pipeline.ask("sync")
+
+    def timers(self) -> int:
+        return self.system.statistics().timers_pending
+
+    async def queue(self) -> list[str]:
+        return [entry.build_id for entry in (await self.group.ask(GroupSnapshot())).queue]
+
+
+@pytest.mark.trio
+async def test_waiters_sharing_a_deadline_end_at_it_in_one_message_per_pipeline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_system() as system:
+        bench = Bench(system)
+        other_log: list[tuple[float, Any]] = []
+        other = system.spawn(lambda: Pipeline(other_log))
+        t0 = trio.current_time()
+        bench.group.tell(admit("a.0", bench.pipeline, 1))  # runs, and keeps running
+        for index in range(1, 1_001):
+            bench.group.tell(admit(f"a.{index}", bench.pipeline, 1))
+            bench.group.tell(admit(f"b.{index}", other, 1))
+        await bench.sync()
+        assert len(await bench.queue()) == 2_000
+        assert bench.timers() == 1, "one timer for the whole group, not one per waiter"
+
+        await trio.sleep(60 - 0.001)
+        await bench.sync()
+        assert dequeued(bench.log) == [] and dequeued(other_log) == []
+
+        await trio.sleep(0.002)
+        await bench.sync()
+        await other.ask("sync")
+        for log, prefix in ((bench.log, "a"), (other_log, "b")):
+            [(time, message)] = dequeued(log)
+            assert time == t0 + 60, "exactly queue-timeout-minutes after they were queued"
+            assert message.build_ids == tuple(f"{prefix}.{index}" for index in range(1, 1_001))
+            assert message.status == "QUEUE_TIMEOUT"
+            assert message.reason == "waited 1 minute(s) in concurrency group 'g' (max-parallel 1; running: a.0)"
+        assert await bench.queue() == []
+        assert bench.timers() == 0, "no timer is left for an empty queue"
+
+
+@pytest.mark.trio
+async def test_waiters_with_different_timeouts_each_end_at_their_own_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The limits come with each Admit (latest wins): a waiter keeps the
+    timeout it was queued with, and reasons say that timeout."""
+    async with open_system() as system:
+        bench = Bench(system)
+        t0 = trio.current_time()
+        bench.group.tell(admit("run", bench.pipeline, 10))
+        bench.group.tell(admit("ten", bench.pipeline, 10))
+        bench.group.tell(admit("two", bench.pipeline, 2))
+        bench.group.tell(admit("five", bench.pipeline, 5))
+        bench.group.tell(admit("two-b", bench.pipeline, 2))
+        await bench.sync()
+        await trio.sleep(30)
+        bench.group.tell(admit("one-late", bench.pipeline, 1))  # queued at +30: due at +90
+        await bench.sync()
+        assert bench.timers() == 1
+
+        await trio.sleep(700)
+        await bench.sync()
+        ended = [(time - t0, message.build_ids, message.reason.split(" in ")[0])
+                 for time, message in dequeued(bench.log)]  # fmt: skip
+        assert ended == [
+            (90, ("one-late",), "waited 1 minute(s)"),
+            (120, ("two", "two-b"), "waited 2 minute(s)"),
+            (300, ("five",), "waited 5 minute(s)"),
+            (600, ("ten",), "waited 10 minute(s)"),
+        ]
+        assert bench.timers() == 0
+
+
+@pytest.mark.trio
+async def test_a_cancel_in_progress_waiter_at_the_front_and_a_shorter_one_behind_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """cancel-in-progress puts the new build at the front; a later build
+    with a shorter timeout waits behind it but is due first. The cancelled
+    waiter never times out, and the front one, admitted, never does either."""
+    async with open_system() as system:
+        bench = Bench(system)
+        t0 = trio.current_time()
+        bench.group.tell(admit("a", bench.pipeline, 10))
+        bench.group.tell(admit("b", bench.pipeline, 10))
+        bench.group.tell(admit("c", bench.pipeline, 5, cancel_in_progress=True))
+        await trio.sleep(10)
+        bench.group.tell(admit("d", bench.pipeline, 1))  # behind c, due at +70, before c's +300
+        await bench.sync()
+        assert await bench.queue() == ["c", "d"]
+        assert [m.build_id for _, m in bench.log if type(m) is CancelBuild] == ["a"]
+        [(_, cancelled)] = dequeued(bench.log)
+        assert (cancelled.build_ids, cancelled.status) == (("b",), "CANCELED")
+        assert bench.timers() == 1
+
+        await trio.sleep(70 - 10)
+        await bench.sync()
+        [_, (time, timed_out)] = dequeued(bench.log)
+        assert (time - t0, timed_out.build_ids, timed_out.status) == (70, ("d",), "QUEUE_TIMEOUT")
+
+        bench.group.tell(Release("a"))  # the cancelled build has stopped: c runs
+        await bench.sync()
+        assert [m.build_id for _, m in bench.log if type(m) is Admitted] == ["a", "c"]
+        await trio.sleep(700)
+        await bench.sync()
+        assert len(dequeued(bench.log)) == 2, "neither b (cancelled) nor c (admitted) times out"
+        assert bench.timers() == 0
+
+
+@pytest.mark.trio
+async def test_admitted_and_withdrawn_waiters_never_time_out_and_a_rerun_gets_a_new_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_system() as system:
+        bench = Bench(system)
+        t0 = trio.current_time()
+        for build_id in ("a", "b", "c", "d"):
+            bench.group.tell(admit(build_id, bench.pipeline, 1))  # b, c, d due at +60
+        await trio.sleep(30)
+        bench.group.tell(Release("a"))  # b is admitted
+        bench.group.tell(Release("c"))  # c is withdrawn (e.g. cancelled by a user)
+        await trio.sleep(10)
+        bench.group.tell(admit("c", bench.pipeline, 1))  # a rerun of c: due at +100
+        await bench.sync()
+        assert await bench.queue() == ["d", "c"]
+
+        await trio.sleep(200)
+        await bench.sync()
+        ended = [(time - t0, message.build_ids) for time, message in dequeued(bench.log)]
+        assert ended == [(60, ("d",)), (100, ("c",))]
+
+
+@pytest.mark.trio
+async def test_one_timer_while_the_head_keeps_being_admitted(autojump_clock: trio.testing.MockClock) -> None:
+    """The timer stays armed for a waiter that was admitted since; when it
+    fires early it finds nothing due and re-arms for the next deadline, so
+    the next waiter still ends exactly on time."""
+    async with open_system() as system:
+        bench = Bench(system)
+        t0 = trio.current_time()
+        bench.group.tell(admit("run", bench.pipeline, 1))
+        for index in range(200):
+            bench.group.tell(admit(f"w{index}", bench.pipeline, 1))
+            await trio.sleep(0.1)  # w<i> due at +60 + i/10
+        await bench.sync()
+        assert bench.timers() == 1
+        bench.group.tell(Release("run"))  # w0 runs
+        for index in range(150):
+            bench.group.tell(Release(f"w{index}"))  # w<i+1> runs
+            await bench.sync()
+            assert bench.timers() <= 1
+        assert (await bench.queue())[0] == "w151"
+
+        await trio.sleep(60)
+        await bench.sync()
+        ended = [(round(time - t0, 6), message.build_ids) for time, message in dequeued(bench.log)]
+        assert ended[0] == (round(60 + 15.1, 6), ("w151",)), ended[:3]  # w150 runs; w151 is the first due
+        assert [ids for _, ids in ended] == [(f"w{index}",) for index in range(151, 200)]
+        assert bench.timers() == 0
