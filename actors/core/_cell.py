@@ -221,9 +221,14 @@ class Cell:
     # -- control ----------------------------------------------------------
 
     def request_stop(self) -> None:
-        """Stop accepting messages; the loop handles what is queued, then stops."""
+        """Stop accepting messages; the loop handles what is queued, then stops.
+
+        The name is released at once: ``lookup`` finds only running actors,
+        so a new actor may take the name while this one finishes its queue.
+        """
         if self.state is _RUNNING:
             self.state = _STOPPING
+            self.system._release_name(self)
             self.parker.unpark()
 
     def signal(self, message: _ChildExit | _Escalation) -> None:

@@ -37,7 +37,7 @@ class Supervision(msgspec.Struct, frozen=True):
 
 
 class SystemStatistics(msgspec.Struct, frozen=True):
-    actors: int
+    actors: int  # running actors; those asked to stop no longer count
     dead_letters: int
     timers_pending: int
     timers_fired: int
@@ -50,7 +50,9 @@ class ActorSystem:
     reverse order of spawning, each after its children (also in reverse
     order). A stopping actor handles the messages already in its mailbox and
     then stops; messages told after the stop request are dropped and counted
-    as dead letters. An actor that has not stopped within
+    as dead letters. Its name is free from the stop request on, so a
+    directory can start a new actor under it at once (``lookup`` never
+    hands out an actor that would drop what it is told). An actor that has not stopped within
     ``shutdown_timeout`` seconds is cancelled and reported in ``interrupted``.
     """
 
@@ -79,8 +81,9 @@ class ActorSystem:
     ) -> Ref:
         """Start an actor from ``factory`` (called again on each restart).
 
-        ``name`` must be unique among running actors; without one the actor
-        gets ``<Class>-<n>``. Messages may be told to the returned ref at once;
+        ``name`` must be unique among running actors (one that was asked to
+        stop has given its name up already); without one the actor gets
+        ``<Class>-<n>``. Messages may be told to the returned ref at once;
         they are handled after the actor's ``started`` hook.
         """
         parent_cell = parent._cell if parent is not None else None
@@ -101,7 +104,7 @@ class ActorSystem:
         return cell.ref
 
     def lookup(self, name: str) -> Ref:
-        """The running actor called ``name``; ``LookupError`` if there is none."""
+        """The running actor called ``name`` (never one asked to stop); ``LookupError`` if there is none."""
         try:
             return self._names[name].ref
         except KeyError:
@@ -144,9 +147,13 @@ class ActorSystem:
         cell.cancel_scope.cancel()
         await cell.stopped_event.wait()
 
-    def _forget(self, cell: Cell) -> None:
+    def _release_name(self, cell: Cell) -> None:
+        """Free ``cell``'s name, unless a newer actor already holds it."""
         if self._names.get(cell.name) is cell:
             del self._names[cell.name]
+
+    def _forget(self, cell: Cell) -> None:
+        self._release_name(cell)  # an actor that crashed for good was never asked to stop
         if cell in self._roots:
             self._roots.remove(cell)
 

@@ -51,6 +51,34 @@ async def test_names_and_lookup() -> None:
         assert system.spawn(Recorder, name="one") is not ref  # the name is free again
 
 
+async def test_a_stopping_actor_gives_its_name_up_at_once() -> None:
+    """The name is free from the stop request on (a directory may start a new
+    actor under it while the old one finishes its queue), and the old one
+    closing later does not unregister the new one."""
+    slow = anyio.Event()
+
+    class Slow(Recorder):
+        async def receive(self, message: Any) -> Any:
+            if message == "slow":
+                await slow.wait()
+            return super().receive(message)
+
+    async with open_system() as system:
+        old = system.spawn(Slow, name="one")
+        old.tell("slow")  # keeps the old actor busy while it stops
+        await anyio.lowlevel.checkpoint()
+        system.stop_nowait(old)
+        assert old.stopped and not old.statistics().state == "stopped"
+        with pytest.raises(LookupError):
+            system.lookup("one")
+        new = system.spawn(Recorder, name="one")
+        assert system.lookup("one") is new
+        slow.set()
+        await wait_until(lambda: old.statistics().state == "stopped")
+        assert system.lookup("one") is new
+        assert await new.ask("hello") == "hello"
+
+
 async def test_shutdown_stops_children_first_in_reverse_order() -> None:
     log: list[str] = []
     async with open_system() as system:
