@@ -4,6 +4,12 @@ Actors of one family are named ``<prefix>:<key>`` in the system registry and
 supervised by one parent; the directory holds no state of its own, so any
 actor may use it. Look-up and spawn happen without an await in between, so
 two users can never start the same name twice.
+
+An actor of the family may stop itself. The directory never hands out an
+actor that has been asked to stop (it would drop what it is told): the
+kernel frees the name at the stop request, ``find`` treats such an actor as
+absent and ``get`` starts a fresh one under the same name. ``all`` lists
+only running actors.
 """
 
 from __future__ import annotations
@@ -31,12 +37,15 @@ class Directory:
         self.supervision = supervision
 
     def find(self, key: str) -> Ref | None:
+        """The running actor for ``key``, or None (none started, or it is stopping)."""
         try:
-            return self.system.lookup(f"{self.prefix}:{key}")
+            ref = self.system.lookup(f"{self.prefix}:{key}")
         except LookupError:
             return None
+        return None if ref.stopped else ref
 
     def get(self, key: str) -> Ref:
+        """The running actor for ``key``, started now if there is none."""
         ref = self.find(key)
         if ref is None:
             ref = self.system.spawn(self.factory(key), name=f"{self.prefix}:{key}", parent=self.parent,
@@ -44,4 +53,5 @@ class Directory:
         return ref
 
     def all(self) -> list[Ref]:
-        return self.system.children(self.parent)
+        """The family's running actors, oldest first (not those stopping)."""
+        return [ref for ref in self.system.children(self.parent) if not ref.stopped]
