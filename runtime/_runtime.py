@@ -24,7 +24,7 @@ import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from actors.actions import ActionRegistry, StepContext
-from actors.core import Actor, ActorSystem, AskTimeout, Ref, Supervision, open_system
+from actors.core import Actor, ActorStopped, ActorSystem, AskTimeout, Ref, Supervision, open_system
 from actors.directory import Directory
 from actors.errors import Conflict, InvalidRequest, NotFound, Overloaded, SpecError
 from actors.events import Counters, EventHub, Gauge, History, Subscribe, Unsubscribe
@@ -153,7 +153,10 @@ class Runtime:
         if info.status == "QUEUE" and info.group is not None:
             group = self._groups.find(info.group)
             if group is not None:
-                position = await group.ask(QueuePosition(build_id))
+                try:
+                    position = await group.ask(QueuePosition(build_id))
+                except ActorStopped:  # stopped meanwhile: the build has left its queue
+                    position = None
                 info = msgspec.structs.replace(info, queue_position=position)
         return info
 
@@ -170,11 +173,9 @@ class Runtime:
         """Fill in queue positions, asking each group concerned once."""
         groups = {build.group for build in builds if build.status == "QUEUE" and build.group is not None}
         positions: dict[str, int] = {}
-        for name in groups:
-            ref = self._groups.find(name)
-            if ref is not None:
-                snapshot: GroupInfo = await ref.ask(GroupSnapshot())
-                positions.update((entry.build_id, entry.position) for entry in snapshot.queue)
+        refs = [ref for ref in map(self._groups.find, groups) if ref is not None]
+        for snapshot in await _ask_running(refs, GroupSnapshot()):
+            positions.update((entry.build_id, entry.position) for entry in snapshot.queue)
         if not positions:
             return builds
         return [msgspec.structs.replace(b, queue_position=positions[b.id]) if b.id in positions else b
@@ -213,7 +214,9 @@ class Runtime:
     # -- groups, nodes, stats -------------------------------------------------------------
 
     async def groups(self) -> list[GroupInfo]:
-        return [await ref.ask(GroupSnapshot()) for ref in self._groups.all()]
+        """A snapshot of every running group."""
+        result: list[GroupInfo] = await _ask_running(self._groups.all(), GroupSnapshot())
+        return result
 
     async def add_node(self, name: str, pool: str = "default", agents: int = 1,
                        labels: list[str] | tuple[str, ...] = ()) -> NodeInfo:  # fmt: skip
@@ -253,8 +256,8 @@ class Runtime:
         found: list[WaitingJob] = []
         for ref in self._pools.all():
             found.extend(await ref.ask(ListWaiting()))
-        for ref in self._mutexes.all():
-            found.extend(await ref.ask(ListMutexWaiters()))
+        for waiters in await _ask_running(self._mutexes.all(), ListMutexWaiters()):
+            found.extend(waiters)
         return found
 
     def inject_fault(self, agent: str, kind: str) -> None:
@@ -268,7 +271,7 @@ class Runtime:
         counters = await self._hub.ask(Counters())
         pools = [await ref.ask(PoolStats()) for ref in self._pools.all()]
         builds = {status: count for status, count in counters["builds"].items() if count}
-        mutex_waiters = [len(await ref.ask(ListMutexWaiters())) for ref in self._mutexes.all()]
+        mutex_waiters = [len(waiters) for waiters in await _ask_running(self._mutexes.all(), ListMutexWaiters())]
 
         def total(field: str) -> int:
             return sum(pool[field] for pool in pools)
@@ -369,6 +372,21 @@ class Runtime:
         if unfinished:
             logger.warning("runtime closed; cancelled %d build(s): %s", len(unfinished),
                            ", ".join(self.interrupted))  # fmt: skip
+
+
+async def _ask_running(refs: list[Ref], message: Any) -> list[Any]:
+    """Ask each actor in turn, skipping those that stopped since they were listed.
+
+    A group or mutex may stop between the listing and its ask; it is left
+    out rather than failing the whole call.
+    """
+    replies = []
+    for ref in refs:
+        try:
+            replies.append(await ref.ask(message))
+        except ActorStopped:
+            continue
+    return replies
 
 
 def _read_source(source: str | bytes | os.PathLike[str] | Mapping[str, Any]) -> Any:

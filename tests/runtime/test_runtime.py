@@ -180,6 +180,36 @@ jobs:
 
 
 @pytest.mark.trio
+async def test_listings_skip_groups_and_mutexes_that_stopped_after_being_listed(
+    autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Groups and mutexes retire when idle, so one may stop between the
+    listing and its ask: the facade leaves it out instead of failing."""
+    async with runtime.open_runtime(CONFIG) as rt:
+        pipeline = await rt.register_pipeline("""
+name: lanes
+variables: {L: a}
+concurrency: {group: "lane-${{ variables.L }}"}
+jobs:
+  hold:
+    mutex: {label: "m-${{ variables.L }}"}
+    steps: [{uses: sleep, with: {seconds: 100000}}]
+""")
+        for lane in ("a", "b", "a"):
+            await rt.submit(pipeline.id, variables={"L": lane})
+        await trio.sleep(1)
+        groups, mutexes = rt._groups.all(), rt._mutexes.all()
+        assert [ref.name for ref in groups + mutexes] == ["group:lane-a", "group:lane-b", "mutex:m-a", "mutex:m-b"]
+        for ref in (groups[0], mutexes[0]):  # stops after the listing below was taken
+            rt.system.stop_nowait(ref)
+        monkeypatch.setattr(rt._groups, "all", lambda: groups)
+        monkeypatch.setattr(rt._mutexes, "all", lambda: mutexes)
+        assert [group.name for group in await rt.groups()] == ["lane-b"]
+        assert await rt.waiting_jobs() == []
+        assert (await rt.stats()).builds_running == 2
+
+
+@pytest.mark.trio
 async def test_adding_one_node_name_twice_at_once_is_refused(autojump_clock: trio.abc.Clock) -> None:
     outcomes: list[str] = []
 
