@@ -5,11 +5,17 @@ supervised by one parent; the directory holds no state of its own, so any
 actor may use it. Look-up and spawn happen without an await in between, so
 two users can never start the same name twice.
 
-An actor of the family may stop itself. The directory never hands out an
-actor that has been asked to stop (it would drop what it is told): the
-kernel frees the name at the stop request, ``find`` treats such an actor as
-absent and ``get`` starts a fresh one under the same name. ``all`` lists
-only running actors.
+An actor of the family may stop itself: groups and mutexes retire once
+they have been idle for a while (``actors.idle``). The directory never
+hands out an actor that has been asked to stop (it would drop what it is
+told): the kernel frees the name at the stop request, ``find`` treats such
+an actor as absent and ``get`` starts a fresh one under the same name.
+Since a retiring actor checks that its mailbox is empty and stops in one
+handler, with no await in between, whatever was told to it before is
+handled (it does not stop then) and whatever is told through the directory
+afterwards goes to the fresh actor: no message is lost, and per-sender
+order holds across the hand-over. ``all`` lists only running actors, so a
+retired group is no longer listed by ``rt.groups()``.
 """
 
 from __future__ import annotations

@@ -25,6 +25,16 @@ When the earliest waiter leaves (admitted, withdrawn, cancelled) the timer
 is left as it is: firing early finds nothing due and re-arms, which is
 cheaper than a cancel and a new timer per admission. It is cancelled when
 the queue empties.
+
+Retirement: a group with nothing running and nothing queued for
+``IDLE_AFTER`` (five minutes) stops itself (``actors.idle``), so group
+names rendered per build do not leave an actor behind each. The next
+``Admit`` for its name starts a fresh group through the directory; no
+message is lost (the stop happens only with an empty mailbox, and the
+directory never hands out a stopping group). The fresh group needs nothing
+from the old one: it held no build, the limits come with every ``Admit``,
+and a ``Release`` for a build it never saw is ignored. A retired group is no
+longer listed by ``rt.groups()``.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ import msgspec
 
 from .core import Actor, Ref, TimerHandle
 from .deadlines import DeadlineQueue
+from .idle import IDLE_AFTER, IdleCheck, IdleRetirement
 from .messages import Admit, Admitted, CancelBuild, Dequeued, Queued, Refused, Release
 from .model import GroupInfo, QueueEntry, rfc3339
 from .spec import Concurrency
@@ -74,7 +85,7 @@ class _Waiter:
 class GroupActor(Actor):
     """One concurrency group. See the module docstring."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, idle_after: float = IDLE_AFTER) -> None:
         self.group = name
         self.config = Concurrency(group=name)
         self.running: dict[str, Ref] = {}
@@ -82,6 +93,10 @@ class GroupActor(Actor):
         self.queue: DeadlineQueue[_Waiter] = DeadlineQueue()
         self.timer: TimerHandle | None = None  # the group's one timer, armed for the earliest deadline or before
         self._shared_timeout = math.nan  # the last queue timeout (s): one float object for its waiters
+        self.idle = IdleRetirement(idle_after)  # stops the group once idle that long
+
+    async def started(self) -> None:
+        self.idle.settle(self, True)  # a group nobody tells anything still retires
 
     def receive(self, message: Any) -> Any:
         kind = type(message)
@@ -95,9 +110,18 @@ class GroupActor(Actor):
             return self._snapshot()
         elif kind is QueuePosition:
             return self._position(message.build_id)
+        elif kind is IdleCheck:
+            self.idle.fire(self, message, self.is_idle)
+            return None
         else:
             raise TypeError(f"group {self.group!r} got an unexpected {kind.__name__}")
+        self.idle.settle(self, self.is_idle)
         return None
+
+    @property
+    def is_idle(self) -> bool:
+        """Nothing running, nothing queued: the group holds nothing for anyone."""
+        return not self.running and not self.queue
 
     # -- admission ------------------------------------------------------------------
 

@@ -4,6 +4,15 @@ The concurrency-group machinery at job level: waiters queue FIFO up to
 ``queue-length``; one more ends its job FAILED ("mutex queue full"); a
 waiter past ``timeout-minutes`` ends FAILED with the wait in the reason. The
 holder releases when its attempt ends (or is withdrawn while waiting).
+
+Retirement: a mutex with no holder and no waiter for ``IDLE_AFTER`` (five
+minutes) stops itself (``actors.idle``), so labels rendered per build do not
+leave an actor behind each. The next ``MutexAcquire`` for its label starts a
+fresh mutex through the directory; no message is lost (the stop happens only
+with an empty mailbox, and the directory never hands out a stopping mutex).
+The fresh mutex needs nothing from the old one: it held nothing, the limits
+come with every ``MutexAcquire``, and a ``MutexRelease`` for a token it
+never saw is ignored.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import msgspec
 
 from .core import Actor, TimerHandle
 from .fifo import Fifo
+from .idle import IDLE_AFTER, IdleCheck, IdleRetirement
 from .messages import JobToken, MutexAcquire, MutexGranted, MutexRefused, MutexRelease
 from .model import WaitingJob, rfc3339
 
@@ -42,10 +52,14 @@ class _Waiter:
 class MutexActor(Actor):
     """One mutex label. See the module docstring."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, idle_after: float = IDLE_AFTER) -> None:
         self.label = label
         self.holder: JobToken | None = None
         self.queue: Fifo[JobToken, _Waiter] = Fifo()
+        self.idle = IdleRetirement(idle_after)  # stops the mutex once idle that long
+
+    async def started(self) -> None:
+        self.idle.settle(self, True)  # a mutex nobody tells anything still retires
 
     def receive(self, message: Any) -> Any:
         kind = type(message)
@@ -57,9 +71,18 @@ class MutexActor(Actor):
             self._timeout(message.token)
         elif kind is ListMutexWaiters:
             return self._waiters()
+        elif kind is IdleCheck:
+            self.idle.fire(self, message, self.is_idle)
+            return None
         else:
             raise TypeError(f"mutex {self.label!r} got an unexpected {kind.__name__}")
+        self.idle.settle(self, self.is_idle)
         return None
+
+    @property
+    def is_idle(self) -> bool:
+        """No holder and no waiter: the mutex holds nothing for anyone."""
+        return self.holder is None and not self.queue
 
     def _acquire(self, acquire: MutexAcquire) -> None:
         if self.holder is None and not self.queue:

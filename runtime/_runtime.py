@@ -214,7 +214,7 @@ class Runtime:
     # -- groups, nodes, stats -------------------------------------------------------------
 
     async def groups(self) -> list[GroupInfo]:
-        """A snapshot of every running group."""
+        """A snapshot of every running group; one idle for five minutes has retired and is not listed."""
         result: list[GroupInfo] = await _ask_running(self._groups.all(), GroupSnapshot())
         return result
 

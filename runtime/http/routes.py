@@ -254,7 +254,7 @@ ROUTES: tuple[Route, ...] = (
           result=BuildInfo, body=CancelBody, errors=(400, 404, 409, 413)),
     Route("GET", "/v1/builds/{id}/logs", logs, "The build's log as plain text (one job or step with job=, step=)",
           content_type=TEXT, query=(Param("job", "only this job"), Param("step", "only this step")), errors=(404,)),
-    Route("GET", "/v1/groups", groups, "Every concurrency group: limits, running builds, queue",
+    Route("GET", "/v1/groups", groups, "Every concurrency group in use (idle 5 min: retired): limits, running, queue",
           result=list[GroupInfo]),
     Route("GET", "/v1/nodes", list_nodes, "Every node with its agents", result=list[NodeInfo]),
     Route("GET", "/v1/nodes/{name}", get_node, "One node", result=NodeInfo, errors=(404,)),

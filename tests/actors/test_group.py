@@ -1,7 +1,11 @@
 """The concurrency group actor's queue timeouts, driven directly on trio's
 MockClock: one kernel timer per group whatever the queue holds, every waiter
 ended exactly at its own deadline, all those due together told to each
-pipeline in one ``Dequeued``, and waiters that left never timed out."""
+pipeline in one ``Dequeued``, and waiters that left never timed out.
+
+Then its idle retirement, through a ``Directory`` as the runtime uses it:
+an idle group stops after the idle period and not before, never with a
+message in its mailbox, and a fresh one takes over with the limits intact."""
 
 from __future__ import annotations
 
@@ -10,9 +14,10 @@ from typing import Any
 import pytest
 import trio
 
-from actors.core import Actor, ActorSystem, Ref, open_system
+from actors.core import Actor, ActorSystem, Ref, Supervision, open_system
+from actors.directory import Directory
 from actors.group import GroupActor, GroupSnapshot
-from actors.messages import Admit, Admitted, CancelBuild, Dequeued, Release
+from actors.messages import Admit, Admitted, CancelBuild, Dequeued, Queued, Release
 from actors.spec import Concurrency
 
 
@@ -211,3 +216,165 @@ async def test_one_timer_while_the_head_keeps_being_admitted(autojump_clock: tri
         assert ended[0] == (round(60 + 15.1, 6), ("w151",)), ended[:3]  # w150 runs; w151 is the first due
         assert [ids for _, ids in ended] == [(f"w{index}",) for index in range(151, 200)]
         assert bench.timers() == 0
+
+
+# -- idle retirement ----------------------------------------------------------------------
+
+IDLE = 300.0
+
+
+class Family:
+    """Groups started through a ``Directory`` as the runtime does: each tell looks the group up again."""
+
+    def __init__(self, system: ActorSystem) -> None:
+        self.system = system
+        self.log: list[tuple[float, Any]] = []
+        self.pipeline = system.spawn(lambda: Pipeline(self.log))
+        self.parent = system.spawn(Actor, name="groups")
+        self.groups = Directory(system, "group", self.parent, lambda name: lambda: GroupActor(name, idle_after=IDLE),
+                                Supervision(max_restarts=0))  # fmt: skip
+
+    def tell(self, *messages: Any) -> None:
+        for message in messages:
+            self.groups.get("g").tell(message)
+
+    def tell_later(self, delay: float, *messages: Any) -> None:
+        """Tell ``messages`` from the timer service ``delay`` from now: right after (or before) a
+        group timer due at the same instant, in the same pass, before the group can run."""
+        self.system.timers.call_later(delay, self.tell, *messages)
+
+    async def sync(self) -> None:
+        group = self.groups.find("g")
+        if group is not None:
+            await group.ask(GroupSnapshot())
+        await self.pipeline.ask("sync")
+
+    def alive(self) -> list[Ref]:
+        """Group actors that exist at all, stopping ones included."""
+        return self.system.children(self.parent)
+
+    def admitted(self) -> list[str]:
+        return [message.build_id for _, message in self.log if type(message) is Admitted]
+
+    def queued(self) -> list[tuple[str, int]]:
+        return [(message.build_id, message.position) for _, message in self.log if type(message) is Queued]
+
+
+@pytest.mark.trio
+async def test_an_idle_group_retires_after_the_idle_period_and_the_next_admit_starts_a_fresh_one(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_system() as system:
+        family = Family(system)
+        family.tell(admit("a", family.pipeline, 1))
+        await family.sync()
+        old = family.groups.find("g")
+        assert old is not None and system.statistics().timers_pending == 0, "no idle timer while busy"
+        await trio.sleep(2 * IDLE)
+        assert family.groups.find("g") is old, "a busy group never retires"
+
+        family.tell(Release("a"))
+        await family.sync()
+        assert system.statistics().timers_pending == 1, "one idle timer"
+        await trio.sleep(IDLE - 0.001)
+        assert family.groups.find("g") is old and not old.stopped
+        await trio.sleep(0.002)
+        assert old.stopped and family.groups.find("g") is None
+        assert family.alive() == []
+        assert system.statistics().timers_pending == 0
+
+        family.tell(admit("b", family.pipeline, 1))
+        await family.sync()
+        fresh = family.groups.find("g")
+        assert fresh is not None and fresh is not old
+        assert family.admitted() == ["a", "b"]
+
+
+@pytest.mark.trio
+async def test_a_group_busy_again_before_its_timer_does_not_retire(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_system() as system:
+        family = Family(system)
+        family.tell(admit("a", family.pipeline, 1), Release("a"))  # idle from now
+        await family.sync()
+        old = family.groups.find("g")
+        await trio.sleep(IDLE - 100)
+        family.tell(admit("b", family.pipeline, 1))  # busy again
+        await trio.sleep(2 * IDLE)
+        assert family.groups.find("g") is old and not old.stopped
+        family.tell(Release("b"))  # idle from now: a full period again
+        await family.sync()
+        await trio.sleep(IDLE - 0.001)
+        assert not old.stopped
+        await trio.sleep(0.002)
+        assert old.stopped and family.alive() == []
+        assert family.admitted() == ["a", "b"]
+
+
+@pytest.mark.trio
+async def test_an_admit_in_the_mailbox_when_the_timer_fires_keeps_the_group_and_is_admitted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The idle check finds an Admit queued behind it: the group does not
+    stop, admits the build, and max-parallel still holds for the next one."""
+    async with open_system() as system:
+        family = Family(system)
+        family.tell(admit("a", family.pipeline, 1), Release("a"))
+        await family.sync()  # idle: its check is due IDLE from now
+        old = family.groups.find("g")
+        family.tell_later(IDLE, admit("b", family.pipeline, 1), admit("c", family.pipeline, 1))  # right after it
+        await trio.sleep(IDLE + 1)
+        assert family.groups.find("g") is old and not old.stopped, "stopped with an Admit in its mailbox"
+        assert family.admitted() == ["a", "b"] and family.queued() == [("c", 1)]
+        assert family.alive() == [old]
+
+
+@pytest.mark.trio
+async def test_a_check_from_before_a_busy_spell_is_stale(autojump_clock: trio.testing.MockClock) -> None:
+    """A build comes and goes just before the idle check is handled: the
+    group has been idle for no time at all, so the check is ignored and a
+    new one counts a full period from the last release."""
+    async with open_system() as system:
+        family = Family(system)
+        family.tell(admit("a", family.pipeline, 1))
+        await family.sync()
+        family.tell_later(IDLE, admit("b", family.pipeline, 1), Release("b"))  # due just before the check
+        family.tell(Release("a"))
+        await family.sync()  # idle: its check is due IDLE from now, right after b came and went
+        old = family.groups.find("g")
+        await trio.sleep(IDLE + 1)
+        assert family.admitted() == ["a", "b"]
+        assert not old.stopped, "a stale check stopped a group idle for 0 s"
+        await trio.sleep(IDLE - 2)
+        assert not old.stopped
+        await trio.sleep(2)
+        assert old.stopped and family.alive() == []
+
+
+@pytest.mark.trio
+async def test_limits_hold_across_a_retirement_and_a_stray_release_is_ignored(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_system() as system:
+        family = Family(system)
+        family.tell(admit("a", family.pipeline, 1), Release("a"))
+        await trio.sleep(IDLE + 1)
+        assert family.alive() == []
+
+        family.tell(admit("b", family.pipeline, 1), admit("c", family.pipeline, 1))
+        family.tell(Release("a"))  # for a build the fresh group never saw
+        await family.sync()
+        assert family.admitted() == ["a", "b"] and family.queued() == [("c", 1)]
+        group = await family.groups.get("g").ask(GroupSnapshot())
+        assert (group.running, [entry.build_id for entry in group.queue]) == (["b"], ["c"])
+        family.tell(Release("b"))
+        await family.sync()
+        assert family.admitted() == ["a", "b", "c"]
+
+
+@pytest.mark.trio
+async def test_a_group_that_was_never_told_anything_retires(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_system() as system:
+        family = Family(system)
+        ref = family.groups.get("g")
+        await trio.sleep(IDLE + 1)
+        assert ref.stopped and family.alive() == []
