@@ -111,7 +111,7 @@ class GroupActor(Actor):
         elif kind is QueuePosition:
             return self._position(message.build_id)
         elif kind is IdleCheck:
-            self.idle.fire(self, message, self.is_idle)
+            self.idle.fire(self, message)
             return None
         else:
             raise TypeError(f"group {self.group!r} got an unexpected {kind.__name__}")

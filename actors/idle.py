@@ -5,14 +5,21 @@ first time a name is used. Names rendered per build (``group:
 deploy-${{ ci.build_num }}``) would otherwise leave one actor (a task, a
 mailbox, its state) behind per build, forever.
 
-The actor owns one ``IdleRetirement``. After each message that may change
-whether it is idle it calls ``settle(idle)``: becoming idle arms ONE timer
-(``IDLE_AFTER`` later), becoming busy cancels it. When the timer's message
-arrives the actor calls ``fire``, which stops it if it is still idle and
-its mailbox is empty; otherwise it re-arms (something queued, e.g. an
-``ask`` for a snapshot, may or may not make it busy) or waits for the next
-idle moment. The check and the stop happen in one handler, without an
-await in between, and the kernel frees the name at the stop request:
+The actor owns one ``IdleRetirement`` and calls ``settle(idle)`` after each
+message that may change whether it is idle. Becoming idle notes the time
+and, unless a check is pending already, arms ONE timer for ``IDLE_AFTER``
+later; becoming busy only forgets the idle time. The timer is not cancelled
+when the actor gets busy: a group that goes idle between builds (say
+``max-parallel: 1`` and builds one after the other) would otherwise push
+and cancel a timer per build, which tripled the group's own work per
+build; ignoring it when it fires costs one clock read per idle moment. When the check arrives,
+``fire`` drops it if the actor is busy (the next idle moment arms anew),
+re-arms it for the end of the idle period if the actor became idle again
+meanwhile, re-arms it a full period later if the mailbox is not empty
+(something is queued: e.g. an ``Admit``, or an ``ask`` for a snapshot),
+and otherwise stops the actor. The check and the stop happen in one
+handler, without an await in between, and the kernel frees the name at
+the stop request:
 
 - a message told before is in the mailbox, so the actor does not stop and
   handles it;
@@ -25,9 +32,10 @@ it was idle, so it held nothing, and the limits come with each request.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from .core import Actor, TimerHandle
+from .core import Actor
 
 __all__ = ["IDLE_AFTER", "IdleCheck", "IdleRetirement"]
 
@@ -39,51 +47,58 @@ IDLE_AFTER = 300.0
 
 
 class IdleCheck:
-    """The idle timer fired. Each arming sends a new one: a stale one is not ``is`` the pending one."""
+    """The idle timer fired. Each arming sends a new one, so a check armed by
+    an earlier incarnation of the actor (before a restart) is not ``is`` the
+    pending one and is ignored."""
 
     __slots__ = ()
 
 
 class IdleRetirement:
-    """One actor's idle timer (at most one armed) and its stop decision."""
+    """One actor's idle time, its one pending check and its stop decision.
 
-    __slots__ = ("after", "_timer", "_pending")
+    ``after=math.inf`` never arms a timer: the actor never retires.
+    """
+
+    __slots__ = ("after", "_idle_since", "_pending")
 
     def __init__(self, after: float = IDLE_AFTER) -> None:
         self.after = after  # seconds idle before the actor stops
-        self._timer: TimerHandle | None = None
-        self._pending: IdleCheck | None = None  # the check the armed timer sends
+        self._idle_since: float | None = None  # when it last became idle; None while busy
+        self._pending: IdleCheck | None = None  # the check the one armed timer sends
 
     def settle(self, actor: Actor, idle: bool) -> None:
         """Call after a message that may have changed whether ``actor`` is idle."""
         if not idle:
-            if self._timer is not None:
-                self._timer.cancel()  # harmless if it fired: _pending is cleared, its check is stale
-                self._timer = self._pending = None
-        elif self._timer is None:
-            self._arm(actor)
+            self._idle_since = None  # a pending check will find it busy and drop itself
+        elif self._idle_since is None:
+            self._idle_since = now = actor.now()
+            if self._pending is None:
+                self._arm(actor, now + self.after)
 
-    def fire(self, actor: Actor, check: Any, idle: bool) -> None:
-        """Handle an ``IdleCheck``: stop ``actor`` if it is idle with an empty mailbox.
+    def fire(self, actor: Actor, check: Any) -> None:
+        """Handle an ``IdleCheck``: stop ``actor`` if it has been idle long enough and its mailbox is empty.
 
         Synchronous on purpose: between the mailbox check and the stop
         request nothing else runs, so nothing can be told to it meanwhile.
         """
         if check is not self._pending:
-            return  # cancelled after it fired, or sent to an earlier incarnation
-        self._timer = self._pending = None
-        if not idle:
-            return  # settle() arms again when it next becomes idle
-        if actor.ref.statistics().depth:
-            self._arm(actor)  # something is queued: look again a full period later
+            return  # sent to an earlier incarnation of the actor
+        self._pending = None
+        idle_since = self._idle_since
+        if idle_since is None:
+            return  # busy: settle() arms again at its next idle moment
+        now = actor.now()
+        due = idle_since + self.after
+        if now < due:
+            self._arm(actor, due)  # busy and idle again since this check was armed
+        elif actor.ref.statistics().depth:
+            self._arm(actor, now + self.after)  # something is queued: look again a full period later
+        else:
+            actor.stop()
+
+    def _arm(self, actor: Actor, deadline: float) -> None:
+        if deadline == math.inf:
             return
-        actor.stop()
-
-    @property
-    def armed(self) -> bool:
-        """True while a check is pending (for tests and introspection)."""
-        return self._pending is not None
-
-    def _arm(self, actor: Actor) -> None:
         self._pending = check = IdleCheck()
-        self._timer = actor.send_after(self.after, check)
+        actor.send_at(deadline, check)

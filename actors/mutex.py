@@ -72,7 +72,7 @@ class MutexActor(Actor):
         elif kind is ListMutexWaiters:
             return self._waiters()
         elif kind is IdleCheck:
-            self.idle.fire(self, message, self.is_idle)
+            self.idle.fire(self, message)
             return None
         else:
             raise TypeError(f"mutex {self.label!r} got an unexpected {kind.__name__}")
