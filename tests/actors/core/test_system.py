@@ -68,7 +68,7 @@ async def test_a_stopping_actor_gives_its_name_up_at_once() -> None:
         old.tell("slow")  # keeps the old actor busy while it stops
         await anyio.lowlevel.checkpoint()
         system.stop_nowait(old)
-        assert old.stopped and not old.statistics().state == "stopped"
+        assert old.stopped and old.statistics().state == "stopping"
         with pytest.raises(LookupError):
             system.lookup("one")
         new = system.spawn(Recorder, name="one")
