@@ -9,10 +9,10 @@ snapshots the context and reports the snapshot; a retry arrives with the
 snapshot to restore, so it never sees what the failed attempt or another
 build left behind.
 
-It heartbeats to its node. Faults can be injected for tests and benchmarks:
-``crash`` (the actor raises), ``silence`` (no more heartbeats; the job goes
-on and its late report is fenced off) and ``hang`` (no heartbeats and no
-reports at all). A retired agent leaves once its attempt is over (a hung
+It heartbeats through the ``Pulse`` its pool watches (``heartbeat.py``).
+Faults can be injected for tests and benchmarks: ``crash`` (the actor
+raises), ``silence`` (its pulse stops; the job goes on and its late report
+is fenced off) and ``hang`` (pulse stopped and no reports at all). A retired agent leaves once its attempt is over (a hung
 one at once).
 
 A job whose steps are all instant built-ins (``noop``, ``echo``, ``fail``)
@@ -37,12 +37,12 @@ import anyio.to_thread
 from .actions import ActionFailed, ActionRegistry, StepContext
 from .build import StepLog
 from .core import Actor, Ref
+from .heartbeat import Pulse
 from .messages import (
     AgentIdle,
     AgentReport,
     CancelJob,
     Fault,
-    Heartbeat,
     JobEnded,
     JobPayload,
     JobStarted,
@@ -64,15 +64,6 @@ Record = JobStarted | StepStarted | StepEnded | StepNotRun | JobEnded
 
 class AgentFault(RuntimeError):
     """The injected ``crash`` fault."""
-
-
-class _Tick:
-    """Time for a heartbeat."""
-
-    __slots__ = ()
-
-
-_TICK = _Tick()
 
 
 class StepOutcome:
@@ -158,20 +149,17 @@ class AgentActor(Actor):
         agent: str,
         workspace: Path,
         pool: Ref,
-        node_ref: Ref,
         actions: ActionRegistry,
-        heartbeat_interval: float = 5.0,
+        pulse: Pulse | None = None,
         kill_grace: float = 5.0,
     ) -> None:
         self.node = node
         self.agent = agent
         self.workspace = workspace
         self.pool = pool
-        self.node_ref = node_ref
         self.actions = actions
-        self.heartbeat_interval = heartbeat_interval
+        self.pulse = pulse if pulse is not None else Pulse()
         self.kill_grace = kill_grace
-        self.silent = False  # injected: no heartbeats
         self.hung = False  # injected: no heartbeats, no reports
         self.retiring = False
         self.trash_count = 0
@@ -183,17 +171,10 @@ class AgentActor(Actor):
         self.cancel_reason: str | None = None
         self.scope: anyio.CancelScope | None = None
 
-    async def started(self) -> None:
-        self.send_after(self.heartbeat_interval, _TICK)
-
     def receive(self, message: Any) -> Any:
         kind = type(message)
         if kind is RunJob:
             self._run(message)
-        elif kind is _Tick:
-            if not (self.silent or self.hung):
-                self.node_ref.tell(Heartbeat(self.agent))
-            self.send_after(self.heartbeat_interval, _TICK)
         elif kind is CancelJob:
             if message.token == self.current and self.scope is not None:
                 self.cancel_reason = message.reason
@@ -213,8 +194,9 @@ class AgentActor(Actor):
         if kind == "crash":
             raise AgentFault(f"injected crash of agent {self.agent}")
         if kind == "silence":
-            self.silent = True
+            self.pulse.stop(self.now())
         elif kind == "hang":
+            self.pulse.stop(self.now())
             self.hung = True
         else:
             raise ValueError(f"unknown fault {kind!r}: use crash, hang or silence")

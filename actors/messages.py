@@ -11,7 +11,7 @@ Flow of a build (arrows are ``tell``):
     pipeline [--MutexAcquire--> mutex --MutexGranted--> pipeline]
     pipeline --JobRequest--> pool --RunJob--> agent --AgentReport--> pipeline
     agent --AgentIdle--> pool               pipeline --Release--> group
-    agent --Heartbeat--> node --AgentLost--> pool
+    node --AgentLost--> pool                (an agent crashed)
 
 Messages that hold only data (tokens, payloads, reports) are not tracked by
 the cyclic garbage collector (``gc=False``): they cannot be part of a cycle,
@@ -46,7 +46,6 @@ __all__ = [
     "Withdraw",
     "Unlock",
     "AgentLost",
-    "Heartbeat",
     "Fault",
     "Retire",
     "MutexAcquire",
@@ -131,15 +130,14 @@ class Unlock(_Message, frozen=True):
 
 
 class AgentLost(_Message, frozen=True):
-    """Node → pool: an agent crashed or went silent; what it ran ends with ``status``."""
+    """Node → pool: an agent crashed; what it ran ends with ``status``.
+
+    The pool makes one itself for an agent whose pulse stopped (``heartbeat.py``).
+    """
 
     agent: str
     status: str
     reason: str
-
-
-class Heartbeat(_Message, frozen=True):
-    agent: str
 
 
 class Fault(_Message, frozen=True):

@@ -10,6 +10,8 @@ and gives everything back; late messages of the old attempt are dropped by
 token, here and in the pipeline.
 
 Each waiting attempt has one queue-timeout entry in the system timer heap.
+Heartbeats take one timer per pool: every ``heartbeat_interval`` the pool
+reads its agents' pulses and ends what a silent one held, like a crash.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ from .messages import (
     Withdraw,
 )
 from .model import AgentInfo, NodeInfo, WaitingJob, rfc3339
-from .node import NodeActor, Track, Untrack
+from .heartbeat import HeartbeatWatch
+from .node import NodeActor
 from .placement import Grant, Placement, Request
 
 __all__ = ["PoolActor", "AddNode", "RemoveNode", "HasNode", "ListNodes", "PoolStats", "ListWaiting", "InjectFault"]
@@ -85,6 +88,13 @@ class _QueueTimeout(msgspec.Struct, frozen=True):
     token: JobToken
 
 
+class _CheckPulses(msgspec.Struct, frozen=True):
+    pass
+
+
+_CHECK_PULSES = _CheckPulses()
+
+
 class PoolActor(Actor):
     """See the module docstring."""
 
@@ -102,7 +112,7 @@ class PoolActor(Actor):
         self.workdir = workdir
         self.actions = actions
         self.heartbeat_interval = heartbeat_interval
-        self.heartbeat_timeout = heartbeat_timeout
+        self.heartbeats = HeartbeatWatch(heartbeat_timeout)
         self.kill_grace = kill_grace
         self.placement = Placement()
         self.nodes: dict[str, Ref] = {}
@@ -111,6 +121,9 @@ class PoolActor(Actor):
         self.timers: dict[JobToken, TimerHandle] = {}
         self.deadlines: dict[JobToken, float] = {}
         self.lost = 0
+
+    async def started(self) -> None:
+        self.send_after(self.heartbeat_interval, _CHECK_PULSES)
 
     def receive(self, message: Any) -> Any:
         kind = type(message)
@@ -126,6 +139,9 @@ class PoolActor(Actor):
             self._run_all(self.placement.unlock(message.build_id, message.agent))
         elif kind is AgentLost:
             self._lost(message)
+        elif kind is _CheckPulses:
+            self._check_pulses()
+            self.send_after(self.heartbeat_interval, _CHECK_PULSES)
         elif kind is AddNode:
             return self._add_node(message)
         elif kind is RemoveNode:
@@ -228,11 +244,7 @@ class PoolActor(Actor):
             raise Conflict(f"node {spec.name!r} already exists in pool {self.pool!r}")
         if spec.agents < 1:
             raise InvalidRequest(f"node {spec.name!r}: agents must be >= 1, got {spec.agents}")
-        node_ref = self.spawn(
-            lambda: NodeActor(node=spec.name, pool=self.ref, heartbeat_interval=self.heartbeat_interval,
-                              heartbeat_timeout=self.heartbeat_timeout),  # fmt: skip
-            name=f"node:{spec.name}",
-        )
+        node_ref = self.spawn(lambda: NodeActor(node=spec.name, pool=self.ref), name=f"node:{spec.name}")
         self.nodes[spec.name] = node_ref
         self.placement.add_node(spec.name, frozenset(spec.labels))
         self.next_agent[spec.name] = 0
@@ -246,15 +258,14 @@ class PoolActor(Actor):
         name = f"{node}/{index}"
         node_ref = self.nodes[node]
         workspace = self.workdir / node / str(index)
+        pulse = self.heartbeats.watch(name)
 
         def factory() -> AgentActor:
-            return AgentActor(node=node, agent=name, workspace=workspace, pool=self.ref, node_ref=node_ref,
-                              actions=self.actions, heartbeat_interval=self.heartbeat_interval,
-                              kill_grace=self.kill_grace)  # fmt: skip
+            return AgentActor(node=node, agent=name, workspace=workspace, pool=self.ref, actions=self.actions,
+                              pulse=pulse, kill_grace=self.kill_grace)  # fmt: skip
 
         self.agents[name] = self.system.spawn(factory, name=f"agent:{name}", parent=node_ref,
                                               supervision=_AGENT_SUPERVISION)  # fmt: skip
-        node_ref.tell(Track(name))
         self._run_all(self.placement.add_agent(node, name))
 
     def _remove_node(self, name: str) -> NodeInfo:
@@ -291,11 +302,17 @@ class PoolActor(Actor):
         """Take an agent out of the pool; what it held is released (and returned)."""
         node = self.placement.agents[agent].node.name
         held, grants = self.placement.remove_agent(agent)
-        self.nodes[node].tell(Untrack(agent))
+        self.heartbeats.forget(agent)
         self.agents.pop(agent).tell(Retire())
         self._fail_pinned(agent)
         self._run_all(grants)
         return held, node
+
+    def _check_pulses(self) -> None:
+        timeout = self.heartbeats.timeout
+        for agent, silent in self.heartbeats.lost(self.now()):
+            self._lost(AgentLost(agent, "HEARTBEAT_TIMEOUT",
+                                 f"agent {agent} sent no heartbeat for {silent:g}s (heartbeat-timeout {timeout:g}s)"))  # fmt: skip
 
     def child_crashed(self, child: Ref, error: BaseException, restarting: bool) -> None:
         """A node crashed: the kernel stopped its agents, so they are lost; the

@@ -12,7 +12,7 @@ with one node ``local`` of as many agents as the machine has cores. A YAML
         nodes:
           - {name: n1, agents: 4, labels: [linux]}   # agents default to 1
     pipelines: [pipelines/*.yml]    # paths or globs registered at start
-    heartbeat-interval: 5           # seconds between agent heartbeats
+    heartbeat-interval: 5           # seconds between checks of the agents' heartbeats
     heartbeat-timeout: 30           # silence after which an agent is lost
     max-queued-builds: 100000       # past it, submissions are Overloaded
     shutdown-timeout: 10            # seconds to let cancelled builds stop on close
