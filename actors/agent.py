@@ -9,11 +9,12 @@ snapshots the context and reports the snapshot; a retry arrives with the
 snapshot to restore, so it never sees what the failed attempt or another
 build left behind.
 
-It heartbeats through the ``Pulse`` its pool watches (``heartbeat.py``).
-Faults can be injected for tests and benchmarks: ``crash`` (the actor
-raises), ``silence`` (its pulse stops; the job goes on and its late report
-is fenced off) and ``hang`` (pulse stopped and no reports at all). A retired agent leaves once its attempt is over (a hung
-one at once).
+Faults can be injected for tests and benchmarks, through the pool:
+``crash`` (the actor raises) and ``hang`` (no reports at all; the pool
+hears no more heartbeats from it). ``silence`` stops only the heartbeats
+(``heartbeat.py``) and never reaches the agent: its job goes on and the
+late report is fenced off. A retired agent leaves once its attempt is over
+(a hung one at once).
 
 A job whose steps are all instant built-ins (``noop``, ``echo``, ``fail``)
 runs inline in ``receive``: no task, no cancel scope, one report. Anything
@@ -37,7 +38,6 @@ import anyio.to_thread
 from .actions import ActionFailed, ActionRegistry, StepContext
 from .build import StepLog
 from .core import Actor, Ref
-from .heartbeat import Pulse
 from .messages import (
     AgentIdle,
     AgentReport,
@@ -150,7 +150,6 @@ class AgentActor(Actor):
         workspace: Path,
         pool: Ref,
         actions: ActionRegistry,
-        pulse: Pulse | None = None,
         kill_grace: float = 5.0,
     ) -> None:
         self.node = node
@@ -158,9 +157,8 @@ class AgentActor(Actor):
         self.workspace = workspace
         self.pool = pool
         self.actions = actions
-        self.pulse = pulse if pulse is not None else Pulse()
         self.kill_grace = kill_grace
-        self.hung = False  # injected: no heartbeats, no reports
+        self.hung = False  # injected: no reports
         self.retiring = False
         self.trash_count = 0
         self.lease_build: str | None = None
@@ -193,13 +191,10 @@ class AgentActor(Actor):
     def _fault(self, kind: str) -> None:
         if kind == "crash":
             raise AgentFault(f"injected crash of agent {self.agent}")
-        if kind == "silence":
-            self.pulse.stop(self.now())
-        elif kind == "hang":
-            self.pulse.stop(self.now())
+        if kind == "hang":
             self.hung = True
         else:
-            raise ValueError(f"unknown fault {kind!r}: use crash, hang or silence")
+            raise ValueError(f"unknown agent fault {kind!r}: use crash or hang (silence stays in the pool)")
 
     # -- one attempt ------------------------------------------------------------------
 

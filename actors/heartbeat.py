@@ -1,74 +1,70 @@
 """Heartbeats, watched per pool: one timer for all of a pool's agents.
 
-An agent beats through its ``Pulse``, a one-field record that only the agent
-writes (when it stops beating: the ``silence`` and ``hang`` faults) and only
-its pool reads, once per ``heartbeat-interval``, in ``HeartbeatWatch.lost``.
-An agent silent for more than ``heartbeat-timeout`` is lost.
+Agents run in this process, so an agent's heartbeat can only stop when a
+fault stops it: ``silence`` (the agent keeps working but is heard no more)
+or ``hang`` (it does nothing at all). Both reach the agent through its pool,
+which notes the moment here; once per ``heartbeat-interval`` the pool asks
+``HeartbeatWatch.lost`` which of them have been silent for more than
+``heartbeat-timeout`` and ends what they held. A crash is not a silence: the
+node's supervision reports it at once.
 
-Why not a message per beat: agents used to tell their node every interval
-and each node kept a timer; at 10k nodes that alone kept an idle runtime
-17-40% busy and slowed dispatch by 1.8x against 10 nodes. Agents live in
-this process, so a beat carries no news but "still here": a flag read in
-one pass per interval says the same for all of them. A crash is not a
-silence; the node's supervision reports it at once.
+Why not a message per beat: agents used to tell their node every interval,
+and every node kept a check timer. At 10k one-agent nodes that kept an idle
+runtime 42% busy (1 s interval) and made dispatch 2.1x slower than on 10
+nodes, for messages that only ever said "still here". The watch holds only
+the silent agents, so its cost does not grow with the number of agents.
 """
 
 from __future__ import annotations
 
-__all__ = ["Pulse", "HeartbeatWatch"]
+from collections.abc import Iterator
 
-
-class Pulse:
-    """One agent's heartbeat: beating until ``stop``; written by the agent only."""
-
-    __slots__ = ("stopped_at",)
-
-    def __init__(self) -> None:
-        self.stopped_at: float | None = None
-
-    @property
-    def beating(self) -> bool:
-        return self.stopped_at is None
-
-    def stop(self, now: float) -> None:
-        """The agent stops beating at ``now`` (the first stop counts)."""
-        if self.stopped_at is None:
-            self.stopped_at = now
+__all__ = ["HeartbeatWatch"]
 
 
 class HeartbeatWatch:
-    """The pulses of a pool's agents and the rule for declaring one lost (pure)."""
+    """The agents whose heartbeats stopped, and the rule that declares one lost (pure)."""
 
-    __slots__ = ("timeout", "_pulses")
+    __slots__ = ("timeout", "_stopped")
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        self._pulses: dict[str, Pulse] = {}
+        self._stopped: dict[str, float] = {}  # agent -> when it fell silent, in that order
 
     def __len__(self) -> int:
-        return len(self._pulses)
+        """Agents silent but not yet declared lost."""
+        return len(self._stopped)
 
-    def watch(self, agent: str) -> Pulse:
-        """Start watching ``agent``; hand the returned pulse to it."""
-        pulse = self._pulses[agent] = Pulse()
-        return pulse
+    def __contains__(self, agent: object) -> bool:
+        return agent in self._stopped
+
+    def __iter__(self) -> Iterator[str]:
+        """The silent agents, in the order they fell silent."""
+        return iter(self._stopped)
+
+    def stop(self, agent: str, now: float) -> None:
+        """``agent`` is heard no more from ``now`` (the first stop counts).
+
+        ``now`` must not go backwards from one call to the next: ``lost``
+        relies on the order of the stops.
+        """
+        self._stopped.setdefault(agent, now)
 
     def forget(self, agent: str) -> None:
-        """Stop watching ``agent`` (retired, crashed or already lost)."""
-        self._pulses.pop(agent, None)
+        """``agent`` left the pool (retired, crashed, lost): never report it."""
+        self._stopped.pop(agent, None)
 
     def lost(self, now: float) -> list[tuple[str, float]]:
         """Agents silent for more than the timeout at ``now``, with how long.
 
         They are forgotten as they are returned, so each is reported once.
-        One pass over the pulses: 1.3 ms per interval for 80k agents (measured).
+        Stops are kept in time order, so only the due ones are looked at.
         """
-        timeout = self.timeout
-        lost = [
-            (agent, now - pulse.stopped_at)
-            for agent, pulse in self._pulses.items()
-            if pulse.stopped_at is not None and now - pulse.stopped_at > timeout
-        ]
+        lost = []
+        for agent, since in self._stopped.items():
+            if now - since <= self.timeout:
+                break
+            lost.append((agent, now - since))
         for agent, _ in lost:
-            del self._pulses[agent]
+            del self._stopped[agent]
         return lost

@@ -11,7 +11,7 @@ token, here and in the pipeline.
 
 Each waiting attempt has one queue-timeout entry in the system timer heap.
 Heartbeats take one timer per pool: every ``heartbeat_interval`` the pool
-reads its agents' pulses and ends what a silent one held, like a crash.
+ends what the agents silent past the timeout held (``heartbeat.py``).
 """
 
 from __future__ import annotations
@@ -88,11 +88,11 @@ class _QueueTimeout(msgspec.Struct, frozen=True):
     token: JobToken
 
 
-class _CheckPulses(msgspec.Struct, frozen=True):
+class _CheckHeartbeats(msgspec.Struct, frozen=True):
     pass
 
 
-_CHECK_PULSES = _CheckPulses()
+_CHECK_HEARTBEATS = _CheckHeartbeats()
 
 
 class PoolActor(Actor):
@@ -123,7 +123,7 @@ class PoolActor(Actor):
         self.lost = 0
 
     async def started(self) -> None:
-        self.send_after(self.heartbeat_interval, _CHECK_PULSES)
+        self.send_after(self.heartbeat_interval, _CHECK_HEARTBEATS)
 
     def receive(self, message: Any) -> Any:
         kind = type(message)
@@ -139,9 +139,9 @@ class PoolActor(Actor):
             self._run_all(self.placement.unlock(message.build_id, message.agent))
         elif kind is AgentLost:
             self._lost(message)
-        elif kind is _CheckPulses:
-            self._check_pulses()
-            self.send_after(self.heartbeat_interval, _CHECK_PULSES)
+        elif kind is _CheckHeartbeats:
+            self._check_heartbeats()
+            self.send_after(self.heartbeat_interval, _CHECK_HEARTBEATS)
         elif kind is AddNode:
             return self._add_node(message)
         elif kind is RemoveNode:
@@ -258,11 +258,10 @@ class PoolActor(Actor):
         name = f"{node}/{index}"
         node_ref = self.nodes[node]
         workspace = self.workdir / node / str(index)
-        pulse = self.heartbeats.watch(name)
 
         def factory() -> AgentActor:
             return AgentActor(node=node, agent=name, workspace=workspace, pool=self.ref, actions=self.actions,
-                              pulse=pulse, kill_grace=self.kill_grace)  # fmt: skip
+                              kill_grace=self.kill_grace)  # fmt: skip
 
         self.agents[name] = self.system.spawn(factory, name=f"agent:{name}", parent=node_ref,
                                               supervision=_AGENT_SUPERVISION)  # fmt: skip
@@ -308,7 +307,7 @@ class PoolActor(Actor):
         self._run_all(grants)
         return held, node
 
-    def _check_pulses(self) -> None:
+    def _check_heartbeats(self) -> None:
         timeout = self.heartbeats.timeout
         for agent, silent in self.heartbeats.lost(self.now()):
             self._lost(AgentLost(agent, "HEARTBEAT_TIMEOUT",
@@ -333,7 +332,11 @@ class PoolActor(Actor):
         # Told to every pool: an agent of another pool, or one lost meanwhile,
         # is simply not ours. Raising here would crash the pool.
         ref = self.agents.get(message.agent)
-        if ref is not None:
+        if ref is None:
+            return
+        if message.kind in ("silence", "hang"):
+            self.heartbeats.stop(message.agent, self.now())
+        if message.kind != "silence":
             ref.tell(Fault(message.kind))
 
     # -- introspection ---------------------------------------------------------------------

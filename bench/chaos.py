@@ -3,7 +3,7 @@
 1,000 builds (``--quick``; 5,000 without) of a one-job pipeline whose step
 sleeps 2 ms (so agents are busy when a fault lands; ``retry-times: 1`` lets
 a job lost to a silent agent run again elsewhere) go to 2 nodes x 4 agents
-with heartbeats every 50 ms and a 200 ms heartbeat timeout. Every K builds
+with a heartbeat check every 50 ms and a 200 ms heartbeat timeout. Every K builds
 finished (K = 25, or 50 without ``--quick``), ``rt.inject_fault`` hits a
 random busy agent (an idle one if none is busy), cycling crash, silence and
 hang.

@@ -2,8 +2,8 @@
 behaviours 11 and 12), driven by ``rt.inject_fault``:
 
 - ``hang``: the agent stops doing anything; its job ends HEARTBEAT_TIMEOUT
-  about heartbeat-timeout after its last heartbeat; a fresh agent with a new
-  name replaces it.
+  after heartbeat-timeout and within one heartbeat-interval more (the pool
+  checks once per interval); a fresh agent with a new name replaces it.
 - ``silence``: the agent keeps running but stops heartbeating; the job ends
   HEARTBEAT_TIMEOUT, its slots go to the next waiter at once, and the late
   report of the finished job changes nothing (fenced by the attempt token).
@@ -69,10 +69,10 @@ async def _until_ended(s: DispatchScenario, build_id: str, job_id: str, status: 
 async def test_a_hung_agent_ends_its_job_heartbeat_timeout_on_time_and_is_replaced(
     autojump_clock: trio.testing.MockClock, interval: float, timeout: float
 ) -> None:
-    """A hung agent: its job ends HEARTBEAT_TIMEOUT between timeout - interval
-    and timeout + interval after the hang (its last heartbeat was at most one
-    interval before), the build FAILED; a fresh agent with a new name takes
-    its place and the build that waited for an agent runs on it."""
+    """A hung agent: its job ends HEARTBEAT_TIMEOUT after heartbeat-timeout
+    and within one heartbeat-interval more (the pool's check period), the
+    build FAILED; a fresh agent with a new name takes its place and the build
+    that waited for an agent runs on it."""
     config = dispatch_config([node("n1", 1)], heartbeat_interval=interval, heartbeat_timeout=timeout)
     async with dispatch_scenario(config) as s:
         await s.register(LIMITED, id="hb")
@@ -81,14 +81,14 @@ async def test_a_hung_agent_ends_its_job_heartbeat_timeout_on_time_and_is_replac
         victim = info.job("work").agent
         b = await s.submit("hb")
         await s.until_waiting(b.id, "work")
-        await trio.sleep(interval * 0.6)  # somewhere between two heartbeats
+        await trio.sleep(interval * 0.6)  # somewhere between two checks
         t0 = trio.current_time()
         s.rt.inject_fault(victim, "hang")
 
-        await trio.sleep(timeout - interval - 0.1)
+        await trio.sleep(timeout - 0.01)
         assert (await s.job(a.id, "work")).status == "RUNNING", "ended before heartbeat-timeout"
         info, when = await _until_ended(s, a.id, "work", "HEARTBEAT_TIMEOUT", timeout=3 * interval)
-        assert timeout - interval - 0.01 <= when - t0 <= timeout + interval + 0.1, (when - t0, timeout, interval)
+        assert timeout < when - t0 <= timeout + interval + 0.1, (when - t0, timeout, interval)
         assert info.job("work").reason, describe(info)
         assert info.job("work").attempts[-1].status == "HEARTBEAT_TIMEOUT", describe(info)
         done = await s.finished(a.id, timeout=5)
@@ -129,7 +129,7 @@ async def test_a_silent_agent_loses_its_job_its_slots_go_on_and_its_late_report_
         s.rt.inject_fault(victim, "silence")
 
         info, when = await _until_ended(s, a.id, "work", "HEARTBEAT_TIMEOUT", timeout=TIMEOUT + 3 * INTERVAL)
-        assert TIMEOUT - INTERVAL - 0.01 <= when - t0 <= TIMEOUT + INTERVAL + 0.1, when - t0
+        assert TIMEOUT < when - t0 <= TIMEOUT + INTERVAL + 0.1, when - t0
         a_done = await s.finished(a.id, timeout=5)
         assert a_done.status == "FAILED", describe(a_done)
         assert s.probe.is_active(a.id), "a silent agent keeps running its step"
