@@ -51,7 +51,7 @@ QUEUE = ("version: v3.0\nname: queue\nconcurrency: {group: q, max-parallel: 1, q
 async def _hello(scope: Any, receive: Any, send: Any) -> None:
     """The baseline: reads the body, answers 201 with a small JSON document."""
     if scope["type"] == "lifespan":
-        while (message := await receive())["type"] != "lifespan.shutdown":
+        while (await receive())["type"] != "lifespan.shutdown":
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
         return

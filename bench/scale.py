@@ -58,7 +58,7 @@ from actors.pool import AddNode
 
 from . import plot
 from ._harness import scratch_runtime, submit_many, until
-from ._report import RESULTS_DIR, Row, print_table, save
+from ._report import Row, print_table, save
 
 HOLD_CONFIG = {"pools": [{"name": "hold", "nodes": []}], "max-queued-builds": 100_000_000}
 REFERENCE = 1_000  # builds queued in the reference group

@@ -381,7 +381,7 @@ async def test_unexpected_errors_are_500_without_details(autojump_clock: trio.te
 @pytest.mark.trio
 async def test_a_closed_runtime_answers_503(autojump_clock: trio.testing.MockClock) -> None:
     async with api() as a:
-        app, client = a.rt.asgi_app, a.client
+        app = a.rt.asgi_app
         await a.put_pipeline("app", pipeline_yaml())
     async with client_for(app) as late:
         _error(await late.get("/v1/stats"), 503, "unavailable")
