@@ -132,7 +132,7 @@ class Unlock(_Message, frozen=True):
 class AgentLost(_Message, frozen=True):
     """Node → pool: an agent crashed; what it ran ends with ``status``.
 
-    The pool makes one itself for an agent whose pulse stopped (``heartbeat.py``).
+    The pool makes one itself for an agent silent past the timeout (``heartbeat.py``).
     """
 
     agent: str

@@ -3,7 +3,7 @@
 Agents are the node's children. An agent that crashes is not restarted in
 place: the node reports it lost (``FAILED``) to its pool at once, and the
 pool puts a fresh agent, under a new name, in its place. Heartbeats are not
-the node's business: the pool watches every agent's pulse with one timer
+the node's business: each pool watches all its agents with one timer
 (``heartbeat.py``), so an idle node costs nothing.
 """
 

@@ -18,8 +18,8 @@ agent is gone from ``rt.nodes()`` (declared lost and replaced), and
 ``rt.stats()`` shows builds_running, builds_queued, jobs_running,
 jobs_queued, slots_held, agents_busy and agents_locked all 0 and as many
 agents as at the start. Anything else raises (the runner then exits
-non-zero). An agent lost without a fault would be a bug (a healthy agent's
-pulse never stops): such losses are counted and reported.
+non-zero). An agent lost without a fault would be a bug (only a fault
+stops an agent's heartbeats): such losses are counted and reported.
 
     python -m bench.chaos [--quick]
 """
@@ -153,7 +153,7 @@ def run(quick: bool = False) -> list[Row]:
     if facts["agents_lost"] > faults or facts.get("calm_agents_lost"):
         print(f"NOTE: agents lost without a fault: {facts['agents_lost'] - faults} in the faulty run, "
               f"{facts.get('calm_agents_lost', 0)} in the calm ones (no fault stopped their "
-              "pulse: look for a logged crash)")
+              "heartbeats: look for a logged crash)")
     print(f"wrote {save('chaos', rows, facts)}")
     return rows
 
