@@ -141,7 +141,7 @@ class AgentLost(_Message, frozen=True):
 
 
 class Fault(_Message, frozen=True):
-    """Fault injection for tests and benchmarks: crash, hang or silence."""
+    """Pool → agent, for tests and benchmarks: crash or hang (the pool keeps silence to itself)."""
 
     kind: str
 

@@ -3,10 +3,10 @@
 1,000 builds (``--quick``; 5,000 without) of a one-job pipeline whose step
 sleeps 2 ms (so agents are busy when a fault lands; ``retry-times: 1`` lets
 a job lost to a silent agent run again elsewhere) go to 2 nodes x 4 agents
-with a heartbeat check every 50 ms and a 200 ms heartbeat timeout. Every K builds
-finished (K = 25, or 50 without ``--quick``), ``rt.inject_fault`` hits a
-random busy agent (an idle one if none is busy), cycling crash, silence and
-hang.
+with a heartbeat check every 50 ms and a 200 ms heartbeat timeout. Every K
+builds finished (K = 25, or 50 without ``--quick``), ``rt.inject_fault``
+hits a random busy agent (an idle one if none is busy), cycling crash,
+silence and hang.
 
 Figure: builds/s from the first submission to the last build final.
 Baseline, in the same run: the same builds with no faults, so the ratio is

@@ -25,8 +25,8 @@ measured in the same run, so the ratio is how the cost grows:
   (500 builds each with ``--quick``, 2,000 without), after warming up past
   the 5,000 finished builds a pipeline keeps. Unlike admission, this one is
   not interleaved with a small runtime: the big one's nodes cost the whole
-  process (its garbage collections walk them), which would land on both. The sweep
-  adds nodes by asking the pool actor directly (fast) and times a few
+  process (its garbage collections walk them), which would land on both.
+  The sweep adds nodes by asking the pool actor directly (fast) and times a few
   ``rt.add_node`` calls at each size (rows ``rt.add_node``); those calls
   come right after the bulk add, so they also pay for the start-up of the
   node and agent actors just spawned (``rt.add_node`` itself asks each
