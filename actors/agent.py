@@ -36,7 +36,7 @@ import anyio
 import anyio.to_thread
 
 from .actions import ActionFailed, ActionRegistry, StepContext
-from .build import StepLog
+from .records import StepLog
 from .core import Actor, Ref
 from .messages import (
     AgentIdle,

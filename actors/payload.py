@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .build import FAILING, Build, JobRun
+from .build import Build
+from .records import FAILING, JobRun
 from .messages import JobPayload
 from .templates import render
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import msgspec
 
-from .build import Build, BuildShape, JobRun
+from .build import Build
+from .records import BuildShape, JobRun
 from .core import Actor, Ref, Reply
 from .directory import Directory
 from .errors import Conflict, InvalidRequest, NotFound, NotRetryable, QueueFull

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .build import Build, JobRun
+from .build import Build
+from .records import JobRun
 from .model import (
     BuildInfo,
     JobAttemptInfo,

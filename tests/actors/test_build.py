@@ -6,7 +6,8 @@ import tracemalloc
 
 import pytest
 
-from actors.build import Build, BuildShape
+from actors.build import Build
+from actors.records import BuildShape
 from actors.errors import NotRetryable
 from actors.snapshot import build_info
 from runtime.spec_loader import load_pipeline
