@@ -6,7 +6,7 @@ actor may use it. Look-up and spawn happen without an await in between, so
 two users can never start the same name twice.
 
 An actor of the family may stop itself: groups and mutexes retire once
-they have been idle for a while (``actors.idle``). The directory never
+they have been idle for a while (``actors.admission.idle``). The directory never
 hands out an actor that has been asked to stop (it would drop what it is
 told): the kernel frees the name at the stop request, ``find`` treats such
 an actor as absent and ``get`` starts a fresh one under the same name.

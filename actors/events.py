@@ -20,7 +20,7 @@ import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .core import Actor
-from .model import Event, rfc3339
+from .model.info import Event, rfc3339
 
 __all__ = ["EventHub", "Gauge", "Publish", "Subscribe", "Unsubscribe", "History", "Counters", "Record"]
 

@@ -16,7 +16,7 @@ from typing import Any
 import trio
 
 import runtime
-from actors.model import Stats
+from actors.model.info import Stats
 
 __all__ = ["scratch_runtime", "submit_many", "until", "LEAK_FIELDS", "leaks"]
 

@@ -36,7 +36,7 @@ from typing import Any
 import trio
 
 import runtime
-from actors.model import Stats
+from actors.model.info import Stats
 
 from ._harness import LEAK_FIELDS, leaks, scratch_runtime
 from ._report import Row, print_table, save

@@ -15,7 +15,7 @@ import argparse
 import time
 from collections.abc import Hashable
 
-from actors.placement import Placement, Request
+from actors.dispatch.placement import Placement, Request
 
 from ._report import Row, best_of, print_table, save
 

@@ -54,7 +54,7 @@ from typing import Any
 import trio
 
 import runtime
-from actors.pool import AddNode
+from actors.dispatch.pool import AddNode
 
 from . import plot
 from ._harness import scratch_runtime, submit_many, until

@@ -1,6 +1,6 @@
 """shunter's user-facing side: ``open_runtime()``, configuration, errors, result types."""
 
-from actors.errors import (
+from actors.model.errors import (
     Conflict,
     InvalidRequest,
     NotFound,
@@ -10,7 +10,7 @@ from actors.errors import (
     ShunterError,
     SpecError,
 )
-from actors.model import (
+from actors.model.info import (
     BuildInfo,
     Event,
     GroupInfo,

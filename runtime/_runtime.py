@@ -23,16 +23,16 @@ import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from actors.actions import ActionRegistry, StepContext
+from actors.execution.actions import ActionRegistry, StepContext
 from actors.core import Actor, ActorStopped, ActorSystem, AskTimeout, Ref, Supervision, open_system
 from actors.directory import Directory
-from actors.errors import Conflict, InvalidRequest, NotFound, Overloaded, SpecError
+from actors.model.errors import Conflict, InvalidRequest, NotFound, Overloaded, SpecError
 from actors.events import Counters, EventHub, Gauge, History, Subscribe, Unsubscribe
-from actors.group import GroupActor, GroupSnapshot, QueuePosition
-from actors.model import BuildInfo, Event, GroupInfo, NodeInfo, PipelineInfo, Stats, WaitingJob
-from actors.mutex import ListMutexWaiters, MutexActor
-from actors.pool import AddNode, HasNode, InjectFault, ListNodes, ListWaiting, PoolActor, PoolStats, RemoveNode
-from actors.messages import (
+from actors.admission.group import GroupActor, GroupSnapshot, QueuePosition
+from actors.model.info import BuildInfo, Event, GroupInfo, NodeInfo, PipelineInfo, Stats, WaitingJob
+from actors.admission.mutex import ListMutexWaiters, MutexActor
+from actors.dispatch.pool import AddNode, HasNode, InjectFault, ListNodes, ListWaiting, PoolActor, PoolStats, RemoveNode
+from actors.model.messages import (
     CancelRequest,
     DescribePipeline,
     GetBuild,
@@ -43,7 +43,7 @@ from actors.messages import (
     SubmitBuild,
     WaitBuild,
 )
-from actors.pipeline import PipelineActor
+from actors.builds.pipeline import PipelineActor
 
 from .config import RuntimeConfig, default_config, load_config
 from .spec_loader import load_pipeline, slugify, validate_pipeline_id

@@ -17,8 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from actors.errors import InvalidRequest, ShunterError, SpecError
-from actors.model import JOB_FINAL
+from actors.model.errors import InvalidRequest, ShunterError, SpecError
+from actors.model.info import JOB_FINAL
 
 USAGE_ERROR = 2
 LOG_TAIL = 15  # lines of a failed step's log shown by `run`

@@ -31,7 +31,7 @@ from typing import Any
 
 import msgspec
 
-from actors.errors import SpecError
+from actors.model.errors import SpecError
 from runtime._validate import Checker, index_path, key_path, parse_document, type_name
 
 __all__ = [

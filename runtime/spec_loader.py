@@ -1,4 +1,4 @@
-"""Load and validate pipeline YAML/JSON into an ``actors.spec.PipelineSpec``.
+"""Load and validate pipeline YAML/JSON into an ``actors.model.spec.PipelineSpec``.
 
 ``load_pipeline`` walks the raw data by hand and collects every problem
 before refusing, so a user sees all of them at once, each with a
@@ -33,9 +33,9 @@ import unicodedata
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from actors import templates
-from actors.errors import SpecError
-from actors.spec import (
+from actors.model import templates
+from actors.model.errors import SpecError
+from actors.model.spec import (
     ON_QUEUE_FULL,
     STEP_CONTINUE_ON_ERROR,
     Concurrency,

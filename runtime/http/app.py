@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from actors.core import ActorError, Ref
-from actors.errors import ShunterError
+from actors.model.errors import ShunterError
 
 from .core import (
     BodyTooLarge,

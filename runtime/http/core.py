@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, unquote
 
 import msgspec
 
-from actors.errors import InvalidRequest, NotFound, ShunterError
+from actors.model.errors import InvalidRequest, NotFound, ShunterError
 
 __all__ = [
     "BodyTooLarge",

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from actors.core import Actor, ActorError, Ref, Supervision
-from actors.model import Event
+from actors.model.info import Event
 
 from .routes import BUILD_STATUSES
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
-from actors.errors import InvalidRequest, NotFound, SpecError
-from actors.model import BuildInfo, GroupInfo, NodeInfo, PipelineInfo, Stats
+from actors.model.errors import InvalidRequest, NotFound, SpecError
+from actors.model.info import BuildInfo, GroupInfo, NodeInfo, PipelineInfo, Stats
 from runtime._validate import type_name
 from runtime.spec_loader import validate_pipeline_id
 

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from actors.errors import InvalidRequest
-from actors.model import Event
+from actors.model.errors import InvalidRequest
+from actors.model.info import Event
 
 from .core import Request, encode_json
 from .routes import EVENT_KINDS

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from actors.errors import SpecError
+from actors.model.errors import SpecError
 from runtime.config import (
     NodeConfig,
     PoolConfig,

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from actors.errors import SpecError
-from actors.spec import Concurrency, Mutex, PipelineSpec, RunsOn
+from actors.model.errors import SpecError
+from actors.model.spec import Concurrency, Mutex, PipelineSpec, RunsOn
 from runtime.spec_loader import load_pipeline, slugify, validate_pipeline_id
 
 ACTIONS = {"noop", "sleep", "fail", "echo"}

@@ -29,7 +29,7 @@ import trio
 import yaml
 
 import runtime
-from actors.actions import ActionFailed
+from actors.execution.actions import ActionFailed
 
 FINISHED = frozenset({"SUCCEED", "FAILED", "CANCELED", "QUEUE_TIMEOUT"})
 """Build statuses that end a build (DESIGN §3.2)."""

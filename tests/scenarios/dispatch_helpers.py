@@ -31,7 +31,7 @@ from typing import Any
 import trio
 
 import runtime
-from actors.actions import ActionFailed
+from actors.execution.actions import ActionFailed
 
 from .conftest import Probe, Run, Scenario, describe, ts
 

@@ -15,7 +15,7 @@ import pytest
 import trio
 
 import runtime
-from actors.actions import StepContext
+from actors.execution.actions import StepContext
 
 CONFIG = {"pools": [{"name": "default", "nodes": [{"name": "n1", "agents": 4}]}]}
 

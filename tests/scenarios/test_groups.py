@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from actors.idle import IDLE_AFTER
+from actors.admission.idle import IDLE_AFTER
 from runtime import QueueFull
 
 from .conftest import Scenario, describe, noop_step, pipeline, scenario, ts

@@ -26,7 +26,7 @@ import msgspec
 import trio
 
 import runtime
-from actors.actions import ActionFailed
+from actors.execution.actions import ActionFailed
 
 CONFIG = {"pools": [{"name": "default", "nodes": [{"name": "n1", "agents": 2}]}]}
 

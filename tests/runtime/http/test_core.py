@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from actors.errors import InvalidRequest, NotFound, QueueFull
+from actors.model.errors import InvalidRequest, NotFound, QueueFull
 from runtime.http.core import (
     MethodNotAllowed,
     Router,

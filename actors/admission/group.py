@@ -1,0 +1,295 @@
+"""Concurrency groups: a named FIFO admission gate shared by pipelines.
+
+A group runs at most ``max-parallel`` builds and queues at most
+``queue-length`` more, each for at most ``queue-timeout-minutes``. When the
+queue is full a new build is refused (``reject``) or the oldest queued build
+is cancelled to make room (``cancel-oldest``). With ``cancel-in-progress`` a
+new build cancels the group's running and queued builds and then waits at
+the head of the queue until the cancelled ones have released their places:
+``max-parallel`` holds at every instant, even while they stop.
+
+The limits come with each ``Admit`` (the latest wins), since pipelines that
+render the same group name share it. Retries inside a running build never
+come here (DESIGN §3.1 item 4).
+
+Queue timeouts: a waiter times out exactly ``queue-timeout-minutes`` after
+it was queued, with the timeout it was queued with (a later ``Admit`` may
+change the limit for those that follow). The group keeps ONE timer in the
+system's timer service, armed for the earliest deadline of its queue
+(``DeadlineQueue`` finds it), not a timer per waiter: those cost ~350 B
+each and one message hop per expiry. When the timer fires, every due waiter
+is taken in one handler and each pipeline is told one ``Dequeued`` listing
+its builds, so 100k waiters sharing a deadline take two messages, not 200k.
+The timer is re-armed when an earlier deadline is queued and when it fires.
+When the earliest waiter leaves (admitted, withdrawn, cancelled) the timer
+is left as it is: firing early finds nothing due and re-arms, which is
+cheaper than a cancel and a new timer per admission. It is cancelled when
+the queue empties.
+
+Retirement: a group with nothing running and nothing queued for
+``IDLE_AFTER`` (five minutes) stops itself (``actors.admission.idle``), so group
+names rendered per build do not leave an actor behind each. The next
+``Admit`` for its name starts a fresh group through the directory; no
+message is lost (the stop happens only with an empty mailbox, and the
+directory never hands out a stopping group). The fresh group needs nothing
+from the old one: it held no build, the limits come with every ``Admit``,
+and a ``Release`` for a build it never saw is ignored. A retired group is no
+longer listed by ``rt.groups()``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import msgspec
+
+from ..core import Actor, Ref, TimerHandle
+from ..queues.deadlines import DeadlineQueue
+from .idle import IDLE_AFTER, IdleCheck, IdleRetirement
+from ..model.messages import Admit, Admitted, CancelBuild, Dequeued, Queued, Refused, Release
+from ..model.info import GroupInfo, QueueEntry, rfc3339
+from ..model.spec import Concurrency
+
+__all__ = ["GroupActor", "GroupSnapshot", "QueuePosition"]
+
+
+class GroupSnapshot(msgspec.Struct, frozen=True):
+    pass
+
+
+class QueuePosition(msgspec.Struct, frozen=True):
+    build_id: str
+
+
+class _Expire(msgspec.Struct, frozen=True):
+    """The group's timer fired: end the waiters that are due."""
+
+
+_EXPIRE = _Expire()
+
+
+class _Waiter:
+    """A queued build: with its deadline float, the only objects a waiter costs the group."""
+
+    __slots__ = ("key", "pipeline", "queued_at", "timeout", "deadline")
+
+    def __init__(self, build_id: str, pipeline: Ref, queued_at: float, timeout: float, deadline: float) -> None:
+        self.key = build_id  # the DeadlineQueue key
+        self.pipeline = pipeline
+        self.queued_at = queued_at  # wall clock, for people
+        self.timeout = timeout  # seconds
+        self.deadline = deadline  # system clock, for the timer
+
+
+class GroupActor(Actor):
+    """One concurrency group. See the module docstring."""
+
+    def __init__(self, name: str, idle_after: float = IDLE_AFTER) -> None:
+        self.group = name
+        self.config = Concurrency(group=name)
+        self.running: dict[str, Ref] = {}
+        self.cancelled: set[str] = set()  # running builds cancelled by cancel-in-progress
+        self.queue: DeadlineQueue[_Waiter] = DeadlineQueue()
+        self.timer: TimerHandle | None = None  # the group's one timer, armed for the earliest deadline or before
+        self._shared_timeout = math.nan  # the last queue timeout (s): one float object for its waiters
+        self.idle = IdleRetirement(idle_after)  # stops the group once idle that long
+
+    async def started(self) -> None:
+        self.idle.settle(self, True)  # a group nobody tells anything still retires
+
+    def receive(self, message: Any) -> Any:
+        kind = type(message)
+        if kind is Admit:
+            self._admit(message)
+        elif kind is Release:
+            self._release(message.build_id)
+        elif kind is _Expire:
+            self._expire()
+        elif kind is GroupSnapshot:
+            return self._snapshot()
+        elif kind is QueuePosition:
+            return self._position(message.build_id)
+        elif kind is IdleCheck:
+            self.idle.fire(self, message)
+            return None
+        else:
+            raise TypeError(f"group {self.group!r} got an unexpected {kind.__name__}")
+        self.idle.settle(self, self.is_idle)
+        return None
+
+    @property
+    def is_idle(self) -> bool:
+        """Nothing running, nothing queued: the group holds nothing for anyone."""
+        return not self.running and not self.queue
+
+    # -- admission ------------------------------------------------------------------
+
+    def _admit(self, admit: Admit) -> None:
+        self.config = config = admit.config
+        build_id = admit.build_id
+        if build_id in self.running or build_id in self.queue:
+            admit.pipeline.tell(Refused(build_id, f"build {build_id!r} is already in group {self.group!r}",
+                                        admit.reply, admit.retry))  # fmt: skip
+            return
+        if config.cancel_in_progress:
+            self._cancel_everything_for(build_id)
+            self._enqueue(admit, front=True)
+            self._admit_next()
+            return
+        if len(self.running) < config.max_parallel and not self.queue:
+            self.running[build_id] = admit.pipeline
+            admit.pipeline.tell(Admitted(build_id, admit.reply, admit.retry))
+            return
+        if len(self.queue) >= config.queue_length:
+            head = self.queue.head()
+            if config.on_queue_full == "cancel-oldest" and head is not None:
+                self._dequeue(head.key, "CANCELED", f"cancelled to make room for build {build_id} in concurrency "
+                              f"group {self.group!r} (queue-length {config.queue_length}, on-queue-full cancel-oldest)")  # fmt: skip
+            else:
+                admit.pipeline.tell(Refused(build_id, self._full_message(), admit.reply, admit.retry))
+                return
+        self._enqueue(admit)
+
+    def _full_message(self) -> str:
+        config = self.config
+        return (
+            f"concurrency group {self.group!r} is full: {len(self.running)} running (max-parallel "
+            f"{config.max_parallel}) and {len(self.queue)} queued (queue-length {config.queue_length})"
+        )
+
+    def _enqueue(self, admit: Admit, front: bool = False) -> None:
+        timeout = self.config.queue_timeout_minutes * 60
+        if timeout == self._shared_timeout:
+            timeout = self._shared_timeout  # one object for all: a float of its own is 24 B per waiter
+        else:
+            self._shared_timeout = timeout
+        deadline = self.now() + timeout
+        waiter = _Waiter(admit.build_id, admit.pipeline, admit.queued_at, timeout, deadline)
+        if front:
+            self.queue.appendleft(waiter)
+        else:
+            self.queue.append(waiter)
+        timer = self.timer
+        if timer is None or not timer.active or deadline < timer.deadline:
+            self._arm()
+        position = 1 if front else len(self.queue)
+        admit.pipeline.tell(Queued(admit.build_id, position, admit.reply, admit.retry))
+
+    def _cancel_everything_for(self, build_id: str) -> None:
+        reason = f"cancelled by build {build_id} (cancel-in-progress in concurrency group {self.group!r})"
+        queued = [self.queue.popleft() for _ in range(len(self.queue))]
+        self._tell_dequeued(queued, "CANCELED", reason)
+        self._queue_shrank()
+        for running, pipeline in self.running.items():
+            if running not in self.cancelled:
+                self.cancelled.add(running)
+                pipeline.tell(CancelBuild(running, reason))
+
+    def _admit_next(self) -> None:
+        while self.queue and len(self.running) < self.config.max_parallel:
+            waiter = self.queue.popleft()
+            self.running[waiter.key] = waiter.pipeline
+            waiter.pipeline.tell(Admitted(waiter.key, None))
+        self._queue_shrank()
+
+    def _release(self, build_id: str) -> None:
+        if self.running.pop(build_id, None) is not None:
+            self.cancelled.discard(build_id)
+            self._admit_next()
+        elif self.queue.pop(build_id) is not None:
+            self._queue_shrank()
+
+    def _dequeue(self, build_id: str, status: str, reason: str) -> None:
+        waiter = self.queue.pop(build_id)
+        assert waiter is not None
+        self._tell_dequeued([waiter], status, reason)
+        self._queue_shrank()
+
+    # -- queue timeouts -------------------------------------------------------------------
+
+    def _expire(self) -> None:
+        """The timer fired: end every due waiter now, one message per pipeline, then re-arm.
+
+        A waiter admitted, withdrawn or cancelled before its deadline has left
+        the queue, so it cannot be here; one queued again has a new deadline.
+        """
+        batches: dict[tuple[Ref, float], list[str]] = {}  # one per pipeline, unless timeouts differ
+        for waiter in self.queue.pop_due(self.now()):
+            key = (waiter.pipeline, waiter.timeout)
+            build_ids = batches.get(key)
+            if build_ids is None:
+                batches[key] = build_ids = []
+            build_ids.append(waiter.key)
+        reasons: dict[float, str] = {}
+        for (pipeline, timeout), build_ids in batches.items():
+            reason = reasons.get(timeout)
+            if reason is None:
+                reasons[timeout] = reason = self._timeout_reason(timeout)
+            pipeline.tell(Dequeued(tuple(build_ids), "QUEUE_TIMEOUT", reason))
+        self._arm()
+
+    def _timeout_reason(self, timeout: float) -> str:
+        """Why a waiter that waited ``timeout`` seconds was let go: the group, its limit, who runs."""
+        blocking = ", ".join(list(self.running)[:3]) or "none"
+        return (f"waited {timeout / 60:g} minute(s) in concurrency group {self.group!r} "
+                f"(max-parallel {self.config.max_parallel}; running: {blocking})")  # fmt: skip
+
+    def _arm(self) -> None:
+        """Point the group's one timer at the earliest deadline queued (none if the queue is empty)."""
+        earliest = self.queue.earliest()
+        timer = self.timer
+        if timer is not None and timer.active:
+            if earliest is not None and timer.deadline <= earliest:
+                return  # fires in time (early if the earliest waiter left: _expire re-arms then)
+            timer.cancel()
+        self.timer = None if earliest is None else self.send_at(earliest, _EXPIRE)
+
+    def _queue_shrank(self) -> None:
+        """Waiters left: no timer for an empty queue; otherwise the armed one may fire early."""
+        if not self.queue and self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _tell_dequeued(self, waiters: list[_Waiter], status: str, reason: str) -> None:
+        """Tell each pipeline, in one message, which of its builds left the queue without running."""
+        by_pipeline: dict[Ref, list[str]] = {}
+        for waiter in waiters:
+            by_pipeline.setdefault(waiter.pipeline, []).append(waiter.key)
+        for pipeline, build_ids in by_pipeline.items():
+            pipeline.tell(Dequeued(tuple(build_ids), status, reason))
+
+    # -- introspection --------------------------------------------------------------------
+
+    def _position(self, build_id: str) -> int | None:
+        for position, waiter in enumerate(self.queue, start=1):
+            if waiter.key == build_id:
+                return position
+        return None
+
+    def _snapshot(self) -> GroupInfo:
+        config = self.config
+        running = list(self.running)
+        queue = [
+            QueueEntry(
+                build_id=waiter.key,
+                position=position,
+                queued_at=rfc3339(waiter.queued_at) or "",
+                deadline=rfc3339(waiter.queued_at + waiter.timeout) or "",
+                pipeline_id=waiter.key.rsplit(".", 1)[0],
+                waiting_for=running,
+            )
+            for position, waiter in enumerate(self.queue, start=1)
+        ]
+        return GroupInfo(
+            name=self.group,
+            max_parallel=config.max_parallel,
+            queue_length=config.queue_length,
+            queue_timeout_minutes=config.queue_timeout_minutes,
+            on_queue_full=config.on_queue_full,
+            cancel_in_progress=config.cancel_in_progress,
+            running=running,
+            queue=queue,
+        )
+
+

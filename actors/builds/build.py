@@ -1,0 +1,438 @@
+"""A build's state machine: phases, jobs, steps, attempts. Pure: no I/O.
+
+The pipeline actor owns its builds and drives them with what agents, the
+dispatcher and the concurrency group report; each transition returns the
+jobs that must now be dispatched, and the actor carries that out. Keeping
+the rules here (conditions, dependencies, retries, final status) makes them
+testable without an event loop.
+
+Phases are the stages in order, then ``finally`` as a last phase. A job
+starts once its phase is reached and its ``depend-on`` jobs have ended; its
+``if`` decides whether it runs. A failed job never cancels its siblings: the
+phase ends when all its jobs have ended.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+from ..model.errors import NotFound, NotRetryable
+from ..model.info import BUILD_FINAL, JOB_FINAL, STEP_FINAL
+from .records import FAILING, STEP_FAILING, WAITING, BuildShape, JobAttempt, JobRun, StepAttempt, StepLog
+from ..model.spec import PipelineSpec
+
+__all__ = ["Build"]
+
+class Build:
+    """One run of a pipeline. See the module docstring for the rules."""
+
+    __slots__ = (
+        "id", "pipeline_id", "spec", "shape", "number", "variables", "group", "status", "reason",
+        "execute_count", "queued_at", "started_at", "finished_at", "cancelling", "_phases", "_jobs", "phase",
+        "locked",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        build_id: str,
+        spec: PipelineSpec | BuildShape,
+        number: int,
+        variables: dict[str, str],
+        group: str | None,
+        now: float,
+    ) -> None:
+        shape = spec if isinstance(spec, BuildShape) else BuildShape(spec)
+        self.id = build_id
+        self.pipeline_id = sys.intern(build_id.rsplit(".", 1)[0])  # one copy, not one per build
+        self.spec = spec = shape.spec
+        self.shape = shape
+        self.number = number
+        self.variables = variables
+        self.group = group
+        self.status = "QUEUE"
+        self.reason: str | None = None
+        self.execute_count = 1
+        self.queued_at: float | None = now
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.cancelling: str | None = None  # the cancel reason, once cancelled
+        # Job and step records are made when first needed (the build starts or
+        # someone retries it): a queued build costs ~700 bytes and nine
+        # tracked objects less without them, and a million may queue.
+        self._phases: list[list[JobRun]] | None = None
+        self._jobs: dict[str, JobRun] | None = None
+        self.phase = 0
+        self.locked: dict[str, set[tuple[str, str]]] | None = None  # chain -> (pool, agent) it holds; made on use
+
+    @property
+    def phases(self) -> list[list[JobRun]]:
+        """The job records, phase by phase (made on first use)."""
+        if self._phases is None:
+            self._keep_records()
+        assert self._phases is not None
+        return self._phases
+
+    @property
+    def jobs(self) -> dict[str, JobRun]:
+        """The job records by job id (made on first use)."""
+        if self._jobs is None:
+            self._keep_records()
+        assert self._jobs is not None
+        return self._jobs
+
+    def _keep_records(self) -> None:
+        self._phases = phases = self._make_records()
+        self._jobs = {job.id: job for phase in phases for job in phase}
+
+    def records_for_reading(self) -> list[list[JobRun]]:
+        """The job records; for a build that has none yet, made for the look and not kept."""
+        return self._phases if self._phases is not None else self._make_records()
+
+    def _make_records(self) -> list[list[JobRun]]:
+        spec, step_index = self.spec, self.shape.step_index
+        phases = [[JobRun(job, index, step_index[job.id]) for job in stage.jobs] for index, stage in enumerate(spec.stages)]
+        if spec.finally_:
+            finally_phase = len(phases)
+            phases.append([JobRun(job, finally_phase, step_index[job.id]) for job in spec.finally_])
+        if self.finished:  # it ended before it started (queue timeout, cancelled while queued)
+            for phase in phases:
+                for job in phase:
+                    job.end_unrun("UNEXEC", self.reason or "")
+        return phases
+
+    @property
+    def phase_names(self) -> list[str]:
+        return self.shape.phase_names
+
+    @property
+    def chains(self) -> dict[str, str]:
+        """Job id -> the first job of its ``lock-resource-with`` chain (jobs in no chain are absent)."""
+        return self.shape.chains
+
+    # -- queries ------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self.status in BUILD_FINAL
+
+    def all_jobs(self) -> Iterator[JobRun]:
+        return iter(self.jobs.values())
+
+    def job(self, job_id: str) -> JobRun:
+        try:
+            return self.jobs[job_id]
+        except KeyError:
+            raise NotFound(f"build {self.id!r} has no job {job_id!r}") from None
+
+    def find_step(self, job_id: str | None, step_id: str) -> tuple[JobRun, int]:
+        """The job and index of ``step_id``; ``job_id`` may be omitted when unambiguous."""
+        if job_id is not None:
+            job = self.job(job_id)
+            if step_id not in job.step_index:
+                raise NotFound(f"job {job_id!r} of build {self.id!r} has no step {step_id!r}")
+            return job, job.step_index[step_id]
+        owners = [job for job in self.jobs.values() if step_id in job.step_index]
+        if not owners:
+            raise NotFound(f"build {self.id!r} has no step {step_id!r}")
+        if len(owners) > 1:
+            names = ", ".join(job.id for job in owners)
+            raise NotFound(f"step {step_id!r} is in several jobs ({names}); name the job too")
+        return owners[0], owners[0].step_index[step_id]
+
+    def live_attempt(self, job_id: str, attempt: int) -> JobRun | None:
+        """The job if ``attempt`` is its current, unfinished attempt (the fencing check)."""
+        job = self._jobs.get(job_id) if self._jobs is not None else None
+        if job is None or not job.attempts:
+            return None
+        current = job.attempts[-1]
+        if current.number != attempt or current.status in JOB_FINAL:
+            return None
+        return job
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def start(self, now: float) -> list[JobRun]:
+        """Admitted: start running; returns the jobs to dispatch."""
+        self.status = "RUNNING"
+        self.started_at = now
+        self.reason = None
+        return self.advance(now)
+
+    def end_unstarted(self, status: str, reason: str, now: float) -> None:
+        """End a build that never started (queue timeout, cancelled while queued)."""
+        self.status = status
+        self.reason = reason
+        self.finished_at = now
+        if self._jobs is None:
+            return  # records made later show every job UNEXEC for this reason
+        for job in self._jobs.values():
+            if job.status not in JOB_FINAL:
+                job.end_unrun("UNEXEC", reason)
+
+    def advance(self, now: float) -> list[JobRun]:
+        """Start what can start, move through phases, finish the build when all ended."""
+        dispatch: list[JobRun] = []
+        phases = self.phases
+        while self.phase < len(phases):
+            jobs = phases[self.phase]
+            for job in jobs:
+                if job.status == WAITING:
+                    self._consider(job, now, dispatch)
+            if any(job.status not in JOB_FINAL for job in jobs):
+                break
+            self.phase += 1
+        if self.phase >= len(phases) and not dispatch:
+            self._finish(now)
+        return dispatch
+
+    def _consider(self, job: JobRun, now: float, dispatch: list[JobRun]) -> None:
+        deps = [self.jobs[name] for name in job.spec.depend_on]
+        if any(dep.status not in JOB_FINAL for dep in deps):
+            return
+        earlier_failure = next(
+            (other for other in self.jobs.values() if other.phase < job.phase and other.failed), None
+        )
+        bad_dep = next((dep for dep in deps if not dep.ok), None)
+        condition = job.spec.if_
+        start, job.resume_step = job.resume_step, 0
+        if self.cancelling is not None:
+            if condition in ("CANCELED", "ALWAYS"):
+                self._new_attempt(job, start, dispatch)
+            else:
+                job.end_unrun("UNEXEC", f"not run: {self.cancelling}")
+            return
+        failed = earlier_failure is not None or bad_dep is not None
+        if condition == "ALWAYS" or (condition == "FAILURE" and failed) or (condition == "SUCCESS" and not failed):
+            self._new_attempt(job, start, dispatch)
+        elif condition == "SUCCESS":
+            cause = bad_dep or earlier_failure
+            assert cause is not None
+            kind = "dependency" if cause is bad_dep else "job"
+            job.end_unrun("UNEXEC", f"not run: {kind} {cause.id!r} ended {cause.status}")
+        elif condition == "FAILURE":
+            job.end_unrun("SKIP", "skipped: if: FAILURE, and nothing before it failed")
+        else:  # CANCELED
+            job.end_unrun("SKIP", "skipped: if: CANCELED, and the build was not cancelled")
+
+    def _new_attempt(
+        self, job: JobRun, start_step: int, dispatch: list[JobRun], retry_of: int | None = None
+    ) -> None:
+        attempt = JobAttempt(len(job.attempts) + 1, self.execute_count, retry_of, start_step)
+        job.attempts.append(attempt)
+        job.status = "QUEUE"
+        job.reason = None
+        for step in job.steps[start_step:]:
+            step.reset()
+        dispatch.append(job)
+
+    def _finish(self, now: float) -> None:
+        if self.finished:
+            return
+        self.finished_at = now
+        if self.cancelling is not None:
+            self.status, self.reason = "CANCELED", self.cancelling
+            return
+        failed = next((job for job in self.jobs.values() if job.failed), None)
+        if failed is not None:
+            self.status = "FAILED"
+            self.reason = f"job {failed.id!r} ended {failed.status}: {failed.reason or 'no reason given'}"
+        else:
+            self.status, self.reason = "SUCCEED", None
+
+    # -- reports from agents and the dispatcher ---------------------------------------
+
+    def job_started(self, job: JobRun, node: str, agent: str, context: dict[str, str], now: float) -> None:
+        attempt = job.attempts[-1]
+        attempt.status = "RUNNING"
+        attempt.node, attempt.agent = node, agent
+        attempt.started_at = now
+        if attempt.context_before is None:
+            attempt.context_before = context
+        job.status = "RUNNING"
+
+    def lock_agent(self, job: JobRun, pool: str, agent: str) -> None:
+        """``job`` started on ``agent``: if it is in a lock chain, the chain holds that agent."""
+        root = self.shape.chains.get(job.id)
+        if root is not None:
+            if self.locked is None:
+                self.locked = {}
+            self.locked.setdefault(root, set()).add((pool, agent))
+
+    def agents_to_unlock(self, everything: bool = False) -> list[tuple[str, str]]:
+        """(pool, agent) held by chains whose jobs have all ended, or by every chain
+        when ``everything`` (the build ended); they are no longer held."""
+        if not self.locked:
+            return []
+        chains = self.shape.chains
+        freed: list[tuple[str, str]] = []
+        for root in list(self.locked):
+            if everything or all(job.status in JOB_FINAL for job in self.jobs.values() if chains.get(job.id) == root):
+                freed.extend(self.locked.pop(root))
+        return freed
+
+    def step_started(self, job: JobRun, index: int, log: StepLog, now: float) -> StepAttempt:
+        step = job.steps[index]
+        previous = step.attempts[-1].number if step.attempts else None
+        attempt = StepAttempt(len(step.attempts) + 1, previous, self.execute_count, job.attempts[-1].number, log, now)
+        step.attempts.append(attempt)
+        step.status = "RUNNING"
+        step.reason = None
+        return attempt
+
+    def step_ended(
+        self,
+        job: JobRun,
+        index: int,
+        status: str,
+        reason: str | None,
+        exit_code: int | None,
+        outputs: dict[str, str],
+        exported_env: dict[str, str],
+        now: float,
+    ) -> None:
+        step = job.steps[index]
+        attempt = step.attempts[-1]
+        attempt.status, attempt.reason, attempt.exit_code = status, reason, exit_code
+        attempt.outputs, attempt.exported_env = outputs, exported_env
+        attempt.finished_at = now
+        step.status, step.reason = status, reason
+
+    def step_not_run(self, job: JobRun, index: int, status: str, reason: str) -> None:
+        step = job.steps[index]
+        step.status, step.reason = status, reason
+
+    def job_ended(self, job: JobRun, status: str, reason: str | None, now: float) -> list[JobRun]:
+        attempt = job.attempts[-1]
+        attempt.status, attempt.reason = status, reason
+        attempt.finished_at = now
+        job.status, job.reason = status, reason
+        for step in job.steps[attempt.start_step :]:
+            if step.status not in STEP_FINAL:
+                step.status = "CANCELED" if step.status == "RUNNING" else "UNEXEC"
+                step.reason = reason
+        return self.advance(now)
+
+    def retry_lost(self, job: JobRun, status: str, reason: str | None, now: float) -> bool:
+        """The job's agent was lost: retry elsewhere from the running step if its
+        ``retry-times`` allows; True if a new attempt was made (dispatch ``job``)."""
+        if self.cancelling is not None:
+            return False
+        attempt = job.attempts[-1]
+        index = next((i for i, step in enumerate(job.steps) if step.status == "RUNNING"), None)
+        if index is None:
+            return False
+        step = job.steps[index]
+        tries = sum(1 for a in step.attempts if a.job_attempt == attempt.number and a.execute_count == self.execute_count)
+        if tries > step.spec.retry_times:
+            return False
+        step_attempt = step.attempts[-1]
+        step_attempt.status, step_attempt.reason, step_attempt.finished_at = "FAILED", reason, now
+        step.status, step.reason = "FAILED", reason
+        attempt.status, attempt.reason, attempt.finished_at = status, reason, now
+        self._new_attempt(job, index, [], retry_of=attempt.number)
+        return True
+
+    # -- cancel -------------------------------------------------------------------
+
+    def cancel(self, reason: str, now: float) -> list[JobRun]:
+        """Cancel: returns the jobs (queued or running) whose attempts must be stopped.
+
+        A queued build ends at once. A running one ends once every stopped job
+        has reported back (and any ``if: CANCELED`` / ``ALWAYS`` finally jobs ran).
+        """
+        if self.status == "QUEUE":
+            self.end_unstarted("CANCELED", reason, now)
+            return []
+        if self.cancelling is None:
+            self.cancelling = reason
+        return [job for job in self.jobs.values() if job.status in ("QUEUE", "RUNNING")]
+
+    # -- retries ------------------------------------------------------------------
+
+    def retry_in_run(self, job_id: str | None, step_id: str | None, now: float) -> JobRun:
+        """Retry a failed job (or from a failed step) as part of this running build.
+
+        Bypasses group admission: the build keeps its slot, its place and its
+        execute_count (DESIGN §3.1 item 4). Returns the job to dispatch.
+        """
+        if self.cancelling is not None:
+            raise NotRetryable(f"build {self.id!r} is being cancelled")
+        if job_id is None and step_id is None:
+            raise NotRetryable(
+                f"build {self.id!r} is {self.status}: a whole-build retry needs a finished build; "
+                "retry a failed job or step instead"
+            )
+        job, start = self.find_step(job_id, step_id) if step_id is not None else (self.job(job_id or ""), 0)
+        if job.status not in FAILING:
+            raise NotRetryable(f"job {job.id!r} is {job.status}; only a job that failed can be retried")
+        if step_id is not None and job.steps[start].status not in STEP_FAILING:
+            raise NotRetryable(
+                f"step {step_id!r} of job {job.id!r} is {job.steps[start].status}; only a failed step can be retried"
+            )
+        if job.phase != self.phase:
+            raise NotRetryable(
+                f"job {job.id!r} is in phase {self.phase_names[job.phase]!r} but the build has moved on to "
+                f"{self.phase_names[self.phase]!r}; retry the build once it has finished"
+            )
+        dispatch: list[JobRun] = []
+        self._reopen_dependents(job)
+        self._new_attempt(job, start, dispatch, retry_of=job.attempts[-1].number if job.attempts else None)
+        return job
+
+    def _reopen_dependents(self, job: JobRun) -> None:
+        """Dependents that did not run because ``job`` failed get another chance."""
+        pending = [job.id]
+        while pending:
+            name = pending.pop()
+            for other in self.phases[job.phase]:
+                if name in other.spec.depend_on and other.status in ("UNEXEC", "SKIP"):
+                    other.reset()
+                    pending.append(other.id)
+
+    def rerun_plan(self, *, job_id: str | None, step_id: str | None, failed_only: bool) -> dict[str, int]:
+        """Which jobs a retry of this finished build runs again, and from which step.
+
+        Whole: every job. ``failed_only``: every job that did not succeed,
+        whole. A job or step: that job (from that step) and whatever did not
+        succeed in its phase or after it. ``finally`` jobs always run again.
+        Raises ``NotRetryable`` (changing nothing) when there is nothing to retry.
+        """
+        if not self.finished:
+            raise NotRetryable(f"build {self.id!r} is {self.status}")
+        finally_phase = len(self.spec.stages)  # == len(self.phases) when there is no finally
+        plan: dict[str, int] = {job.id: 0 for job in self.jobs.values() if job.phase == finally_phase}
+        if job_id is None and step_id is None and not failed_only:
+            plan.update({name: 0 for name in self.jobs})
+        elif job_id is None and step_id is None:
+            unfinished = [job for job in self.jobs.values() if job.phase < finally_phase and job.status != "SUCCEED"]
+            if not unfinished:
+                raise NotRetryable(f"build {self.id!r} has no failed job to retry")
+            plan.update({job.id: 0 for job in unfinished})
+        else:
+            job, start = self.find_step(job_id, step_id) if step_id is not None else (self.job(job_id or ""), 0)
+            if step_id is not None and job.steps[start].status not in STEP_FAILING | {"UNEXEC"}:
+                raise NotRetryable(
+                    f"step {step_id!r} of job {job.id!r} is {job.steps[start].status}; "
+                    "only a failed step or one that never ran can be retried"
+                )
+            for other in self.jobs.values():
+                if other.phase >= job.phase and other.status != "SUCCEED":
+                    plan.setdefault(other.id, 0)
+            plan[job.id] = start
+        return plan
+
+    def prepare_rerun(self, *, job_id: str | None, step_id: str | None, failed_only: bool, now: float) -> None:
+        """Reset a finished build for a new execution, as ``rerun_plan`` says.
+
+        A new admission follows. Attempt history is kept; execute_count grows by one.
+        """
+        plan = self.rerun_plan(job_id=job_id, step_id=step_id, failed_only=failed_only)
+        for name, start in plan.items():
+            self.jobs[name].reset(start)
+        self.phase = min(self.jobs[name].phase for name in plan)
+        self.execute_count += 1
+        self.status, self.reason = "QUEUE", None
+        self.cancelling = None
+        self.queued_at, self.started_at, self.finished_at = now, None, None

@@ -1,0 +1,73 @@
+"""What an agent needs to run one job attempt, derived from the build's state."""
+
+from __future__ import annotations
+
+from .build import Build
+from .records import FAILING, JobRun
+from ..model.messages import JobPayload
+from ..model.templates import render
+
+__all__ = ["job_payload", "template_context", "chain_agent"]
+
+
+def job_payload(build: Build, job: JobRun) -> JobPayload:
+    """The attempt's steps, env, template context and (for a retry) the context to restore."""
+    attempt = job.attempts[-1]
+    return JobPayload(
+        pipeline_id=build.pipeline_id,
+        build_number=build.number,
+        execute_count=build.execute_count,
+        job=job.spec,
+        start_step=attempt.start_step,
+        template_context=template_context(build),
+        env=_job_env(build, job),
+        restore=_restore_context(job),
+        failed_before=any(step.status in FAILING for step in job.steps[: attempt.start_step]),
+    )
+
+def template_context(build: Build) -> dict[str, dict[str, str]]:
+    return {
+        "ci": {"pipeline_id": build.pipeline_id, "build_id": build.id, "build_num": str(build.number)},
+        "variables": build.variables,
+    }
+
+
+def _job_env(build: Build, job: JobRun) -> dict[str, str]:
+    env = dict(build.variables)
+    context = template_context(build)
+    for key, value in job.spec.env.items():
+        env[key] = render(value, context)
+    env.update(
+        SHUNTER_PIPELINE_ID=build.pipeline_id,
+        SHUNTER_BUILD_ID=build.id,
+        SHUNTER_BUILD_NUM=str(build.number),
+        SHUNTER_EXECUTE_COUNT=str(build.execute_count),
+    )
+    return env
+
+
+def chain_agent(build: Build, job: JobRun) -> str | None:
+    """The agent a lock-chain job must run on: its target's, or (first job) its own last one."""
+    target = job.spec.runs_on.lock_resource_with
+    source = build.jobs[target] if target is not None else job
+    for attempt in reversed(source.attempts):
+        if attempt.agent is not None:
+            return attempt.agent
+    return None
+
+
+def _restore_context(job: JobRun) -> dict[str, str] | None:
+    """For a retry: the context before the failed attempt plus exports of the steps kept."""
+    earlier = job.attempts[:-1]
+    if not earlier:
+        return None
+    base = next((a.context_before for a in reversed(earlier) if a.context_before is not None), None)
+    start = job.attempts[-1].start_step
+    if base is None and start == 0:
+        return None
+    context = dict(base or {})
+    for step in job.steps[:start]:
+        kept = next((a for a in reversed(step.attempts) if a.status == "SUCCEED"), None)
+        if kept is not None:
+            context.update(kept.exported_env)
+    return context

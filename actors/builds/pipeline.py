@@ -1,0 +1,551 @@
+"""The pipeline actor: owns its builds and drives their state machines.
+
+It numbers builds, renders their concurrency group, asks the group for
+admission (answering the submitter only once the group has decided, through
+the deferred reply slot), requests agents for runnable jobs, applies what
+agents report (dropping reports of stale attempts), and tells the group when
+a build ends. Retries inside a running build never go through the group;
+retries of a finished build are new admissions (DESIGN §3.1 items 4 and 5).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from typing import Any
+
+import msgspec
+
+from .build import Build
+from .records import BuildShape, JobRun
+from ..core import Actor, Ref, Reply
+from ..directory import Directory
+from ..model.errors import Conflict, InvalidRequest, NotFound, NotRetryable, QueueFull
+from ..events import Publish, Record
+from ..model.messages import (
+    Admit,
+    Admitted,
+    AgentReport,
+    CancelBuild,
+    CancelRequest,
+    Dequeued,
+    DescribePipeline,
+    GetBuild,
+    GetLog,
+    JobEnded,
+    JobRequest,
+    JobStarted,
+    JobToken,
+    ListBuilds,
+    MutexAcquire,
+    MutexGranted,
+    MutexRefused,
+    MutexRelease,
+    Queued,
+    Refused,
+    Release,
+    ReplaceSpec,
+    RetryRequest,
+    StepEnded,
+    StepNotRun,
+    StepStarted,
+    SubmitBuild,
+    Unlock,
+    WaitBuild,
+    Withdraw,
+)
+from ..model.info import BuildInfo, PipelineInfo
+from .payload import chain_agent, job_payload, template_context
+from .snapshot import build_info
+from ..model.spec import Concurrency, PipelineSpec
+from ..model.templates import TemplateError, render
+
+__all__ = ["PipelineActor"]
+
+
+class PipelineActor(Actor):
+    """One registered pipeline and all its builds. See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        pipeline_id: str,
+        spec: PipelineSpec,
+        hub: Ref,
+        pools: Directory,
+        groups: Directory,
+        mutexes: Directory,
+        history: int = 5_000,
+    ) -> None:
+        self.pipeline_id = pipeline_id
+        self.spec = spec
+        self.shape = BuildShape(spec)
+        self.hub = hub
+        self.pools = pools
+        self.groups = groups
+        self.mutexes = mutexes
+        self.history = history
+        self.next_number = 1
+        self.builds: dict[str, Build] = {}
+        self.pending: dict[str, Build] = {}  # new builds waiting for their group's answer
+        self.admitting: set[str] = set()  # finished builds whose retry awaits admission
+        self.waiters: dict[str, list[Reply]] = {}
+        self.finished_order: deque[str] = deque()
+        self.outbox: list[Record] = []
+        self.stale_reports = 0
+        # attempts waiting for their mutex: token -> (build, mutex label)
+        self.mutex_waits: dict[JobToken, tuple[Build, str]] = {}
+
+    def receive(self, message: Any) -> Any:
+        try:
+            return self._handle(message)
+        finally:
+            if self.outbox:
+                self.hub.tell(Publish(tuple(self.outbox)))
+                self.outbox.clear()
+
+    def _handle(self, message: Any) -> Any:
+        kind = type(message)
+        if kind is AgentReport:
+            self._report(message)
+        elif kind is MutexGranted:
+            self._mutex_granted(message.token)
+        elif kind is MutexRefused:
+            self._mutex_refused(message)
+        elif kind is Admitted:
+            self._admitted(message)
+        elif kind is Queued:
+            self._queued(message)
+        elif kind is Refused:
+            self._refused(message)
+        elif kind is Dequeued:
+            self._dequeued(message)
+        elif kind is CancelBuild:
+            build = self.builds.get(message.build_id)
+            if build is not None and not build.finished:
+                self._cancel(build, message.reason)
+        elif kind is SubmitBuild:
+            return self._submit(message)
+        elif kind is GetBuild:
+            return build_info(self._build(message.build_id))
+        elif kind is ListBuilds:
+            return [build_info(b) for b in self.builds.values()
+                    if message.status in (None, b.status) and not (message.unfinished and b.finished)]  # fmt: skip
+        elif kind is CancelRequest:
+            return self._user_cancel(message)
+        elif kind is RetryRequest:
+            return self._retry(message)
+        elif kind is WaitBuild:
+            build = self._build(message.build_id)
+            if build.finished:
+                return build_info(build)
+            # Drop the slots of waits that timed out, so polling never piles them up.
+            waiting = [reply for reply in self.waiters.get(build.id, ()) if not reply.done]
+            waiting.append(self.defer_reply())
+            self.waiters[build.id] = waiting
+        elif kind is ReplaceSpec:
+            self.spec = message.spec
+            self.shape = BuildShape(message.spec)
+            return self._describe()
+        elif kind is DescribePipeline:
+            return self._describe()
+        elif kind is GetLog:
+            return self._log(message)
+        else:
+            raise TypeError(f"pipeline {self.pipeline_id!r} got an unexpected {kind.__name__}")
+        return None
+
+    # -- submission and admission ------------------------------------------------------
+
+    def _submit(self, message: SubmitBuild) -> BuildInfo | None:
+        """Reply at once without a group; otherwise once the group has decided."""
+        variables = self._variables(message.variables)
+        number = self.next_number
+        build_id = f"{self.pipeline_id}.{number}"
+        group = self._render_group(build_id, number, variables)
+        self.next_number += 1
+        build = Build(build_id=build_id, spec=self.shape, number=number, variables=variables, group=group,
+                      now=time.time())  # fmt: skip
+        if group is None:
+            self._store(build)
+            self._emit_build(build, None)
+            self._start(build)
+            return build_info(build)
+        self.pending[build_id] = build
+        assert build.queued_at is not None
+        self._group(group).tell(Admit(build_id, self.ref, self._group_config(group), build.queued_at,
+                                      self.defer_reply()))  # fmt: skip
+        return None
+
+    def _variables(self, given: dict[str, Any]) -> dict[str, str]:
+        declared = self.spec.variables
+        unknown = sorted(set(given) - set(declared))
+        if unknown:
+            names = ", ".join(sorted(declared)) or "none"
+            raise InvalidRequest(
+                f"pipeline {self.pipeline_id!r} declares no variable {', '.join(map(repr, unknown))} "
+                f"(declared: {names})",
+                details=[{"path": f"$.variables.{name}", "message": "not declared by the pipeline"} for name in unknown],
+            )
+        values = dict(declared)
+        for name, value in given.items():
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            elif isinstance(value, (int, float)):
+                value = str(value)
+            elif not isinstance(value, str):
+                raise InvalidRequest(
+                    f"variable {name!r} must be a string, number or boolean, got {type(value).__name__}",
+                    details=[{"path": f"$.variables.{name}", "message": "must be a string, number or boolean"}],
+                )
+            values[name] = value
+        return values
+
+    def _render_group(self, build_id: str, number: int, variables: dict[str, str]) -> str | None:
+        concurrency = self.spec.concurrency
+        if concurrency is None:
+            return None
+        context = {"ci": {"pipeline_id": self.pipeline_id, "build_id": build_id, "build_num": str(number)},
+                   "variables": variables}  # fmt: skip
+        try:
+            name = render(concurrency.group, context).strip()
+        except TemplateError as error:
+            raise InvalidRequest(f"concurrency group of pipeline {self.pipeline_id!r}: {error}") from None
+        if not name:
+            raise InvalidRequest(f"concurrency group of pipeline {self.pipeline_id!r} rendered to an empty name")
+        return sys.intern(name)  # builds of one group share its name, not a copy each
+
+    def _group_config(self, name: str) -> Concurrency:
+        concurrency = self.spec.concurrency
+        assert concurrency is not None
+        return msgspec.structs.replace(concurrency, group=name)
+
+    def _group(self, name: str) -> Ref:
+        return self.groups.get(name)
+
+    def _admitted(self, message: Admitted) -> None:
+        build = self.pending.pop(message.build_id, None)
+        if build is not None:
+            self._store(build)
+            self._emit_build(build, None)
+        else:
+            build = self.builds.get(message.build_id)
+            if build is None:
+                return
+            if message.retry is not None:
+                self._apply_rerun(build, message.retry)
+            elif build.status != "QUEUE":
+                # cancelled while the admission was on its way: hand the place back
+                if build.group is not None:
+                    self._group(build.group).tell(Release(build.id))
+                return
+        self._start(build)
+        if message.reply is not None:
+            message.reply.set_result(build_info(build))
+
+    def _queued(self, message: Queued) -> None:
+        build = self.pending.pop(message.build_id, None)
+        if build is not None:
+            self._store(build)
+            self._emit_build(build, None)
+        else:
+            build = self.builds[message.build_id]
+            if message.retry is not None:
+                self._apply_rerun(build, message.retry)
+        if message.reply is not None:
+            message.reply.set_result(build_info(build, message.position))
+
+    def _refused(self, message: Refused) -> None:
+        build = self.pending.pop(message.build_id, None)
+        if build is not None and build.number == self.next_number - 1:
+            self.next_number -= 1  # the refused build never existed: keep numbers dense
+        self.admitting.discard(message.build_id)
+        if message.reply is not None:
+            message.reply.set_error(QueueFull(message.message))
+
+    def _dequeued(self, message: Dequeued) -> None:
+        """End the builds the group let go unstarted; their events leave in one Publish (the outbox)."""
+        now = time.time()
+        for build_id in message.build_ids:
+            build = self.builds.get(build_id)
+            if build is None or build.status != "QUEUE":
+                continue
+            build.end_unstarted(message.status, message.reason, now)
+            self._emit_build(build, "QUEUE")
+            # It never started: it holds no agent, and the group has let it go.
+            self._settled(build)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def _start(self, build: Build) -> None:
+        previous = build.status
+        dispatch = build.start(time.time())
+        self._emit_build(build, previous)
+        self._dispatch(build, dispatch)
+        if build.finished:
+            self._finished(build)
+
+    def _dispatch(self, build: Build, jobs: list[JobRun]) -> None:
+        for job in jobs:
+            self._emit_job(build, job, None)
+            token = JobToken(build.id, job.id, job.attempts[-1].number)
+            mutex = job.spec.mutex
+            if mutex is None:
+                self._request_agent(build, job, token)
+                continue
+            try:
+                label = render(mutex.label, template_context(build))
+            except TemplateError as error:
+                self._end_job(build, job, "FAILED", f"mutex label: {error}")
+                continue
+            self.mutex_waits[token] = (build, label)
+            self.mutexes.get(label).tell(
+                MutexAcquire(token, self.ref, label, mutex.queue_length, mutex.timeout_minutes)
+            )
+
+    def _request_agent(self, build: Build, job: JobRun, token: JobToken) -> None:
+        runs_on = job.spec.runs_on
+        in_chain = job.id in build.chains
+        self.pools.get(runs_on.pool_name).tell(
+            JobRequest(token, self.ref, job_payload(build, job), runs_on,
+                       agent=chain_agent(build, job) if in_chain else None, lock=in_chain)  # fmt: skip
+        )
+
+    def _mutex_granted(self, token: JobToken) -> None:
+        waiting = self.mutex_waits.pop(token, None)
+        if waiting is None:
+            return  # withdrawn meanwhile; our MutexRelease hands it back
+        build, _ = waiting
+        job = build.live_attempt(token.job_id, token.attempt)
+        if job is not None:
+            self._request_agent(build, job, token)
+
+    def _mutex_refused(self, message: MutexRefused) -> None:
+        waiting = self.mutex_waits.pop(message.token, None)
+        if waiting is None:
+            return
+        build, _ = waiting
+        job = build.live_attempt(message.token.job_id, message.token.attempt)
+        if job is not None:
+            self._end_job(build, job, "FAILED", message.reason, mutex_held=False)
+
+    def _end_job(self, build: Build, job: JobRun, status: str, reason: str, mutex_held: bool = True) -> None:
+        """End an attempt here (no agent involved): as if its JobEnded arrived."""
+        token = JobToken(build.id, job.id, job.attempts[-1].number)
+        self._apply(build, job, token, JobEnded(status, reason, time.time()), mutex_held)
+
+    def _report(self, report: AgentReport) -> None:
+        token = report.token
+        build = self.builds.get(token.build_id)
+        job = build.live_attempt(token.job_id, token.attempt) if build is not None else None
+        if build is None or job is None:
+            self.stale_reports += 1  # fenced: a report of an attempt that is over
+            return
+        for record in report.records:
+            self._apply(build, job, token, record)
+
+    def _apply(self, build: Build, job: JobRun, token: JobToken, record: Any, mutex_held: bool = True) -> None:
+        kind = type(record)
+        if kind is StepStarted:
+            build.step_started(job, record.index, record.log, record.time)
+            self._emit_step(build, job, record.index)
+        elif kind is StepEnded:
+            build.step_ended(job, record.index, record.status, record.reason, record.exit_code,
+                             record.outputs, record.exported_env, record.time)  # fmt: skip
+            self._emit_step(build, job, record.index)
+        elif kind is StepNotRun:
+            build.step_not_run(job, record.index, record.status, record.reason)
+            self._emit_step(build, job, record.index)
+        elif kind is JobStarted:
+            previous = job.status
+            build.job_started(job, record.node, record.agent, record.context, record.time)
+            build.lock_agent(job, job.spec.runs_on.pool_name, record.agent)
+            self._emit_job(build, job, previous)
+        elif kind is JobEnded:
+            previous_build, previous_job = build.status, job.status
+            states = {other.id: other.status for other in build.all_jobs()}
+            if job.spec.mutex is not None and mutex_held:
+                self._release_mutex(build, token)
+            if record.status == "HEARTBEAT_TIMEOUT" and build.retry_lost(job, record.status, record.reason,
+                                                                          record.time):  # fmt: skip
+                self._dispatch(build, [job])  # the step allows it: again, on another agent
+                return
+            dispatch = build.job_ended(job, record.status, record.reason, record.time)
+            self._emit_job(build, job, previous_job)
+            self._emit_unrun(build, states)
+            self._unlock_finished_chains(build)
+            self._dispatch(build, dispatch)
+            if build.finished:
+                self._emit_build(build, previous_build)
+                self._finished(build)
+
+    def _release_mutex(self, build: Build, token: JobToken) -> None:
+        waiting = self.mutex_waits.pop(token, None)
+        label = waiting[1] if waiting is not None else self._mutex_label(build, token.job_id)
+        if label is not None:
+            self.mutexes.get(label).tell(MutexRelease(token))
+
+    def _mutex_label(self, build: Build, job_id: str) -> str | None:
+        mutex = build.jobs[job_id].spec.mutex
+        if mutex is None:
+            return None
+        try:
+            return render(mutex.label, template_context(build))
+        except TemplateError:
+            return None
+
+    def _unlock_finished_chains(self, build: Build, everything: bool = False) -> None:
+        """A lock chain whose jobs have all ended (or a build that ended) frees its agent."""
+        for pool, agent in build.agents_to_unlock(everything):
+            self.pools.get(pool).tell(Unlock(build.id, agent))
+
+    def _finished(self, build: Build) -> None:
+        self._unlock_finished_chains(build, everything=True)
+        if build.group is not None:
+            self._group(build.group).tell(Release(build.id))
+        self._settled(build)
+
+    def _settled(self, build: Build) -> None:
+        """The build has ended and holds nothing: answer its waiters, forget the oldest past ``history``."""
+        for reply in self.waiters.pop(build.id, ()):
+            reply.set_result(build_info(build))
+        self.finished_order.append(build.id)
+        while len(self.finished_order) > self.history:
+            old = self.finished_order.popleft()
+            if old in self.builds and self.builds[old].finished and old not in self.admitting:
+                del self.builds[old]
+
+    def _store(self, build: Build) -> None:
+        self.builds[build.id] = build
+
+    # -- cancel and retry ------------------------------------------------------------------
+
+    def _user_cancel(self, request: CancelRequest) -> BuildInfo:
+        build = self._build(request.build_id)
+        if build.finished:
+            raise Conflict(f"build {build.id!r} has already finished ({build.status})")
+        self._cancel(build, request.reason)
+        return build_info(build)
+
+    def _cancel(self, build: Build, reason: str) -> None:
+        previous = build.status
+        states = {job.id: job.status for job in build.all_jobs()}
+        stop = build.cancel(reason, time.time())
+        for job in stop:
+            token = JobToken(build.id, job.id, job.attempts[-1].number)
+            waiting = self.mutex_waits.pop(token, None)
+            if waiting is not None:  # still waiting for its mutex: no agent to stop
+                self.mutexes.get(waiting[1]).tell(MutexRelease(token))
+                self._end_job(build, job, "CANCELED", reason, mutex_held=False)
+            else:
+                self.pools.get(job.spec.runs_on.pool_name).tell(Withdraw(token, reason))
+        if build.finished and previous == "RUNNING":
+            return  # the last job ended just now (mutex waiters), _apply finished the build
+        if build.finished:  # it was queued
+            self._emit_build(build, previous)
+            self._emit_unrun(build, states)
+            self._finished(build)
+            return
+        dispatch = build.advance(time.time())
+        self._emit_unrun(build, states)
+        self._dispatch(build, dispatch)
+        if build.finished:
+            self._emit_build(build, previous)
+            self._finished(build)
+
+    def _retry(self, request: RetryRequest) -> BuildInfo | None:
+        build = self._build(request.build_id)
+        if build.id in self.admitting:
+            raise NotRetryable(f"a retry of build {build.id!r} is already waiting for admission")
+        if not build.finished:
+            if request.failed_only:
+                raise NotRetryable(
+                    f"build {build.id!r} is {build.status}: failed_only retries a finished build; "
+                    "retry a failed job or step instead"
+                )
+            states = {job.id: job.status for job in build.all_jobs()}
+            job = build.retry_in_run(request.job, request.step, time.time())
+            self._emit_unrun(build, states)
+            self._dispatch(build, [job])
+            return build_info(build)
+        build.rerun_plan(job_id=request.job, step_id=request.step, failed_only=request.failed_only)  # validates
+        group = self._render_group(build.id, build.number, build.variables)
+        queued_at = time.time()
+        retry = {"job": request.job, "step": request.step, "failed_only": request.failed_only,
+                 "group": group, "queued_at": queued_at}  # fmt: skip
+        if group is None:
+            self._apply_rerun(build, retry)
+            self._start(build)
+            return build_info(build)
+        self.admitting.add(build.id)
+        self._group(group).tell(Admit(build.id, self.ref, self._group_config(group), queued_at,
+                                      self.defer_reply(), retry))  # fmt: skip
+        return None
+
+    def _apply_rerun(self, build: Build, retry: dict[str, Any]) -> None:
+        self.admitting.discard(build.id)
+        previous = build.status
+        build.prepare_rerun(job_id=retry["job"], step_id=retry["step"], failed_only=retry["failed_only"],
+                            now=retry["queued_at"])  # fmt: skip
+        build.group = retry["group"]
+        self._emit_build(build, previous)
+
+    # -- queries ------------------------------------------------------------------------
+
+    def _build(self, build_id: str) -> Build:
+        build = self.builds.get(build_id)
+        if build is None:
+            raise NotFound(f"no build {build_id!r}")
+        return build
+
+    def _describe(self) -> PipelineInfo:
+        spec = self.spec
+        return PipelineInfo(
+            id=self.pipeline_id,
+            name=spec.name,
+            version=spec.version,
+            stages=[stage.name for stage in spec.stages],
+            jobs=[job.id for job in spec.all_jobs()],
+            group=spec.concurrency.group if spec.concurrency else None,
+            builds=len(self.builds),
+            source=spec.source,
+        )
+
+    def _log(self, request: GetLog) -> str:
+        build = self._build(request.build_id)
+        jobs = [build.job(request.job)] if request.job is not None else list(build.all_jobs())
+        if request.step is not None:
+            jobs = [build.find_step(request.job, request.step)[0]]
+        parts: list[str] = []
+        for job in jobs:
+            for step in job.steps:
+                if request.step is not None and step.spec.id != request.step:
+                    continue
+                for attempt in step.attempts:
+                    header = f"=== {job.id} / {step.spec.id} attempt {attempt.number} ({attempt.status}) ==="
+                    parts.append(header + "\n" + attempt.log.text())
+        return "".join(part if part.endswith("\n") else part + "\n" for part in parts)
+
+    # -- events -------------------------------------------------------------------------
+
+    def _emit_build(self, build: Build, previous: str | None) -> None:
+        self.outbox.append(("build", previous, build.status, build.reason, self.pipeline_id, build.id,
+                            None, None, build.execute_count, time.time(), None))  # fmt: skip
+
+    def _emit_job(self, build: Build, job: JobRun, previous: str | None) -> None:
+        attempt = job.attempts[-1].number if job.attempts else None
+        self.outbox.append(("job", previous, job.status, job.reason, self.pipeline_id, build.id, job.id,
+                            None, attempt, time.time(), None))  # fmt: skip
+
+    def _emit_step(self, build: Build, job: JobRun, index: int) -> None:
+        step = job.steps[index]
+        attempt = step.attempts[-1].number if step.attempts else None
+        self.outbox.append(("step", None, step.status, step.reason, self.pipeline_id, build.id, job.id,
+                            step.spec.id, attempt, time.time(), None))  # fmt: skip
+
+    def _emit_unrun(self, build: Build, before: dict[str, str]) -> None:
+        """Events for jobs whose status changed without an attempt of their own."""
+        for job in build.all_jobs():
+            if before.get(job.id) != job.status and job.status in ("UNEXEC", "SKIP", "DEPENDENT_WAITING"):
+                self._emit_job(build, job, before.get(job.id))

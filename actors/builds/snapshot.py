@@ -1,0 +1,96 @@
+"""Public snapshots of builds (DESIGN §7 JSON), made from the pipeline's state."""
+
+from __future__ import annotations
+
+from .build import Build
+from .records import JobRun
+from ..model.info import (
+    BuildInfo,
+    JobAttemptInfo,
+    JobInfo,
+    StageInfo,
+    StepAttemptInfo,
+    StepInfo,
+    rfc3339,
+)
+
+__all__ = ["build_info"]
+
+
+def build_info(build: Build, queue_position: int | None = None) -> BuildInfo:
+    """The public snapshot of a build (DESIGN §7)."""
+    stages = []
+    for index, jobs in enumerate(build.records_for_reading()):
+        job_infos = [_job_info(job) for job in jobs]
+        stages.append(StageInfo(name=build.phase_names[index], status=_stage_status(jobs), jobs=job_infos))
+    return BuildInfo(
+        id=build.id,
+        pipeline_id=build.pipeline_id,
+        number=build.number,
+        status=build.status,
+        execute_count=build.execute_count,
+        group=build.group,
+        queue_position=queue_position if build.status == "QUEUE" else None,
+        reason=build.reason,
+        variables=build.variables,
+        queued_at=rfc3339(build.queued_at),
+        started_at=rfc3339(build.started_at),
+        finished_at=rfc3339(build.finished_at),
+        stages=stages,
+    )
+
+
+def _job_info(job: JobRun) -> JobInfo:
+    current = job.attempts[-1] if job.attempts else None
+    return JobInfo(
+        id=job.id,
+        name=job.spec.name,
+        status=job.status,
+        node=current.node if current else None,
+        agent=current.agent if current else None,
+        reason=job.reason,
+        attempts=[
+            JobAttemptInfo(
+                number=a.number, status=a.status, node=a.node, agent=a.agent, started_at=rfc3339(a.started_at),
+                finished_at=rfc3339(a.finished_at), reason=a.reason, execute_count=a.execute_count,
+                retry_of=a.retry_of, start_step=job.steps[a.start_step].spec.id if a.start_step else None,
+            )  # fmt: skip
+            for a in job.attempts
+        ],
+        steps=[
+            StepInfo(
+                id=step.spec.id,
+                name=step.spec.name,
+                status=step.status,
+                reason=step.reason,
+                attempts=[
+                    StepAttemptInfo(
+                        number=a.number, status=a.status, exit_code=a.exit_code, started_at=rfc3339(a.started_at),
+                        finished_at=rfc3339(a.finished_at), reason=a.reason, retry_of=a.retry_of,
+                        execute_count=a.execute_count, outputs=a.outputs,
+                    )  # fmt: skip
+                    for a in step.attempts
+                ],
+            )
+            for step in job.steps
+        ],
+    )
+
+
+def _stage_status(jobs: list[JobRun]) -> str:
+    statuses = {job.status for job in jobs}
+    if statuses & {"RUNNING"}:
+        return "RUNNING"
+    if statuses & {"QUEUE"}:
+        return "QUEUE" if statuses <= {"QUEUE", "DEPENDENT_WAITING"} else "RUNNING"
+    if "DEPENDENT_WAITING" in statuses:
+        return "RUNNING" if statuses - {"DEPENDENT_WAITING"} else "QUEUE"
+    for status in ("CANCELED", "FAILED", "EXEC_TIMEOUT", "HEARTBEAT_TIMEOUT", "QUEUE_TIMEOUT"):
+        if any(job.status == status and not job.spec.continue_on_error for job in jobs):
+            return "FAILED" if status != "CANCELED" else "CANCELED"
+    if statuses <= {"SKIP"}:
+        return "SKIP"
+    if statuses <= {"UNEXEC", "SKIP"}:
+        return "UNEXEC"
+    return "SUCCEED"
+

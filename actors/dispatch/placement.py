@@ -1,0 +1,469 @@
+"""Where a job attempt may run now: the pure core of a pool. No I/O.
+
+A pool's waiting requests are grouped into *classes* of identical
+constraints (job key, node pin, labels, agent pin): FIFO within a class, and
+across classes the oldest head wins, so no class starves another and a head
+that cannot be placed never blocks other classes. What makes dispatch cheap:
+
+- a free-node index per label set (nodes with an idle, unlocked agent);
+- classes whose job key is at its total limit are parked, not scanned, until
+  that key's count drops;
+- a node saturated for a key (per-node limit) is skipped; there are at most
+  (running jobs of the key / per-node limit) of those.
+
+So placing a job costs O(distinct waiting classes + saturated nodes), never
+O(nodes) or O(waiting jobs). A grant takes the total slot, the node slot and
+the agent together, in one step; ``release`` gives all three back.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import Counter
+from collections.abc import Hashable, Iterator
+from typing import Any
+
+from ..queues.fifo import Fifo
+
+__all__ = ["Placement", "Request", "Grant", "JobKey"]
+
+JobKey = tuple[str, str]  # (pipeline id, job id)
+
+
+class Request:
+    """One job attempt waiting for (or holding) an agent."""
+
+    __slots__ = (
+        "token", "build_id", "key", "node_pin", "labels", "agent_pin", "lock", "per_node", "total",
+        "seq", "since", "data", "class_key",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        token: Hashable,
+        build_id: str,
+        key: JobKey,
+        node_pin: str | None = None,
+        labels: frozenset[str] = frozenset(),
+        agent_pin: str | None = None,
+        lock: bool = False,
+        per_node: int | None = None,
+        total: int | None = None,
+        since: float = 0.0,
+        data: Any = None,
+    ) -> None:
+        self.token = token
+        self.build_id = build_id
+        self.key = key
+        self.node_pin = node_pin
+        self.labels = labels
+        self.agent_pin = agent_pin
+        self.lock = lock  # lock the agent for the build (lock-resource-with chain)
+        self.per_node = per_node
+        self.total = total
+        self.seq = 0
+        self.since = since
+        self.data = data
+        self.class_key: tuple[Any, ...] = (key, node_pin, labels, agent_pin, per_node, total)
+
+
+class Grant:
+    __slots__ = ("request", "node", "agent")
+
+    def __init__(self, request: Request, node: str, agent: str) -> None:
+        self.request = request
+        self.node = node
+        self.agent = agent
+
+
+class _Agent:
+    __slots__ = ("name", "node", "held", "locked_by")
+
+    def __init__(self, name: str, node: _Node) -> None:
+        self.name = name
+        self.node = node
+        self.held: Request | None = None
+        self.locked_by: str | None = None
+
+
+class _Node:
+    __slots__ = ("name", "labels", "agents", "idle", "draining", "running")
+
+    def __init__(self, name: str, labels: frozenset[str]) -> None:
+        self.name = name
+        self.labels = labels
+        self.agents: dict[str, _Agent] = {}
+        self.idle: dict[str, None] = {}  # idle and unlocked, in order
+        self.draining = False
+        self.running: Counter[JobKey] = Counter()
+
+
+class _Class:
+    __slots__ = ("key", "requests", "head")
+
+    def __init__(self, key: tuple[Any, ...], first: Request) -> None:
+        self.key = key
+        self.requests: Fifo[Hashable, Request] = Fifo()
+        self.requests.append(first.token, first)
+        self.head = first  # the oldest request, kept at hand: read on every dispatch
+
+
+class Placement:
+    """The state of one pool: nodes, agents, slots held, requests waiting."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, _Node] = {}
+        self.agents: dict[str, _Agent] = {}
+        self.total: Counter[JobKey] = Counter()
+        self.granted: dict[Hashable, _Agent] = {}
+        self.waiting: dict[Hashable, Request] = {}
+        self._classes: dict[tuple[Any, ...], _Class] = {}
+        # Ready classes (unpinned, free of their total limit), in two indexes:
+        # those that fit any node are a heap of (head seq, class key), checked
+        # lazily; only the constrained ones (node pin, labels, per-node
+        # limit) are scanned when an agent frees up.
+        self._ready: dict[tuple[Any, ...], None] = {}
+        self._ready_any: list[tuple[int, tuple[Any, ...]]] = []
+        self._ready_constrained: dict[tuple[Any, ...], None] = {}
+        self._pinned: dict[str, dict[tuple[Any, ...], None]] = {}  # agent -> classes pinned to it
+        self._parked: dict[JobKey, dict[tuple[Any, ...], None]] = {}  # key -> classes at its total
+        self._free: dict[frozenset[str], dict[str, None]] = {frozenset(): {}}
+        self._seq = itertools.count(1)
+
+    # -- nodes and agents ---------------------------------------------------------------
+
+    def add_node(self, name: str, labels: frozenset[str]) -> None:
+        self.nodes[name] = _Node(name, labels)
+
+    def add_agent(self, node_name: str, agent_name: str) -> list[Grant]:
+        node = self.nodes[node_name]
+        agent = _Agent(agent_name, node)
+        node.agents[agent_name] = agent
+        self.agents[agent_name] = agent
+        self._set_idle(agent)
+        return self._serve_node(node)
+
+    def drain_node(self, name: str) -> list[str]:
+        """Stop placing on ``name``; returns its agents that are idle now (to retire)."""
+        node = self.nodes[name]
+        node.draining = True
+        for index in self._free.values():
+            index.pop(name, None)
+        return [a.name for a in node.agents.values() if a.held is None]
+
+    def remove_agent(self, agent_name: str) -> tuple[Request | None, list[Grant]]:
+        """Forget an agent (lost, crashed or retired); returns what it held and new grants."""
+        agent = self.agents.pop(agent_name)
+        node = agent.node
+        del node.agents[agent_name]
+        node.idle.pop(agent_name, None)
+        if not node.idle:
+            for index in self._free.values():
+                index.pop(node.name, None)
+        held = agent.held
+        grants: list[Grant] = []
+        if held is not None:
+            grants = self._release_slots(agent, held)
+        return held, grants
+
+    def remove_node_if_empty(self, name: str) -> bool:
+        node = self.nodes.get(name)
+        if node is not None and not node.agents:
+            del self.nodes[name]
+            return True
+        return False
+
+    # -- requests -----------------------------------------------------------------------
+
+    def request(self, request: Request) -> Grant | None:
+        """Grant at once if possible (and nobody with the same constraints waits)."""
+        request.seq = next(self._seq)
+        cls = self._classes.get(request.class_key)
+        if cls is None:
+            agent = self._find(request)
+            if agent is not None:
+                return self._grant(request, agent)
+            cls = self._classes[request.class_key] = _Class(request.class_key, request)
+            self._register_labels(request.labels)
+            self._enlist(cls)
+        else:
+            cls.requests.append(request.token, request)
+        self.waiting[request.token] = request
+        return None
+
+    def _enlist(self, cls: _Class) -> None:
+        """File a class under the index that will wake it: its key's total, its agent, or ready."""
+        head = cls.head
+        if head.total is not None and self.total[head.key] >= head.total:
+            self._parked.setdefault(head.key, {})[cls.key] = None
+        elif head.agent_pin is not None:
+            self._pinned.setdefault(head.agent_pin, {})[cls.key] = None
+        else:
+            self._make_ready(cls)
+
+    def _make_ready(self, cls: _Class) -> None:
+        self._ready[cls.key] = None
+        if _fits_any_node(cls.key):
+            heapq.heappush(self._ready_any, (cls.head.seq, cls.key))
+        else:
+            self._ready_constrained[cls.key] = None
+
+    def _unready(self, cls: _Class) -> None:
+        self._ready.pop(cls.key, None)  # a heap entry left behind is skipped when it surfaces
+        self._ready_constrained.pop(cls.key, None)
+
+    def _oldest_any(self) -> _Class | None:
+        """The ready any-node class with the oldest head, dropping stale heap entries."""
+        heap = self._ready_any
+        while heap:
+            seq, key = heap[0]
+            cls = self._classes.get(key)
+            if cls is not None and key in self._ready and cls.head.seq == seq:
+                return cls
+            heapq.heappop(heap)
+        return None
+
+    def withdraw(self, token: Hashable) -> Request | None:
+        """Remove a waiting request (cancel, timeout); None if it is not waiting."""
+        request = self.waiting.get(token)
+        if request is None:
+            return None
+        self._take(self._classes[request.class_key], request)
+        return request
+
+    def release(self, token: Hashable) -> tuple[Request | None, list[Grant]]:
+        """The attempt ended: free its agent and slots; returns new grants."""
+        agent = self.granted.get(token)
+        if agent is None:
+            return None, []
+        held = agent.held
+        assert held is not None
+        grants = self._release_slots(agent, held)
+        grants.extend(self._serve_pinned(agent))  # a lock chain's next job first
+        if agent.held is None and agent.locked_by is None and not agent.node.draining:
+            self._set_idle(agent)
+            grants.extend(self._serve_node(agent.node))
+        return held, grants
+
+    def unlock(self, build_id: str, agent_name: str) -> list[Grant]:
+        """The build's lock chain on this agent is over: others may use it."""
+        agent = self.agents.get(agent_name)
+        if agent is None or agent.locked_by != build_id:
+            return []
+        agent.locked_by = None
+        if agent.held is None and not agent.node.draining:
+            grants = self._serve_pinned(agent)
+            if agent.held is None:
+                self._set_idle(agent)
+                grants.extend(self._serve_node(agent.node))
+            return grants
+        return []
+
+    # -- introspection -----------------------------------------------------------------------
+
+    def why_waiting(self, request: Request) -> str:
+        """Which limit holds ``request``: the words `total`, `per-node`, `no node`, `no free agent`, `agent`."""
+        job = f"{request.key[0]}/{request.key[1]}"
+        if request.total is not None and self.total[request.key] >= request.total:
+            return f"concurrency-limit-total {request.total} reached for {job} ({self.total[request.key]} running)"
+        if request.agent_pin is not None:
+            agent = self.agents.get(request.agent_pin)
+            if agent is None:
+                return f"agent {request.agent_pin} (lock-resource-with) is gone"
+            if agent.locked_by not in (None, request.build_id):
+                return f"agent {request.agent_pin} (lock-resource-with) is locked by build {agent.locked_by}"
+            return f"agent {request.agent_pin} (lock-resource-with) is busy"
+        matching = [node for node in self.nodes.values() if self._node_fits(node, request)]
+        if not matching:
+            return "no node matches" + _constraints(request)
+        if request.per_node is not None and all(n.running[request.key] >= request.per_node for n in matching):
+            return f"concurrency-limit-per-node {request.per_node} reached for {job} on every matching node"
+        return f"no free agent on {len(matching)} matching node(s)" + _constraints(request)
+
+    def pinned_to(self, agent_name: str) -> list[Request]:
+        """Waiting requests that can only run on ``agent_name``."""
+        # Rare (an agent was lost): scanning the classes is fine; parked ones count too.
+        return [r for cls in self._classes.values() if cls.key[3] == agent_name for r in cls.requests.values()]
+
+    def agents_locked(self) -> int:
+        return sum(1 for agent in self.agents.values() if agent.locked_by is not None)
+
+    def iter_agents(self, node: str) -> Iterator[tuple[str, Request | None, str | None]]:
+        for agent in self.nodes[node].agents.values():
+            yield agent.name, agent.held, agent.locked_by
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _node_fits(self, node: _Node, request: Request) -> bool:
+        if node.draining or (request.node_pin is not None and node.name != request.node_pin):
+            return False
+        return request.labels <= node.labels
+
+    def _find(self, request: Request) -> _Agent | None:
+        if request.total is not None and self.total[request.key] >= request.total:
+            return None
+        if request.agent_pin is not None:
+            agent = self.agents.get(request.agent_pin)
+            if agent is None or agent.held is not None or agent.node.draining:
+                return None
+            if agent.locked_by not in (None, request.build_id):
+                return None
+            if request.per_node is not None and agent.node.running[request.key] >= request.per_node:
+                return None
+            return agent
+        if request.node_pin is not None:
+            node = self.nodes.get(request.node_pin)
+            candidates: Any = (request.node_pin,) if node is not None and node.idle else ()
+        else:
+            self._register_labels(request.labels)
+            candidates = self._free[request.labels]
+        for name in candidates:
+            node = self.nodes[name]
+            if not self._node_fits(node, request) or not node.idle:
+                continue
+            if request.per_node is not None and node.running[request.key] >= request.per_node:
+                continue  # saturated for this key: at most running/per_node such nodes
+            return node.agents[next(iter(node.idle))]
+        return None
+
+    def _grant(self, request: Request, agent: _Agent) -> Grant:
+        node = agent.node
+        node.idle.pop(agent.name, None)
+        if not node.idle:
+            for index in self._free.values():
+                index.pop(node.name, None)
+        agent.held = request
+        if request.lock:
+            agent.locked_by = request.build_id
+        node.running[request.key] += 1
+        self.total[request.key] += 1
+        self.granted[request.token] = agent
+        return Grant(request, node.name, agent.name)
+
+    def _release_slots(self, agent: _Agent, held: Request) -> list[Grant]:
+        del self.granted[held.token]
+        agent.held = None
+        node = agent.node
+        node.running[held.key] -= 1
+        if not node.running[held.key]:
+            del node.running[held.key]
+        self.total[held.key] -= 1
+        if not self.total[held.key]:
+            del self.total[held.key]
+        return self._unpark(held.key)
+
+    def _set_idle(self, agent: _Agent) -> None:
+        node = agent.node
+        node.idle[agent.name] = None
+        if len(node.idle) == 1 and not node.draining:
+            for labels, index in self._free.items():
+                if labels <= node.labels:
+                    index[node.name] = None
+
+    def _register_labels(self, labels: frozenset[str]) -> None:
+        if labels not in self._free:
+            self._free[labels] = {
+                n.name: None for n in self.nodes.values() if n.idle and not n.draining and labels <= n.labels
+            }
+
+    def _unpark(self, key: JobKey) -> list[Grant]:
+        """A slot of ``key`` freed: its parked classes may go again."""
+        parked = self._parked.pop(key, None)
+        if not parked:
+            return []
+        grants: list[Grant] = []
+        for class_key in parked:
+            cls = self._classes.get(class_key)
+            if cls is None:
+                continue
+            while cls.key in self._classes:
+                agent = self._find(cls.head)
+                if agent is None:
+                    break
+                head = cls.head
+                self._take(cls, head)
+                grants.append(self._grant(head, agent))
+            if cls.key in self._classes:
+                self._enlist(cls)
+        return grants
+
+    def _serve_node(self, node: _Node) -> list[Grant]:
+        """Give ``node``'s idle agents to the oldest waiting heads that fit there."""
+        grants: list[Grant] = []
+        while node.idle and self._ready and not node.draining:
+            best = self._oldest_any()
+            for class_key in self._ready_constrained:
+                cls = self._classes[class_key]
+                head = cls.head
+                if not self._node_fits(node, head):
+                    continue
+                if head.per_node is not None and node.running[head.key] >= head.per_node:
+                    continue
+                if best is None or head.seq < best.head.seq:
+                    best = cls
+            if best is None:
+                break
+            head = best.head
+            if head.total is not None and self.total[head.key] >= head.total:
+                self._unready(best)
+                self._parked.setdefault(head.key, {})[best.key] = None
+                continue
+            self._take(best, head)
+            grants.append(self._grant(head, node.agents[next(iter(node.idle))]))
+        return grants
+
+    def _serve_pinned(self, agent: _Agent) -> list[Grant]:
+        """The oldest request pinned to ``agent`` (lock-resource-with) that can go now."""
+        pinned = self._pinned.get(agent.name)
+        if not pinned or agent.held is not None:
+            return []
+        best: _Class | None = None
+        for class_key in pinned:
+            cls = self._classes[class_key]
+            if (best is None or cls.head.seq < best.head.seq) and self._find(cls.head) is agent:
+                best = cls
+        if best is None:
+            return []
+        head = best.head
+        self._take(best, head)
+        return [self._grant(head, agent)]
+
+    def _take(self, cls: _Class, request: Request) -> None:
+        cls.requests.pop(request.token)
+        del self.waiting[request.token]
+        if not cls.requests:
+            self._drop_class(cls)
+        elif cls.head is request:
+            head = cls.requests.head()
+            assert head is not None
+            cls.head = head[1]
+            if cls.key in self._ready and _fits_any_node(cls.key):
+                heapq.heappush(self._ready_any, (cls.head.seq, cls.key))
+
+    def _drop_class(self, cls: _Class) -> None:
+        del self._classes[cls.key]
+        self._unready(cls)
+        key, agent_pin = cls.key[0], cls.key[3]
+        for index, name in ((self._parked, key), (self._pinned, agent_pin)):
+            members = index.get(name)
+            if members is not None:
+                members.pop(cls.key, None)
+                if not members:
+                    del index[name]
+
+
+def _fits_any_node(class_key: tuple[Any, ...]) -> bool:
+    """No node pin, no labels, no agent pin, no per-node limit: any free agent will do."""
+    _, node_pin, labels, agent_pin, per_node, _ = class_key
+    return node_pin is None and not labels and agent_pin is None and per_node is None
+
+
+def _constraints(request: Request) -> str:
+    parts = []
+    if request.node_pin:
+        parts.append(f"node-name {request.node_pin}")
+    if request.labels:
+        parts.append(f"labels {', '.join(sorted(request.labels))}")
+    return f" ({'; '.join(parts)})" if parts else ""

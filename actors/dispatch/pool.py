@@ -1,0 +1,381 @@
+"""A pool: its nodes, their agents, and the jobs waiting for them.
+
+The pool actor is the single place where a job attempt gets its total slot,
+its node slot and its agent — together, in one handler, from the pure
+``Placement`` index — so a grant is all or nothing by construction. It then
+tells the agent to run; the agent reports to the pipeline and, when done,
+tells the pool it is idle, which frees all three. If the agent is lost
+instead (crash, heartbeat timeout), the pool ends the attempt with a reason
+and gives everything back; late messages of the old attempt are dropped by
+token, here and in the pipeline.
+
+Each waiting attempt has one queue-timeout entry in the system timer heap.
+Heartbeats take one timer per pool: every ``heartbeat_interval`` the pool
+ends what the agents silent past the timeout held (``heartbeat.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ..execution.actions import ActionRegistry
+from ..execution.agent import AgentActor
+from ..core import Actor, Ref, Supervision, TimerHandle
+from ..model.errors import Conflict, InvalidRequest, NotFound
+from ..model.messages import (
+    AgentIdle,
+    AgentLost,
+    AgentReport,
+    CancelJob,
+    Fault,
+    JobEnded,
+    JobRequest,
+    JobToken,
+    Retire,
+    RunJob,
+    Unlock,
+    Withdraw,
+)
+from ..model.info import AgentInfo, NodeInfo, WaitingJob, rfc3339
+from .heartbeat import HeartbeatWatch
+from .node import NodeActor
+from .placement import Grant, Placement, Request
+
+__all__ = ["PoolActor", "AddNode", "RemoveNode", "HasNode", "ListNodes", "PoolStats", "ListWaiting", "InjectFault"]
+
+# An agent crash is reported and the agent replaced under a new name (its
+# workspace and context cannot be trusted), never restarted in place.
+_AGENT_SUPERVISION = Supervision(max_restarts=0, escalate=False)
+
+
+class AddNode(msgspec.Struct, frozen=True):
+    name: str
+    pool: str = "default"
+    agents: int = 1
+    labels: tuple[str, ...] = ()
+
+
+class RemoveNode(msgspec.Struct, frozen=True):
+    name: str
+
+
+class ListNodes(msgspec.Struct, frozen=True):
+    pass
+
+
+class PoolStats(msgspec.Struct, frozen=True):
+    pass
+
+
+class ListWaiting(msgspec.Struct, frozen=True):
+    pass
+
+
+class HasNode(msgspec.Struct, frozen=True):
+    name: str
+
+
+class InjectFault(msgspec.Struct, frozen=True):
+    agent: str
+    kind: str
+
+
+class _QueueTimeout(msgspec.Struct, frozen=True):
+    token: JobToken
+
+
+class _CheckHeartbeats(msgspec.Struct, frozen=True):
+    pass
+
+
+_CHECK_HEARTBEATS = _CheckHeartbeats()
+
+
+class PoolActor(Actor):
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        pool: str,
+        workdir: Path,
+        actions: ActionRegistry,
+        heartbeat_interval: float = 5.0,
+        heartbeat_timeout: float = 30.0,
+        kill_grace: float = 5.0,
+    ) -> None:
+        self.pool = pool
+        self.workdir = workdir
+        self.actions = actions
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeats = HeartbeatWatch(heartbeat_timeout)
+        self.kill_grace = kill_grace
+        self.placement = Placement()
+        self.nodes: dict[str, Ref] = {}
+        self.agents: dict[str, Ref] = {}
+        self.next_agent: dict[str, int] = {}
+        self.timers: dict[JobToken, TimerHandle] = {}
+        self.deadlines: dict[JobToken, float] = {}
+        self.lost = 0
+
+    async def started(self) -> None:
+        self.send_after(self.heartbeat_interval, _CHECK_HEARTBEATS)
+
+    def receive(self, message: Any) -> Any:
+        kind = type(message)
+        if kind is JobRequest:
+            self._request(message)
+        elif kind is AgentIdle:
+            self._idle(message)
+        elif kind is Withdraw:
+            self._withdraw(message)
+        elif kind is _QueueTimeout:
+            self._queue_timeout(message.token)
+        elif kind is Unlock:
+            self._run_all(self.placement.unlock(message.build_id, message.agent))
+        elif kind is AgentLost:
+            self._lost(message)
+        elif kind is _CheckHeartbeats:
+            self._check_heartbeats()
+            self.send_after(self.heartbeat_interval, _CHECK_HEARTBEATS)
+        elif kind is AddNode:
+            return self._add_node(message)
+        elif kind is RemoveNode:
+            return self._remove_node(message.name)
+        elif kind is HasNode:
+            return message.name in self.nodes
+        elif kind is ListNodes:
+            return [self._node_info(name) for name in self.placement.nodes]
+        elif kind is PoolStats:
+            return self._stats()
+        elif kind is ListWaiting:
+            return self._waiting()
+        elif kind is InjectFault:
+            self._inject(message)
+        else:
+            raise TypeError(f"pool {self.pool!r} got an unexpected {kind.__name__}")
+        return None
+
+    # -- requests -----------------------------------------------------------------------
+
+    def _request(self, message: JobRequest) -> None:
+        token, runs_on = message.token, message.runs_on
+        if message.agent is not None and message.agent not in self.placement.agents:
+            _end(message, "FAILED", f"agent {message.agent} (lock-resource-with) is gone")
+            return
+        request = Request(
+            token=token,
+            build_id=token.build_id,
+            key=(message.payload.pipeline_id, token.job_id),
+            node_pin=runs_on.node_name,
+            labels=frozenset(runs_on.labels),
+            agent_pin=message.agent,
+            lock=message.lock,
+            per_node=runs_on.concurrency_limit_per_node,
+            total=runs_on.concurrency_limit_total,
+            since=self.now(),
+            data=message,
+        )
+        grant = self.placement.request(request)
+        if grant is not None:
+            self._run(grant)
+            return
+        deadline = self.now() + runs_on.queue_timeout_minutes * 60
+        self.timers[token] = self.send_at(deadline, _QueueTimeout(token))
+        self.deadlines[token] = deadline
+
+    def _run(self, grant: Grant) -> None:
+        message: JobRequest = grant.request.data
+        timer = self.timers.pop(message.token, None)
+        if timer is not None:
+            timer.cancel()
+            del self.deadlines[message.token]
+        self.agents[grant.agent].tell(RunJob(message.token, message.pipeline, message.payload))
+
+    def _run_all(self, grants: list[Grant]) -> None:
+        for grant in grants:
+            self._run(grant)
+
+    def _idle(self, message: AgentIdle) -> None:
+        agent = self.placement.granted.get(message.token)
+        if agent is None or agent.name != message.agent:
+            return  # stale: that attempt was already handed back (agent lost)
+        node = agent.node
+        held, grants = self.placement.release(message.token)
+        self._run_all(grants)
+        if node.draining:
+            self._retire(message.agent)
+
+    def _withdraw(self, message: Withdraw) -> None:
+        request = self.placement.withdraw(message.token)
+        if request is not None:
+            self._cancel_timer(message.token)
+            _end(request.data, "CANCELED", message.reason)
+            return
+        agent = self.placement.granted.get(message.token)
+        if agent is not None:
+            self.agents[agent.name].tell(CancelJob(message.token, message.reason))
+
+    def _queue_timeout(self, token: JobToken) -> None:
+        request = self.placement.waiting.get(token)
+        if request is None:
+            return
+        reason = self.placement.why_waiting(request)
+        self.placement.withdraw(token)
+        self.timers.pop(token, None)
+        self.deadlines.pop(token, None)
+        waited = (self.now() - request.since) / 60
+        _end(request.data, "QUEUE_TIMEOUT", f"waited {waited:g} minute(s) in pool {self.pool!r}: {reason}")
+
+    def _cancel_timer(self, token: JobToken) -> None:
+        timer = self.timers.pop(token, None)
+        if timer is not None:
+            timer.cancel()
+            del self.deadlines[token]
+
+    # -- nodes and agents -------------------------------------------------------------------
+
+    def _add_node(self, spec: AddNode) -> NodeInfo:
+        if spec.name in self.nodes:
+            raise Conflict(f"node {spec.name!r} already exists in pool {self.pool!r}")
+        if spec.agents < 1:
+            raise InvalidRequest(f"node {spec.name!r}: agents must be >= 1, got {spec.agents}")
+        node_ref = self.spawn(lambda: NodeActor(node=spec.name, pool=self.ref), name=f"node:{spec.name}")
+        self.nodes[spec.name] = node_ref
+        self.placement.add_node(spec.name, frozenset(spec.labels))
+        self.next_agent[spec.name] = 0
+        for _ in range(spec.agents):
+            self._spawn_agent(spec.name)
+        return self._node_info(spec.name)
+
+    def _spawn_agent(self, node: str) -> None:
+        index = self.next_agent[node]
+        self.next_agent[node] = index + 1
+        name = f"{node}/{index}"
+        node_ref = self.nodes[node]
+        workspace = self.workdir / node / str(index)
+
+        def factory() -> AgentActor:
+            return AgentActor(node=node, agent=name, workspace=workspace, pool=self.ref, actions=self.actions,
+                              kill_grace=self.kill_grace)  # fmt: skip
+
+        self.agents[name] = self.system.spawn(factory, name=f"agent:{name}", parent=node_ref,
+                                              supervision=_AGENT_SUPERVISION)  # fmt: skip
+        self._run_all(self.placement.add_agent(node, name))
+
+    def _remove_node(self, name: str) -> NodeInfo:
+        if name not in self.nodes:
+            raise NotFound(f"no node {name!r} in pool {self.pool!r}")
+        for agent in self.placement.drain_node(name):
+            self._retire(agent)
+        info = self._node_info(name) if name in self.placement.nodes else NodeInfo(
+            name=name, pool=self.pool, labels=[], draining=True, agents=[], running={})
+        return info
+
+    def _retire(self, agent: str) -> None:
+        """An idle agent of a draining node leaves; the node goes with its last agent."""
+        _, node = self._detach(agent)
+        if self.placement.remove_node_if_empty(node):
+            self.system.stop_nowait(self.nodes.pop(node))
+            del self.next_agent[node]
+
+    def _lost(self, message: AgentLost) -> None:
+        """End what a lost agent held, give its slots back, put a fresh agent in its place."""
+        if message.agent not in self.placement.agents:
+            return  # already retired or reported lost
+        self.lost += 1
+        held, node = self._detach(message.agent)
+        if held is not None:
+            _end(held.data, message.status, message.reason)
+        if not self.placement.nodes[node].draining:
+            self._spawn_agent(node)  # a fresh agent, under a new name
+        elif self.placement.remove_node_if_empty(node):
+            self.system.stop_nowait(self.nodes.pop(node))
+            del self.next_agent[node]
+
+    def _detach(self, agent: str) -> tuple[Request | None, str]:
+        """Take an agent out of the pool; what it held is released (and returned)."""
+        node = self.placement.agents[agent].node.name
+        held, grants = self.placement.remove_agent(agent)
+        self.heartbeats.forget(agent)
+        self.agents.pop(agent).tell(Retire())
+        self._fail_pinned(agent)
+        self._run_all(grants)
+        return held, node
+
+    def _check_heartbeats(self) -> None:
+        timeout = self.heartbeats.timeout
+        for agent, silent in self.heartbeats.lost(self.now()):
+            self._lost(AgentLost(agent, "HEARTBEAT_TIMEOUT",
+                                 f"agent {agent} sent no heartbeat for {silent:g}s (heartbeat-timeout {timeout:g}s)"))  # fmt: skip
+
+    def child_crashed(self, child: Ref, error: BaseException, restarting: bool) -> None:
+        """A node crashed: the kernel stopped its agents, so they are lost; the
+        restarted node gets fresh ones (past its restart limit the pool escalates)."""
+        node = child.name.removeprefix("node:")
+        if node not in self.placement.nodes:
+            return
+        for agent in list(self.placement.nodes[node].agents):
+            self._lost(AgentLost(agent, "FAILED", f"node {node} crashed: {error!r}"))
+
+    def _fail_pinned(self, agent: str) -> None:
+        for request in self.placement.pinned_to(agent):
+            self.placement.withdraw(request.token)
+            self._cancel_timer(request.data.token)
+            _end(request.data, "FAILED", f"agent {agent} (lock-resource-with) is gone")
+
+    def _inject(self, message: InjectFault) -> None:
+        # Told to every pool: an agent of another pool, or one lost meanwhile,
+        # is simply not ours. Raising here would crash the pool.
+        ref = self.agents.get(message.agent)
+        if ref is None:
+            return
+        if message.kind in ("silence", "hang"):
+            self.heartbeats.stop(message.agent, self.now())
+        if message.kind != "silence":
+            ref.tell(Fault(message.kind))
+
+    # -- introspection ---------------------------------------------------------------------
+
+    def _node_info(self, name: str) -> NodeInfo:
+        node = self.placement.nodes[name]
+        agents = [
+            AgentInfo(name=agent, status="busy" if held is not None else "idle",
+                      job=str(held.token) if held is not None else None, locked_by=locked_by)  # fmt: skip
+            for agent, held, locked_by in self.placement.iter_agents(name)
+        ]
+        running = {f"{pipeline}/{job}": count for (pipeline, job), count in node.running.items()}
+        return NodeInfo(name=name, pool=self.pool, labels=sorted(node.labels), draining=node.draining,
+                        agents=agents, running=running)  # fmt: skip
+
+    def _stats(self) -> dict[str, int]:
+        placement = self.placement
+        return {
+            "agents": len(placement.agents),
+            "agents_busy": len(placement.granted),
+            "agents_locked": placement.agents_locked(),
+            "agents_lost": self.lost,
+            "jobs_running": len(placement.granted),
+            "jobs_queued": len(placement.waiting),
+            "slots_held": sum(placement.total.values()),
+        }
+
+    def _waiting(self) -> list[WaitingJob]:
+        now, wall = self.now(), time.time()
+        waiting = []
+        for request in self.placement.waiting.values():
+            token: JobToken = request.data.token
+            waiting.append(WaitingJob(
+                build_id=token.build_id, job_id=token.job_id, attempt=token.attempt, pool=self.pool,
+                reason=self.placement.why_waiting(request), since=rfc3339(wall - (now - request.since)) or "",
+                deadline=rfc3339(wall + (self.deadlines.get(token, now) - now)) or "",
+            ))  # fmt: skip
+        return waiting
+
+
+def _end(request: JobRequest, status: str, reason: str) -> None:
+    request.pipeline.tell(AgentReport(request.token, (JobEnded(status, reason, time.time()),)))

@@ -1,0 +1,385 @@
+"""An agent: runs one job attempt at a time, in its own workspace and context.
+
+Mutual exclusion is by ownership: the dispatcher grants an agent to one
+attempt and the agent refuses a second ``RunJob`` while it holds one. Its
+context (env exported by steps) follows it from job to job of the same build
+(the ``lock-resource-with`` chain of seed 000) and is reset, with the
+workspace cleaned, before it serves a different build. Before each attempt it
+snapshots the context and reports the snapshot; a retry arrives with the
+snapshot to restore, so it never sees what the failed attempt or another
+build left behind.
+
+Faults can be injected for tests and benchmarks, through the pool:
+``crash`` (the actor raises) and ``hang`` (no reports at all; the pool
+hears no more heartbeats from it). ``silence`` stops only the heartbeats
+(``heartbeat.py``) and never reaches the agent: its job goes on and the
+late report is fenced off. A retired agent leaves once its attempt is over
+(a hung one at once).
+
+A job whose steps are all instant built-ins (``noop``, ``echo``, ``fail``)
+runs inline in ``receive``: no task, no cancel scope, one report. Anything
+else runs in a task owned by the agent, under one cancel scope for the job's
+timeout and cancellation.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from .actions import ActionFailed, ActionRegistry, StepContext
+from ..builds.records import StepLog
+from ..core import Actor, Ref
+from ..model.messages import (
+    AgentIdle,
+    AgentReport,
+    CancelJob,
+    Fault,
+    JobEnded,
+    JobPayload,
+    JobStarted,
+    JobToken,
+    Retire,
+    RunJob,
+    StepEnded,
+    StepNotRun,
+    StepStarted,
+)
+from .shell import StepStartError, run_shell
+from ..model.spec import Step
+from ..model.templates import TemplateError, render
+
+__all__ = ["AgentActor", "AgentFault", "JobRunner", "StepOutcome"]
+
+Record = JobStarted | StepStarted | StepEnded | StepNotRun | JobEnded
+
+
+class AgentFault(RuntimeError):
+    """The injected ``crash`` fault."""
+
+
+class StepOutcome:
+    __slots__ = ("status", "reason", "exit_code", "outputs", "exported_env")
+
+    def __init__(
+        self,
+        status: str,
+        reason: str | None = None,
+        exit_code: int | None = None,
+        outputs: dict[str, str] | None = None,
+        exported_env: dict[str, str] | None = None,
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.exit_code = exit_code
+        self.outputs = outputs or {}
+        self.exported_env = exported_env or {}
+
+
+class JobRunner:
+    """The step rules of one attempt (pure): ``if``, ``retry-times``, ``continue-on-error``."""
+
+    def __init__(self, payload: JobPayload, records: list[Record]) -> None:
+        self.steps = payload.job.steps
+        self.index = payload.start_step
+        self.failed = payload.failed_before
+        self.failure: str | None = "a step before the retried one failed" if self.failed else None
+        self.tries = 0
+        self.records = records
+
+    def next_step(self) -> tuple[int, Step] | None:
+        """The next step to run, recording those whose ``if`` keeps them from running."""
+        while self.index < len(self.steps):
+            step = self.steps[self.index]
+            condition = step.if_
+            if condition == "ALWAYS" or (condition == "SUCCESS" and not self.failed) or (
+                condition == "FAILURE" and self.failed
+            ):
+                return self.index, step
+            if condition == "SUCCESS":
+                self.records.append(StepNotRun(self.index, "UNEXEC", f"not run: {self.failure}"))
+            else:
+                self.records.append(StepNotRun(self.index, "SKIP", f"skipped: if: {condition} not met"))
+            self.index += 1
+        return None
+
+    def step_done(self, outcome: StepOutcome) -> bool:
+        """Record an attempt's outcome; True if the same step runs again (automatic retry)."""
+        step = self.steps[self.index]
+        if outcome.status != "SUCCEED" and self.tries < step.retry_times:
+            self.tries += 1
+            return True
+        self.tries = 0
+        if outcome.status != "SUCCEED" and step.continue_on_error not in ("true", "auto"):
+            if not self.failed:
+                self.failed = True
+                self.failure = f"step {step.id!r} ended {outcome.status}: {outcome.reason}"
+        self.index += 1
+        return False
+
+    def result(self) -> tuple[str, str | None]:
+        return ("FAILED", self.failure) if self.failed else ("SUCCEED", None)
+
+
+def _render_value(value: Any, context: dict[str, dict[str, str]]) -> Any:
+    if isinstance(value, str):
+        return render(value, context)
+    if isinstance(value, dict):
+        return {key: _render_value(item, context) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_render_value(item, context) for item in value]
+    return value
+
+
+class AgentActor(Actor):
+    """One executor on a node. See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        node: str,
+        agent: str,
+        workspace: Path,
+        pool: Ref,
+        actions: ActionRegistry,
+        kill_grace: float = 5.0,
+    ) -> None:
+        self.node = node
+        self.agent = agent
+        self.workspace = workspace
+        self.pool = pool
+        self.actions = actions
+        self.kill_grace = kill_grace
+        self.hung = False  # injected: no reports
+        self.retiring = False
+        self.trash_count = 0
+        self.lease_build: str | None = None
+        self.context: dict[str, str] = {}
+        self.workspace_used = False
+        self.clean_needed = False
+        self.current: JobToken | None = None
+        self.cancel_reason: str | None = None
+        self.scope: anyio.CancelScope | None = None
+
+    def receive(self, message: Any) -> Any:
+        kind = type(message)
+        if kind is RunJob:
+            self._run(message)
+        elif kind is CancelJob:
+            if message.token == self.current and self.scope is not None:
+                self.cancel_reason = message.reason
+                self.scope.cancel()
+        elif kind is Retire:
+            self.retiring = True
+            if self.current is None:
+                self.stop()
+            elif self.hung and self.scope is not None:
+                self.scope.cancel()
+        elif kind is Fault:
+            self._fault(message.kind)
+        else:
+            raise TypeError(f"agent {self.agent} got an unexpected {kind.__name__}")
+
+    def _fault(self, kind: str) -> None:
+        if kind == "crash":
+            raise AgentFault(f"injected crash of agent {self.agent}")
+        if kind == "hang":
+            self.hung = True
+        else:
+            raise ValueError(f"unknown agent fault {kind!r}: use crash or hang (silence stays in the pool)")
+
+    # -- one attempt ------------------------------------------------------------------
+
+    def _run(self, run: RunJob) -> None:
+        if self.current is not None:
+            raise RuntimeError(f"agent {self.agent} got {run.token} while running {self.current}")
+        token, payload = run.token, run.payload
+        if self.lease_build != token.build_id:
+            self.lease_build = token.build_id
+            self.context = {}
+            self.clean_needed = self.clean_needed or self.workspace_used
+        if payload.restore is not None:
+            self.context = dict(payload.restore)
+        self.current = token
+        self.cancel_reason = None
+        records: list[Record] = [JobStarted(self.node, self.agent, dict(self.context), time.time())]
+        if self._is_instant(payload):
+            self._run_inline(run, records)
+        else:
+            # Made here, not in the task, so a CancelJob that arrives before
+            # the task starts still finds something to cancel.
+            self.scope = anyio.CancelScope(deadline=anyio.current_time() + payload.job.timeout_minutes * 60)
+            self.start_task(self._run_in_task, run, records, self.scope)
+
+    def _is_instant(self, payload: JobPayload) -> bool:
+        return all(step.run is None and self.actions.resolve_sync(step.uses or "") is not None for step in payload.job.steps)
+
+    def _run_inline(self, run: RunJob, records: list[Record]) -> None:
+        runner = JobRunner(run.payload, records)
+        while (item := runner.next_step()) is not None:
+            index, step = item
+            log = StepLog()
+            records.append(StepStarted(index, log, time.time()))
+            outcome = self._instant_action(run, step, log)
+            self._record_end(records, index, outcome)
+            runner.step_done(outcome)
+        status, reason = runner.result()
+        self._finish(run, records, status, reason)
+
+    async def _run_in_task(self, run: RunJob, records: list[Record], scope: anyio.CancelScope) -> None:
+        runner = JobRunner(run.payload, records)
+        job = run.payload.job
+        running: int | None = None
+        reason: str | None
+        with scope:
+            while (item := runner.next_step()) is not None:
+                running, step = item
+                log = StepLog()
+                records.append(StepStarted(running, log, time.time()))
+                self._flush(run, records)
+                outcome = await self._execute(run, step, log)
+                self._record_end(records, running, outcome)
+                running = None
+                runner.step_done(outcome)
+        self.scope = None
+        if scope.cancelled_caught:
+            if self.cancel_reason is not None:
+                status, reason = "CANCELED", self.cancel_reason
+            else:
+                status, reason = "EXEC_TIMEOUT", f"job exceeded timeout-minutes {job.timeout_minutes:g}"
+            if running is not None:
+                self._record_end(records, running, StepOutcome(status, reason))
+        else:
+            status, reason = runner.result()
+        self._finish(run, records, status, reason)
+
+    def _record_end(self, records: list[Record], index: int, outcome: StepOutcome) -> None:
+        if outcome.status == "SUCCEED" and outcome.exported_env:
+            self.context.update(outcome.exported_env)
+        records.append(
+            StepEnded(index, outcome.status, outcome.reason, outcome.exit_code, outcome.outputs,
+                      outcome.exported_env, time.time())
+        )  # fmt: skip
+
+    def _flush(self, run: RunJob, records: list[Record]) -> None:
+        if records and not self.hung:
+            run.pipeline.tell(AgentReport(run.token, tuple(records)))
+        records.clear()
+
+    def _finish(self, run: RunJob, records: list[Record], status: str, reason: str | None) -> None:
+        records.append(JobEnded(status, reason, time.time()))
+        self._flush(run, records)
+        self.current = None
+        if self.retiring:
+            self.stop()
+        elif not self.hung:
+            self.pool.tell(AgentIdle(self.agent, run.token))
+
+    # -- steps --------------------------------------------------------------------------
+
+    def _step_env(self, run: RunJob, step: Step) -> dict[str, str]:
+        payload = run.payload
+        env = dict(payload.env)
+        env.update(self.context)
+        for key, value in step.env.items():
+            env[key] = render(value, payload.template_context)
+        env.update(
+            SHUNTER_JOB_ID=run.token.job_id,
+            SHUNTER_JOB_ATTEMPT=str(run.token.attempt),
+            SHUNTER_STEP_ID=step.id,
+            SHUNTER_AGENT=self.agent,
+            SHUNTER_NODE=self.node,
+            SHUNTER_WORKSPACE=str(self.workspace),
+        )
+        return env
+
+    def _context_for(self, run: RunJob, step: Step, log: StepLog) -> StepContext:
+        return StepContext(
+            workspace=self.workspace,
+            log=log.append,
+            with_=_render_value(step.with_, run.payload.template_context),
+            # made on first use unless the step has env of its own, whose template errors fail the step now
+            env=self._step_env(run, step) if step.env else functools.partial(self._step_env, run, step),
+            step_id=step.id,
+            job_id=run.token.job_id,
+            build_id=run.token.build_id,
+        )
+
+    def _instant_action(self, run: RunJob, step: Step, log: StepLog) -> StepOutcome:
+        try:
+            context = self._context_for(run, step, log)
+            action = self.actions.resolve_sync(step.uses or "")
+            assert action is not None
+            action(context)
+        except Exception as error:
+            return _failed(error)
+        return StepOutcome("SUCCEED", outputs=context.outputs, exported_env=context.exported_env)
+
+    async def _execute(self, run: RunJob, step: Step, log: StepLog) -> StepOutcome:
+        timeout = step.timeout_minutes * 60 if step.timeout_minutes is not None else math.inf
+        with anyio.move_on_after(timeout) as step_scope:
+            try:
+                if step.run is not None:
+                    return await self._shell(run, step, log)
+                context = self._context_for(run, step, log)
+                sync = self.actions.resolve_sync(step.uses or "")
+                if sync is not None:
+                    sync(context)
+                else:
+                    self._prepare_workspace()  # actions may use step.workspace too
+                    await self.actions.resolve(step.uses or "")(context)
+                return StepOutcome("SUCCEED", outputs=context.outputs, exported_env=context.exported_env)
+            except Exception as error:
+                return _failed(error)
+        assert step_scope.cancelled_caught
+        return StepOutcome("EXEC_TIMEOUT", f"step exceeded timeout-minutes {step.timeout_minutes:g}")
+
+    async def _shell(self, run: RunJob, step: Step, log: StepLog) -> StepOutcome:
+        assert step.run is not None
+        script = render(step.run, run.payload.template_context)
+        env = self._step_env(run, step)
+        self._prepare_workspace()
+        result = await run_shell(script, cwd=self.workspace, env=env, on_output=log.append, kill_grace=self.kill_grace)
+        if result.exit_code == 0:
+            return StepOutcome("SUCCEED", exit_code=0, outputs=result.outputs, exported_env=result.env)
+        reason = f"exit code {result.exit_code}" if result.exit_code > 0 else f"killed by signal {-result.exit_code}"
+        return StepOutcome("FAILED", reason, exit_code=result.exit_code, outputs=result.outputs)
+
+    def _prepare_workspace(self) -> None:
+        """Make the workspace exist, emptied if another build used it.
+
+        Emptying is a rename (constant time, no waiting on a thread, which
+        trio's MockClock would read as idleness); the old tree is deleted in
+        the background.
+        """
+        if self.clean_needed:
+            self.clean_needed = False
+            if self.workspace.exists():
+                self.trash_count += 1
+                trash = self.workspace.with_name(f".{self.workspace.name}.old{self.trash_count}")
+                os.rename(self.workspace, trash)
+                self.start_task(_delete_tree, trash)
+        if not self.workspace_used or not self.workspace.exists():
+            self.workspace.mkdir(parents=True, exist_ok=True)
+        self.workspace_used = True
+
+
+def _failed(error: Exception) -> StepOutcome:
+    if isinstance(error, (ActionFailed, StepStartError, TemplateError)):
+        return StepOutcome("FAILED", str(error))
+    return StepOutcome("FAILED", f"{type(error).__name__}: {error}")
+
+
+async def _delete_tree(path: Path) -> None:
+    """Delete an old workspace in a worker thread. Abandoned on cancel: a
+    closing runtime must not wait for a large tree (nor, under trio's
+    MockClock, sit idle while virtual time runs past its deadlines)."""
+    await anyio.to_thread.run_sync(shutil.rmtree, path, True, abandon_on_cancel=True)

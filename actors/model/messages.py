@@ -1,0 +1,353 @@
+"""Messages between the CI actors: frozen, tagged msgspec Structs.
+
+Everything about a job attempt carries a ``JobToken``; the attempt number in
+it is the fencing token: an actor drops a report whose attempt is not the
+job's current one, so a late message from a cancelled or lost attempt never
+touches its successor (DESIGN §2).
+
+Flow of a build (arrows are ``tell``):
+
+    facade --Submit(ask)--> pipeline --Admit--> group --Admitted/Queued--> pipeline
+    pipeline [--MutexAcquire--> mutex --MutexGranted--> pipeline]
+    pipeline --JobRequest--> pool --RunJob--> agent --AgentReport--> pipeline
+    agent --AgentIdle--> pool               pipeline --Release--> group
+    node --AgentLost--> pool                (an agent crashed)
+
+Messages that hold only data (tokens, payloads, reports) are not tracked by
+the cyclic garbage collector (``gc=False``): they cannot be part of a cycle,
+and several per build used to count towards every collection. Messages that
+carry a ``Ref`` or a reply slot stay tracked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ..core import Ref
+from ..core import Reply
+from .spec import Concurrency, Job, PipelineSpec, RunsOn
+
+__all__ = [
+    "SubmitBuild",
+    "GetBuild",
+    "ListBuilds",
+    "CancelRequest",
+    "RetryRequest",
+    "WaitBuild",
+    "ReplaceSpec",
+    "DescribePipeline",
+    "GetLog",
+
+    "JobToken",
+    "JobPayload",
+    "JobRequest",
+    "Withdraw",
+    "Unlock",
+    "AgentLost",
+    "Fault",
+    "Retire",
+    "MutexAcquire",
+    "MutexGranted",
+    "MutexRefused",
+    "MutexRelease",
+    "RunJob",
+    "CancelJob",
+    "AgentIdle",
+    "AgentReport",
+    "JobStarted",
+    "StepStarted",
+    "StepEnded",
+    "StepNotRun",
+    "JobEnded",
+    "Admit",
+    "Admitted",
+    "Queued",
+    "Refused",
+    "Dequeued",
+    "CancelBuild",
+    "Release",
+]
+
+
+class _Message(msgspec.Struct, frozen=True, tag=True):
+    pass
+
+
+class JobToken(msgspec.Struct, frozen=True, gc=False):
+    """Names one attempt of one job of one build; hashable."""
+
+    build_id: str
+    job_id: str
+    attempt: int
+
+    def __str__(self) -> str:
+        return f"{self.build_id}/{self.job_id}#{self.attempt}"
+
+
+# -- pipeline <-> dispatcher <-> agent ---------------------------------------------
+
+
+class JobPayload(msgspec.Struct, frozen=True, gc=False):
+    """All an agent needs to run one job attempt."""
+
+    pipeline_id: str
+    build_number: int
+    execute_count: int
+    job: Job
+    start_step: int
+    # ci.* and variables.* for rendering step templates
+    template_context: dict[str, dict[str, str]]
+    # variables + job env + SHUNTER_* build context
+    env: dict[str, str]
+    # context to restore before a retry (snapshot + exports of the steps kept)
+    restore: dict[str, str] | None
+    # a step before start_step failed (for the `if` of the steps that run)
+    failed_before: bool = False
+
+
+class JobRequest(_Message, frozen=True):
+    """Pipeline → pool: find an agent for this attempt.
+
+    ``agent`` pins it to one agent (lock-resource-with); ``lock`` keeps that
+    agent for the build after the attempt, until the pipeline unlocks it.
+    """
+
+    token: JobToken
+    pipeline: Ref
+    payload: JobPayload
+    runs_on: RunsOn
+    agent: str | None = None
+    lock: bool = False
+
+
+class Unlock(_Message, frozen=True):
+    """Pipeline → pool: the build's lock chain on this agent has ended."""
+
+    build_id: str
+    agent: str
+
+
+class AgentLost(_Message, frozen=True):
+    """Node → pool: an agent crashed; what it ran ends with ``status``.
+
+    The pool makes one itself for an agent silent past the timeout (``heartbeat.py``).
+    """
+
+    agent: str
+    status: str
+    reason: str
+
+
+class Fault(_Message, frozen=True):
+    """Pool → agent, for tests and benchmarks: crash or hang (the pool keeps silence to itself)."""
+
+    kind: str
+
+
+class Retire(_Message, frozen=True):
+    """Pool → agent: leave once the current attempt is over (hung: at once)."""
+
+
+class MutexAcquire(_Message, frozen=True):
+    token: JobToken
+    pipeline: Ref
+    label: str
+    queue_length: int
+    timeout_minutes: float
+
+
+class MutexGranted(_Message, frozen=True):
+    token: JobToken
+
+
+class MutexRefused(_Message, frozen=True):
+    token: JobToken
+    reason: str
+
+
+class MutexRelease(_Message, frozen=True):
+    token: JobToken
+
+
+class Withdraw(_Message, frozen=True):
+    """Pipeline → pool: stop this attempt, queued or running."""
+
+    token: JobToken
+    reason: str
+
+
+class RunJob(_Message, frozen=True):
+    """Pool → agent: run this attempt now."""
+
+    token: JobToken
+    pipeline: Ref
+    payload: JobPayload
+
+
+class CancelJob(_Message, frozen=True):
+    token: JobToken
+    reason: str
+
+
+class AgentIdle(_Message, frozen=True):
+    """Agent → pool: the attempt ended; the agent is free again."""
+
+    agent: str
+    token: JobToken
+
+
+# Records carried by AgentReport, applied in order by the pipeline.
+
+
+class JobStarted(msgspec.Struct, frozen=True, gc=False):
+    node: str
+    agent: str
+    context: dict[str, str]
+    time: float
+
+
+class StepStarted(msgspec.Struct, frozen=True, gc=False):
+    index: int
+    log: Any  # the StepLog the agent writes
+    time: float
+
+
+class StepEnded(msgspec.Struct, frozen=True, gc=False):
+    index: int
+    status: str
+    reason: str | None
+    exit_code: int | None
+    outputs: dict[str, str]
+    exported_env: dict[str, str]
+    time: float
+
+
+class StepNotRun(msgspec.Struct, frozen=True, gc=False):
+    index: int
+    status: str  # SKIP or UNEXEC
+    reason: str
+
+
+class JobEnded(msgspec.Struct, frozen=True, gc=False):
+    status: str
+    reason: str | None
+    time: float
+
+
+class AgentReport(_Message, frozen=True, gc=False):
+    """Agent (or dispatcher) → pipeline: what happened to an attempt, in order.
+
+    An agent flushes its records whenever it is about to wait, so a job of
+    instant steps costs one message, not one per step.
+    """
+
+    token: JobToken
+    records: tuple[JobStarted | StepStarted | StepEnded | StepNotRun | JobEnded, ...]
+
+
+# -- pipeline <-> concurrency group --------------------------------------------------
+
+
+class Admit(_Message, frozen=True):
+    """Pipeline → group: admit this build (new, or a retry of a finished one)."""
+
+    build_id: str
+    pipeline: Ref
+    config: Concurrency
+    queued_at: float  # wall clock; the build reports the same instant
+    reply: Reply | None
+    retry: dict[str, Any] | None = None  # the retry to apply once admitted
+
+
+class Admitted(_Message, frozen=True):
+    build_id: str
+    reply: Reply | None
+    retry: dict[str, Any] | None = None
+
+
+class Queued(_Message, frozen=True):
+    build_id: str
+    position: int
+    reply: Reply | None
+    retry: dict[str, Any] | None = None
+
+
+class Refused(_Message, frozen=True):
+    build_id: str
+    message: str
+    reply: Reply | None
+    retry: dict[str, Any] | None = None
+
+
+class Dequeued(_Message, frozen=True):
+    """Group → pipeline: these queued builds left the queue without running.
+
+    One message per pipeline for all its builds that left together (every
+    waiter due at one timer fire, every waiter cancelled by one
+    cancel-in-progress), all with the same status and reason.
+    """
+
+    build_ids: tuple[str, ...]
+    status: str  # QUEUE_TIMEOUT or CANCELED
+    reason: str
+
+
+class CancelBuild(_Message, frozen=True):
+    """Group → pipeline: cancel this running build (cancel-in-progress)."""
+
+    build_id: str
+    reason: str
+
+
+class Release(_Message, frozen=True):
+    """Pipeline → group: the build ended or left; free its place."""
+
+    build_id: str
+
+
+# -- runtime facade -> pipeline (asks) ---------------------------------------------------
+
+
+class SubmitBuild(_Message, frozen=True):
+    variables: dict[str, Any]
+
+
+class GetBuild(_Message, frozen=True):
+    build_id: str
+
+
+class ListBuilds(_Message, frozen=True):
+    status: str | None = None
+    unfinished: bool = False  # only QUEUE and RUNNING builds
+
+
+class CancelRequest(_Message, frozen=True):
+    build_id: str
+    reason: str = "cancelled by a user"
+
+
+class RetryRequest(_Message, frozen=True):
+    build_id: str
+    job: str | None = None
+    step: str | None = None
+    failed_only: bool = False
+
+
+class WaitBuild(_Message, frozen=True):
+    build_id: str
+
+
+class ReplaceSpec(_Message, frozen=True):
+    spec: PipelineSpec
+
+
+class DescribePipeline(_Message, frozen=True):
+    pass
+
+
+class GetLog(_Message, frozen=True):
+    build_id: str
+    job: str | None = None
+    step: str | None = None

@@ -1,0 +1,164 @@
+"""The pure placement core of a pool: limits, fairness, locks, reasons."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actors.dispatch.placement import Grant, Placement, Request
+
+
+def pool(nodes: dict[str, int], labels: dict[str, set[str]] | None = None) -> Placement:
+    placement = Placement()
+    for node, agents in nodes.items():
+        placement.add_node(node, frozenset((labels or {}).get(node, set())))
+        for index in range(agents):
+            placement.add_agent(node, f"{node}/{index}")
+    return placement
+
+
+def request(token: Any, key: str = "job", build: str = "b", **kwargs: Any) -> Request:
+    return Request(token=token, build_id=build, key=("p", key), **kwargs)
+
+
+def tokens(grants: list[Grant]) -> list[Any]:
+    return [grant.request.token for grant in grants]
+
+
+def test_grant_takes_agent_node_slot_and_total_slot_together() -> None:
+    placement = pool({"n1": 1})
+    grant = placement.request(request(1))
+    assert grant is not None and (grant.node, grant.agent) == ("n1", "n1/0")
+    assert placement.total[("p", "job")] == 1 and placement.nodes["n1"].running[("p", "job")] == 1
+    held, grants = placement.release(1)
+    assert held is not None and grants == []
+    assert not placement.total and not placement.nodes["n1"].running and not placement.granted
+
+
+def test_total_limit_parks_the_class_until_a_slot_frees() -> None:
+    placement = pool({"n1": 2, "n2": 2})
+    assert placement.request(request(1, total=2)) is not None
+    assert placement.request(request(2, total=2)) is not None
+    assert placement.request(request(3, total=2)) is None
+    assert "total" in placement.why_waiting(placement.waiting[3])
+    other = placement.request(request(4, key="other"))  # a different key is not held back
+    assert other is not None
+    held, grants = placement.release(1)
+    assert tokens(grants) == [3]
+
+
+def test_per_node_limit_spreads_and_then_waits() -> None:
+    placement = pool({"n1": 3, "n2": 3})
+    first, second = placement.request(request(1, per_node=1)), placement.request(request(2, per_node=1))
+    assert first is not None and second is not None and {first.node, second.node} == {"n1", "n2"}
+    assert placement.request(request(3, per_node=1)) is None
+    assert "per-node" in placement.why_waiting(placement.waiting[3])
+    _, grants = placement.release(1)
+    assert tokens(grants) == [3] and grants[0].node == first.node
+
+
+def test_fifo_within_a_class_and_oldest_head_across_classes() -> None:
+    placement = pool({"n1": 1})
+    assert placement.request(request("running")) is not None
+    for token, key in [("a1", "a"), ("b1", "b"), ("a2", "a"), ("b2", "b")]:
+        assert placement.request(request(token, key=key)) is None
+    order = []
+    token: Any = "running"
+    for _ in range(4):
+        _, grants = placement.release(token)
+        token = grants[0].request.token
+        order.append(token)
+    assert order == ["a1", "b1", "a2", "b2"]
+
+
+def test_a_head_that_cannot_be_placed_does_not_block_other_classes() -> None:
+    placement = pool({"n1": 1, "n2": 1})
+    assert placement.request(request("busy", node_pin="n1")) is not None
+    assert placement.request(request("pinned", node_pin="n1")) is None  # waits for n1
+    later = placement.request(request("free"))
+    assert later is not None and later.node == "n2"
+
+
+def test_labels_select_nodes_and_no_node_is_reported() -> None:
+    placement = pool({"n1": 1, "gpu1": 1}, labels={"gpu1": {"gpu", "linux"}})
+    grant = placement.request(request(1, labels=frozenset({"gpu"})))
+    assert grant is not None and grant.node == "gpu1"
+    assert placement.request(request(2, labels=frozenset({"gpu"}))) is None
+    assert "no free agent" in placement.why_waiting(placement.waiting[2])
+    assert placement.request(request(3, labels=frozenset({"arm"}))) is None
+    assert "no node" in placement.why_waiting(placement.waiting[3])
+
+
+def test_lock_keeps_the_agent_for_its_build_until_unlocked() -> None:
+    placement = pool({"n1": 1})
+    first = placement.request(request("compile", build="b1", lock=True))
+    assert first is not None
+    placement.release("compile")
+    assert placement.agents_locked() == 1
+    assert placement.request(request("other-build", build="b2")) is None  # locked for b1
+    chained = placement.request(request("package", build="b1", agent_pin="n1/0", lock=True))
+    assert chained is not None and chained.agent == "n1/0"
+    placement.release("package")
+    grants = placement.unlock("b1", "n1/0")
+    assert tokens(grants) == ["other-build"] and placement.agents_locked() == 0
+
+
+def test_pinned_request_waits_for_its_agent_and_says_why() -> None:
+    placement = pool({"n1": 2})
+    assert placement.request(request("compile", build="b1", lock=True)) is not None
+    assert placement.request(request("package", build="b1", agent_pin="n1/0", lock=True)) is None
+    assert "busy" in placement.why_waiting(placement.waiting["package"])
+    _, grants = placement.release("compile")
+    assert tokens(grants) == ["package"] and grants[0].agent == "n1/0"
+
+
+def test_removing_a_busy_agent_releases_its_slots() -> None:
+    placement = pool({"n1": 1, "n2": 1})
+    assert placement.request(request(1, total=1)) is not None
+    assert placement.request(request(2, total=1)) is None
+    held, grants = placement.remove_agent(placement.granted[1].name)
+    assert held is not None and held.token == 1
+    assert tokens(grants) == [2]  # the freed total slot went to the waiter at once
+    assert placement.total[("p", "job")] == 1
+
+
+def test_draining_node_takes_no_new_work() -> None:
+    placement = pool({"n1": 1, "n2": 1})
+    assert placement.request(request(1)) is not None
+    idle = placement.drain_node("n2") if placement.granted[1].node.name == "n1" else placement.drain_node("n1")
+    assert len(idle) == 1
+    assert placement.request(request(2)) is None
+    assert "no" in placement.why_waiting(placement.waiting[2])
+
+
+def test_withdraw_forgets_a_waiting_request() -> None:
+    placement = pool({"n1": 1})
+    assert placement.request(request(1)) is not None
+    assert placement.request(request(2)) is None
+    assert placement.withdraw(2) is not None and placement.withdraw(2) is None
+    _, grants = placement.release(1)
+    assert grants == [] and not placement.waiting
+
+
+def test_saturated_nodes_are_skipped_without_scanning_the_pool() -> None:
+    placement = pool({f"n{i}": 1 for i in range(1000)})
+    # 999 nodes busy with another key; one free node far down the index
+    for i in range(999):
+        assert placement.request(request(("x", i), key="x", node_pin=f"n{i}")) is not None
+    grant = placement.request(request("y", per_node=1))
+    assert grant is not None and grant.node == "n999"
+
+
+def test_many_waiting_classes_are_served_oldest_first_without_a_scan() -> None:
+    placement = pool({"n1": 1})
+    assert placement.request(request("running")) is not None
+    keys = [f"k{i}" for i in range(500)]
+    for index, key in enumerate(keys):
+        assert placement.request(request(("w", index), key=key)) is None
+    order = []
+    token: Any = "running"
+    for _ in keys:
+        _, grants = placement.release(token)
+        token = grants[0].request.token
+        order.append(token[1])
+    assert order == list(range(500))
+    assert len(placement._ready_any) <= 2 * len(placement._ready) + 500  # stale entries are dropped as they surface
