@@ -31,8 +31,8 @@ How each kind of fenced block is run, the way a reader would run it:
 
 docs/*.md get the same treatment where it is cheap: YAML and JSON blocks are
 validated, Python blocks run, shell blocks are syntax-checked (``bash -n``).
-Every relative link and every path named in README.md, docs/*.md and
-pyproject.toml must exist in the repository, and every "DESIGN §N" cited in
+Every relative link and every path named in README.md, docs/*.md,
+pyproject.toml and the example pipelines must exist in the repository, and every "DESIGN §N" cited in
 the code must be a section of docs/design.md.
 """
 
@@ -377,7 +377,10 @@ def _anchors(path: Path) -> set[str]:
     return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
 
 
-@pytest.mark.parametrize("path", [README, *DOCS, ROOT / "pyproject.toml"], ids=lambda p: str(p.relative_to(ROOT)))
+REFERRING = [README, *DOCS, ROOT / "pyproject.toml", *sorted(ROOT.glob("examples/pipelines/*.yml"))]
+
+
+@pytest.mark.parametrize("path", REFERRING, ids=lambda p: str(p.relative_to(ROOT)))
 def test_references_point_into_the_repository(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     assert "../shared" not in text and "/work/" not in text
