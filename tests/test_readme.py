@@ -418,3 +418,52 @@ def test_design_sections_cited_by_the_code_exist() -> None:
     assert cited, "no citation found: has the citation form changed?"
     missing = {section: file for section, file in cited.items() if section not in _design_sections()}
     assert not missing, f"cited but not in docs/design.md: {missing}"
+
+
+# -- the reference pages cover what the code has ------------------------------------------------------
+
+
+def _page(name: str) -> str:
+    return (ROOT / "docs" / name).read_text(encoding="utf-8")
+
+
+def test_reference_pages_name_every_key_route_error_and_method() -> None:
+    """A key, route, error code or method added to the code without its line in docs/ fails here."""
+    import inspect
+
+    from actors.model import errors
+    from actors.model.info import BUILD_FINAL, JOB_FINAL, STEP_FINAL
+    from runtime import Runtime, config, spec_loader
+    from runtime.http import core
+    from runtime.http.routes import ROUTES
+
+    yaml_page = _page("yaml.md")
+    for keys in (spec_loader._TOP_KEYS, spec_loader._CONCURRENCY_KEYS, spec_loader._STAGE_KEYS, spec_loader._JOB_KEYS,
+                 spec_loader._RUNS_ON_KEYS, spec_loader._MUTEX_KEYS, spec_loader._STEP_KEYS):  # fmt: skip
+        for key in keys:
+            assert f"`{key}`" in yaml_page, f"docs/yaml.md does not describe the pipeline key {key!r}"
+    config_page = _page("configuration.md")
+    for prefix, keys in (("", config._TOP_KEYS), ("server.", config._SERVER_KEYS), ("pools[].", config._POOL_KEYS),
+                         ("pools[].nodes[].", config._NODE_KEYS)):  # fmt: skip
+        for key in keys:
+            assert f"`{prefix}{key}`" in config_page, f"docs/configuration.md does not describe {prefix}{key}"
+    http_page = _page("http-api.md")
+    for route in ROUTES:
+        row = re.search(rf"^\| `{route.method} {re.escape(route.path)}[`?].*$", http_page, re.M)
+        assert row is not None, f"docs/http-api.md has no row for {route.method} {route.path}"
+        cells = [cell.strip() for cell in row.group(0).strip("|").split("|")]
+        assert cells[2].startswith(str(route.status)), f"{route.method} {route.path} answers {route.status}"
+        assert set(re.findall(r"\d{3}", cells[3])) == {str(status) for status in route.errors}, (
+            f"docs/http-api.md: {route.method} {route.path} may answer {route.errors}, the row says {cells[3]!r}")
+    shunter_errors = [value for module in (errors, core) for value in vars(module).values()
+                      if inspect.isclass(value) and issubclass(value, errors.ShunterError)]  # fmt: skip
+    for error in shunter_errors:
+        if error is not errors.ShunterError:
+            assert f"`{error.code}` | {error.http_status} |" in http_page, f"error code {error.code} in http-api.md"
+    python_page = _page("python-api.md")
+    for name, _ in inspect.getmembers(Runtime):
+        if not name.startswith("_") and name not in ("system", "config", "actions"):
+            assert f"rt.{name}" in python_page, f"docs/python-api.md does not describe Runtime.{name}"
+    statuses_page = _page("statuses.md")
+    for status in {*BUILD_FINAL, *JOB_FINAL, *STEP_FINAL, "QUEUE", "RUNNING", "DEPENDENT_WAITING"}:
+        assert f"| `{status}` |" in statuses_page, f"docs/statuses.md does not describe {status}"
