@@ -438,13 +438,17 @@ def test_reference_pages_name_every_key_route_error_and_method() -> None:
     from runtime.http.routes import ROUTES
 
     yaml_page = _page("yaml.md")
-    for keys in (spec_loader._TOP_KEYS, spec_loader._CONCURRENCY_KEYS, spec_loader._STAGE_KEYS, spec_loader._JOB_KEYS,
-                 spec_loader._RUNS_ON_KEYS, spec_loader._MUTEX_KEYS, spec_loader._STEP_KEYS):  # fmt: skip
+    pipeline_keys: list[tuple[str, ...]] = [
+        spec_loader._TOP_KEYS, spec_loader._CONCURRENCY_KEYS, spec_loader._STAGE_KEYS, spec_loader._JOB_KEYS,
+        spec_loader._RUNS_ON_KEYS, spec_loader._MUTEX_KEYS, spec_loader._STEP_KEYS]  # fmt: skip
+    for keys in pipeline_keys:
         for key in keys:
             assert f"`{key}`" in yaml_page, f"docs/yaml.md does not describe the pipeline key {key!r}"
     config_page = _page("configuration.md")
-    for prefix, keys in (("", config._TOP_KEYS), ("server.", config._SERVER_KEYS), ("pools[].", config._POOL_KEYS),
-                         ("pools[].nodes[].", config._NODE_KEYS)):  # fmt: skip
+    config_keys: list[tuple[str, tuple[str, ...]]] = [
+        ("", config._TOP_KEYS), ("server.", config._SERVER_KEYS), ("pools[].", config._POOL_KEYS),
+        ("pools[].nodes[].", config._NODE_KEYS)]  # fmt: skip
+    for prefix, keys in config_keys:
         for key in keys:
             assert f"`{prefix}{key}`" in config_page, f"docs/configuration.md does not describe {prefix}{key}"
     http_page = _page("http-api.md")
