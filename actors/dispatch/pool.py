@@ -7,7 +7,9 @@ tells the agent to run; the agent reports to the pipeline and, when done,
 tells the pool it is idle, which frees all three. If the agent is lost
 instead (crash, heartbeat timeout), the pool ends the attempt with a reason
 and gives everything back; late messages of the old attempt are dropped by
-token, here and in the pipeline.
+token, here and in the pipeline. An attempt the pool ends itself (lost
+agent, withdrawn or timed out while waiting) is told to the pipeline as an
+``EndJob``, never dressed up as a report from an agent.
 
 Each waiting attempt has one queue-timeout entry in the system timer heap.
 Heartbeats take one timer per pool: every ``heartbeat_interval`` the pool
@@ -29,10 +31,9 @@ from ..model.errors import Conflict, InvalidRequest, NotFound
 from ..model.messages import (
     AgentIdle,
     AgentLost,
-    AgentReport,
     CancelJob,
+    EndJob,
     Fault,
-    JobEnded,
     JobRequest,
     JobToken,
     Retire,
@@ -372,4 +373,5 @@ class PoolActor(Actor):
 
 
 def _end(request: JobRequest, status: str, reason: str) -> None:
-    request.pipeline.tell(AgentReport(request.token, (JobEnded(status, reason, time.time()),)))
+    """End the attempt here: its agent never ran it, or can no longer report."""
+    request.pipeline.tell(EndJob(request.token, status, reason, time.time()))
