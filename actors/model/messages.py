@@ -238,7 +238,8 @@ class JobEnded(msgspec.Struct, frozen=True, gc=False):
 
 
 class AgentReport(_Message, frozen=True, gc=False):
-    """Agent (or dispatcher) → pipeline: what happened to an attempt, in order.
+    """Agent → pipeline: what happened to an attempt, in order (only agents send it;
+    an attempt the pool ends itself comes as ``EndJob``).
 
     An agent flushes its records whenever it is about to wait, so a job of
     instant steps costs one message, not one per step.
