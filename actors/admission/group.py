@@ -129,8 +129,7 @@ class GroupActor(Actor):
         self.config = config = admit.config
         build_id = admit.build_id
         if build_id in self.running or build_id in self.queue:
-            admit.pipeline.tell(Refused(build_id, f"build {build_id!r} is already in group {self.group!r}",
-                                        admit.reply, admit.retry))  # fmt: skip
+            admit.pipeline.tell(Refused(build_id, f"build {build_id!r} is already in group {self.group!r}"))
             return
         if config.cancel_in_progress:
             self._cancel_everything_for(build_id)
@@ -139,7 +138,7 @@ class GroupActor(Actor):
             return
         if len(self.running) < config.max_parallel and not self.queue:
             self.running[build_id] = admit.pipeline
-            admit.pipeline.tell(Admitted(build_id, admit.reply, admit.retry))
+            admit.pipeline.tell(Admitted(build_id))
             return
         if len(self.queue) >= config.queue_length:
             head = self.queue.head()
@@ -147,7 +146,7 @@ class GroupActor(Actor):
                 self._dequeue(head.key, "CANCELED", f"cancelled to make room for build {build_id} in concurrency "
                               f"group {self.group!r} (queue-length {config.queue_length}, on-queue-full cancel-oldest)")  # fmt: skip
             else:
-                admit.pipeline.tell(Refused(build_id, self._full_message(), admit.reply, admit.retry))
+                admit.pipeline.tell(Refused(build_id, self._full_message()))
                 return
         self._enqueue(admit)
 
@@ -174,7 +173,7 @@ class GroupActor(Actor):
         if timer is None or not timer.active or deadline < timer.deadline:
             self._arm()
         position = 1 if front else len(self.queue)
-        admit.pipeline.tell(Queued(admit.build_id, position, admit.reply, admit.retry))
+        admit.pipeline.tell(Queued(admit.build_id, position))
 
     def _cancel_everything_for(self, build_id: str) -> None:
         reason = f"cancelled by build {build_id} (cancel-in-progress in concurrency group {self.group!r})"
@@ -190,7 +189,7 @@ class GroupActor(Actor):
         while self.queue and len(self.running) < self.config.max_parallel:
             waiter = self.queue.popleft()
             self.running[waiter.key] = waiter.pipeline
-            waiter.pipeline.tell(Admitted(waiter.key, None))
+            waiter.pipeline.tell(Admitted(waiter.key))
         self._queue_shrank()
 
     def _release(self, build_id: str) -> None:

@@ -7,7 +7,9 @@ tells the agent to run; the agent reports to the pipeline and, when done,
 tells the pool it is idle, which frees all three. If the agent is lost
 instead (crash, heartbeat timeout), the pool ends the attempt with a reason
 and gives everything back; late messages of the old attempt are dropped by
-token, here and in the pipeline.
+token, here and in the pipeline. An attempt the pool ends itself (lost
+agent, withdrawn or timed out while waiting) is told to the pipeline as an
+``EndJob``, never dressed up as a report from an agent.
 
 Each waiting attempt has one queue-timeout entry in the system timer heap.
 Heartbeats take one timer per pool: every ``heartbeat_interval`` the pool
@@ -29,10 +31,9 @@ from ..model.errors import Conflict, InvalidRequest, NotFound
 from ..model.messages import (
     AgentIdle,
     AgentLost,
-    AgentReport,
     CancelJob,
+    EndJob,
     Fault,
-    JobEnded,
     JobRequest,
     JobToken,
     Retire,
@@ -118,8 +119,7 @@ class PoolActor(Actor):
         self.nodes: dict[str, Ref] = {}
         self.agents: dict[str, Ref] = {}
         self.next_agent: dict[str, int] = {}
-        self.timers: dict[JobToken, TimerHandle] = {}
-        self.deadlines: dict[JobToken, float] = {}
+        self.timers: dict[JobToken, TimerHandle] = {}  # queue timeout of each waiting attempt
         self.lost = 0
 
     async def started(self) -> None:
@@ -184,16 +184,11 @@ class PoolActor(Actor):
         if grant is not None:
             self._run(grant)
             return
-        deadline = self.now() + runs_on.queue_timeout_minutes * 60
-        self.timers[token] = self.send_at(deadline, _QueueTimeout(token))
-        self.deadlines[token] = deadline
+        self.timers[token] = self.send_after(runs_on.queue_timeout_minutes * 60, _QueueTimeout(token))
 
     def _run(self, grant: Grant) -> None:
         message: JobRequest = grant.request.data
-        timer = self.timers.pop(message.token, None)
-        if timer is not None:
-            timer.cancel()
-            del self.deadlines[message.token]
+        self._cancel_timer(message.token)
         self.agents[grant.agent].tell(RunJob(message.token, message.pipeline, message.payload))
 
     def _run_all(self, grants: list[Grant]) -> None:
@@ -226,8 +221,7 @@ class PoolActor(Actor):
             return
         reason = self.placement.why_waiting(request)
         self.placement.withdraw(token)
-        self.timers.pop(token, None)
-        self.deadlines.pop(token, None)
+        self.timers.pop(token, None)  # it fired
         waited = (self.now() - request.since) / 60
         _end(request.data, "QUEUE_TIMEOUT", f"waited {waited:g} minute(s) in pool {self.pool!r}: {reason}")
 
@@ -235,7 +229,6 @@ class PoolActor(Actor):
         timer = self.timers.pop(token, None)
         if timer is not None:
             timer.cancel()
-            del self.deadlines[token]
 
     # -- nodes and agents -------------------------------------------------------------------
 
@@ -369,13 +362,16 @@ class PoolActor(Actor):
         waiting = []
         for request in self.placement.waiting.values():
             token: JobToken = request.data.token
+            timer = self.timers.get(token)
+            deadline = timer.deadline if timer is not None else now
             waiting.append(WaitingJob(
                 build_id=token.build_id, job_id=token.job_id, attempt=token.attempt, pool=self.pool,
                 reason=self.placement.why_waiting(request), since=rfc3339(wall - (now - request.since)) or "",
-                deadline=rfc3339(wall + (self.deadlines.get(token, now) - now)) or "",
+                deadline=rfc3339(wall + (deadline - now)) or "",
             ))  # fmt: skip
         return waiting
 
 
 def _end(request: JobRequest, status: str, reason: str) -> None:
-    request.pipeline.tell(AgentReport(request.token, (JobEnded(status, reason, time.time()),)))
+    """End the attempt here: its agent never ran it, or can no longer report."""
+    request.pipeline.tell(EndJob(request.token, status, reason, time.time()))

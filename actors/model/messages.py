@@ -12,6 +12,7 @@ Flow of a build (arrows are ``tell``):
     pipeline --JobRequest--> pool --RunJob--> agent --AgentReport--> pipeline
     agent --AgentIdle--> pool               pipeline --Release--> group
     node --AgentLost--> pool                (an agent crashed)
+    pool --EndJob--> pipeline               (an attempt the pool ended without its agent)
 
 Messages that hold only data (tokens, payloads, reports) are not tracked by
 the cyclic garbage collector (``gc=False``): they cannot be part of a cycle,
@@ -26,7 +27,6 @@ from typing import Any
 import msgspec
 
 from ..core import Ref
-from ..core import Reply
 from .spec import Concurrency, Job, PipelineSpec, RunsOn
 
 __all__ = [
@@ -61,6 +61,7 @@ __all__ = [
     "StepEnded",
     "StepNotRun",
     "JobEnded",
+    "EndJob",
     "Admit",
     "Admitted",
     "Queued",
@@ -237,7 +238,8 @@ class JobEnded(msgspec.Struct, frozen=True, gc=False):
 
 
 class AgentReport(_Message, frozen=True, gc=False):
-    """Agent (or dispatcher) → pipeline: what happened to an attempt, in order.
+    """Agent → pipeline: what happened to an attempt, in order (only agents send it;
+    an attempt the pool ends itself comes as ``EndJob``).
 
     An agent flushes its records whenever it is about to wait, so a job of
     instant steps costs one message, not one per step.
@@ -247,38 +249,57 @@ class AgentReport(_Message, frozen=True, gc=False):
     records: tuple[JobStarted | StepStarted | StepEnded | StepNotRun | JobEnded, ...]
 
 
+class EndJob(_Message, frozen=True, gc=False):
+    """Pool → pipeline: the pool ended this attempt itself; no agent reports it.
+
+    Withdrawn or timed out while it waited for an agent (``CANCELED``,
+    ``QUEUE_TIMEOUT``), its agent lost (``HEARTBEAT_TIMEOUT``, or ``FAILED``
+    when its node crashed), or its ``lock-resource-with`` agent gone
+    (``FAILED``). ``time`` is when the pool decided (wall clock). Fenced by
+    ``token`` like an agent's report: the pipeline drops it when that
+    attempt is already over.
+    """
+
+    token: JobToken
+    status: str
+    reason: str
+    time: float
+
+
 # -- pipeline <-> concurrency group --------------------------------------------------
 
 
 class Admit(_Message, frozen=True):
-    """Pipeline → group: admit this build (new, or a retry of a finished one)."""
+    """Pipeline → group: admit this build (new, or a retry of a finished one).
+
+    The group learns only the build and the limits; the pipeline keeps what
+    it will do with the answer (the submitter's reply slot, the retry plan).
+    """
 
     build_id: str
     pipeline: Ref
     config: Concurrency
     queued_at: float  # wall clock; the build reports the same instant
-    reply: Reply | None
-    retry: dict[str, Any] | None = None  # the retry to apply once admitted
 
 
-class Admitted(_Message, frozen=True):
+class Admitted(_Message, frozen=True, gc=False):
+    """Group → pipeline: the build may run now (at once, or on leaving the queue)."""
+
     build_id: str
-    reply: Reply | None
-    retry: dict[str, Any] | None = None
 
 
-class Queued(_Message, frozen=True):
+class Queued(_Message, frozen=True, gc=False):
+    """Group → pipeline: the build waits in the group's queue at ``position`` (1 = next)."""
+
     build_id: str
     position: int
-    reply: Reply | None
-    retry: dict[str, Any] | None = None
 
 
-class Refused(_Message, frozen=True):
+class Refused(_Message, frozen=True, gc=False):
+    """Group → pipeline: the build was not admitted (queue full); ``message`` says why."""
+
     build_id: str
     message: str
-    reply: Reply | None
-    retry: dict[str, Any] | None = None
 
 
 class Dequeued(_Message, frozen=True):
