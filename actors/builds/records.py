@@ -89,6 +89,11 @@ class StepRun:
         self.status = "QUEUE"
         self.reason = None
 
+    @property
+    def failed_the_job(self) -> bool:
+        """A failure that stops the job: ``continue-on-error: true``/``auto`` steps fail alone."""
+        return self.status in STEP_FAILING and self.spec.continue_on_error not in ("true", "auto")
+
 
 class JobAttempt:
     __slots__ = (
