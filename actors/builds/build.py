@@ -217,9 +217,14 @@ class Build:
             job.end_unrun("SKIP", "skipped: if: CANCELED, and the build was not cancelled")
 
     def _new_attempt(
-        self, job: JobRun, start_step: int, dispatch: list[JobRun], retry_of: int | None = None
+        self,
+        job: JobRun,
+        start_step: int,
+        dispatch: list[JobRun],
+        retry_of: int | None = None,
+        after_lost_agent: bool = False,
     ) -> None:
-        attempt = JobAttempt(len(job.attempts) + 1, self.execute_count, retry_of, start_step)
+        attempt = JobAttempt(len(job.attempts) + 1, self.execute_count, retry_of, start_step, after_lost_agent)
         job.attempts.append(attempt)
         job.status = "QUEUE"
         job.reason = None
@@ -308,10 +313,16 @@ class Build:
         attempt.status, attempt.reason = status, reason
         attempt.finished_at = now
         job.status, job.reason = status, reason
+        # the step that was running fails with its agent (as when the loss is
+        # retried), or is stopped; its attempt ends with it, never left RUNNING
+        stopped = "FAILED" if status == "HEARTBEAT_TIMEOUT" else "CANCELED"
         for step in job.steps[attempt.start_step :]:
             if step.status not in STEP_FINAL:
-                step.status = "CANCELED" if step.status == "RUNNING" else "UNEXEC"
+                step.status = stopped if step.status == "RUNNING" else "UNEXEC"
                 step.reason = reason
+                last = step.attempts[-1] if step.attempts else None
+                if last is not None and last.status == "RUNNING":
+                    last.status, last.reason, last.finished_at = step.status, reason, now
         return self.advance(now)
 
     def retry_lost(self, job: JobRun, status: str, reason: str | None, now: float) -> bool:
@@ -324,14 +335,22 @@ class Build:
         if index is None:
             return False
         step = job.steps[index]
-        tries = sum(1 for a in step.attempts if a.job_attempt == attempt.number and a.execute_count == self.execute_count)
+        # retry-times is one budget across the attempts that lost agents made
+        # in a row, not a fresh one per attempt (or a job whose agents keep
+        # dying would retry forever)
+        chain = {attempt.number}
+        link = attempt
+        while link.after_lost_agent and link.retry_of is not None:
+            link = job.attempts[link.retry_of - 1]
+            chain.add(link.number)
+        tries = sum(1 for a in step.attempts if a.job_attempt in chain and a.execute_count == self.execute_count)
         if tries > step.spec.retry_times:
             return False
         step_attempt = step.attempts[-1]
         step_attempt.status, step_attempt.reason, step_attempt.finished_at = "FAILED", reason, now
         step.status, step.reason = "FAILED", reason
         attempt.status, attempt.reason, attempt.finished_at = status, reason, now
-        self._new_attempt(job, index, [], retry_of=attempt.number)
+        self._new_attempt(job, index, [], retry_of=attempt.number, after_lost_agent=True)
         return True
 
     # -- cancel -------------------------------------------------------------------

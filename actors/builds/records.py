@@ -98,10 +98,12 @@ class StepRun:
 class JobAttempt:
     __slots__ = (
         "number", "status", "node", "agent", "started_at", "finished_at", "reason",
-        "execute_count", "retry_of", "start_step", "context_before",
+        "execute_count", "retry_of", "start_step", "context_before", "after_lost_agent",
     )  # fmt: skip
 
-    def __init__(self, number: int, execute_count: int, retry_of: int | None, start_step: int) -> None:
+    def __init__(
+        self, number: int, execute_count: int, retry_of: int | None, start_step: int, after_lost_agent: bool = False
+    ) -> None:
         self.number = number
         self.status = "QUEUE"
         self.node: str | None = None
@@ -113,6 +115,9 @@ class JobAttempt:
         self.retry_of = retry_of
         self.start_step = start_step
         self.context_before: dict[str, str] | None = None
+        # made by the runtime itself when the previous attempt's agent was lost,
+        # so it spends the step's retry-times rather than starting afresh
+        self.after_lost_agent = after_lost_agent
 
 
 class JobRun:
