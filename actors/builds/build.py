@@ -436,6 +436,15 @@ class Build:
                     f"step {step_id!r} of job {job.id!r} is {job.steps[start].status}; "
                     "only a failed step or one that never ran can be retried"
                 )
+            blocker = next(
+                (other for other in self.jobs.values() if other.phase < job.phase and other.failed), None
+            )
+            if blocker is not None:
+                raise NotRetryable(
+                    f"job {job.id!r} would not run: job {blocker.id!r} of stage "
+                    f"{self.phase_names[blocker.phase]!r} ended {blocker.status} and still stops it; "
+                    f"retry job {blocker.id!r} or the failed jobs (failed_only)"
+                )
             for other in self.jobs.values():
                 if other.phase >= job.phase and other.status != "SUCCEED":
                     plan.setdefault(other.id, 0)

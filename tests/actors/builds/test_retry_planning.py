@@ -159,7 +159,8 @@ RERUN_TABLE = [
     ("all-succeeded", None, None, True, Refusal(NotRetryable, "no failed job to retry")),
     # a job: it, and whatever did not succeed in its phase or later, and the finally jobs
     ("compile-failed-at-pack", "compile", None, False, dict.fromkeys(["compile", "unit", "package", "docs", "notify"], 0)),
-    ("compile-failed-at-pack", "package", None, False, {"package": 0, "docs": 0, "notify": 0}),
+    # ... unless an earlier stage's failure still stands: the retry would run nothing
+    ("compile-failed-at-pack", "package", None, False, Refusal(NotRetryable, "job 'compile' of stage 'build' ended FAILED and still stops it")),
     ("package-failed", "package", None, False, {"package": 0, "notify": 0}),
     ("unit-lost-agent", "unit", None, False, dict.fromkeys(["unit", "package", "docs", "notify"], 0)),
     ("notify-failed", "notify", None, False, {"notify": 0}),
@@ -170,7 +171,8 @@ RERUN_TABLE = [
     ("compile-failed-at-pack", "compile", "pack", False, {"compile": 1, "unit": 0, "package": 0, "docs": 0,
                                                           "notify": 0}),  # fmt: skip
     # a step that never ran may be retried after the build ended
-    ("compile-failed-at-pack", None, "zip", False, {"package": 0, "docs": 0, "notify": 0}),
+    ("compile-failed-at-pack", None, "zip", False, Refusal(NotRetryable, "job 'compile' of stage 'build' ended FAILED and still stops it")),
+    ("package-failed", None, "zip", False, {"package": 0, "notify": 0}),
     ("compile-queue-timeout", "compile", "pack", False, {"compile": 1, "unit": 0, "package": 0, "docs": 0,
                                                          "notify": 0}),  # fmt: skip
     ("compile-failed-at-pack", None, "make", False, Refusal(NotRetryable, "step 'make' of job 'compile' is SUCCEED")),
@@ -180,7 +182,7 @@ RERUN_TABLE = [
     ("compile-failed-at-pack", None, "nope", False, Refusal(NotFound, "has no step 'nope'")),
     ("compile-failed-at-pack", "unit", "pack", False, Refusal(NotFound, "job 'unit' of build 'p.1' has no step 'pack'")),
     ("compile-failed-at-pack", None, "check", False, Refusal(NotFound, "several jobs (lint, docs)")),
-    ("compile-failed-at-pack", "docs", "check", False, {"package": 0, "docs": 0, "notify": 0}),
+    ("compile-failed-at-pack", "docs", "check", False, Refusal(NotRetryable, "job 'compile' of stage 'build' ended FAILED and still stops it")),
 ]  # fmt: skip
 
 
@@ -197,13 +199,8 @@ def test_rerun_plan(finished: str, job: str | None, step: str | None, failed_onl
     assert (build.status, build.execute_count, statuses(build)) == before, "planning changes nothing"
 
 
-# Rows whose plan leaves a failure standing in an earlier phase (compile): see the test after the next.
-PAST_A_FAILURE = {("compile-failed-at-pack", "package", None), ("compile-failed-at-pack", None, "zip"),
-                  ("compile-failed-at-pack", "docs", "check")}  # fmt: skip
-
-
 @pytest.mark.parametrize(("finished", "job", "step", "failed_only", "expected"),
-                         [row for row in RERUN_TABLE if not isinstance(row[4], Refusal) and row[:3] not in PAST_A_FAILURE])  # fmt: skip
+                         [row for row in RERUN_TABLE if not isinstance(row[4], Refusal)])
 def test_a_rerun_resets_what_its_plan_names_and_runs_it_from_its_step(
     finished: str, job: str | None, step: str | None, failed_only: bool, expected: dict[str, int]
 ) -> None:
@@ -229,17 +226,15 @@ def test_a_rerun_resets_what_its_plan_names_and_runs_it_from_its_step(
 
 
 @pytest.mark.parametrize(("job", "step"), [("package", None), (None, "zip"), ("docs", "check")])
-def test_a_rerun_past_a_failure_that_stands_plans_its_jobs_but_they_do_not_run(job: str | None, step: str | None) -> None:
-    """How it is today: the plan names the later jobs, yet the earlier failure
-    (compile) still stands, so they end UNEXEC again; only finally jobs run."""
+def test_a_rerun_past_a_failure_that_stands_is_refused(job: str | None, step: str | None) -> None:
+    """A later job would end UNEXEC again while an earlier stage's failure
+    (compile) stands: the retry is refused, naming the job to retry, and
+    changes nothing (no admission, execute_count stays)."""
     build = built(FINISHED["compile-failed-at-pack"])
-    build.prepare_rerun(job_id=job, step_id=step, failed_only=False, now=T + 1)
-    (notify,) = build.start(T + 2)
-    assert notify.id == "notify" and build.execute_count == 2
-    assert {name: build.jobs[name].reason for name in ("package", "docs")} == dict.fromkeys(
-        ["package", "docs"], "not run: job 'compile' ended FAILED")
-    play(build, [notify], Outcome())
-    assert build.status == "FAILED"
+    before = statuses(build)
+    with pytest.raises(NotRetryable, match="job 'compile' of stage 'build' ended FAILED.*retry job 'compile'"):
+        build.prepare_rerun(job_id=job, step_id=step, failed_only=False, now=T + 1)
+    assert statuses(build) == before and build.execute_count == 1
 
 
 def test_a_running_build_has_no_rerun_plan() -> None:
