@@ -2,7 +2,7 @@
 
 The concurrency-group machinery at job level: waiters queue FIFO up to
 ``queue-length``; one more ends its job FAILED ("mutex queue full"); a
-waiter past ``timeout-minutes`` ends FAILED with the wait in the reason. The
+waiter past ``timeout-minutes`` ends QUEUE_TIMEOUT with the wait in the reason. The
 holder releases when its attempt ends (or is withdrawn while waiting).
 
 Retirement: a mutex with no holder and no waiter for ``IDLE_AFTER`` (five
@@ -123,6 +123,7 @@ class MutexActor(Actor):
         waiter.acquire.pipeline.tell(MutexRefused(
             token, f"waited {minutes:g} minute(s) for mutex {self.label!r} (held by {self.holder}; "
                    f"timeout-minutes {waiter.acquire.timeout_minutes:g})",
+            timed_out=True,
         ))  # fmt: skip
 
     def _waiters(self) -> list[WaitingJob]:

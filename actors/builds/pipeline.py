@@ -357,7 +357,8 @@ class PipelineActor(Actor):
         build, _ = waiting
         job = build.live_attempt(message.token.job_id, message.token.attempt)
         if job is not None:
-            self._end_job(build, job, "FAILED", message.reason, mutex_held=False)
+            status = "QUEUE_TIMEOUT" if message.timed_out else "FAILED"
+            self._end_job(build, job, status, message.reason, mutex_held=False)
 
     def _end_job(self, build: Build, job: JobRun, status: str, reason: str, mutex_held: bool = True) -> None:
         """End an attempt here, no agent or pool involved (its mutex refused it, a cancel found it waiting)."""

@@ -164,8 +164,12 @@ class MutexGranted(_Message, frozen=True):
 
 
 class MutexRefused(_Message, frozen=True):
+    """The job may not wait for the mutex: its queue is full (the job ends
+    FAILED) or it waited past ``timeout-minutes`` (QUEUE_TIMEOUT)."""
+
     token: JobToken
     reason: str
+    timed_out: bool = False
 
 
 class MutexRelease(_Message, frozen=True):
