@@ -46,7 +46,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from bench.__main__ import main as bench_main  # the suite: python -m bench [SCENARIO ...] [--quick]
+    from bench.__main__ import main as bench_main  # the suite, shipped in the wheel: python -m bench
 
     return int(bench_main([*args.scenarios, *(["--quick"] if args.quick else [])]))
 
@@ -296,8 +296,20 @@ def _seconds(rfc3339: str) -> float:
 # -- main ----------------------------------------------------------------------------------------
 
 
+def _version() -> str:
+    """The installed distribution's version (a source tree run without installing has none)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("shunter")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shunter", description="An actor-model CI/CD build scheduler.")
+    parser.add_argument("--version", action="version", version=f"shunter {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the scheduler and its HTTP API until Ctrl-C or SIGTERM")
@@ -316,7 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     validate.add_argument("files", nargs="+", metavar="PIPELINE.yml")
     validate.set_defaults(handler=_validate)
 
-    bench = commands.add_parser("bench", help="run the benchmark suite (from a source checkout)")
+    bench = commands.add_parser("bench", help="run the benchmark suite (results in bench/results/ of a checkout, "
+                                             "else in ./bench-results/)")  # fmt: skip
     bench.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="kernel, dispatch, groups, ... (default: all)")
     bench.add_argument("--quick", action="store_true", help="smaller sizes: the whole suite in about a minute")
     bench.set_defaults(handler=_bench)

@@ -139,3 +139,12 @@ def test_run_cancels_the_build_on_ctrl_c(tmp_path: Path) -> None:
 def test_bench_hands_its_arguments_to_the_suite(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "no-such-scenario", "--quick"]) == 2
     assert "no-such-scenario" in capsys.readouterr().err
+
+
+def test_version_prints_the_installed_version_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out == f"shunter {version('shunter')}\n"
