@@ -23,7 +23,7 @@ import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from actors.execution.actions import ActionRegistry, StepContext
+from actors.execution.actions import ActionInputs, ActionRegistry, StepContext
 from actors.core import Actor, ActorStopped, ActorSystem, AskTimeout, Ref, Supervision, open_system
 from actors.directory import Directory
 from actors.model.errors import Conflict, InvalidRequest, NotFound, Overloaded, SpecError
@@ -46,7 +46,7 @@ from actors.model.messages import (
 from actors.builds.pipeline import PipelineActor
 
 from .config import RuntimeConfig, default_config, load_config
-from .spec_loader import load_pipeline, slugify, validate_pipeline_id
+from .spec_loader import check_pipeline, slugify, validate_pipeline_id
 
 __all__ = ["Runtime", "open_runtime"]
 
@@ -95,28 +95,35 @@ class Runtime:
                                 id: str | None = None) -> PipelineInfo:  # fmt: skip
         """Register (or replace) a pipeline from YAML/JSON text, a file path or a mapping.
 
-        Raises ``SpecError`` listing every problem by path. Replacing keeps the
-        pipeline's builds and numbering; running builds keep the definition
-        they started with.
+        Raises ``SpecError`` listing every problem by path: unknown actions
+        and ``with:`` inputs the action does not declare included. Replacing
+        keeps the pipeline's builds and numbering; running builds keep the
+        definition they started with. The result's ``warnings`` name each
+        ``runs-on`` that no node matches now (its jobs would wait for one).
         """
-        spec = load_pipeline(_read_source(source), known_actions=self.actions.names())
+        nodes: dict[str, dict[str, frozenset[str]]] = {}
+        for node in await self.nodes():
+            if not node.draining:
+                nodes.setdefault(node.pool, {})[node.name] = frozenset(node.labels)
+        spec, warnings = check_pipeline(_read_source(source), known_actions=self.actions.declared_inputs(),
+                                        nodes=nodes)  # fmt: skip
         pipeline_id = id if id is not None else slugify(spec.name)
         problem = validate_pipeline_id(pipeline_id)
         if problem is not None:
             raise SpecError([{"path": "id", "message": problem}])
         ref = self._pipeline_or_none(pipeline_id)
-        if ref is not None:
-            info: PipelineInfo = await ref.ask(ReplaceSpec(spec))
-            return info
-        ref = self.system.spawn(
-            lambda: PipelineActor(pipeline_id=pipeline_id, spec=spec, hub=self._hub, pools=self._pools,
-                                  groups=self._groups, mutexes=self._mutexes),  # fmt: skip
-            name=f"pipeline:{pipeline_id}",
-            parent=self._pipelines,
-            supervision=_PIPELINE_SUPERVISION,
-        )
-        result: PipelineInfo = await ref.ask(DescribePipeline())
-        return result
+        if ref is None:
+            ref = self.system.spawn(
+                lambda: PipelineActor(pipeline_id=pipeline_id, spec=spec, hub=self._hub, pools=self._pools,
+                                      groups=self._groups, mutexes=self._mutexes),  # fmt: skip
+                name=f"pipeline:{pipeline_id}",
+                parent=self._pipelines,
+                supervision=_PIPELINE_SUPERVISION,
+            )
+            info: PipelineInfo = await ref.ask(DescribePipeline())
+        else:
+            info = await ref.ask(ReplaceSpec(spec))
+        return msgspec.structs.replace(info, warnings=warnings) if warnings else info
 
     def has_pipeline(self, pipeline_id: str) -> bool:
         return self._pipeline_or_none(pipeline_id) is not None
@@ -292,9 +299,15 @@ class Runtime:
 
     # -- actions and events --------------------------------------------------------------
 
-    def register_action(self, name: str, fn: Callable[[StepContext], Awaitable[None]]) -> None:
-        """Make ``fn`` available to ``uses: name@1`` steps."""
-        self.actions.register(name, fn)
+    def register_action(self, name: str, fn: Callable[[StepContext], Awaitable[None]],
+                        inputs: ActionInputs | None = None) -> None:  # fmt: skip
+        """Make ``fn`` available to ``uses: name@1`` steps.
+
+        ``inputs`` (input name → ``ActionInput``) declares what ``with:`` may
+        hold: pipelines registered afterwards are refused when a step's
+        ``with:`` does not fit. None accepts anything.
+        """
+        self.actions.register(name, fn, inputs)
 
     @asynccontextmanager
     async def subscribe(self, *, after: int | None = None, buffer: int = 10_000
@@ -389,6 +402,23 @@ async def _ask_running(refs: list[Ref], message: Any) -> list[Any]:
     return replies
 
 
+async def _register_configured(runtime: Runtime, path: str, where: str) -> None:
+    """Register a pipeline file the configuration names; its warnings are logged.
+
+    Raises ``SpecError``: the pipeline's own errors (``what`` names the
+    file), or a configuration error at ``where`` if the file cannot be read.
+    """
+    try:
+        info = await runtime.register_pipeline(Path(path))
+    except SpecError as error:
+        raise SpecError(error.errors, what=f"pipeline {path}") from None
+    except OSError as error:
+        problem = f"cannot read pipeline file {path!r}: {error.strerror or error}"
+        raise SpecError([{"path": where, "message": problem}], what="config") from None
+    for warning in info.warnings:
+        logger.warning("pipeline %s: %s: %s", path, warning["path"], warning["message"])
+
+
 def _read_source(source: str | bytes | os.PathLike[str] | Mapping[str, Any]) -> Any:
     if isinstance(source, os.PathLike):
         return Path(source).read_text(encoding="utf-8")
@@ -450,9 +480,9 @@ async def open_runtime(
                 pools.get(pool_config.name)
                 for node in pool_config.nodes:
                     await runtime.add_node(node.name, pool_config.name, node.agents, node.labels)
-            for pattern in settings.pipelines:
+            for index, pattern in enumerate(settings.pipelines):
                 for path in sorted(glob.glob(pattern)) or [pattern]:
-                    await runtime.register_pipeline(Path(path))
+                    await _register_configured(runtime, path, f"$.pipelines[{index}]")
             try:
                 yield runtime
             finally:

@@ -256,6 +256,7 @@ class Build:
         if attempt.context_before is None:
             attempt.context_before = context
         job.status = "RUNNING"
+        job.reason = None  # why it waited (JobWaiting) no longer holds
 
     def lock_agent(self, job: JobRun, pool: str, agent: str) -> None:
         """``job`` started on ``agent``: if it is in a lock chain, the chain holds that agent."""

@@ -43,6 +43,7 @@ from ..model.messages import (
     JobRequest,
     JobStarted,
     JobToken,
+    JobWaiting,
     ListBuilds,
     MutexAcquire,
     MutexGranted,
@@ -133,6 +134,8 @@ class PipelineActor(Actor):
             self._report(message)
         elif kind is EndJob:
             self._pool_ended(message)
+        elif kind is JobWaiting:
+            self._job_waiting(message)
         elif kind is MutexGranted:
             self._mutex_granted(message.token)
         elif kind is MutexRefused:
@@ -340,6 +343,15 @@ class PipelineActor(Actor):
             JobRequest(token, self.ref, job_payload(build, job), runs_on,
                        agent=chain_agent(build, job) if in_chain else None, lock=in_chain)  # fmt: skip
         )
+
+    def _job_waiting(self, message: JobWaiting) -> None:
+        """The pool says why the attempt waits (no node can run it), or that it no longer does."""
+        token = message.token
+        build = self.builds.get(token.build_id)
+        job = build.live_attempt(token.job_id, token.attempt) if build is not None else None
+        if build is not None and job is not None and job.status == "QUEUE" and job.reason != message.reason:
+            job.reason = message.reason
+            self._emit_job(build, job, "QUEUE")
 
     def _mutex_granted(self, token: JobToken) -> None:
         waiting = self.mutex_waits.pop(token, None)

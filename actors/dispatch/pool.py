@@ -36,6 +36,7 @@ from ..model.messages import (
     Fault,
     JobRequest,
     JobToken,
+    JobWaiting,
     Retire,
     RunJob,
     Unlock,
@@ -115,7 +116,7 @@ class PoolActor(Actor):
         self.heartbeat_interval = heartbeat_interval
         self.heartbeats = HeartbeatWatch(heartbeat_timeout)
         self.kill_grace = kill_grace
-        self.placement = Placement()
+        self.placement = Placement(pool)
         self.nodes: dict[str, Ref] = {}
         self.agents: dict[str, Ref] = {}
         self.next_agent: dict[str, int] = {}
@@ -185,6 +186,8 @@ class PoolActor(Actor):
             self._run(grant)
             return
         self.timers[token] = self.send_after(runs_on.queue_timeout_minutes * 60, _QueueTimeout(token))
+        if not self.placement.has_match(request):  # say so now, not only at the timeout
+            message.pipeline.tell(JobWaiting(token, self.placement.why_waiting(request)))
 
     def _run(self, grant: Grant) -> None:
         message: JobRequest = grant.request.data
@@ -239,10 +242,12 @@ class PoolActor(Actor):
             raise InvalidRequest(f"node {spec.name!r}: agents must be >= 1, got {spec.agents}")
         node_ref = self.spawn(lambda: NodeActor(node=spec.name, pool=self.ref), name=f"node:{spec.name}")
         self.nodes[spec.name] = node_ref
+        unmatched = self.placement.unmatched()
         self.placement.add_node(spec.name, frozenset(spec.labels))
         self.next_agent[spec.name] = 0
         for _ in range(spec.agents):
             self._spawn_agent(spec.name)
+        self._tell_match_changes(unmatched)
         return self._node_info(spec.name)
 
     def _spawn_agent(self, node: str) -> None:
@@ -263,11 +268,21 @@ class PoolActor(Actor):
     def _remove_node(self, name: str) -> NodeInfo:
         if name not in self.nodes:
             raise NotFound(f"no node {name!r} in pool {self.pool!r}")
+        unmatched = self.placement.unmatched()
         for agent in self.placement.drain_node(name):
             self._retire(agent)
+        self._tell_match_changes(unmatched)
         info = self._node_info(name) if name in self.placement.nodes else NodeInfo(
             name=name, pool=self.pool, labels=[], draining=True, agents=[], running={})
         return info
+
+    def _tell_match_changes(self, before: set[Any]) -> None:
+        """Nodes came or went: tell the waiting jobs no node can run now why,
+        and clear the reason of those that had none and now have one."""
+        for class_key in before ^ self.placement.unmatched():
+            for request in self.placement.waiting_in(class_key):
+                reason = None if self.placement.has_match(request) else self.placement.why_waiting(request)
+                request.data.pipeline.tell(JobWaiting(request.data.token, reason))
 
     def _retire(self, agent: str) -> None:
         """An idle agent of a draining node leaves; the node goes with its last agent."""

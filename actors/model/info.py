@@ -128,6 +128,9 @@ class BuildInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 
 class PipelineInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A registered pipeline. ``warnings`` (``{"path", "message"}``, in the
+    reply to registering only) names each ``runs-on`` no node matched then."""
+
     id: str
     name: str
     version: str
@@ -136,6 +139,7 @@ class PipelineInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     group: str | None
     builds: int
     source: str
+    warnings: list[dict[str, str]] = msgspec.field(default_factory=list)
 
 
 class QueueEntry(msgspec.Struct, frozen=True, kw_only=True, gc=False):

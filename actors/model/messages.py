@@ -10,6 +10,7 @@ Flow of a build (arrows are ``tell``):
     facade --Submit(ask)--> pipeline --Admit--> group --Admitted/Queued--> pipeline
     pipeline [--MutexAcquire--> mutex --MutexGranted--> pipeline]
     pipeline --JobRequest--> pool --RunJob--> agent --AgentReport--> pipeline
+    pool --JobWaiting--> pipeline           (no node could run it; or one can again)
     agent --AgentIdle--> pool               pipeline --Release--> group
     node --AgentLost--> pool                (an agent crashed)
     pool --EndJob--> pipeline               (an attempt the pool ended without its agent)
@@ -44,6 +45,7 @@ __all__ = [
     "JobPayload",
     "JobRequest",
     "Withdraw",
+    "JobWaiting",
     "Unlock",
     "AgentLost",
     "Fault",
@@ -181,6 +183,15 @@ class Withdraw(_Message, frozen=True):
 
     token: JobToken
     reason: str
+
+
+class JobWaiting(_Message, frozen=True, gc=False):
+    """Pool → pipeline: the waiting attempt's reason, told at once when no node
+    of the pool could ever run it (``no node in pool 'x' matches``), and None
+    when a node that could has come. Other waits are told only when they end."""
+
+    token: JobToken
+    reason: str | None
 
 
 class RunJob(_Message, frozen=True):
