@@ -1,9 +1,11 @@
-"""The ``shunter`` command line: ``serve``, ``run``, ``validate``, ``bench``.
+"""The ``shunter`` command line: ``serve``, ``run``, ``validate``, ``bench``, ``--version``.
 
-Exit codes: 0 success; 1 a build did not succeed, a file had spec errors
-(``validate``) or the server could not start; 2 a usage, spec or
-configuration error (``serve``, ``run``); 130 interrupted before anything
-started.
+Exit codes: 0 success; 1 a build did not succeed (``run``), a file had
+spec errors (``validate``) or the server could not start (``serve``: a bad
+or unreadable configuration, an invalid or unreadable pipeline it names, an
+address it cannot listen on; each said in one line, or spec errors by
+path); 2 a usage error, or a spec or configuration error before a build
+(``run``); 130 interrupted before anything started.
 """
 
 from __future__ import annotations
@@ -25,12 +27,29 @@ LOG_TAIL = 15  # lines of a failed step's log shown by `run`
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from .spec_loader import load_pipeline
+    """What registering checks (``check_pipeline``, with the built-in actions and their
+    inputs); with ``--config``, warnings for each ``runs-on`` no configured node matches."""
+    from actors.execution.actions import ActionRegistry
 
+    from ._node_warnings import NodeMap
+    from .spec_loader import check_pipeline
+
+    nodes: NodeMap | None = None
+    if args.config is not None:
+        try:
+            config = _load_config(args.config)
+        except SpecError as error:
+            _print_spec_error(args.config, error)
+            return 1
+        except OSError as error:
+            print(f"cannot read config file {args.config}: {error.strerror or error}", file=sys.stderr)
+            return 1
+        nodes = {pool.name: {node.name: frozenset(node.labels) for node in pool.nodes} for pool in config.pools}
+    actions = ActionRegistry.with_builtins().declared_inputs()
     status = 0
     for path in args.files:
         try:
-            spec = load_pipeline(_read(path))
+            spec, warnings = check_pipeline(_read(path), known_actions=actions, nodes=nodes)
         except SpecError as error:
             status = 1
             print(f"{path}: {len(error.errors)} error(s)")
@@ -41,7 +60,10 @@ def _validate(args: argparse.Namespace) -> int:
             print(f"{path}: cannot read: {error.strerror or error}")
         else:
             jobs = sum(1 for _ in spec.all_jobs())
-            print(f"{path}: ok ({spec.name!r}: {len(spec.stages)} stage(s), {jobs} job(s))")
+            also = f", {len(warnings)} warning(s)" if warnings else ""
+            print(f"{path}: ok ({spec.name!r}: {len(spec.stages)} stage(s), {jobs} job(s)){also}")
+            for item in warnings:
+                print(f"  warning: {item['path']}: {item['message']}")
     return status
 
 
@@ -67,7 +89,7 @@ def _load_config(path: str | None, bind: str | None = None) -> Any:
     from .config import default_config, load_config
     from .server import with_bind
 
-    config = default_config() if path is None else load_config(Path(path))
+    config = default_config() if path is None else load_config(_read(path))
     if bind is not None:
         load_config({"server": {"bind": bind}})  # the same checks as the file's server.bind
     return with_bind(config, bind)
@@ -77,18 +99,19 @@ def _load_config(path: str | None, bind: str | None = None) -> Any:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    """Serve until stopped; a start-up error is one line (or spec errors by path) and exit 1."""
     import trio
 
-    from .server import serve
+    from .server import StartupError, serve
 
     try:
         config = _load_config(args.config, args.bind)
     except SpecError as error:
         _print_spec_error(args.config or "--bind", error)
-        return USAGE_ERROR
+        return 1
     except OSError as error:
-        print(f"{args.config}: cannot read: {error.strerror or error}", file=sys.stderr)
-        return USAGE_ERROR
+        print(f"cannot read config file {args.config}: {error.strerror or error}", file=sys.stderr)
+        return 1
 
     def out(line: str) -> None:
         print(line, flush=True)
@@ -97,11 +120,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         trio.run(lambda: serve(config, out=out))
-    except SpecError as error:  # a pipeline named by the configuration
-        _print_spec_error("pipelines of the configuration", error)
-        return USAGE_ERROR
-    except OSError as error:
-        print(f"cannot serve on {config.server.bind}: {error.strerror or error}", file=sys.stderr)
+    except StartupError as error:
+        print(error, file=sys.stderr)
+        return 1
+    except SpecError as error:  # a pipeline the configuration names
+        _print_spec_error((args.config or "config") if error.what == "config" else error.what, error)
         return 1
     return 0
 
@@ -144,6 +167,8 @@ async def _run_build(path: str, variables: dict[str, str], config: Any) -> int:
         except OSError as error:
             print(f"{path}: cannot read: {error.strerror or error}", file=sys.stderr)
             return USAGE_ERROR
+        for warning in pipeline.warnings:  # its job would wait for a node
+            print(f"{path}: warning: {warning['path']}: {warning['message']}", file=sys.stderr)
         async with rt.subscribe(buffer=math.inf) as events:  # type: ignore[arg-type]
             try:
                 build = await rt.submit(pipeline.id, variables)
@@ -324,8 +349,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--config", metavar="FILE", help="runtime configuration (YAML); default: one local pool")
     run.set_defaults(handler=_run)
 
-    validate = commands.add_parser("validate", help="check pipeline YAML files and print every error by path")
+    validate = commands.add_parser("validate", help="check pipeline YAML files as registering does; "
+                                                   "print every error by path")  # fmt: skip
     validate.add_argument("files", nargs="+", metavar="PIPELINE.yml")
+    validate.add_argument("--config", metavar="FILE",
+                          help="also warn about each runs-on that no node of this configuration matches")  # fmt: skip
     validate.set_defaults(handler=_validate)
 
     bench = commands.add_parser("bench", help="run the benchmark suite (results in bench/results/ of a checkout, "
