@@ -433,14 +433,14 @@ def test_reference_pages_name_every_key_route_error_and_method() -> None:
 
     from actors.model import errors
     from actors.model.info import BUILD_FINAL, JOB_FINAL, STEP_FINAL
-    from runtime import Runtime, config, spec_loader
+    from runtime import Runtime, _spec_steps, config, spec_loader
     from runtime.http import core
     from runtime.http.routes import ROUTES
 
     yaml_page = _page("yaml.md")
     pipeline_keys: list[tuple[str, ...]] = [
         spec_loader._TOP_KEYS, spec_loader._CONCURRENCY_KEYS, spec_loader._STAGE_KEYS, spec_loader._JOB_KEYS,
-        spec_loader._RUNS_ON_KEYS, spec_loader._MUTEX_KEYS, spec_loader._STEP_KEYS]  # fmt: skip
+        spec_loader._RUNS_ON_KEYS, spec_loader._MUTEX_KEYS, _spec_steps._STEP_KEYS]  # fmt: skip
     for keys in pipeline_keys:
         for key in keys:
             assert f"`{key}`" in yaml_page, f"docs/yaml.md does not describe the pipeline key {key!r}"

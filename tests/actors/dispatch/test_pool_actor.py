@@ -23,7 +23,8 @@ import trio
 from actors.core import Actor, ActorSystem, open_system
 from actors.dispatch.pool import AddNode, InjectFault, ListNodes, ListWaiting, PoolActor, PoolStats
 from actors.execution.actions import ActionRegistry, StepContext
-from actors.model.messages import AgentReport, EndJob, JobEnded, JobPayload, JobRequest, JobStarted, JobToken, Withdraw
+from actors.model.messages import (AgentReport, EndJob, JobEnded, JobPayload, JobRequest, JobStarted, JobToken,
+                                   JobWaiting, Withdraw)
 from runtime.spec_loader import load_pipeline
 
 
@@ -135,13 +136,15 @@ async def test_a_request_no_node_can_take_waits_with_its_reason_then_ends_queue_
         assert "no node" in waiting.reason and "windows" in waiting.reason
         assert seconds(waiting.deadline) - seconds(waiting.since) == pytest.approx(120, abs=0.01)
         assert r.system.statistics().timers_pending == timers + 1, "one queue-timeout timer"
+        await r.sync()
+        assert r.told == [JobWaiting(token, waiting.reason)], "the reason at once, not only at the timeout"
         await trio.sleep(119)
         await r.sync()
         assert r.ended() == []
         await trio.sleep(2)
         await r.sync()
         assert r.ended() == [(token, "QUEUE_TIMEOUT", f"waited 2 minute(s) in pool 'default': {waiting.reason}")]
-        assert [type(m) for m in r.told] == [EndJob], "ended by the pool, not dressed up as an agent's report"
+        assert [type(m) for m in r.told] == [JobWaiting, EndJob], "ended by the pool, not dressed up as an agent's report"
         assert await r.pool.ask(ListWaiting()) == [] and idle(await r.stats())
         assert r.system.statistics().timers_pending == timers
 
