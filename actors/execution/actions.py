@@ -402,8 +402,10 @@ def echo(step: StepContext) -> None:
 def fail(step: StepContext) -> None:
     """``fail``: fails the step with ``with.message``."""
     _warn_unknown_inputs(step, "fail")
-    message = step.with_.get("message")
-    raise ActionFailed(str(message) if message not in (None, "") else "failed by the fail action")
+    raw = step.with_.get("message")
+    message = str(raw) if raw not in (None, "") else "failed by the fail action"
+    step.log(message)  # the log says why, as a failing command's output would
+    raise ActionFailed(message)
 
 
 async def sleep(step: StepContext) -> None:
