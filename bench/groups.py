@@ -95,7 +95,7 @@ async def _grouped(pipelines: int, facts: dict[str, Any]) -> float:
         assert stats.builds_running == pipelines * MAX_PARALLEL, stats
         assert stats.builds_queued == pipelines * QUEUE_LENGTH, stats
 
-        async with rt.subscribe(buffer=math.inf) as events:  # type: ignore[arg-type]
+        async with rt.subscribe(buffer=math.inf) as events:
             start = time.perf_counter()
             await rt.add_node("release", pool="hold", agents=pipelines * MAX_PARALLEL)
             await until(rt, lambda s: s.builds_running == 0 and s.builds_queued == 0, poll=0.05,

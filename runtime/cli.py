@@ -169,7 +169,7 @@ async def _run_build(path: str, variables: dict[str, str], config: Any) -> int:
             return USAGE_ERROR
         for warning in pipeline.warnings:  # its job would wait for a node
             print(f"{path}: warning: {warning['path']}: {warning['message']}", file=sys.stderr)
-        async with rt.subscribe(buffer=math.inf) as events:  # type: ignore[arg-type]
+        async with rt.subscribe(buffer=math.inf) as events:
             try:
                 build = await rt.submit(pipeline.id, variables)
             except InvalidRequest as error:

@@ -50,6 +50,7 @@ from .idle import IDLE_AFTER, IdleCheck, IdleRetirement
 from ..model.messages import Admit, Admitted, CancelBuild, Dequeued, Queued, Refused, Release
 from ..model.info import GroupInfo, QueueEntry, rfc3339
 from ..model.spec import Concurrency
+from ..model.vocab import BuildStatus, OnQueueFull
 
 __all__ = ["GroupActor", "GroupSnapshot", "QueuePosition"]
 
@@ -129,7 +130,8 @@ class GroupActor(Actor):
         self.config = config = admit.config
         build_id = admit.build_id
         if build_id in self.running or build_id in self.queue:
-            admit.pipeline.tell(Refused(build_id, f"build {build_id!r} is already in group {self.group!r}"))
+            message = f"build {build_id!r} is already in group {self.group!r}"
+            admit.pipeline.tell(Refused(build_id, message))
             return
         if config.cancel_in_progress:
             self._cancel_everything_for(build_id)
@@ -142,11 +144,13 @@ class GroupActor(Actor):
             return
         if len(self.queue) >= config.queue_length:
             head = self.queue.head()
-            if config.on_queue_full == "cancel-oldest" and head is not None:
-                self._dequeue(head.key, "CANCELED", f"cancelled to make room for build {build_id} in concurrency "
-                              f"group {self.group!r} (queue-length {config.queue_length}, on-queue-full cancel-oldest)")  # fmt: skip
+            if config.on_queue_full == OnQueueFull.CANCEL_OLDEST and head is not None:
+                self._dequeue(head.key, BuildStatus.CANCELED, f"cancelled to make room for build {build_id} in "
+                              f"concurrency group {self.group!r} (queue-length {config.queue_length}, "
+                              "on-queue-full cancel-oldest)")  # fmt: skip
             else:
-                admit.pipeline.tell(Refused(build_id, self._full_message()))
+                message = self._full_message()
+                admit.pipeline.tell(Refused(build_id, message))
                 return
         self._enqueue(admit)
 
@@ -178,7 +182,7 @@ class GroupActor(Actor):
     def _cancel_everything_for(self, build_id: str) -> None:
         reason = f"cancelled by build {build_id} (cancel-in-progress in concurrency group {self.group!r})"
         queued = [self.queue.popleft() for _ in range(len(self.queue))]
-        self._tell_dequeued(queued, "CANCELED", reason)
+        self._tell_dequeued(queued, BuildStatus.CANCELED, reason)
         self._queue_shrank()
         for running, pipeline in self.running.items():
             if running not in self.cancelled:
@@ -199,7 +203,7 @@ class GroupActor(Actor):
         elif self.queue.pop(build_id) is not None:
             self._queue_shrank()
 
-    def _dequeue(self, build_id: str, status: str, reason: str) -> None:
+    def _dequeue(self, build_id: str, status: BuildStatus, reason: str) -> None:
         waiter = self.queue.pop(build_id)
         assert waiter is not None
         self._tell_dequeued([waiter], status, reason)
@@ -225,7 +229,7 @@ class GroupActor(Actor):
             reason = reasons.get(timeout)
             if reason is None:
                 reasons[timeout] = reason = self._timeout_reason(timeout)
-            pipeline.tell(Dequeued(tuple(build_ids), "QUEUE_TIMEOUT", reason))
+            pipeline.tell(Dequeued(tuple(build_ids), BuildStatus.QUEUE_TIMEOUT, reason))
         self._arm()
 
     def _timeout_reason(self, timeout: float) -> str:
@@ -250,7 +254,7 @@ class GroupActor(Actor):
             self.timer.cancel()
             self.timer = None
 
-    def _tell_dequeued(self, waiters: list[_Waiter], status: str, reason: str) -> None:
+    def _tell_dequeued(self, waiters: list[_Waiter], status: BuildStatus, reason: str) -> None:
         """Tell each pipeline, in one message, which of its builds left the queue without running."""
         by_pipeline: dict[Ref, list[str]] = {}
         for waiter in waiters:

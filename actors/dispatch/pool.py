@@ -43,6 +43,7 @@ from ..model.messages import (
     Withdraw,
 )
 from ..model.info import AgentInfo, NodeInfo, WaitingJob, rfc3339
+from ..model.vocab import AgentStatus, FaultKind, JobStatus
 from .heartbeat import HeartbeatWatch
 from .node import NodeActor
 from .placement import Grant, Placement, Request
@@ -83,7 +84,7 @@ class HasNode(msgspec.Struct, frozen=True):
 
 class InjectFault(msgspec.Struct, frozen=True):
     agent: str
-    kind: str
+    kind: FaultKind
 
 
 class _QueueTimeout(msgspec.Struct, frozen=True):
@@ -166,7 +167,7 @@ class PoolActor(Actor):
     def _request(self, message: JobRequest) -> None:
         token, runs_on = message.token, message.runs_on
         if message.agent is not None and message.agent not in self.placement.agents:
-            _end(message, "FAILED", f"agent {message.agent} (lock-resource-with) is gone")
+            _end(message, JobStatus.FAILED, f"agent {message.agent} (lock-resource-with) is gone")
             return
         request = Request(
             token=token,
@@ -212,7 +213,7 @@ class PoolActor(Actor):
         request = self.placement.withdraw(message.token)
         if request is not None:
             self._cancel_timer(message.token)
-            _end(request.data, "CANCELED", message.reason)
+            _end(request.data, JobStatus.CANCELED, message.reason)
             return
         agent = self.placement.granted.get(message.token)
         if agent is not None:
@@ -226,7 +227,7 @@ class PoolActor(Actor):
         self.placement.withdraw(token)
         self.timers.pop(token, None)  # it fired
         waited = (self.now() - request.since) / 60
-        _end(request.data, "QUEUE_TIMEOUT", f"waited {waited:g} minute(s) in pool {self.pool!r}: {reason}")
+        _end(request.data, JobStatus.QUEUE_TIMEOUT, f"waited {waited:g} minute(s) in pool {self.pool!r}: {reason}")
 
     def _cancel_timer(self, token: JobToken) -> None:
         timer = self.timers.pop(token, None)
@@ -250,7 +251,8 @@ class PoolActor(Actor):
         self._tell_match_changes(unmatched)
         return self._node_info(spec.name)
 
-    def _spawn_agent(self, node: str) -> None:
+    def _spawn_agent(self, node: str) -> str:
+        """Start a new agent on ``node``; returns its name."""
         index = self.next_agent[node]
         self.next_agent[node] = index + 1
         name = f"{node}/{index}"
@@ -264,6 +266,7 @@ class PoolActor(Actor):
         self.agents[name] = self.system.spawn(factory, name=f"agent:{name}", parent=node_ref,
                                               supervision=_AGENT_SUPERVISION)  # fmt: skip
         self._run_all(self.placement.add_agent(node, name))
+        return name
 
     def _remove_node(self, name: str) -> NodeInfo:
         if name not in self.nodes:
@@ -318,7 +321,7 @@ class PoolActor(Actor):
     def _check_heartbeats(self) -> None:
         timeout = self.heartbeats.timeout
         for agent, silent in self.heartbeats.lost(self.now()):
-            self._lost(AgentLost(agent, "HEARTBEAT_TIMEOUT",
+            self._lost(AgentLost(agent, JobStatus.HEARTBEAT_TIMEOUT,
                                  f"agent {agent} sent no heartbeat for {silent:g}s (heartbeat-timeout {timeout:g}s)"))  # fmt: skip
 
     def child_crashed(self, child: Ref, error: BaseException, restarting: bool) -> None:
@@ -328,13 +331,13 @@ class PoolActor(Actor):
         if node not in self.placement.nodes:
             return
         for agent in list(self.placement.nodes[node].agents):
-            self._lost(AgentLost(agent, "FAILED", f"node {node} crashed: {error!r}"))
+            self._lost(AgentLost(agent, JobStatus.FAILED, f"node {node} crashed: {error!r}"))
 
     def _fail_pinned(self, agent: str) -> None:
         for request in self.placement.pinned_to(agent):
             self.placement.withdraw(request.token)
             self._cancel_timer(request.data.token)
-            _end(request.data, "FAILED", f"agent {agent} (lock-resource-with) is gone")
+            _end(request.data, JobStatus.FAILED, f"agent {agent} (lock-resource-with) is gone")
 
     def _inject(self, message: InjectFault) -> None:
         # Told to every pool: an agent of another pool, or one lost meanwhile,
@@ -342,9 +345,9 @@ class PoolActor(Actor):
         ref = self.agents.get(message.agent)
         if ref is None:
             return
-        if message.kind in ("silence", "hang"):
+        if message.kind == FaultKind.SILENCE or message.kind == FaultKind.HANG:
             self.heartbeats.stop(message.agent, self.now())
-        if message.kind != "silence":
+        if message.kind != FaultKind.SILENCE:
             ref.tell(Fault(message.kind))
 
     # -- introspection ---------------------------------------------------------------------
@@ -352,7 +355,7 @@ class PoolActor(Actor):
     def _node_info(self, name: str) -> NodeInfo:
         node = self.placement.nodes[name]
         agents = [
-            AgentInfo(name=agent, status="busy" if held is not None else "idle",
+            AgentInfo(name=agent, status=AgentStatus.BUSY if held is not None else AgentStatus.IDLE,
                       job=str(held.token) if held is not None else None, locked_by=locked_by)  # fmt: skip
             for agent, held, locked_by in self.placement.iter_agents(name)
         ]
@@ -387,6 +390,6 @@ class PoolActor(Actor):
         return waiting
 
 
-def _end(request: JobRequest, status: str, reason: str) -> None:
+def _end(request: JobRequest, status: JobStatus, reason: str) -> None:
     """End the attempt here: its agent never ran it, or can no longer report."""
     request.pipeline.tell(EndJob(request.token, status, reason, time.time()))

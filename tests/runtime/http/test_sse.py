@@ -87,6 +87,8 @@ async def test_filters_by_build_and_kind(autojump_clock: trio.testing.MockClock)
     ("/v1/events?after=-1", [], "query.after"),
     ("/v1/events", [("Last-Event-ID", "abc")], "header.Last-Event-ID"),
     ("/v1/events?kind=stage", [], "query.kind"),
+    ("/v1/events?kind=", [], "query.kind"),  # present but empty is not "every kind"
+    ("/v1/events?kind=BUILD", [], "query.kind"),
 ])  # fmt: skip
 async def test_bad_parameters_are_400_before_streaming(autojump_clock: trio.testing.MockClock, target: str,
                                                        headers: list[tuple[str, str]], where: str) -> None:  # fmt: skip
@@ -95,6 +97,8 @@ async def test_bad_parameters_are_400_before_streaming(autojump_clock: trio.test
             assert await reader.start() == 400
             body = msgspec.json.decode(await reader.body())
         assert body["error"] == "invalid_request" and body["details"][0]["path"] == where, body
+        if where == "query.kind":
+            assert "build, job, step, group, node" in body["message"], body
 
 
 @pytest.mark.trio
