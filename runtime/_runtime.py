@@ -479,13 +479,13 @@ async def open_runtime(
             def pool(name: str) -> Callable[[], PoolActor]:
                 return lambda: PoolActor(pool=name, workdir=root / name, actions=actions,
                                          heartbeat_interval=settings.heartbeat_interval,
-                                         heartbeat_timeout=settings.heartbeat_timeout)  # fmt: skip
+                                         heartbeat_timeout=settings.heartbeat_timeout, hub=hub)  # fmt: skip
 
             # Pools hold slots and agents: a crash past its limit fails the runtime loudly.
             pools = Directory(system, "pool", system.spawn(_Supervisor, name="pools"), pool,
                               Supervision(max_restarts=0))  # fmt: skip
             groups = Directory(system, "group", system.spawn(_Supervisor, name="groups"),
-                               lambda name: lambda: GroupActor(name), Supervision(max_restarts=0))  # fmt: skip
+                               lambda name: lambda: GroupActor(name, hub=hub), Supervision(max_restarts=0))  # fmt: skip
             mutexes = Directory(system, "mutex", system.spawn(_Supervisor, name="mutexes"),
                                 lambda name: lambda: MutexActor(name), Supervision(max_restarts=0))  # fmt: skip
             pipelines = system.spawn(_Supervisor, name="pipelines")

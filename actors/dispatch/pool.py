@@ -14,6 +14,10 @@ agent, withdrawn or timed out while waiting) is told to the pipeline as an
 Each waiting attempt has one queue-timeout entry in the system timer heap.
 Heartbeats take one timer per pool: every ``heartbeat_interval`` the pool
 ends what the agents silent past the timeout held (``heartbeat.py``).
+
+Nodes joining, draining and leaving, and agents lost and replaced, are
+published to the event hub as ``node`` events (``NodeChange``), each
+handled message's in one ``Publish``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import msgspec
 from ..execution.actions import ActionRegistry
 from ..execution.agent import AgentActor
 from ..core import Actor, Ref, Supervision, TimerHandle
+from ..events import Publish, Record, event_record
 from ..model.errors import Conflict, InvalidRequest, NotFound
 from ..model.messages import (
     AgentIdle,
@@ -43,7 +48,7 @@ from ..model.messages import (
     Withdraw,
 )
 from ..model.info import AgentInfo, NodeInfo, WaitingJob, rfc3339
-from ..model.vocab import AgentStatus, FaultKind, JobStatus
+from ..model.vocab import AgentStatus, EventKind, FaultKind, JobStatus, NodeChange
 from .heartbeat import HeartbeatWatch
 from .node import NodeActor
 from .placement import Grant, Placement, Request
@@ -110,6 +115,7 @@ class PoolActor(Actor):
         heartbeat_interval: float = 5.0,
         heartbeat_timeout: float = 30.0,
         kill_grace: float = 5.0,
+        hub: Ref | None = None,
     ) -> None:
         self.pool = pool
         self.workdir = workdir
@@ -123,6 +129,8 @@ class PoolActor(Actor):
         self.next_agent: dict[str, int] = {}
         self.timers: dict[JobToken, TimerHandle] = {}  # queue timeout of each waiting attempt
         self.lost = 0
+        self.hub = hub  # where its node events go (none: not published)
+        self.outbox: list[Record] = []  # the events of the message being handled
 
     async def started(self) -> None:
         self.send_after(self.heartbeat_interval, _CHECK_HEARTBEATS)
@@ -160,6 +168,8 @@ class PoolActor(Actor):
             self._inject(message)
         else:
             raise TypeError(f"pool {self.pool!r} got an unexpected {kind.__name__}")
+        if self.outbox:
+            self._publish()
         return None
 
     # -- requests -----------------------------------------------------------------------
@@ -246,9 +256,10 @@ class PoolActor(Actor):
         unmatched = self.placement.unmatched()
         self.placement.add_node(spec.name, frozenset(spec.labels))
         self.next_agent[spec.name] = 0
-        for _ in range(spec.agents):
-            self._spawn_agent(spec.name)
+        agents = [self._spawn_agent(spec.name) for _ in range(spec.agents)]
         self._tell_match_changes(unmatched)
+        self._event(NodeChange.ADDED, spec.name, agents=agents, labels=sorted(spec.labels), kind="local")
+        self._publish()
         return self._node_info(spec.name)
 
     def _spawn_agent(self, node: str) -> str:
@@ -272,11 +283,18 @@ class PoolActor(Actor):
         if name not in self.nodes:
             raise NotFound(f"no node {name!r} in pool {self.pool!r}")
         unmatched = self.placement.unmatched()
-        for agent in self.placement.drain_node(name):
+        node = self.placement.nodes[name]
+        already = node.draining
+        agents = len(node.agents)
+        idle = self.placement.drain_node(name)
+        if not already:
+            self._event(NodeChange.DRAINING, name, busy=agents - len(idle))
+        for agent in idle:
             self._retire(agent)
         self._tell_match_changes(unmatched)
         info = self._node_info(name) if name in self.placement.nodes else NodeInfo(
             name=name, pool=self.pool, labels=[], draining=True, agents=[], running={})
+        self._publish()
         return info
 
     def _tell_match_changes(self, before: set[Any]) -> None:
@@ -293,6 +311,7 @@ class PoolActor(Actor):
         if self.placement.remove_node_if_empty(node):
             self.system.stop_nowait(self.nodes.pop(node))
             del self.next_agent[node]
+            self._event(NodeChange.REMOVED, node)
 
     def _lost(self, message: AgentLost) -> None:
         """End what a lost agent held, give its slots back, put a fresh agent in its place."""
@@ -302,11 +321,15 @@ class PoolActor(Actor):
         held, node = self._detach(message.agent)
         if held is not None:
             _end(held.data, message.status, message.reason)
+        self._event(NodeChange.AGENT_LOST, node, message.reason, agent=message.agent,
+                    job=str(held.token) if held is not None else None)  # fmt: skip
         if not self.placement.nodes[node].draining:
-            self._spawn_agent(node)  # a fresh agent, under a new name
+            fresh = self._spawn_agent(node)  # a fresh agent, under a new name
+            self._event(NodeChange.AGENT_REPLACED, node, agent=fresh, replaces=message.agent)
         elif self.placement.remove_node_if_empty(node):
             self.system.stop_nowait(self.nodes.pop(node))
             del self.next_agent[node]
+            self._event(NodeChange.REMOVED, node)
 
     def _detach(self, agent: str) -> tuple[Request | None, str]:
         """Take an agent out of the pool; what it held is released (and returned)."""
@@ -332,6 +355,7 @@ class PoolActor(Actor):
             return
         for agent in list(self.placement.nodes[node].agents):
             self._lost(AgentLost(agent, JobStatus.FAILED, f"node {node} crashed: {error!r}"))
+        self._publish()
 
     def _fail_pinned(self, agent: str) -> None:
         for request in self.placement.pinned_to(agent):
@@ -349,6 +373,20 @@ class PoolActor(Actor):
             self.heartbeats.stop(message.agent, self.now())
         if message.kind != FaultKind.SILENCE:
             ref.tell(Fault(message.kind))
+
+    # -- events --------------------------------------------------------------------------
+
+    def _event(self, change: NodeChange, node: str, reason: str | None = None, **data: Any) -> None:
+        """Note a node event (see ``NodeChange``); sent with the others of this message."""
+        if self.hub is not None:
+            self.outbox.append(event_record(EventKind.NODE, change, reason, node=node,
+                                            data={"pool": self.pool, **data}))  # fmt: skip
+
+    def _publish(self) -> None:
+        if self.outbox:
+            assert self.hub is not None
+            self.hub.tell(Publish(tuple(self.outbox)))
+            self.outbox.clear()
 
     # -- introspection ---------------------------------------------------------------------
 

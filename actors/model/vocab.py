@@ -181,6 +181,7 @@ class GroupChange(StrEnum):
     - ``ADMITTED``: the build got a running place (at once, or from the queue).
     - ``QUEUED``: the build joined the queue; ``data.position`` is its place (1 = next).
     - ``REFUSED``: the queue was full (policy reject); ``reason`` says so.
+      A refused new build never existed: the next build takes its number.
     - ``DEQUEUED``: it left the queue without running because its pipeline
       withdrew it (a user cancelled it while queued).
     - ``CANCELED``: the group cancelled it while it was queued, to make room
