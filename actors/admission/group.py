@@ -247,8 +247,7 @@ class GroupActor(Actor):
             if reason is None:
                 reasons[timeout] = reason = self._timeout_reason(timeout)
             pipeline.tell(Dequeued(tuple(build_ids), BuildStatus.QUEUE_TIMEOUT, reason))
-            for build_id in build_ids:
-                self._event(GroupChange.QUEUE_TIMEOUT, build_id, reason)
+            self._events(GroupChange.QUEUE_TIMEOUT, build_ids, reason)
         self._arm()
 
     def _timeout_reason(self, timeout: float) -> str:
@@ -276,12 +275,11 @@ class GroupActor(Actor):
     def _tell_dequeued(self, waiters: list[_Waiter], status: BuildStatus, reason: str) -> None:
         """Tell each pipeline, in one message, which of its builds left the queue without running."""
         by_pipeline: dict[Ref, list[str]] = {}
-        change = GroupChange(status)  # CANCELED or QUEUE_TIMEOUT: the same word
         for waiter in waiters:
             by_pipeline.setdefault(waiter.pipeline, []).append(waiter.key)
-            self._event(change, waiter.key, reason)
         for pipeline, build_ids in by_pipeline.items():
             pipeline.tell(Dequeued(tuple(build_ids), status, reason))
+            self._events(GroupChange(status), build_ids, reason)  # CANCELED or QUEUE_TIMEOUT: the same word
 
     # -- events ---------------------------------------------------------------------------
 
@@ -295,6 +293,19 @@ class GroupActor(Actor):
             data["position"] = position
         self.outbox.append(event_record(EventKind.GROUP, change, reason, pipeline_id=build_id.rpartition(".")[0],
                                         build_id=build_id, group=self.group, data=data))  # fmt: skip
+
+    def _events(self, change: GroupChange, build_ids: list[str], reason: str) -> None:
+        """The events of builds of one pipeline that left the queue together, in their order.
+
+        A timer fire may end 100k waiters: their events share the pipeline's
+        id and one (read-only) ``data``, the counts after they all left.
+        """
+        if self.hub is None or not build_ids:
+            return
+        pipeline_id, group = build_ids[0].rpartition(".")[0], self.group
+        data = {"running": len(self.running), "queued": len(self.queue)}
+        self.outbox.extend([event_record(EventKind.GROUP, change, reason, pipeline_id=pipeline_id, build_id=build_id,
+                                         group=group, data=data) for build_id in build_ids])  # fmt: skip
 
     def _publish(self) -> None:
         assert self.hub is not None

@@ -176,7 +176,8 @@ class GroupChange(StrEnum):
     Every group event names the ``group``, the ``pipeline_id`` and the
     ``build_id`` (a retried finished build is admitted again under the same
     id); ``data`` has ``running`` and ``queued``, the group's counts right
-    after the change.
+    after the change (for builds that left the queue together, after they
+    all left).
 
     - ``ADMITTED``: the build got a running place (at once, or from the queue).
     - ``QUEUED``: the build joined the queue; ``data.position`` is its place (1 = next).
