@@ -1,8 +1,9 @@
 """The event hub: every state change, numbered, kept briefly, pushed to subscribers.
 
-Actors describe each change with ``event_record()`` (a small ``Record`` struct,
-not tracked by the garbage collector) and publish the records of one handled
-message together, in one ``Publish``, rather than one message per change.
+Actors describe each change with a ``Record`` (a small struct, stamped as
+it is made and not tracked by the garbage collector) and publish the
+records of one handled message together, in one ``Publish``, rather than
+one message per change.
 Pipelines publish ``build``, ``job`` and ``step`` records, concurrency groups
 ``group`` records and pools ``node`` records (``actors.model.vocab`` lists
 what each kind's ``status`` may be). The hub numbers the records, keeps a
@@ -45,54 +46,42 @@ __all__ = [
     "History",
     "Counters",
     "Record",
-    "event_record",
 ]
 
 _BUILD, _JOB = EventKind.BUILD, EventKind.JOB
 _QUEUE, _RUNNING = BuildStatus.QUEUE, BuildStatus.RUNNING
 
 
-class Record(msgspec.Struct, frozen=True, gc=False):
-    """One state change as an actor saw it; the hub numbers it and makes the ``Event``.
-
-    ``previous`` is the status before the change where the publisher knows
-    it (the hub's counters need it; events do not show it); ``time`` is the
-    wall clock. Make one with ``event_record()``.
-    """
-
+class _Change(msgspec.Struct, frozen=True, gc=False):
+    # What every record says, positionally: Record(kind, status, reason, ...).
     kind: EventKind
     status: str | None
-    reason: str | None
-    pipeline_id: str | None
-    build_id: str | None
-    job_id: str | None
-    step_id: str | None
-    attempt: int | None
-    previous: str | None
-    group: str | None
-    node: str | None
-    data: dict[str, Any] | None
-    time: float
+    reason: str | None = None
 
 
-def event_record(
-    kind: EventKind,
-    status: str | None,
-    reason: str | None = None,
-    *,
-    pipeline_id: str | None = None,
-    build_id: str | None = None,
-    job_id: str | None = None,
-    step_id: str | None = None,
-    attempt: int | None = None,
-    previous: str | None = None,
-    group: str | None = None,
-    node: str | None = None,
-    data: dict[str, Any] | None = None,
-) -> Record:
-    """The record of one change, stamped now. The only place records are made."""
-    return Record(kind, status, reason, pipeline_id, build_id, job_id, step_id, attempt, previous, group, node,
-                  data, time.time())  # fmt: skip
+class Record(_Change, frozen=True, gc=False, kw_only=True):
+    """One state change as an actor saw it; the hub numbers it and makes the ``Event``.
+
+    Made in one way only: ``Record(kind, status, reason, **names)``, the
+    names (``pipeline_id``, ``build_id``, ``job_id``, ``step_id``,
+    ``attempt``, ``group``, ``node``, ``data``) by keyword, and stamped with
+    the wall clock as it is made. The constructor is msgspec's, in C: a
+    Python helper around it cost twice as much per event. ``previous`` is
+    the status before the change where the publisher knows it (the hub's
+    counters need it; events do not show it). Not tracked by the garbage
+    collector.
+    """
+
+    pipeline_id: str | None = None
+    build_id: str | None = None
+    job_id: str | None = None
+    step_id: str | None = None
+    attempt: int | None = None
+    previous: str | None = None
+    group: str | None = None
+    node: str | None = None
+    data: dict[str, Any] | None = None
+    time: float = msgspec.field(default_factory=time.time)
 
 
 class Gauge:

@@ -50,7 +50,7 @@ from typing import Any
 import msgspec
 
 from ..core import Actor, Ref, TimerHandle
-from ..events import Publish, Record, event_record
+from ..events import Publish, Record
 from ..queues.deadlines import DeadlineQueue
 from .idle import IDLE_AFTER, IdleCheck, IdleRetirement
 from ..model.messages import Admit, Admitted, CancelBuild, Dequeued, Queued, Refused, Release
@@ -291,8 +291,8 @@ class GroupActor(Actor):
         data: dict[str, Any] = {"running": len(self.running), "queued": len(self.queue)}
         if position is not None:
             data["position"] = position
-        self.outbox.append(event_record(EventKind.GROUP, change, reason, pipeline_id=build_id.rpartition(".")[0],
-                                        build_id=build_id, group=self.group, data=data))  # fmt: skip
+        self.outbox.append(Record(EventKind.GROUP, change, reason, pipeline_id=build_id.rpartition(".")[0],
+                                  build_id=build_id, group=self.group, data=data))  # fmt: skip
 
     def _events(self, change: GroupChange, build_ids: list[str], reason: str) -> None:
         """The events of builds of one pipeline that left the queue together, in their order.
@@ -304,8 +304,8 @@ class GroupActor(Actor):
             return
         pipeline_id, group = build_ids[0].rpartition(".")[0], self.group
         data = {"running": len(self.running), "queued": len(self.queue)}
-        self.outbox.extend([event_record(EventKind.GROUP, change, reason, pipeline_id=pipeline_id, build_id=build_id,
-                                         group=group, data=data) for build_id in build_ids])  # fmt: skip
+        self.outbox.extend([Record(EventKind.GROUP, change, reason, pipeline_id=pipeline_id, build_id=build_id,
+                                   group=group, data=data) for build_id in build_ids])  # fmt: skip
 
     def _publish(self) -> None:
         assert self.hub is not None

@@ -27,7 +27,7 @@ from .records import BuildShape, JobRun
 from ..core import Actor, Ref, Reply
 from ..directory import Directory
 from ..model.errors import Conflict, InvalidRequest, NotFound, NotRetryable, QueueFull
-from ..events import Publish, Record, event_record
+from ..events import Publish, Record
 from ..model.messages import (
     Admit,
     Admitted,
@@ -592,19 +592,19 @@ class PipelineActor(Actor):
     # -- events -------------------------------------------------------------------------
 
     def _emit_build(self, build: Build, previous: str | None) -> None:
-        self.outbox.append(event_record(EventKind.BUILD, build.status, build.reason, pipeline_id=self.pipeline_id,
-                                        build_id=build.id, attempt=build.execute_count, previous=previous))
+        self.outbox.append(Record(EventKind.BUILD, build.status, build.reason, pipeline_id=self.pipeline_id,
+                                  build_id=build.id, attempt=build.execute_count, previous=previous))
 
     def _emit_job(self, build: Build, job: JobRun, previous: str | None) -> None:
         attempt = job.attempts[-1].number if job.attempts else None
-        self.outbox.append(event_record(EventKind.JOB, job.status, job.reason, pipeline_id=self.pipeline_id,
-                                        build_id=build.id, job_id=job.id, attempt=attempt, previous=previous))
+        self.outbox.append(Record(EventKind.JOB, job.status, job.reason, pipeline_id=self.pipeline_id,
+                                  build_id=build.id, job_id=job.id, attempt=attempt, previous=previous))
 
     def _emit_step(self, build: Build, job: JobRun, index: int) -> None:
         step = job.steps[index]
         attempt = step.attempts[-1].number if step.attempts else None
-        self.outbox.append(event_record(EventKind.STEP, step.status, step.reason, pipeline_id=self.pipeline_id,
-                                        build_id=build.id, job_id=job.id, step_id=step.spec.id, attempt=attempt))
+        self.outbox.append(Record(EventKind.STEP, step.status, step.reason, pipeline_id=self.pipeline_id,
+                                  build_id=build.id, job_id=job.id, step_id=step.spec.id, attempt=attempt))
 
     def _emit_unrun(self, build: Build, before: dict[str, JobStatus]) -> None:
         """Events for jobs whose status changed without an attempt of their own."""

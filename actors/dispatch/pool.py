@@ -31,7 +31,7 @@ import msgspec
 from ..execution.actions import ActionRegistry
 from ..execution.agent import AgentActor
 from ..core import Actor, Ref, Supervision, TimerHandle
-from ..events import Publish, Record, event_record
+from ..events import Publish, Record
 from ..model.errors import Conflict, InvalidRequest, NotFound
 from ..model.messages import (
     AgentIdle,
@@ -379,8 +379,8 @@ class PoolActor(Actor):
     def _event(self, change: NodeChange, node: str, reason: str | None = None, **data: Any) -> None:
         """Note a node event (see ``NodeChange``); sent with the others of this message."""
         if self.hub is not None:
-            self.outbox.append(event_record(EventKind.NODE, change, reason, node=node,
-                                            data={"pool": self.pool, **data}))  # fmt: skip
+            self.outbox.append(Record(EventKind.NODE, change, reason, node=node,
+                                      data={"pool": self.pool, **data}))  # fmt: skip
 
     def _publish(self) -> None:
         if self.outbox:

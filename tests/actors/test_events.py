@@ -1,6 +1,6 @@
 """The event hub and its subscriptions, driven directly: records in, numbered events out.
 
-A ``Record`` is made by ``event_record`` alone and is not tracked by the
+A ``Record`` is stamped as it is made and is not tracked by the
 garbage collector; the hub numbers records across publishers, keeps the
 build and job counters from ``previous``/``status``, and hands each
 subscriber a ``Subscription`` that iterates, receives, closes, and ends when
@@ -17,21 +17,23 @@ import pytest
 import trio
 
 from actors.core import open_system
-from actors.events import Counters, EventHub, Gauge, History, Publish, Subscribe, Subscription, event_record
+from actors.events import Counters, EventHub, Gauge, History, Publish, Record, Subscribe, Subscription
 from actors.model.vocab import BuildStatus, EventKind, GroupChange, JobStatus
 
 
 def build(status: BuildStatus, previous: BuildStatus | None, build_id: str = "app.1") -> Publish:
-    return Publish((event_record(EventKind.BUILD, status, pipeline_id="app", build_id=build_id, attempt=1,
-                                 previous=previous),))  # fmt: skip
+    return Publish((Record(EventKind.BUILD, status, pipeline_id="app", build_id=build_id, attempt=1,
+                           previous=previous),))  # fmt: skip
 
 
 def test_a_record_is_stamped_and_not_tracked_by_the_collector() -> None:
-    record = event_record(EventKind.GROUP, GroupChange.QUEUED, None, pipeline_id="app", build_id="app.3", group="g",
-                          data={"position": 2})  # fmt: skip
+    record = Record(EventKind.GROUP, GroupChange.QUEUED, None, pipeline_id="app", build_id="app.3", group="g",
+                    data={"position": 2})  # fmt: skip
     assert (record.kind, record.status, record.group, record.data) == ("group", "QUEUED", "g", {"position": 2})
     assert record.time > 1_600_000_000  # the wall clock
     assert not gc.is_tracked(record)
+    with pytest.raises(TypeError):  # past kind, status and reason every field is named: no positional layout
+        Record(EventKind.BUILD, BuildStatus.QUEUE, None, "app")  # type: ignore[misc]
 
 
 @pytest.mark.trio
@@ -41,10 +43,10 @@ async def test_records_become_numbered_events_and_counters(autojump_clock: trio.
         hub = system.spawn(lambda: EventHub(gauge=gauge))
         hub.tell(build(BuildStatus.QUEUE, None))
         hub.tell(Publish((
-            event_record(EventKind.BUILD, BuildStatus.RUNNING, pipeline_id="app", build_id="app.1", attempt=1,
-                         previous=BuildStatus.QUEUE),
-            event_record(EventKind.JOB, JobStatus.QUEUE, pipeline_id="app", build_id="app.1", job_id="j", attempt=1),
-            event_record(EventKind.NODE, "ADDED", node="n2", data={"pool": "default"}),
+            Record(EventKind.BUILD, BuildStatus.RUNNING, pipeline_id="app", build_id="app.1", attempt=1,
+                   previous=BuildStatus.QUEUE),
+            Record(EventKind.JOB, JobStatus.QUEUE, pipeline_id="app", build_id="app.1", job_id="j", attempt=1),
+            Record(EventKind.NODE, "ADDED", node="n2", data={"pool": "default"}),
         )))  # fmt: skip
         events = await hub.ask(History())
         counters = await hub.ask(Counters())
