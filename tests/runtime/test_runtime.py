@@ -10,7 +10,6 @@ import trio
 import trio.testing
 
 import runtime
-from actors.model.vocab import BuildStatus
 from runtime import Event
 
 CONFIG = {"pools": [{"name": "default", "nodes": [{"name": "n1", "agents": 2}]}]}
@@ -140,7 +139,7 @@ async def test_unknown_ids_and_bad_input_are_refused_clearly(autojump_clock: tri
             await rt.builds(status="DONE")
         with pytest.raises(runtime.InvalidRequest, match="build status ''"):
             await rt.builds(status="")
-        assert await rt.builds(status=BuildStatus.SUCCEED) == await rt.builds(status="SUCCEED") == []
+        assert await rt.builds(status=runtime.BuildStatus.SUCCEED) == await rt.builds(status="SUCCEED") == []
         with pytest.raises(runtime.InvalidRequest, match="unknown fault 'explode'.*crash, hang, silence"):
             rt.inject_fault("n1/0", "explode")
 
