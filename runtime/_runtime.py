@@ -17,17 +17,17 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 import anyio
 import msgspec
-from anyio.streams.memory import MemoryObjectReceiveStream
 
 from actors.execution.actions import ActionInputs, ActionRegistry, StepContext
 from actors.core import Actor, ActorStopped, ActorSystem, AskTimeout, Ref, Supervision, open_system
 from actors.directory import Directory
 from actors.model.errors import Conflict, InvalidRequest, NotFound, Overloaded, SpecError
-from actors.events import Counters, EventHub, Gauge, History, Subscribe, Unsubscribe
+from actors.events import Counters, EventHub, Gauge, History, Subscribe, Subscription
 from actors.admission.group import GroupActor, GroupSnapshot, QueuePosition
 from actors.model.info import BuildInfo, Event, GroupInfo, NodeInfo, PipelineInfo, Stats, WaitingJob
 from actors.admission.mutex import ListMutexWaiters, MutexActor
@@ -44,6 +44,7 @@ from actors.model.messages import (
     WaitBuild,
 )
 from actors.builds.pipeline import PipelineActor
+from actors.model.vocab import BUILD_FINAL, BuildStatus, FaultKind, values
 
 from .config import RuntimeConfig, default_config, load_config
 from .spec_loader import check_pipeline, slugify, validate_pipeline_id
@@ -55,6 +56,7 @@ logger = logging.getLogger("shunter")
 # Pipeline state lives in its actor; a restarted instance would come back
 # empty and lose builds, so a pipeline crash fails the runtime loudly instead.
 _PIPELINE_SUPERVISION = Supervision(max_restarts=0, escalate=True)
+W = TypeVar("W", bound=StrEnum)
 
 
 class _Supervisor(Actor):
@@ -157,7 +159,7 @@ class Runtime:
     async def build(self, build_id: str) -> BuildInfo:
         """A snapshot of the build, with its queue position if it waits in a group."""
         info: BuildInfo = await self._owner(build_id).ask(GetBuild(build_id))
-        if info.status == "QUEUE" and info.group is not None:
+        if info.status == BuildStatus.QUEUE and info.group is not None:
             group = self._groups.find(info.group)
             if group is not None:
                 try:
@@ -167,18 +169,22 @@ class Runtime:
                 info = msgspec.structs.replace(info, queue_position=position)
         return info
 
-    async def builds(self, pipeline: str | None = None, status: str | None = None,
+    async def builds(self, pipeline: str | None = None, status: BuildStatus | str | None = None,
                      unfinished: bool = False) -> list[BuildInfo]:  # fmt: skip
-        """Builds (of one pipeline, with one status, or only the unfinished), oldest first per pipeline."""
+        """Builds (of one pipeline, with one status, or only the unfinished), oldest first per pipeline.
+
+        ``status`` is a ``BuildStatus`` (or its name); anything else is ``InvalidRequest``.
+        """
+        wanted = None if status is None else _word(BuildStatus, status, "build status", "status")
         refs = [self._pipeline(pipeline)] if pipeline is not None else self.system.children(self._pipelines)
         found: list[BuildInfo] = []
         for ref in refs:
-            found.extend(await ref.ask(ListBuilds(status, unfinished)))
+            found.extend(await ref.ask(ListBuilds(wanted, unfinished)))
         return await self._with_positions(found)
 
     async def _with_positions(self, builds: list[BuildInfo]) -> list[BuildInfo]:
         """Fill in queue positions, asking each group concerned once."""
-        groups = {build.group for build in builds if build.status == "QUEUE" and build.group is not None}
+        groups = {build.group for build in builds if build.status == BuildStatus.QUEUE and build.group is not None}
         positions: dict[str, int] = {}
         refs = [ref for ref in map(self._groups.find, groups) if ref is not None]
         for snapshot in await _ask_running(refs, GroupSnapshot()):
@@ -267,12 +273,11 @@ class Runtime:
             found.extend(waiters)
         return found
 
-    def inject_fault(self, agent: str, kind: str) -> None:
-        """Make an agent ``crash``, ``hang`` or fall ``silent`` (tests, benchmarks, drills)."""
-        if kind not in ("crash", "hang", "silence"):
-            raise InvalidRequest(f"unknown fault {kind!r}: use crash, hang or silence")
+    def inject_fault(self, agent: str, kind: FaultKind | str) -> None:
+        """Make an agent ``crash``, ``hang`` or go silent (``silence``): tests, benchmarks, drills (``FaultKind``)."""
+        fault = _word(FaultKind, kind, "fault", "kind")
         for ref in self._pools.all():
-            ref.tell(InjectFault(agent, kind))
+            ref.tell(InjectFault(agent, fault))
 
     async def stats(self) -> Stats:
         counters = await self._hub.ask(Counters())
@@ -284,9 +289,9 @@ class Runtime:
             return sum(pool[field] for pool in pools)
 
         return Stats(
-            builds_running=builds.get("RUNNING", 0),
-            builds_queued=builds.get("QUEUE", 0),
-            builds_finished=sum(count for status, count in builds.items() if status not in ("RUNNING", "QUEUE")),
+            builds_running=builds.get(BuildStatus.RUNNING, 0),
+            builds_queued=builds.get(BuildStatus.QUEUE, 0),
+            builds_finished=sum(count for status, count in builds.items() if status in BUILD_FINAL),
             jobs_running=total("jobs_running"),
             jobs_queued=total("jobs_queued") + sum(mutex_waiters),
             slots_held=total("slots_held"),
@@ -310,18 +315,19 @@ class Runtime:
         self.actions.register(name, fn, inputs)
 
     @asynccontextmanager
-    async def subscribe(self, *, after: int | None = None, buffer: int = 10_000
-                        ) -> AsyncIterator[MemoryObjectReceiveStream[Event]]:  # fmt: skip
+    async def subscribe(self, *, after: int | None = None, buffer: int | float = 10_000
+                        ) -> AsyncIterator[Subscription]:  # fmt: skip
         """Live events (and, with ``after``, the kept history after that id first).
 
-        A subscriber that falls ``buffer`` events behind is dropped: its stream ends.
+        ``async with rt.subscribe() as events: async for event in events: ...``.
+        A subscriber that falls ``buffer`` events behind (``math.inf``: never)
+        is dropped: its iteration ends. See ``actors.events.Subscription``.
         """
-        stream: MemoryObjectReceiveStream[Event] = await self._hub.ask(Subscribe(buffer=buffer, after=after))
+        subscription: Subscription = await self._hub.ask(Subscribe(buffer=buffer, after=after))
         try:
-            async with stream:
-                yield stream
+            yield subscription
         finally:
-            self._hub.tell(Unsubscribe(stream))
+            subscription.close()
 
     async def events(self, after: int = 0) -> list[Event]:
         result: list[Event] = await self._hub.ask(History(after))
@@ -385,6 +391,15 @@ class Runtime:
         if unfinished:
             logger.warning("runtime closed; cancelled %d build(s): %s", len(unfinished),
                            ", ".join(self.interrupted))  # fmt: skip
+
+
+def _word(words: type[W], value: str, what: str, argument: str) -> W:
+    """``value`` as a member of the vocabulary ``words``, or ``InvalidRequest`` naming every allowed value."""
+    try:
+        return words(value)
+    except ValueError:
+        raise InvalidRequest(f"{argument}: unknown {what} {value!r} (expected one of "
+                             f"{', '.join(values(words))})") from None  # fmt: skip
 
 
 async def _ask_running(refs: list[Ref], message: Any) -> list[Any]:
@@ -464,13 +479,13 @@ async def open_runtime(
             def pool(name: str) -> Callable[[], PoolActor]:
                 return lambda: PoolActor(pool=name, workdir=root / name, actions=actions,
                                          heartbeat_interval=settings.heartbeat_interval,
-                                         heartbeat_timeout=settings.heartbeat_timeout)  # fmt: skip
+                                         heartbeat_timeout=settings.heartbeat_timeout, hub=hub)  # fmt: skip
 
             # Pools hold slots and agents: a crash past its limit fails the runtime loudly.
             pools = Directory(system, "pool", system.spawn(_Supervisor, name="pools"), pool,
                               Supervision(max_restarts=0))  # fmt: skip
             groups = Directory(system, "group", system.spawn(_Supervisor, name="groups"),
-                               lambda name: lambda: GroupActor(name), Supervision(max_restarts=0))  # fmt: skip
+                               lambda name: lambda: GroupActor(name, hub=hub), Supervision(max_restarts=0))  # fmt: skip
             mutexes = Directory(system, "mutex", system.spawn(_Supervisor, name="mutexes"),
                                 lambda name: lambda: MutexActor(name), Supervision(max_restarts=0))  # fmt: skip
             pipelines = system.spawn(_Supervisor, name="pipelines")

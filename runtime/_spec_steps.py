@@ -14,7 +14,8 @@ from typing import Any
 
 from actors.execution.actions import check_inputs
 from actors.model import templates
-from actors.model.spec import STEP_CONTINUE_ON_ERROR, Step, normalize_condition
+from actors.model.spec import Step, normalize_condition
+from actors.model.vocab import Condition, ContinueOnError, values
 from runtime._validate import Checker, index_path, key_path, suggest
 
 __all__ = ["StepReader", "ID", "ID_RULE", "NAME", "NAME_RULE", "VARIABLE"]
@@ -99,7 +100,7 @@ class StepReader:
             action=action,
             with_=with_ or {},
             env=self.env(data.get("env"), key_path(path, "env")),
-            if_=self.condition(data, path, "SUCCESS"),
+            if_=self.condition(data, path, Condition.SUCCESS),
             timeout_minutes=c.positive(data, "timeout-minutes", path, default=None),
             retry_times=c.integer(data, "retry-times", path, default=0, minimum=0, maximum=5) or 0,
             continue_on_error=self.step_continue(data.get("continue-on-error"), path),
@@ -126,23 +127,23 @@ class StepReader:
             for key, problem in check_inputs(action, inputs, with_):
                 self.check.error(path if key is None else key_path(path, key), problem)
 
-    def step_continue(self, value: Any, path: str) -> str:
-        """A step's continue-on-error as one of STEP_CONTINUE_ON_ERROR (booleans too)."""
+    def step_continue(self, value: Any, path: str) -> ContinueOnError:
+        """A step's continue-on-error as a ``ContinueOnError`` (booleans too)."""
         if value is None:
-            return "false"
+            return ContinueOnError.FALSE
         if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, str) and value.strip().lower() in STEP_CONTINUE_ON_ERROR:
-            return value.strip().lower()
+            return ContinueOnError.TRUE if value else ContinueOnError.FALSE
+        if isinstance(value, str) and value.strip().lower() in values(ContinueOnError):
+            return ContinueOnError(value.strip().lower())
         self.check.error(
             key_path(path, "continue-on-error"),
-            f"must be one of {', '.join(STEP_CONTINUE_ON_ERROR)}, got {value!r}",
+            f"must be one of {', '.join(values(ContinueOnError))}, got {value!r}",
         )
-        return "false"
+        return ContinueOnError.FALSE
 
     # -- shared pieces ---------------------------------------------------
 
-    def condition(self, data: Mapping[str, Any], path: str, default: str) -> str:
+    def condition(self, data: Mapping[str, Any], path: str, default: Condition) -> Condition:
         """The ``if`` of a job or step, normalised (``failure()`` → ``FAILURE``)."""
         value = self.check.string(data, "if", path)
         if value is None:
@@ -151,7 +152,7 @@ class StepReader:
         if canonical is None:
             self.check.error(
                 key_path(path, "if"),
-                f"must be one of SUCCESS, FAILURE, ALWAYS, CANCELED, got {value!r}",
+                f"must be one of {', '.join(values(Condition))}, got {value!r}",
             )
             return default
         return canonical

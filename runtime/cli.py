@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from actors.model.errors import InvalidRequest, ShunterError, SpecError
-from actors.model.info import JOB_FINAL
+from actors.model.vocab import JOB_FINAL, BuildStatus, EventKind, JobStatus, StageStatus, StepStatus
 
 USAGE_ERROR = 2
+_UNDERWAY = (JobStatus.QUEUE, JobStatus.RUNNING)  # a build, job or stage not ended (the same words for each)
 LOG_TAIL = 15  # lines of a failed step's log shown by `run`
 
 
@@ -169,7 +170,7 @@ async def _run_build(path: str, variables: dict[str, str], config: Any) -> int:
             return USAGE_ERROR
         for warning in pipeline.warnings:  # its job would wait for a node
             print(f"{path}: warning: {warning['path']}: {warning['message']}", file=sys.stderr)
-        async with rt.subscribe(buffer=math.inf) as events:  # type: ignore[arg-type]
+        async with rt.subscribe(buffer=math.inf) as events:
             try:
                 build = await rt.submit(pipeline.id, variables)
             except InvalidRequest as error:
@@ -183,7 +184,7 @@ async def _run_build(path: str, variables: dict[str, str], config: Any) -> int:
                     if event.build_id == build.id and await progress.show(event):
                         break
                 nursery.cancel_scope.cancel()
-        return 0 if progress.status == "SUCCEED" else 1
+        return 0 if progress.status == BuildStatus.SUCCEED else 1
 
 
 async def _cancel_on_signal(rt: Any, build_id: str) -> None:
@@ -215,9 +216,9 @@ class _Progress:
         self.origin: float | None = None
         self.began: dict[Any, float] = {}  # what is running -> when it started
         self.layout: list[tuple[str, list[str]]] | None = None  # stage name -> its job ids
-        self.jobs: dict[str, str] = {}  # job id -> status, from the events
+        self.jobs: dict[str, str] = {}  # job id -> JobStatus, from the events
         self.stages: dict[str, str] = {}  # stage name -> what was printed last
-        self.status = "QUEUE"
+        self.status: str | None = BuildStatus.QUEUE
 
     async def show(self, event: Any) -> bool:
         """Print what ``event`` changed; True once the build has finished."""
@@ -225,9 +226,9 @@ class _Progress:
         if self.origin is None:
             self.origin = now
         at = f"{now - self.origin:7.2f}s "
-        if event.kind == "build":
+        if event.kind == EventKind.BUILD:
             self.status = event.status
-            if event.status in ("QUEUE", "RUNNING"):
+            if event.status in _UNDERWAY:
                 self.began.setdefault("build", now)
                 self._line(at, f"build {event.status}{_because(event)}")
                 return False
@@ -236,29 +237,29 @@ class _Progress:
             self._line(at, f"build {event.status} in {took:.2f}s{_because(event)}")
             return True
         attempt = f" (attempt {event.attempt})" if (event.attempt or 1) > 1 else ""
-        if event.kind == "job":
+        if event.kind == EventKind.JOB:
             key = ("job", event.job_id, event.attempt)
-            if event.status == "RUNNING":
+            if event.status == JobStatus.RUNNING:
                 self.began[key] = now
             self.jobs[event.job_id] = event.status
-            if event.status == "RUNNING":
+            if event.status == JobStatus.RUNNING:
                 await self._stages(at, now)  # its stage starts before it does
             self._line(at, f"    job {event.job_id} {event.status}{attempt}{self._took(key, event, now)}"
                            f"{_because(event)}")  # fmt: skip
-            if event.status not in ("QUEUE", "RUNNING", "DEPENDENT_WAITING"):
+            if event.status in JOB_FINAL:
                 await self._stages(at, now)
-        elif event.kind == "step":
+        elif event.kind == EventKind.STEP:
             step_key = ("step", event.job_id, event.step_id, event.attempt)
-            if event.status == "RUNNING":
+            if event.status == StepStatus.RUNNING:
                 self.began[step_key] = now
             self._line(at, f"      step {event.job_id}/{event.step_id} {event.status}{attempt}"
                            f"{self._took(step_key, event, now)}{_because(event)}")  # fmt: skip
-            if event.status in ("FAILED", "EXEC_TIMEOUT"):
+            if event.status in (StepStatus.FAILED, StepStatus.EXEC_TIMEOUT):
                 await self._log_tail(event)
         return False
 
     def _took(self, key: Any, event: Any, now: float) -> str:
-        if event.status in ("QUEUE", "RUNNING"):
+        if event.status in _UNDERWAY:
             return ""
         began = self.began.pop(key, None)
         return "" if began is None else f" in {now - began:.2f}s"
@@ -271,13 +272,13 @@ class _Progress:
                 for job in stage.jobs:
                     self.jobs.setdefault(job.id, job.status)
         for name, jobs in self.layout:
-            statuses = [self.jobs.get(job, "QUEUE") for job in jobs]
+            statuses = [self.jobs.get(job, JobStatus.QUEUE) for job in jobs]
             shown = self.stages.get(name)
-            if shown is None and "RUNNING" in statuses:
-                self.stages[name] = "RUNNING"
+            if shown is None and JobStatus.RUNNING in statuses:
+                self.stages[name] = StageStatus.RUNNING
                 self.began[("stage", name)] = now
                 self._line(at, f"  stage {name} RUNNING")
-            elif shown in (None, "RUNNING") and all(status in JOB_FINAL for status in statuses):
+            elif shown in (None, StageStatus.RUNNING) and all(status in JOB_FINAL for status in statuses):
                 status = await self._stage_status(name)
                 if status is None:
                     continue
@@ -288,7 +289,7 @@ class _Progress:
     async def _stage_status(self, name: str) -> str | None:
         build = await self.rt.build(self.build_id)
         for stage in build.stages:
-            if stage.name == name and stage.status not in ("QUEUE", "RUNNING", "DEPENDENT_WAITING"):
+            if stage.name == name and stage.status not in _UNDERWAY:
                 return str(stage.status)
         return None  # the build has moved on (a retry): shown when it ends again
 
@@ -308,7 +309,7 @@ class _Progress:
 
 
 def _because(event: Any) -> str:
-    return f": {event.reason}" if event.reason and event.status != "SUCCEED" else ""
+    return f": {event.reason}" if event.reason and event.status != JobStatus.SUCCEED else ""
 
 
 def _seconds(rfc3339: str) -> float:

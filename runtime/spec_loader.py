@@ -39,7 +39,8 @@ from typing import Any, NamedTuple
 
 from actors.execution.actions import ActionInputs
 from actors.model.errors import SpecError
-from actors.model.spec import ON_QUEUE_FULL, Concurrency, Job, Mutex, PipelineSpec, RunsOn, Stage
+from actors.model.spec import Concurrency, Job, Mutex, PipelineSpec, RunsOn, Stage
+from actors.model.vocab import Condition, OnQueueFull, values
 from runtime._node_warnings import NodeMap, node_warnings
 from runtime._spec_references import JobDraft, check_references
 from runtime._spec_steps import ID, ID_RULE, NAME, NAME_RULE, VARIABLE, StepReader
@@ -227,7 +228,8 @@ class _Walker(StepReader):
             queue_length=c.integer(data, "queue-length", path, default=10, minimum=0) or 0,
             queue_timeout_minutes=timeout or 480.0,
             cancel_in_progress=c.boolean(data, "cancel-in-progress", path, default=False),
-            on_queue_full=c.choice(data, "on-queue-full", path, ON_QUEUE_FULL, default="reject"),
+            on_queue_full=OnQueueFull(c.choice(data, "on-queue-full", path, values(OnQueueFull),
+                                               default=OnQueueFull.REJECT)),
         )
 
     # -- stages and jobs -------------------------------------------------
@@ -317,7 +319,7 @@ class _Walker(StepReader):
             "continue_on_error": c.boolean(data, "continue-on-error", path, default=False),
             "mutex": self.mutex(data.get("mutex"), key_path(path, "mutex")),
             "env": self.env(data.get("env"), key_path(path, "env")),
-            "if_": self.condition(data, path, "ALWAYS" if final else "SUCCESS"),
+            "if_": self.condition(data, path, Condition.ALWAYS if final else Condition.SUCCESS),
         }
         if data.get("steps") is None:
             c.error(key_path(path, "steps"), "is required (a job needs at least one step)")

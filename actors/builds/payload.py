@@ -6,6 +6,7 @@ from .build import Build
 from .records import JobRun
 from ..model.messages import JobPayload
 from ..model.templates import render
+from ..model.vocab import StepStatus
 
 __all__ = ["job_payload", "template_context", "chain_agent"]
 
@@ -67,7 +68,7 @@ def _restore_context(job: JobRun) -> dict[str, str] | None:
         return None
     context = dict(base or {})
     for step in job.steps[:start]:
-        kept = next((a for a in reversed(step.attempts) if a.status == "SUCCEED"), None)
+        kept = next((a for a in reversed(step.attempts) if a.status == StepStatus.SUCCEED), None)
         if kept is not None:
             context.update(kept.exported_env)
     return context

@@ -67,6 +67,10 @@ from .payload import chain_agent, job_payload, template_context
 from .snapshot import build_info
 from ..model.spec import Concurrency, PipelineSpec
 from ..model.templates import TemplateError, render
+from ..model.vocab import BuildStatus, EventKind, JobStatus
+
+# A job whose status changed without an attempt of its own (see _emit_unrun).
+_UNRUN = frozenset({JobStatus.UNEXEC, JobStatus.SKIP, JobStatus.DEPENDENT_WAITING})
 
 __all__ = ["PipelineActor", "RetryPlan"]
 
@@ -263,7 +267,7 @@ class PipelineActor(Actor):
             plan = self.reruns.pop(build.id, None)
             if plan is not None:
                 self._apply_rerun(build, plan)
-            elif build.status != "QUEUE":
+            elif build.status != BuildStatus.QUEUE:
                 # cancelled while the admission was on its way: hand the place back
                 if build.group is not None:
                     self._group(build.group).tell(Release(build.id))
@@ -301,10 +305,10 @@ class PipelineActor(Actor):
         now = time.time()
         for build_id in message.build_ids:
             build = self.builds.get(build_id)
-            if build is None or build.status != "QUEUE":
+            if build is None or build.status != BuildStatus.QUEUE:
                 continue
             build.end_unstarted(message.status, message.reason, now)
-            self._emit_build(build, "QUEUE")
+            self._emit_build(build, BuildStatus.QUEUE)
             # It never started: it holds no agent, and the group has let it go.
             self._settled(build)
 
@@ -329,7 +333,7 @@ class PipelineActor(Actor):
             try:
                 label = render(mutex.label, template_context(build))
             except TemplateError as error:
-                self._end_job(build, job, "FAILED", f"mutex label: {error}")
+                self._end_job(build, job, JobStatus.FAILED, f"mutex label: {error}")
                 continue
             self.mutex_waits[token] = (build, label)
             self.mutexes.get(label).tell(
@@ -349,9 +353,9 @@ class PipelineActor(Actor):
         token = message.token
         build = self.builds.get(token.build_id)
         job = build.live_attempt(token.job_id, token.attempt) if build is not None else None
-        if build is not None and job is not None and job.status == "QUEUE" and job.reason != message.reason:
+        if build is not None and job is not None and job.status == JobStatus.QUEUE and job.reason != message.reason:
             job.reason = message.reason
-            self._emit_job(build, job, "QUEUE")
+            self._emit_job(build, job, JobStatus.QUEUE)
 
     def _mutex_granted(self, token: JobToken) -> None:
         waiting = self.mutex_waits.pop(token, None)
@@ -369,10 +373,10 @@ class PipelineActor(Actor):
         build, _ = waiting
         job = build.live_attempt(message.token.job_id, message.token.attempt)
         if job is not None:
-            status = "QUEUE_TIMEOUT" if message.timed_out else "FAILED"
+            status = JobStatus.QUEUE_TIMEOUT if message.timed_out else JobStatus.FAILED
             self._end_job(build, job, status, message.reason, mutex_held=False)
 
-    def _end_job(self, build: Build, job: JobRun, status: str, reason: str, mutex_held: bool = True) -> None:
+    def _end_job(self, build: Build, job: JobRun, status: JobStatus, reason: str, mutex_held: bool = True) -> None:
         """End an attempt here, no agent or pool involved (its mutex refused it, a cancel found it waiting)."""
         token = JobToken(build.id, job.id, job.attempts[-1].number)
         self._job_ended(build, job, token, status, reason, time.time(), mutex_held)
@@ -421,7 +425,7 @@ class PipelineActor(Actor):
         elif kind is JobEnded:
             self._job_ended(build, job, token, record.status, record.reason, record.time)
 
-    def _job_ended(self, build: Build, job: JobRun, token: JobToken, status: str, reason: str | None, now: float,
+    def _job_ended(self, build: Build, job: JobRun, token: JobToken, status: JobStatus, reason: str | None, now: float,
                    mutex_held: bool = True) -> None:  # fmt: skip
         """The attempt ended (its agent said so, the pool or this actor ended it): free its mutex,
         retry it elsewhere if its agent was lost and its step allows, else move the build on."""
@@ -429,7 +433,7 @@ class PipelineActor(Actor):
         states = {other.id: other.status for other in build.all_jobs()}
         if job.spec.mutex is not None and mutex_held:
             self._release_mutex(build, token)
-        if status == "HEARTBEAT_TIMEOUT" and build.retry_lost(job, status, reason, now):
+        if status == JobStatus.HEARTBEAT_TIMEOUT and build.retry_lost(job, status, reason, now):
             self._dispatch(build, [job])  # the step allows it: again, on another agent
             return
         dispatch = build.job_ended(job, status, reason, now)
@@ -498,10 +502,10 @@ class PipelineActor(Actor):
             waiting = self.mutex_waits.pop(token, None)
             if waiting is not None:  # still waiting for its mutex: no agent to stop
                 self.mutexes.get(waiting[1]).tell(MutexRelease(token))
-                self._end_job(build, job, "CANCELED", reason, mutex_held=False)
+                self._end_job(build, job, JobStatus.CANCELED, reason, mutex_held=False)
             else:
                 self.pools.get(job.spec.runs_on.pool_name).tell(Withdraw(token, reason))
-        if build.finished and previous == "RUNNING":
+        if build.finished and previous == BuildStatus.RUNNING:
             return  # the last job ended just now (mutex waiters), _apply finished the build
         if build.finished:  # it was queued
             self._emit_build(build, previous)
@@ -588,22 +592,22 @@ class PipelineActor(Actor):
     # -- events -------------------------------------------------------------------------
 
     def _emit_build(self, build: Build, previous: str | None) -> None:
-        self.outbox.append(("build", previous, build.status, build.reason, self.pipeline_id, build.id,
-                            None, None, build.execute_count, time.time(), None))  # fmt: skip
+        self.outbox.append(Record(EventKind.BUILD, build.status, build.reason, pipeline_id=self.pipeline_id,
+                                  build_id=build.id, attempt=build.execute_count, previous=previous))
 
     def _emit_job(self, build: Build, job: JobRun, previous: str | None) -> None:
         attempt = job.attempts[-1].number if job.attempts else None
-        self.outbox.append(("job", previous, job.status, job.reason, self.pipeline_id, build.id, job.id,
-                            None, attempt, time.time(), None))  # fmt: skip
+        self.outbox.append(Record(EventKind.JOB, job.status, job.reason, pipeline_id=self.pipeline_id,
+                                  build_id=build.id, job_id=job.id, attempt=attempt, previous=previous))
 
     def _emit_step(self, build: Build, job: JobRun, index: int) -> None:
         step = job.steps[index]
         attempt = step.attempts[-1].number if step.attempts else None
-        self.outbox.append(("step", None, step.status, step.reason, self.pipeline_id, build.id, job.id,
-                            step.spec.id, attempt, time.time(), None))  # fmt: skip
+        self.outbox.append(Record(EventKind.STEP, step.status, step.reason, pipeline_id=self.pipeline_id,
+                                  build_id=build.id, job_id=job.id, step_id=step.spec.id, attempt=attempt))
 
-    def _emit_unrun(self, build: Build, before: dict[str, str]) -> None:
+    def _emit_unrun(self, build: Build, before: dict[str, JobStatus]) -> None:
         """Events for jobs whose status changed without an attempt of their own."""
         for job in build.all_jobs():
-            if before.get(job.id) != job.status and job.status in ("UNEXEC", "SKIP", "DEPENDENT_WAITING"):
+            if before.get(job.id) != job.status and job.status in _UNRUN:
                 self._emit_job(build, job, before.get(job.id))

@@ -14,6 +14,10 @@ agent, withdrawn or timed out while waiting) is told to the pipeline as an
 Each waiting attempt has one queue-timeout entry in the system timer heap.
 Heartbeats take one timer per pool: every ``heartbeat_interval`` the pool
 ends what the agents silent past the timeout held (``heartbeat.py``).
+
+Nodes joining, draining and leaving, and agents lost and replaced, are
+published to the event hub as ``node`` events (``NodeChange``), each
+handled message's in one ``Publish``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import msgspec
 from ..execution.actions import ActionRegistry
 from ..execution.agent import AgentActor
 from ..core import Actor, Ref, Supervision, TimerHandle
+from ..events import Publish, Record
 from ..model.errors import Conflict, InvalidRequest, NotFound
 from ..model.messages import (
     AgentIdle,
@@ -43,6 +48,7 @@ from ..model.messages import (
     Withdraw,
 )
 from ..model.info import AgentInfo, NodeInfo, WaitingJob, rfc3339
+from ..model.vocab import AgentStatus, EventKind, FaultKind, JobStatus, NodeChange
 from .heartbeat import HeartbeatWatch
 from .node import NodeActor
 from .placement import Grant, Placement, Request
@@ -83,7 +89,7 @@ class HasNode(msgspec.Struct, frozen=True):
 
 class InjectFault(msgspec.Struct, frozen=True):
     agent: str
-    kind: str
+    kind: FaultKind
 
 
 class _QueueTimeout(msgspec.Struct, frozen=True):
@@ -109,6 +115,7 @@ class PoolActor(Actor):
         heartbeat_interval: float = 5.0,
         heartbeat_timeout: float = 30.0,
         kill_grace: float = 5.0,
+        hub: Ref | None = None,
     ) -> None:
         self.pool = pool
         self.workdir = workdir
@@ -122,6 +129,8 @@ class PoolActor(Actor):
         self.next_agent: dict[str, int] = {}
         self.timers: dict[JobToken, TimerHandle] = {}  # queue timeout of each waiting attempt
         self.lost = 0
+        self.hub = hub  # where its node events go (none: not published)
+        self.outbox: list[Record] = []  # the events of the message being handled
 
     async def started(self) -> None:
         self.send_after(self.heartbeat_interval, _CHECK_HEARTBEATS)
@@ -159,6 +168,8 @@ class PoolActor(Actor):
             self._inject(message)
         else:
             raise TypeError(f"pool {self.pool!r} got an unexpected {kind.__name__}")
+        if self.outbox:
+            self._publish()
         return None
 
     # -- requests -----------------------------------------------------------------------
@@ -166,7 +177,7 @@ class PoolActor(Actor):
     def _request(self, message: JobRequest) -> None:
         token, runs_on = message.token, message.runs_on
         if message.agent is not None and message.agent not in self.placement.agents:
-            _end(message, "FAILED", f"agent {message.agent} (lock-resource-with) is gone")
+            _end(message, JobStatus.FAILED, f"agent {message.agent} (lock-resource-with) is gone")
             return
         request = Request(
             token=token,
@@ -212,7 +223,7 @@ class PoolActor(Actor):
         request = self.placement.withdraw(message.token)
         if request is not None:
             self._cancel_timer(message.token)
-            _end(request.data, "CANCELED", message.reason)
+            _end(request.data, JobStatus.CANCELED, message.reason)
             return
         agent = self.placement.granted.get(message.token)
         if agent is not None:
@@ -226,7 +237,7 @@ class PoolActor(Actor):
         self.placement.withdraw(token)
         self.timers.pop(token, None)  # it fired
         waited = (self.now() - request.since) / 60
-        _end(request.data, "QUEUE_TIMEOUT", f"waited {waited:g} minute(s) in pool {self.pool!r}: {reason}")
+        _end(request.data, JobStatus.QUEUE_TIMEOUT, f"waited {waited:g} minute(s) in pool {self.pool!r}: {reason}")
 
     def _cancel_timer(self, token: JobToken) -> None:
         timer = self.timers.pop(token, None)
@@ -245,12 +256,14 @@ class PoolActor(Actor):
         unmatched = self.placement.unmatched()
         self.placement.add_node(spec.name, frozenset(spec.labels))
         self.next_agent[spec.name] = 0
-        for _ in range(spec.agents):
-            self._spawn_agent(spec.name)
+        agents = [self._spawn_agent(spec.name) for _ in range(spec.agents)]
         self._tell_match_changes(unmatched)
+        self._event(NodeChange.ADDED, spec.name, agents=agents, labels=sorted(spec.labels), kind="local")
+        self._publish()
         return self._node_info(spec.name)
 
-    def _spawn_agent(self, node: str) -> None:
+    def _spawn_agent(self, node: str) -> str:
+        """Start a new agent on ``node``; returns its name."""
         index = self.next_agent[node]
         self.next_agent[node] = index + 1
         name = f"{node}/{index}"
@@ -264,16 +277,24 @@ class PoolActor(Actor):
         self.agents[name] = self.system.spawn(factory, name=f"agent:{name}", parent=node_ref,
                                               supervision=_AGENT_SUPERVISION)  # fmt: skip
         self._run_all(self.placement.add_agent(node, name))
+        return name
 
     def _remove_node(self, name: str) -> NodeInfo:
         if name not in self.nodes:
             raise NotFound(f"no node {name!r} in pool {self.pool!r}")
         unmatched = self.placement.unmatched()
-        for agent in self.placement.drain_node(name):
+        node = self.placement.nodes[name]
+        already = node.draining
+        agents = len(node.agents)
+        idle = self.placement.drain_node(name)
+        if not already:
+            self._event(NodeChange.DRAINING, name, busy=agents - len(idle))
+        for agent in idle:
             self._retire(agent)
         self._tell_match_changes(unmatched)
         info = self._node_info(name) if name in self.placement.nodes else NodeInfo(
             name=name, pool=self.pool, labels=[], draining=True, agents=[], running={})
+        self._publish()
         return info
 
     def _tell_match_changes(self, before: set[Any]) -> None:
@@ -290,6 +311,7 @@ class PoolActor(Actor):
         if self.placement.remove_node_if_empty(node):
             self.system.stop_nowait(self.nodes.pop(node))
             del self.next_agent[node]
+            self._event(NodeChange.REMOVED, node)
 
     def _lost(self, message: AgentLost) -> None:
         """End what a lost agent held, give its slots back, put a fresh agent in its place."""
@@ -299,11 +321,15 @@ class PoolActor(Actor):
         held, node = self._detach(message.agent)
         if held is not None:
             _end(held.data, message.status, message.reason)
+        self._event(NodeChange.AGENT_LOST, node, message.reason, agent=message.agent,
+                    job=str(held.token) if held is not None else None)  # fmt: skip
         if not self.placement.nodes[node].draining:
-            self._spawn_agent(node)  # a fresh agent, under a new name
+            fresh = self._spawn_agent(node)  # a fresh agent, under a new name
+            self._event(NodeChange.AGENT_REPLACED, node, agent=fresh, replaces=message.agent)
         elif self.placement.remove_node_if_empty(node):
             self.system.stop_nowait(self.nodes.pop(node))
             del self.next_agent[node]
+            self._event(NodeChange.REMOVED, node)
 
     def _detach(self, agent: str) -> tuple[Request | None, str]:
         """Take an agent out of the pool; what it held is released (and returned)."""
@@ -318,7 +344,7 @@ class PoolActor(Actor):
     def _check_heartbeats(self) -> None:
         timeout = self.heartbeats.timeout
         for agent, silent in self.heartbeats.lost(self.now()):
-            self._lost(AgentLost(agent, "HEARTBEAT_TIMEOUT",
+            self._lost(AgentLost(agent, JobStatus.HEARTBEAT_TIMEOUT,
                                  f"agent {agent} sent no heartbeat for {silent:g}s (heartbeat-timeout {timeout:g}s)"))  # fmt: skip
 
     def child_crashed(self, child: Ref, error: BaseException, restarting: bool) -> None:
@@ -328,13 +354,14 @@ class PoolActor(Actor):
         if node not in self.placement.nodes:
             return
         for agent in list(self.placement.nodes[node].agents):
-            self._lost(AgentLost(agent, "FAILED", f"node {node} crashed: {error!r}"))
+            self._lost(AgentLost(agent, JobStatus.FAILED, f"node {node} crashed: {error!r}"))
+        self._publish()
 
     def _fail_pinned(self, agent: str) -> None:
         for request in self.placement.pinned_to(agent):
             self.placement.withdraw(request.token)
             self._cancel_timer(request.data.token)
-            _end(request.data, "FAILED", f"agent {agent} (lock-resource-with) is gone")
+            _end(request.data, JobStatus.FAILED, f"agent {agent} (lock-resource-with) is gone")
 
     def _inject(self, message: InjectFault) -> None:
         # Told to every pool: an agent of another pool, or one lost meanwhile,
@@ -342,17 +369,31 @@ class PoolActor(Actor):
         ref = self.agents.get(message.agent)
         if ref is None:
             return
-        if message.kind in ("silence", "hang"):
+        if message.kind == FaultKind.SILENCE or message.kind == FaultKind.HANG:
             self.heartbeats.stop(message.agent, self.now())
-        if message.kind != "silence":
+        if message.kind != FaultKind.SILENCE:
             ref.tell(Fault(message.kind))
+
+    # -- events --------------------------------------------------------------------------
+
+    def _event(self, change: NodeChange, node: str, reason: str | None = None, **data: Any) -> None:
+        """Note a node event (see ``NodeChange``); sent with the others of this message."""
+        if self.hub is not None:
+            self.outbox.append(Record(EventKind.NODE, change, reason, node=node,
+                                      data={"pool": self.pool, **data}))  # fmt: skip
+
+    def _publish(self) -> None:
+        if self.outbox:
+            assert self.hub is not None
+            self.hub.tell(Publish(tuple(self.outbox)))
+            self.outbox.clear()
 
     # -- introspection ---------------------------------------------------------------------
 
     def _node_info(self, name: str) -> NodeInfo:
         node = self.placement.nodes[name]
         agents = [
-            AgentInfo(name=agent, status="busy" if held is not None else "idle",
+            AgentInfo(name=agent, status=AgentStatus.BUSY if held is not None else AgentStatus.IDLE,
                       job=str(held.token) if held is not None else None, locked_by=locked_by)  # fmt: skip
             for agent, held, locked_by in self.placement.iter_agents(name)
         ]
@@ -387,6 +428,6 @@ class PoolActor(Actor):
         return waiting
 
 
-def _end(request: JobRequest, status: str, reason: str) -> None:
+def _end(request: JobRequest, status: JobStatus, reason: str) -> None:
     """End the attempt here: its agent never ran it, or can no longer report."""
     request.pipeline.tell(EndJob(request.token, status, reason, time.time()))

@@ -29,6 +29,7 @@ import msgspec
 
 from ..core import Ref
 from .spec import Concurrency, Job, PipelineSpec, RunsOn
+from .vocab import BuildStatus, FaultKind, JobStatus, StepStatus
 
 __all__ = [
     "SubmitBuild",
@@ -139,14 +140,14 @@ class AgentLost(_Message, frozen=True):
     """
 
     agent: str
-    status: str
+    status: JobStatus  # FAILED (crashed) or HEARTBEAT_TIMEOUT
     reason: str
 
 
 class Fault(_Message, frozen=True):
     """Pool → agent, for tests and benchmarks: crash or hang (the pool keeps silence to itself)."""
 
-    kind: str
+    kind: FaultKind  # crash or hang
 
 
 class Retire(_Message, frozen=True):
@@ -232,7 +233,7 @@ class StepStarted(msgspec.Struct, frozen=True, gc=False):
 
 class StepEnded(msgspec.Struct, frozen=True, gc=False):
     index: int
-    status: str
+    status: StepStatus
     reason: str | None
     exit_code: int | None
     outputs: dict[str, str]
@@ -242,12 +243,12 @@ class StepEnded(msgspec.Struct, frozen=True, gc=False):
 
 class StepNotRun(msgspec.Struct, frozen=True, gc=False):
     index: int
-    status: str  # SKIP or UNEXEC
+    status: StepStatus  # SKIP or UNEXEC
     reason: str
 
 
 class JobEnded(msgspec.Struct, frozen=True, gc=False):
-    status: str
+    status: JobStatus
     reason: str | None
     time: float
 
@@ -276,7 +277,7 @@ class EndJob(_Message, frozen=True, gc=False):
     """
 
     token: JobToken
-    status: str
+    status: JobStatus
     reason: str
     time: float
 
@@ -326,7 +327,7 @@ class Dequeued(_Message, frozen=True):
     """
 
     build_ids: tuple[str, ...]
-    status: str  # QUEUE_TIMEOUT or CANCELED
+    status: BuildStatus  # QUEUE_TIMEOUT or CANCELED
     reason: str
 
 
@@ -355,7 +356,7 @@ class GetBuild(_Message, frozen=True):
 
 
 class ListBuilds(_Message, frozen=True):
-    status: str | None = None
+    status: BuildStatus | None = None
     unfinished: bool = False  # only QUEUE and RUNNING builds
 
 

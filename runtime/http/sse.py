@@ -1,7 +1,7 @@
 """``GET /v1/events``: the runtime's events as server-sent events.
 
 Each event is sent as ``id:`` (the hub's event id), ``event:`` (its kind:
-build, job, step, group, node) and ``data:`` (the ``Event`` as JSON). A
+build, job, step, group, node: ``EventKind``) and ``data:`` (the ``Event`` as JSON). A
 client resumes with the ``Last-Event-ID`` header (what EventSource sends when
 it reconnects) or ``?after=ID``: the events the hub still keeps after that id
 are replayed first, then live ones follow.
@@ -22,11 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from actors.events import Subscription
 from actors.model.errors import InvalidRequest
 from actors.model.info import Event
+from actors.model.vocab import EventKind
 
 from .core import Request, encode_json
-from .routes import EVENT_KINDS
+from .routes import choice
 
 if TYPE_CHECKING:
     from .app import App
@@ -70,10 +72,7 @@ def parse_after(request: Request) -> int | None:
 
 
 def _filter(request: Request) -> Callable[[Event], bool] | None:
-    kind = request.query_value("kind")
-    if kind is not None and kind not in EVENT_KINDS:
-        message = f"unknown event kind {kind!r} (expected one of {', '.join(EVENT_KINDS)})"
-        raise InvalidRequest(f"query.kind: {message}", details=[{"path": "query.kind", "message": message}])
+    kind = choice(request, "kind", EventKind, "event kind")
     pipeline, build = request.query_value("pipeline"), request.query_value("build")
     if kind is None and pipeline is None and build is None:
         return None
@@ -108,7 +107,7 @@ async def stream_events(app: App, request: Request, receive: Receive, send: Send
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _pump(events: Any, send: Send, keep: Callable[[Event], bool] | None, after: int | None) -> None:
+async def _pump(events: Subscription, send: Send, keep: Callable[[Event], bool] | None, after: int | None) -> None:
     expected = None if after is None else after + 1
     while True:
         with anyio.move_on_after(HEARTBEAT) as quiet:
