@@ -1,4 +1,4 @@
-"""The ``shunter`` command line: ``serve``, ``run``, ``validate``, ``bench``, ``--version``.
+"""The ``shunter`` command line: ``serve``, ``agent``, ``run``, ``validate``, ``bench``, ``--version``.
 
 Exit codes: 0 success; 1 a build did not succeed (``run``), a file had
 spec errors (``validate``) or the server could not start (``serve``: a bad
@@ -333,6 +333,49 @@ def _version() -> str:
 
 
 
+def _agent_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--agents must be a whole number, got {text!r}") from None
+    if not 1 <= value <= 1024:
+        raise argparse.ArgumentTypeError(f"--agents must be between 1 and 1024, got {value}")
+    return value
+
+
+def _duration(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _agent(args: argparse.Namespace) -> int:
+    """Serve a remote server as node ``--name`` until SIGTERM drains it (DESIGN §11)."""
+    import os
+    import re
+
+    import trio
+
+    from .agent import AgentOptions, run_agent
+
+    if not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", args.name):
+        print(f"invalid --name {args.name!r}: 1 to 128 letters, digits, '_', '.' and '-'", file=sys.stderr)
+        return USAGE_ERROR
+    if not args.server.startswith(("http://", "https://")):
+        print(f"--server must be an http:// or https:// URL, got {args.server!r}", file=sys.stderr)
+        return USAGE_ERROR
+    labels = [label.strip() for label in args.labels.split(",") if label.strip()]
+    options = AgentOptions(server=args.server, name=args.name, pool=args.pool, labels=labels, agents=args.agents,
+                           work_dir=Path(args.work_dir) if args.work_dir else None,
+                           token=args.token or os.environ.get("SHUNTER_AGENT_TOKEN") or None,
+                           drain_timeout=args.drain_timeout)  # fmt: skip
+    return int(trio.run(run_agent, options))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shunter", description="An actor-model CI/CD build scheduler.")
     parser.add_argument("--version", action="version", version=f"shunter {_version()}")
@@ -356,6 +399,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     validate.add_argument("--config", metavar="FILE",
                           help="also warn about each runs-on that no node of this configuration matches")  # fmt: skip
     validate.set_defaults(handler=_validate)
+
+    agent = commands.add_parser("agent", help="run this machine's agents for a shunter server (a remote node)")
+    agent.add_argument("--server", required=True, metavar="URL", help="the server, e.g. http://ci.example:8000")
+    agent.add_argument("--name", required=True, metavar="NODE", help="this node's name (rejoins under it)")
+    agent.add_argument("--pool", default="default", metavar="POOL", help="the pool to join (default: default)")
+    agent.add_argument("--labels", default="", metavar="A,B", help="labels for runs-on matching, comma-separated")
+    agent.add_argument("--agents", type=_agent_count, default=1, metavar="N", help="jobs run at once (default 1)")
+    agent.add_argument("--work-dir", metavar="DIR", help="workspaces, one per agent (default ./shunter-work/NODE)")
+    agent.add_argument("--token", metavar="T", help="a token with the agent role (default: $SHUNTER_AGENT_TOKEN)")
+    agent.add_argument("--drain-timeout", type=_duration, default=600.0, metavar="S",
+                       help="on SIGTERM, how long running jobs may take before they are cancelled (default 600)")
+    agent.set_defaults(handler=_agent)
 
     bench = commands.add_parser("bench", help="run the benchmark suite (results in bench/results/ of a checkout, "
                                              "else in ./bench-results/)")  # fmt: skip

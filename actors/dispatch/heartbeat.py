@@ -30,7 +30,7 @@ class HeartbeatWatch:
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        self._stopped: dict[str, float] = {}  # agent -> when it fell silent, in that order
+        self._stopped: dict[str, float] = {}  # agent -> when it fell silent
 
     def __len__(self) -> int:
         """Agents silent but not yet declared lost."""
@@ -40,14 +40,13 @@ class HeartbeatWatch:
         return agent in self._stopped
 
     def __iter__(self) -> Iterator[str]:
-        """The silent agents, in the order they fell silent."""
+        """The silent agents, in the order they were reported silent."""
         return iter(self._stopped)
 
     def stop(self, agent: str, now: float) -> None:
         """``agent`` is heard no more from ``now`` (the first stop counts).
 
-        ``now`` must not go backwards from one call to the next: ``lost``
-        relies on the order of the stops.
+        ``now`` may lie in the past (a remote node's last contact).
         """
         self._stopped.setdefault(agent, now)
 
@@ -59,13 +58,10 @@ class HeartbeatWatch:
         """Agents silent for more than the timeout at ``now``, with how long.
 
         They are forgotten as they are returned, so each is reported once.
-        Stops are kept in time order, so only the due ones are looked at.
+        Every silent agent is looked at: a remote node reports a silence that
+        began before it noticed it, so stops are not in time order.
         """
-        lost = []
-        for agent, since in self._stopped.items():
-            if now - since <= self.timeout:
-                break
-            lost.append((agent, now - since))
+        lost = [(agent, now - since) for agent, since in self._stopped.items() if now - since > self.timeout]
         for agent, _ in lost:
             del self._stopped[agent]
         return lost

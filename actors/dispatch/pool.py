@@ -51,6 +51,7 @@ from ..model.info import AgentInfo, NodeInfo, WaitingJob, rfc3339
 from ..model.vocab import AgentStatus, EventKind, FaultKind, JobStatus, NodeChange
 from .heartbeat import HeartbeatWatch
 from .node import NodeActor
+from . import remote
 from .placement import Grant, Placement, Request
 
 __all__ = ["PoolActor", "AddNode", "RemoveNode", "HasNode", "ListNodes", "PoolStats", "ListWaiting", "InjectFault"]
@@ -65,6 +66,7 @@ class AddNode(msgspec.Struct, frozen=True):
     pool: str = "default"
     agents: int = 1
     labels: tuple[str, ...] = ()
+    remote: bool = False  # a ``shunter agent`` process brings the agents (``remote.py``)
 
 
 class RemoveNode(msgspec.Struct, frozen=True):
@@ -131,6 +133,7 @@ class PoolActor(Actor):
         self.lost = 0
         self.hub = hub  # where its node events go (none: not published)
         self.outbox: list[Record] = []  # the events of the message being handled
+        self.remote: dict[str, remote.RemoteState] = {}  # remote nodes' connection state
 
     async def started(self) -> None:
         self.send_after(self.heartbeat_interval, _CHECK_HEARTBEATS)
@@ -166,6 +169,8 @@ class PoolActor(Actor):
             return self._waiting()
         elif kind is InjectFault:
             self._inject(message)
+        elif kind in remote.MESSAGES:
+            remote.handle(self, message)
         else:
             raise TypeError(f"pool {self.pool!r} got an unexpected {kind.__name__}")
         if self.outbox:
@@ -251,14 +256,19 @@ class PoolActor(Actor):
             raise Conflict(f"node {spec.name!r} already exists in pool {self.pool!r}")
         if spec.agents < 1:
             raise InvalidRequest(f"node {spec.name!r}: agents must be >= 1, got {spec.agents}")
-        node_ref = self.spawn(lambda: NodeActor(node=spec.name, pool=self.ref), name=f"node:{spec.name}")
+        if spec.remote:
+            node_ref = remote.spawn_node(self, spec.name)
+        else:
+            node_ref = self.spawn(lambda: NodeActor(node=spec.name, pool=self.ref), name=f"node:{spec.name}")
         self.nodes[spec.name] = node_ref
         unmatched = self.placement.unmatched()
         self.placement.add_node(spec.name, frozenset(spec.labels))
         self.next_agent[spec.name] = 0
-        agents = [self._spawn_agent(spec.name) for _ in range(spec.agents)]
+        # a remote node's agents come when its process registers (remote.py)
+        agents = [self._spawn_agent(spec.name) for _ in range(0 if spec.remote else spec.agents)]
         self._tell_match_changes(unmatched)
-        self._event(NodeChange.ADDED, spec.name, agents=agents, labels=sorted(spec.labels), kind="local")
+        self._event(NodeChange.ADDED, spec.name, agents=agents, labels=sorted(spec.labels),
+                    kind="remote" if spec.remote else "local")  # fmt: skip
         self._publish()
         return self._node_info(spec.name)
 
@@ -291,6 +301,8 @@ class PoolActor(Actor):
             self._event(NodeChange.DRAINING, name, busy=agents - len(idle))
         for agent in idle:
             self._retire(agent)
+        if self.placement.remove_node_if_empty(name):  # a remote node whose agents are gone
+            self._forget_node(name)
         self._tell_match_changes(unmatched)
         info = self._node_info(name) if name in self.placement.nodes else NodeInfo(
             name=name, pool=self.pool, labels=[], draining=True, agents=[], running={})
@@ -309,12 +321,17 @@ class PoolActor(Actor):
         """An idle agent of a draining node leaves; the node goes with its last agent."""
         _, node = self._detach(agent)
         if self.placement.remove_node_if_empty(node):
-            self.system.stop_nowait(self.nodes.pop(node))
-            del self.next_agent[node]
-            self._event(NodeChange.REMOVED, node)
+            self._forget_node(node)
 
-    def _lost(self, message: AgentLost) -> None:
-        """End what a lost agent held, give its slots back, put a fresh agent in its place."""
+    def _forget_node(self, node: str) -> None:
+        self.system.stop_nowait(self.nodes.pop(node))
+        del self.next_agent[node]
+        self.remote.pop(node, None)
+        self._event(NodeChange.REMOVED, node)
+
+    def _lost(self, message: AgentLost, tell_node: bool = True) -> None:
+        """End what a lost agent held, give its slots back, put a fresh agent in its place
+        (a remote node's agents come back with its process instead)."""
         if message.agent not in self.placement.agents:
             return  # already retired or reported lost
         self.lost += 1
@@ -323,13 +340,15 @@ class PoolActor(Actor):
             _end(held.data, message.status, message.reason)
         self._event(NodeChange.AGENT_LOST, node, message.reason, agent=message.agent,
                     job=str(held.token) if held is not None else None)  # fmt: skip
-        if not self.placement.nodes[node].draining:
+        if node in self.remote:
+            remote.lost(self, node, message.agent, held.token if held is not None else None, tell_node)
+            if self.placement.nodes[node].draining and self.placement.remove_node_if_empty(node):
+                self._forget_node(node)
+        elif not self.placement.nodes[node].draining:
             fresh = self._spawn_agent(node)  # a fresh agent, under a new name
             self._event(NodeChange.AGENT_REPLACED, node, agent=fresh, replaces=message.agent)
         elif self.placement.remove_node_if_empty(node):
-            self.system.stop_nowait(self.nodes.pop(node))
-            del self.next_agent[node]
-            self._event(NodeChange.REMOVED, node)
+            self._forget_node(node)
 
     def _detach(self, agent: str) -> tuple[Request | None, str]:
         """Take an agent out of the pool; what it held is released (and returned)."""
@@ -350,7 +369,7 @@ class PoolActor(Actor):
     def child_crashed(self, child: Ref, error: BaseException, restarting: bool) -> None:
         """A node crashed: the kernel stopped its agents, so they are lost; the
         restarted node gets fresh ones (past its restart limit the pool escalates)."""
-        node = child.name.removeprefix("node:")
+        node = child.name.split(":", 1)[1]
         if node not in self.placement.nodes:
             return
         for agent in list(self.placement.nodes[node].agents):
@@ -398,8 +417,13 @@ class PoolActor(Actor):
             for agent, held, locked_by in self.placement.iter_agents(name)
         ]
         running = {f"{pipeline}/{job}": count for (pipeline, job), count in node.running.items()}
+        state = self.remote.get(name)
+        if state is None:
+            return NodeInfo(name=name, pool=self.pool, labels=sorted(node.labels), draining=node.draining,
+                            agents=agents, running=running)  # fmt: skip
         return NodeInfo(name=name, pool=self.pool, labels=sorted(node.labels), draining=node.draining,
-                        agents=agents, running=running)  # fmt: skip
+                        agents=agents, running=running, kind="remote", connected=state.connected,
+                        last_seen=rfc3339(state.last_seen))  # fmt: skip
 
     def _stats(self) -> dict[str, int]:
         placement = self.placement

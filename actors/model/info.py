@@ -185,6 +185,9 @@ class NodeInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     draining: bool
     agents: list[AgentInfo]
     running: dict[str, int]  # job key "pipeline/job" -> running here now
+    kind: str = "local"  # "remote": a ``shunter agent`` process (DESIGN §11)
+    connected: bool = True  # a remote node's process is heard from
+    last_seen: str | None = None  # when a remote node's process was last heard from
 
 
 class WaitingJob(msgspec.Struct, frozen=True, kw_only=True, gc=False):

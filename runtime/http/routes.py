@@ -21,6 +21,7 @@ from actors.model.vocab import BuildStatus, EventKind, values
 from runtime._validate import type_name
 from runtime.spec_loader import validate_pipeline_id
 
+from .agent_routes import AGENT_ROUTES
 from .core import TEXT, Param, Request, Response, Route, UnsupportedMediaType, decode_json, json_response
 
 if TYPE_CHECKING:
@@ -297,4 +298,5 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", healthz, "Liveness", result=Health),
     Route("GET", "/metrics", metrics, "Prometheus metrics", content_type="text/plain; version=0.0.4"),
     Route("GET", "/openapi.json", openapi, "This document (OpenAPI 3.1)", result=dict[str, Any]),
+    *AGENT_ROUTES,
 )  # fmt: skip

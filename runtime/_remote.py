@@ -1,0 +1,82 @@
+"""The server's side of the agent protocol (DESIGN §11), between the HTTP door and the actors.
+
+Each call finds the node's ``RemoteNodeActor`` and asks it; the node owns
+the connection state. ``register`` adds the node to its pool the first
+time (a remote node: its agents arrive with its process) and refuses a
+name that a local node already has.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from actors.core import Ref
+from actors.dispatch.pool import AddNode, HasNode
+from actors.model.errors import Conflict
+from actors.remote.node import Connect, UnknownSession
+from actors.remote.protocol import LeaseBody, LeaveBody, LeaseReply, Register, ReportBody, ReportReply, Session
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+__all__ = ["register", "lease", "report", "leave"]
+
+_ASK = 30.0  # seconds, beyond a lease's own wait
+
+
+async def register(rt: Runtime, body: Register) -> Session:
+    node = _node_or_none(rt, body.name)
+    if node is None:
+        if body.name in rt._adding_nodes:
+            raise Conflict(f"node {body.name!r} is being added")
+        rt._adding_nodes.add(body.name)
+        try:
+            for ref in rt._pools.all():
+                if await ref.ask(HasNode(body.name)):
+                    raise Conflict(f"node {body.name!r} is a local node of this server (configured or added "
+                                   "with PUT /v1/nodes); start the agent with another --name")  # fmt: skip
+            await rt._pools.get(body.pool).ask(AddNode(body.name, body.pool, body.agents, tuple(body.labels), True))
+        finally:
+            rt._adding_nodes.discard(body.name)
+        node = _node(rt, body.name, "")
+    else:
+        pool = await _pool_of(rt, body.name)
+        if pool is not None and pool != body.pool:
+            raise Conflict(f"node {body.name!r} is in pool {pool!r}, not {body.pool!r}")
+    session: Session = await node.ask(Connect(body.agents))
+    return session
+
+
+async def lease(rt: Runtime, body: LeaseBody) -> LeaseReply:
+    reply: LeaseReply = await _node(rt, body.node, body.session).ask(body, timeout=body.wait + _ASK)
+    return reply
+
+
+async def report(rt: Runtime, body: ReportBody) -> ReportReply:
+    reply: ReportReply = await _node(rt, body.node, body.session).ask(body, timeout=_ASK)
+    return reply
+
+
+async def leave(rt: Runtime, body: LeaveBody) -> Any:
+    return await _node(rt, body.node, body.session).ask(body, timeout=_ASK)
+
+
+def _node_or_none(rt: Runtime, name: str) -> Ref | None:
+    try:
+        return rt.system.lookup(f"remote-node:{name}")
+    except LookupError:
+        return None
+
+
+def _node(rt: Runtime, name: str, session: str) -> Ref:
+    node = _node_or_none(rt, name)
+    if node is None:
+        raise UnknownSession(f"no remote node {name!r} (it left, or the server restarted): register again")
+    return node
+
+
+async def _pool_of(rt: Runtime, name: str) -> str | None:
+    for ref in rt._pools.all():
+        if await ref.ask(HasNode(name)):
+            return str(ref.name).removeprefix("pool:")
+    return None

@@ -1,0 +1,400 @@
+"""The agent process's link to the server: an actor that plays pool and pipeline
+for the local agents, and two lanes of HTTP requests.
+
+The local agents are the server's own ``AgentActor``: the same step code
+(shell steps in a process group of their own, built-in actions,
+``SHUNTER_ENV``/``SHUNTER_OUTPUT``, a workspace per agent, context reset
+between builds, snapshot restore on retry). Their ``AgentReport`` and
+``AgentIdle`` come here instead of to a pipeline and a pool, and go out as
+protocol records.
+
+Two lanes, each a task of this actor with its own connection:
+
+- the lease lane polls for work; a poll is also the heartbeat, and the
+  reports ready when it leaves ride on it (then it waits only briefly, so
+  that the next job of a busy agent comes back in the same round trip);
+- the report lane sends step events and log chunks while the lease waits.
+
+Only one lane has reports in flight at a time, so an attempt's records
+arrive in order. An attempt the server calls stale (lease ``stale``, or a
+409 ``stale_attempt``) is abandoned: its agent is told to cancel it (which
+kills its process group) and nothing more is said about it. When the server
+cannot be reached the lanes retry with a backoff of at most 5 s, one line
+per failed attempt; when it no longer knows the session (it restarted) the
+agent registers again and abandons what it was running.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import msgspec
+
+from actors.builds.records import StepLog
+from actors.core import Actor, Ref
+from actors.model.messages import (
+    AgentIdle,
+    AgentReport,
+    CancelJob,
+    JobEnded,
+    JobStarted,
+    JobToken,
+    RunJob,
+    StepEnded,
+    StepNotRun,
+    StepStarted,
+)
+from actors.remote.protocol import (
+    Ended,
+    LeaseBody,
+    LeaseReply,
+    LeaveBody,
+    Log,
+    Record,
+    Register,
+    Report,
+    ReportBody,
+    ReportReply,
+    Session,
+    Started,
+    StepEnd,
+    StepSkip,
+    StepStart,
+)
+
+from .http import AgentHTTP, Refused, Unreachable
+
+__all__ = ["Uplink", "Drain", "BACKOFF"]
+
+BACKOFF = (0.25, 0.5, 1.0, 2.0, 4.0, 5.0)
+"""Seconds between attempts to reach the server: growing, never more than 5."""
+
+_CARRY_WAIT = 0.2  # a lease that carries results waits this long for the next job
+_LOG_EVERY = 0.25  # how often running steps' new output lines are sent
+_COALESCE = 0.02  # let reports that come together leave together
+
+
+class Drain(msgspec.Struct, frozen=True):
+    """SIGTERM: take no new work, let running attempts finish up to ``timeout``, leave."""
+
+    timeout: float
+
+
+class _DrainTimeout(msgspec.Struct, frozen=True):
+    pass
+
+
+class Uplink(Actor):
+    """See the module docstring."""
+
+    def __init__(self, *, register: Register, server: str, token: str | None, agents: list[Ref],
+                 out: Callable[[str], None], done: anyio.Event) -> None:  # fmt: skip
+        self.register = register
+        self.server = server
+        self.token = token
+        self.agents = agents  # filled by the caller right after spawning this actor
+        self.out = out
+        self.done = done
+        self.session: Session | None = None
+        self.busy: dict[int, JobToken] = {}
+        self.queued: dict[int, collections.deque[RunJob]] = collections.defaultdict(collections.deque)
+        self.index_of: dict[JobToken, int] = {}  # accepted, not ended
+        self.pending: dict[JobToken, list[Record]] = {}
+        self.live_logs: dict[tuple[JobToken, int], list[Any]] = {}  # (token, step) -> [StepLog, lines sent]
+        self.abandoned: set[JobToken] = set()
+        self.wake = anyio.Event()
+        self.sending = False
+        self.sent = anyio.Event()
+        self.draining = False
+        self.failures = 0
+
+    async def started(self) -> None:
+        self.start_task(self._lease_lane)
+        self.start_task(self._report_lane)
+
+    def receive(self, message: Any) -> Any:
+        kind = type(message)
+        if kind is AgentReport:
+            self._agent_report(message)
+        elif kind is AgentIdle:
+            self._agent_idle(message)
+        elif kind is Drain:
+            self._drain(message)
+        elif kind is _DrainTimeout:
+            for token in list(self.busy.values()):
+                self.agents[self.index_of[token]].tell(CancelJob(token, "the agent was stopped (drain-timeout)"))
+        else:
+            raise TypeError(f"uplink got an unexpected {kind.__name__}")
+
+    # -- from the local agents ------------------------------------------------------------------
+
+    def _agent_report(self, report: AgentReport) -> None:
+        token = report.token
+        if token in self.abandoned or token not in self.index_of:
+            return
+        out = self.pending.setdefault(token, [])
+        for record in report.records:
+            if isinstance(record, StepStarted):
+                out.append(StepStart(record.index, record.time))
+                self.live_logs[(token, record.index)] = [record.log, 0]
+            elif isinstance(record, StepEnded):
+                self._log_chunk(token, record.index, out, final=True)
+                out.append(StepEnd(record.index, record.status, record.reason, record.exit_code, record.outputs,
+                                   record.exported_env, record.time))  # fmt: skip
+            elif isinstance(record, StepNotRun):
+                out.append(StepSkip(record.index, record.status, record.reason))
+            elif isinstance(record, JobStarted):
+                out.append(Started(record.context, record.time))
+            elif isinstance(record, JobEnded):
+                for key in [key for key in self.live_logs if key[0] == token]:
+                    self._log_chunk(token, key[1], out, final=True)
+                out.append(Ended(record.status, record.reason, record.time))
+        self._wake()
+
+    def _agent_idle(self, message: AgentIdle) -> None:
+        index = int(message.agent.rsplit("/", 1)[1])
+        if self.busy.get(index) != message.token:
+            return
+        del self.busy[index]
+        self.index_of.pop(message.token, None)
+        self.abandoned.discard(message.token)
+        queue = self.queued.get(index)
+        if queue:
+            self._start(index, queue.popleft())
+        self._wake()
+
+    def _log_chunk(self, token: JobToken, index: int, out: list[Record], final: bool = False) -> None:
+        entry = self.live_logs.get((token, index))
+        if entry is None:
+            return
+        log: StepLog = entry[0]
+        if len(log.lines) > entry[1]:
+            out.append(Log(index, log.lines[entry[1]:]))
+            entry[1] = len(log.lines)
+        if final:
+            del self.live_logs[(token, index)]
+
+    def _wake(self) -> None:
+        self.wake.set()
+
+    # -- work in -----------------------------------------------------------------------------------
+
+    def _handle(self, reply: LeaseReply) -> list[JobToken]:
+        for token in reply.stale:
+            self._abandon(token, "the server ended this attempt (stale_attempt)")
+        for cancel in reply.cancel:
+            index = self.index_of.get(cancel.token)
+            if index is None:
+                continue
+            if self.busy.get(index) == cancel.token:
+                self.agents[index].tell(CancelJob(cancel.token, cancel.reason))
+            else:  # still queued behind an abandoned attempt: it never started
+                self._unqueue(index, cancel.token)
+                self.pending.setdefault(cancel.token, []).append(Ended("CANCELED", cancel.reason, time.time()))
+                self.index_of.pop(cancel.token)
+        for job in reply.jobs:
+            self.index_of[job.token] = job.agent
+            run = RunJob(job.token, self.ref, job.payload)
+            if job.agent in self.busy:
+                self.queued[job.agent].append(run)
+            else:
+                self._start(job.agent, run)
+        return [job.token for job in reply.jobs]
+
+    def _start(self, index: int, run: RunJob) -> None:
+        self.busy[index] = run.token
+        self.agents[index].tell(run)
+
+    def _unqueue(self, index: int, token: JobToken) -> None:
+        queue = self.queued.get(index)
+        if queue:
+            self.queued[index] = collections.deque(run for run in queue if run.token != token)
+
+    def _abandon(self, token: JobToken, why: str) -> None:
+        index = self.index_of.get(token)
+        if index is None or token in self.abandoned:
+            return
+        self.pending.pop(token, None)
+        for key in [key for key in self.live_logs if key[0] == token]:
+            del self.live_logs[key]
+        if self.busy.get(index) == token:
+            self.abandoned.add(token)
+            self.agents[index].tell(CancelJob(token, why))
+            self.out(f"shunter agent: attempt {token} abandoned: {why}; its processes are stopped")
+        else:
+            self._unqueue(index, token)
+            del self.index_of[token]
+
+    def _abandon_all(self, why: str) -> None:
+        for token in list(self.index_of):
+            self._abandon(token, why)
+
+    # -- reports out ---------------------------------------------------------------------------------
+
+    def _take(self) -> list[Report]:
+        for (token, index) in list(self.live_logs):
+            self._log_chunk(token, index, self.pending.setdefault(token, []))
+        reports = [Report(token=token, records=records) for token, records in self.pending.items() if records]
+        self.pending = {}
+        return reports
+
+    def _put_back(self, reports: list[Report]) -> None:
+        """Reports that may not have arrived go out again first (the server drops repeats of an ended attempt)."""
+        later = self.pending
+        self.pending = {}
+        for report in reports:
+            if report.token not in self.abandoned and report.token in self.index_of or any(
+                type(record) is Ended for record in report.records
+            ):
+                self.pending.setdefault(report.token, []).extend(report.records)
+        for token, records in later.items():
+            self.pending.setdefault(token, []).extend(records)
+
+    def _running(self) -> list[JobToken]:
+        return [token for token in self.index_of if token not in self.abandoned]
+
+    # -- the lanes -------------------------------------------------------------------------------------
+
+    async def _lease_lane(self) -> None:
+        client = AgentHTTP(self.server, self.token)
+        while True:
+            if self.draining and not self.index_of and not self.pending:
+                self.done.set()
+                return
+            session = self.session
+            if session is None:
+                await self._register(client)
+                continue
+            reports: list[Report] = []
+            if not self.sending:
+                reports = self._take()
+                self.sending = bool(reports)
+            wait = _CARRY_WAIT if reports else session.lease_wait
+            if self.draining:
+                wait = min(wait, _LOG_EVERY)
+            body = LeaseBody(node=session.node, session=session.session, reports=reports, running=self._running(),
+                             wait=wait)  # fmt: skip
+            try:
+                reply = await client.post("/v1/agent/lease", body, LeaseReply, timeout=wait + 30)
+            except Unreachable as error:
+                self._put_back(reports)
+                await self._trouble("lease", str(error))
+                continue
+            except Refused as error:
+                self._put_back(reports)
+                await self._refused(error)
+                continue
+            finally:
+                if reports:
+                    self._sent()
+            self.failures = 0
+            started = self._handle(reply)
+            # let the agents start (instant jobs end here): their first report rides on the next lease
+            for _ in range(4):
+                if all(token in self.pending or token not in self.index_of for token in started):
+                    break
+                await anyio.sleep(0)
+
+    async def _report_lane(self) -> None:
+        client = AgentHTTP(self.server, self.token)
+        while True:
+            with anyio.move_on_after(_LOG_EVERY if self.live_logs else math.inf):
+                await self.wake.wait()
+            self.wake = anyio.Event()
+            await anyio.sleep(_COALESCE)
+            while self.sending:
+                await self.sent.wait()
+            session = self.session
+            if session is None:
+                continue
+            reports = self._take()
+            if not reports:
+                continue
+            self.sending = True
+            try:
+                await client.post("/v1/agent/report", ReportBody(node=session.node, session=session.session,
+                                                                 reports=reports), ReportReply, timeout=30)  # fmt: skip
+            except Refused as error:
+                if error.code == "stale_attempt":
+                    for item in error.details:
+                        token = msgspec.convert(item, JobToken)
+                        self._abandon(token, "the server ended this attempt (409 stale_attempt)")
+                else:
+                    self._put_back(reports)
+            except Unreachable:
+                self._put_back(reports)  # the lease lane says so and backs off
+                await anyio.sleep(BACKOFF[min(self.failures, len(BACKOFF) - 1)])
+            finally:
+                self._sent()
+
+    def _sent(self) -> None:
+        self.sending = False
+        self.sent.set()
+        self.sent = anyio.Event()
+
+    async def _register(self, client: AgentHTTP) -> None:
+        try:
+            session = await client.post("/v1/agent/register", self.register, Session, timeout=30)
+        except Unreachable as error:
+            await self._trouble("register", str(error))
+            return
+        except Refused as error:
+            self.failures += 1
+            delay = BACKOFF[min(self.failures, len(BACKOFF)) - 1]
+            self.out(f"shunter agent: {self.server} refused to register node {self.register.name!r}: "
+                     f"{error}; trying again in {delay:g} s")  # fmt: skip
+            await anyio.sleep(delay)
+            return
+        self.failures = 0
+        self.session = session
+        self.out(f"shunter agent: node {session.node} joined pool {self.register.pool!r} at {self.server} "
+                 f"with agents {', '.join(session.agents)}")  # fmt: skip
+
+    async def _trouble(self, what: str, error: str) -> None:
+        self.failures += 1
+        delay = BACKOFF[min(self.failures, len(BACKOFF)) - 1]
+        self.out(f"shunter agent: cannot reach {self.server} ({what}): {error}; trying again in {delay:g} s")
+        await anyio.sleep(delay)
+
+    async def _refused(self, error: Refused) -> None:
+        if error.code == "unknown_session":
+            if self.draining:
+                self._abandon_all("the node left the server")
+                self.pending = {}
+                self.done.set()
+                return
+            self.out(f"shunter agent: the server does not know this session ({error.message}); registering again")
+            self._abandon_all("the server lost this agent's session")
+            self.session = None
+            return
+        self.failures += 1
+        delay = BACKOFF[min(self.failures, len(BACKOFF)) - 1]
+        self.out(f"shunter agent: the server refused a lease: {error}; trying again in {delay:g} s")
+        await anyio.sleep(delay)
+
+    # -- leaving -----------------------------------------------------------------------------------------
+
+    def _drain(self, message: Drain) -> None:
+        if self.draining:
+            return
+        self.draining = True
+        running = len(self.index_of)
+        self.out(f"shunter agent: draining: no new work; {running} running attempt(s) may take up to "
+                 f"{message.timeout:g} s")  # fmt: skip
+        self.send_after(message.timeout, _DrainTimeout())
+        self.start_task(self._leave)
+
+    async def _leave(self) -> None:
+        session = self.session
+        if session is None:
+            return
+        try:
+            await AgentHTTP(self.server, self.token).post(
+                "/v1/agent/leave", LeaveBody(node=session.node, session=session.session), ReportReply, timeout=30)
+        except (Unreachable, Refused) as error:
+            self.out(f"shunter agent: could not tell the server it leaves: {error}")
