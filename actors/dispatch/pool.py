@@ -296,6 +296,7 @@ class PoolActor(Actor):
         node = self.placement.nodes[name]
         already = node.draining
         agents = len(node.agents)
+        remote.draining(self, name)
         idle = self.placement.drain_node(name)
         if not already:
             self._event(NodeChange.DRAINING, name, busy=agents - len(idle))

@@ -22,6 +22,7 @@ from ..model.vocab import JobStatus
 from ..remote.agent import RemoteAgentActor
 from ..remote.node import (
     Disconnected,
+    Draining,
     RemoteHeard,
     RemoteJoin,
     RemoteLeave,
@@ -34,7 +35,7 @@ from ..remote.node import (
 if TYPE_CHECKING:
     from .pool import PoolActor
 
-__all__ = ["MESSAGES", "RemoteState", "handle", "spawn_node", "lost"]
+__all__ = ["MESSAGES", "RemoteState", "handle", "spawn_node", "lost", "draining"]
 
 MESSAGES = frozenset({RemoteJoin, RemoteLost, RemoteSilent, RemoteHeard, RemoteSeen, RemoteLeave})
 _AGENT_SUPERVISION = Supervision(max_restarts=0, escalate=False)
@@ -83,6 +84,12 @@ def lost(pool: PoolActor, node: str, agent: str, token: Any, tell_node: bool) ->
     """A remote agent was declared lost: the node forgets its attempt and shows disconnected."""
     if tell_node:
         pool.nodes[node].tell(Disconnected(int(agent.rsplit("/", 1)[1]), token))
+
+
+def draining(pool: PoolActor, node: str) -> None:
+    """The node is drained: its agent process is told so with its next lease, and exits once idle."""
+    if node in pool.remote:
+        pool.nodes[node].tell(Draining())
 
 
 def _spawn_agent(pool: PoolActor, node: str, index: int) -> None:

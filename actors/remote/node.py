@@ -63,7 +63,7 @@ from .protocol import (
 )
 
 __all__ = [
-    "RemoteNodeActor", "StaleAttempt", "UnknownSession", "Connect", "Assign", "CancelAttempt", "Disconnected",
+    "RemoteNodeActor", "StaleAttempt", "UnknownSession", "Connect", "Assign", "CancelAttempt", "Disconnected", "Draining",
     "RemoteJoin", "RemoteLost", "RemoteSilent", "RemoteHeard", "RemoteSeen", "RemoteLeave",
 ]  # fmt: skip
 
@@ -104,6 +104,10 @@ class CancelAttempt(msgspec.Struct, frozen=True):
 
 
 # -- pool -> node ----------------------------------------------------------------------------
+
+
+class Draining(msgspec.Struct, frozen=True):
+    """The pool drains the node (its agent left, or ``DELETE /v1/nodes``)."""
 
 
 class Disconnected(msgspec.Struct, frozen=True):
@@ -213,6 +217,9 @@ class RemoteNodeActor(Actor):
                 self._answer()
         elif kind is Disconnected:
             self._disconnected(message)
+        elif kind is Draining:
+            self.leaving = True
+            self._answer()
         elif kind is _Check:
             self._check()
             self.send_after(self.heartbeat_interval, _CHECK)
@@ -309,7 +316,7 @@ class RemoteNodeActor(Actor):
         return None
 
     def _reply(self, stale: list[JobToken] | None = None) -> LeaseReply:
-        reply = LeaseReply(jobs=self.outbox, cancel=self.cancels, stale=stale or [])
+        reply = LeaseReply(jobs=self.outbox, cancel=self.cancels, stale=stale or [], draining=self.leaving)
         self.outbox, self.cancels = [], []
         return reply
 

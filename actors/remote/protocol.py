@@ -20,7 +20,9 @@ The server never connects to an agent; the agent makes every request:
    knows (its agent was declared lost, it was retried elsewhere) gets 409
    ``stale_attempt``, naming the attempts; the others in the body are applied.
 4. ``POST /v1/agent/leave`` (``LeaveBody``): the node drains; running
-   attempts finish, then it is removed.
+   attempts finish, then it is removed. A node drained on the server
+   (``DELETE /v1/nodes/{name}``) says ``draining`` in its lease replies: the
+   agent finishes what it runs and exits instead of registering again.
 
 Every report names its attempt by ``JobToken`` — the attempt number is the
 fencing token. An attempt listed in ``stale`` (or in a 409) is over on the
@@ -167,6 +169,7 @@ class LeaseReply(msgspec.Struct, frozen=True, kw_only=True):
     jobs: list[Assignment] = msgspec.field(default_factory=list)
     cancel: list[Cancel] = msgspec.field(default_factory=list)
     stale: list[JobToken] = msgspec.field(default_factory=list)
+    draining: bool = False  # the node is leaving (its agent asked, or DELETE /v1/nodes): finish, then exit
 
 
 class ReportBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -1,5 +1,5 @@
 """``shunter agent``: a build machine's process that joins a server (DESIGN §11)."""
 
-from .main import AgentOptions, run_agent
+from .main import AgentOptions, RemoteNode, run_agent, serve_node
 
-__all__ = ["AgentOptions", "run_agent"]
+__all__ = ["AgentOptions", "RemoteNode", "run_agent", "serve_node"]

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import http.client
 import urllib.parse
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio.to_thread
 import msgspec
 
 from actors.remote.protocol import decode, encode
 
-__all__ = ["AgentHTTP", "Unreachable", "Refused"]
+__all__ = ["AgentHTTP", "Transport", "Unreachable", "Refused"]
 
 T = TypeVar("T")
 
@@ -35,6 +35,12 @@ class Refused(Exception):
         self.code = code
         self.message = message
         self.details = details
+
+
+class Transport(Protocol):
+    """How the agent's lanes reach the server: ``AgentHTTP``, or an in-process app in tests."""
+
+    async def post(self, path: str, message: Any, reply: type[T], timeout: float) -> T: ...
 
 
 class _ErrorBody(msgspec.Struct):

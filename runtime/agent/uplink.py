@@ -67,7 +67,7 @@ from actors.remote.protocol import (
     StepStart,
 )
 
-from .http import AgentHTTP, Refused, Unreachable
+from .http import Refused, Transport, Unreachable
 
 __all__ = ["Uplink", "Drain", "BACKOFF"]
 
@@ -92,11 +92,11 @@ class _DrainTimeout(msgspec.Struct, frozen=True):
 class Uplink(Actor):
     """See the module docstring."""
 
-    def __init__(self, *, register: Register, server: str, token: str | None, agents: list[Ref],
+    def __init__(self, *, register: Register, server: str, connect: Callable[[], Transport], agents: list[Ref],
                  out: Callable[[str], None], done: anyio.Event) -> None:  # fmt: skip
         self.register = register
         self.server = server
-        self.token = token
+        self.connect = connect  # a new connection for each lane
         self.agents = agents  # filled by the caller right after spawning this actor
         self.out = out
         self.done = done
@@ -261,7 +261,7 @@ class Uplink(Actor):
     # -- the lanes -------------------------------------------------------------------------------------
 
     async def _lease_lane(self) -> None:
-        client = AgentHTTP(self.server, self.token)
+        client = self.connect()
         while True:
             if self.draining and not self.index_of and not self.pending:
                 self.done.set()
@@ -293,6 +293,9 @@ class Uplink(Actor):
                 if reports:
                     self._sent()
             self.failures = 0
+            if reply.draining and not self.draining:
+                self.draining = True
+                self.out(f"shunter agent: the server drains node {session.node}: no new work; leaving once idle")
             started = self._handle(reply)
             # let the agents start (instant jobs end here): their first report rides on the next lease
             for _ in range(4):
@@ -301,7 +304,7 @@ class Uplink(Actor):
                 await anyio.sleep(0)
 
     async def _report_lane(self) -> None:
-        client = AgentHTTP(self.server, self.token)
+        client = self.connect()
         while True:
             with anyio.move_on_after(_LOG_EVERY if self.live_logs else math.inf):
                 await self.wake.wait()
@@ -337,7 +340,7 @@ class Uplink(Actor):
         self.sent.set()
         self.sent = anyio.Event()
 
-    async def _register(self, client: AgentHTTP) -> None:
+    async def _register(self, client: Transport) -> None:
         try:
             session = await client.post("/v1/agent/register", self.register, Session, timeout=30)
         except Unreachable as error:
@@ -394,7 +397,7 @@ class Uplink(Actor):
         if session is None:
             return
         try:
-            await AgentHTTP(self.server, self.token).post(
+            await self.connect().post(
                 "/v1/agent/leave", LeaveBody(node=session.node, session=session.session), ReportReply, timeout=30)
         except (Unreachable, Refused) as error:
             self.out(f"shunter agent: could not tell the server it leaves: {error}")

@@ -35,6 +35,11 @@ from actors.execution.actions import ActionFailed
 from actors.model.vocab import AgentStatus
 
 from .conftest import Probe, Run, Scenario, describe, ts
+from .remote_helpers import remote_nodes
+
+AGENTS = ["local"]
+"""Where ``dispatch_scenario`` puts the configured nodes: ``local``, or ``remote``
+(served by in-process agent processes); a test module's fixture switches it."""
 
 # --- configuration ------------------------------------------------------------------
 
@@ -424,6 +429,9 @@ async def dispatch_scenario(
     """A runtime on ``config`` with every probe action registered, bounded by
     ``limit`` seconds (virtual under the autojump clock)."""
     probe = DispatchProbe()
+    remote = {pool["name"]: pool["nodes"] for pool in config.get("pools", ())} if AGENTS[0] == "remote" else {}
+    if remote:  # the same nodes, served by in-process `shunter agent`s instead (remote_helpers.py)
+        config = {**config, "pools": [{"name": pool["name"], "nodes": []} for pool in config["pools"]]}
     with trio.fail_after(limit):
         async with runtime.open_runtime(dict(config)) as rt:
             rt.register_action("hold", probe.hold)
@@ -433,7 +441,8 @@ async def dispatch_scenario(
             rt.register_action("touch", probe.touch)
             rt.register_action("dwell", probe.dwell)
             try:
-                yield DispatchScenario(rt, probe)
+                async with remote_nodes(rt, remote):
+                    yield DispatchScenario(rt, probe)
             finally:
                 probe.release_all()
 

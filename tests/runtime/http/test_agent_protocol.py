@@ -101,7 +101,7 @@ async def test_a_parked_lease_returns_with_the_job_as_soon_as_there_is_one(
         assert len(replies[0]["jobs"]) == 1 and trio.current_time() - start < 1
         start = trio.current_time()
         assert await _lease(a, session, wait=25, running=[replies[0]["jobs"][0]["token"]]) == {
-            "jobs": [], "cancel": [], "stale": []}
+            "jobs": [], "cancel": [], "stale": [], "draining": False}
         assert trio.current_time() - start == pytest.approx(1)  # held for lease_wait, the heartbeat interval
 
 
@@ -195,3 +195,21 @@ async def test_bad_agent_requests_get_a_clear_4xx_and_change_nothing(autojump_cl
             assert response.status_code == status, (path, body, response.text)
             assert says in response.json()["message"], (path, body, response.json())
         assert await a.state() == before
+
+
+@pytest.mark.trio
+async def test_a_remote_node_deleted_on_the_server_is_told_to_drain(autojump_clock: trio.testing.MockClock) -> None:
+    """DELETE /v1/nodes/m1 while its job runs: the lease says ``draining`` (the agent then
+    exits instead of registering again); the job finishes; the node goes; the session ends."""
+    async with api(CONFIG) as a:
+        session = await _register(a)
+        await a.put_pipeline("remote", PINNED)
+        build = await a.submit("remote")
+        [job] = (await _lease(a, session))["jobs"]
+        assert (await a.client.delete("/v1/nodes/m1")).json()["draining"] is True
+        assert (await _lease(a, session, running=[job["token"]]))["draining"] is True
+        await _lease(a, session, reports=[_done(job["token"])])
+        assert (await a.until(build["id"], "SUCCEED"))["status"] == "SUCCEED"
+        assert (await a.client.get("/v1/nodes/m1")).status_code == 404
+        response = await a.client.post("/v1/agent/lease", json={"node": "m1", "session": session["session"]})
+        assert response.status_code == 404 and response.json()["error"] == "unknown_session"
