@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import Supervision
 from ..model.messages import AgentLost
-from ..model.vocab import JobStatus
+from ..model.info import rfc3339
+from ..model.vocab import JobStatus, NodeChange
 from ..remote.agent import RemoteAgentActor
 from ..remote.node import (
     Disconnected,
@@ -61,6 +62,11 @@ def handle(pool: PoolActor, message: Any) -> None:
         return  # the node left meanwhile
     if kind is RemoteSeen:
         state = pool.remote[message.node]
+        if state.connected != message.connected:
+            if message.connected:
+                pool._event(NodeChange.CONNECTED, message.node, agents=sorted(node.agents))
+            else:
+                pool._event(NodeChange.DISCONNECTED, message.node, last_seen=rfc3339(message.last_seen))
         state.connected, state.last_seen = message.connected, message.last_seen
     elif kind is RemoteSilent:
         for agent in node.agents:

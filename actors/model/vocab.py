@@ -209,7 +209,7 @@ class NodeChange(StrEnum):
     the change concerns (below).
 
     - ``ADDED``: the node joined; ``data.agents`` (names), ``data.labels``,
-      ``data.kind`` (``local``; remote nodes will say ``remote``).
+      ``data.kind`` (``local``, or ``remote`` for a ``shunter agent`` node).
     - ``DRAINING``: its removal was asked for; running jobs finish first
       (``data.busy``: agents still running one).
     - ``REMOVED``: its last agent left; the node is gone.
@@ -219,8 +219,11 @@ class NodeChange(StrEnum):
     - ``AGENT_REPLACED``: a fresh agent took a lost one's place;
       ``data.agent`` is the new one, ``data.replaces`` the lost one.
 
-    Remote nodes (DESIGN §11) will add ``CONNECTED`` and ``DISCONNECTED``
-    with the same fields.
+    - ``CONNECTED``: a remote node's process registered or was heard again
+      after a disconnection; its agents (``data.agents``) are back.
+    - ``DISCONNECTED``: a remote node's agents were lost (silent past the
+      heartbeat timeout, or its process registered again with a new
+      session); ``data.last_seen`` says when it was last heard (RFC 3339).
     """
 
     ADDED = "ADDED"
@@ -228,6 +231,8 @@ class NodeChange(StrEnum):
     REMOVED = "REMOVED"
     AGENT_LOST = "AGENT_LOST"
     AGENT_REPLACED = "AGENT_REPLACED"
+    CONNECTED = "CONNECTED"
+    DISCONNECTED = "DISCONNECTED"
 
 
 class FaultKind(StrEnum):

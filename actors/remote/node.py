@@ -243,6 +243,8 @@ class RemoteNodeActor(Actor):
     def _connect(self, message: Connect) -> Session:
         if self.leaving:
             raise Conflict(f"node {self.node!r} is draining; register again once it has left")
+        if self.session is not None and self.connected:  # the old session ends here
+            self.pool.tell(RemoteSeen(self.node, False, time.time() - (self.now() - self.last_seen)))
         if self.session is not None and self.attempts:
             self.pool.tell(RemoteLost(self.node, f"the agent process of node {self.node} registered again "
                                                  "(a new session): the attempts of its old session are lost"))  # fmt: skip

@@ -37,6 +37,7 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 
 from ..model.messages import JobPayload, JobToken
+from ..model.vocab import JobStatus, StepStatus
 
 __all__ = [
     "Register", "Session", "Started", "StepStart", "Log", "StepEnd", "StepSkip", "Ended", "Record",
@@ -100,7 +101,7 @@ class Log(msgspec.Struct, frozen=True, tag="log"):
 
 class StepEnd(msgspec.Struct, frozen=True, tag="step_end"):
     index: _Index
-    status: str
+    status: StepStatus
     reason: str | None
     exit_code: int | None
     outputs: dict[str, str]
@@ -112,14 +113,14 @@ class StepSkip(msgspec.Struct, frozen=True, tag="step_skip"):
     """A step that did not run (``SKIP`` or ``UNEXEC``)."""
 
     index: _Index
-    status: str
+    status: StepStatus  # SKIP or UNEXEC
     reason: str
 
 
 class Ended(msgspec.Struct, frozen=True, tag="ended"):
     """The attempt is over; the agent is free."""
 
-    status: str
+    status: JobStatus
     reason: str | None
     time: float
 

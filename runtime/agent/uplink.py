@@ -49,6 +49,7 @@ from actors.model.messages import (
     StepNotRun,
     StepStarted,
 )
+from actors.model.vocab import JobStatus
 from actors.remote.protocol import (
     Ended,
     LeaseBody,
@@ -195,7 +196,7 @@ class Uplink(Actor):
                 self.agents[index].tell(CancelJob(cancel.token, cancel.reason))
             else:  # still queued behind an abandoned attempt: it never started
                 self._unqueue(index, cancel.token)
-                self.pending.setdefault(cancel.token, []).append(Ended("CANCELED", cancel.reason, time.time()))
+                self.pending.setdefault(cancel.token, []).append(Ended(JobStatus.CANCELED, cancel.reason, time.time()))
                 self.index_of.pop(cancel.token)
         for job in reply.jobs:
             self.index_of[job.token] = job.agent

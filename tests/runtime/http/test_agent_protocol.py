@@ -132,6 +132,10 @@ async def test_a_silent_agent_is_lost_fenced_off_and_rejoins(autojump_clock: tri
         assert reply["stale"] == [job["token"]]
         node = await _node(a, "m1")
         assert node["connected"] is True and [agent["name"] for agent in node["agents"]] == ["m1/0"]
+        changes = [(event.status, event.data.get("agents", event.data.get("agent"))) for event in await a.rt.events()
+                   if event.kind == "node" and event.node == "m1"]  # fmt: skip
+        assert changes == [("ADDED", []), ("CONNECTED", ["m1/0"]), ("AGENT_LOST", "m1/0"), ("DISCONNECTED", None),
+                           ("CONNECTED", ["m1/0"])], changes  # fmt: skip
         build = await a.submit("remote")
         [job] = (await _lease(a, session))["jobs"]
         await _lease(a, session, reports=[_done(job["token"])])
