@@ -27,8 +27,8 @@ __all__ = ["SCENARIOS", "available", "parse_args", "target_met", "main"]
 
 # In the order they run by default. ``http`` is optional: it runs when its module
 # exists and its load client (httpx, of the ``test`` extra) is installed.
-SCENARIOS = ("kernel", "dispatch", "groups", "scale", "timeouts", "chaos", "http", "dispatch_scale", "remote")
-OPTIONAL = {"http": ("httpx",), "remote": ("httpx",)}
+SCENARIOS = ("kernel", "dispatch", "groups", "scale", "timeouts", "chaos", "http", "dispatch_scale", "remote", "remote_chaos")
+OPTIONAL = {"http": ("httpx",), "remote": ("httpx",), "remote_chaos": ("httpx",)}
 _TARGET = re.compile(r"^\s*(ratio|figure)?\s*(<=|>=|==)\s*([0-9.]+)")
 
 

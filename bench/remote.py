@@ -51,9 +51,12 @@ def _request(url: str, method: str = "GET", body: bytes | None = None, content_t
         return json.loads(response.read())
 
 
-def _start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+LOCAL_AND_REMOTE = "pools:\n  - {name: local, nodes: [{name: l1, agents: 8}]}\n  - {name: remote, nodes: []}\n"
+
+
+def _start_server(workdir: Path, config_text: str = LOCAL_AND_REMOTE) -> tuple[subprocess.Popen[bytes], str]:
     config = workdir / "shunter.yml"
-    config.write_text("pools:\n  - {name: local, nodes: [{name: l1, agents: 8}]}\n  - {name: remote, nodes: []}\n")
+    config.write_text(config_text)
     process = subprocess.Popen([sys.executable, "-m", "runtime.cli", "serve", "--config", str(config),
                                 "--bind", "127.0.0.1:0"], cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL)  # fmt: skip
@@ -68,11 +71,15 @@ def _start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     return process, url
 
 
-def _start_agents(url: str, workdir: Path) -> list[subprocess.Popen[bytes]]:
-    agents = [subprocess.Popen([sys.executable, "-m", "runtime.cli", "agent", "--server", url, "--name", f"b{index}",
-                                "--pool", "remote", "--agents", str(AGENTS_EACH), "--work-dir",
-                                str(workdir / f"b{index}")], cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL) for index in range(AGENT_PROCESSES)]  # fmt: skip
+def _start_agent(url: str, workdir: Path, name: str, pool: str = "remote") -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "runtime.cli", "agent", "--server", url, "--name", name,
+                             "--pool", pool, "--agents", str(AGENTS_EACH), "--work-dir", str(workdir / name)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+
+
+def _start_agents(url: str, workdir: Path, pool: str = "remote") -> list[subprocess.Popen[bytes]]:
+    agents = [_start_agent(url, workdir, f"b{index}", pool) for index in range(AGENT_PROCESSES)]
     deadline = time.monotonic() + 60
     while True:
         nodes = [node for node in _request(f"{url}/v1/nodes") if node["kind"] == "remote" and node["connected"]]

@@ -344,8 +344,12 @@ class Build:
             return False
         attempt = job.attempts[-1]
         index = next((i for i, step in enumerate(job.steps) if step.status == StepStatus.RUNNING), None)
-        if index is None:
+        # A remote agent can be lost after it was given the attempt and before
+        # it said it started: nothing ran, so the first step is retried.
+        never_started = index is None and attempt.started_at is None and attempt.start_step < len(job.steps)
+        if index is None and not never_started:
             return False
+        index = attempt.start_step if index is None else index
         step = job.steps[index]
         # retry-times is one budget across the attempts that lost agents made
         # in a row, not a fresh one per attempt (or a job whose agents keep
@@ -356,11 +360,12 @@ class Build:
             link = job.attempts[link.retry_of - 1]
             chain.add(link.number)
         tries = sum(1 for a in step.attempts if a.job_attempt in chain and a.execute_count == self.execute_count)
-        if tries > step.spec.retry_times:
+        if max(tries, len(chain) if never_started else 0) > step.spec.retry_times:
             return False
-        step_attempt = step.attempts[-1]
-        step_attempt.status, step_attempt.reason, step_attempt.finished_at = StepStatus.FAILED, reason, now
-        step.status, step.reason = StepStatus.FAILED, reason
+        if not never_started:
+            step_attempt = step.attempts[-1]
+            step_attempt.status, step_attempt.reason, step_attempt.finished_at = StepStatus.FAILED, reason, now
+            step.status, step.reason = StepStatus.FAILED, reason
         attempt.status, attempt.reason, attempt.finished_at = status, reason, now
         self._new_attempt(job, index, [], retry_of=attempt.number, after_lost_agent=True)
         return True

@@ -217,3 +217,30 @@ async def test_a_remote_node_deleted_on_the_server_is_told_to_drain(autojump_clo
         assert (await a.client.get("/v1/nodes/m1")).status_code == 404
         response = await a.client.post("/v1/agent/lease", json={"node": "m1", "session": session["session"]})
         assert response.status_code == 404 and response.json()["error"] == "unknown_session"
+
+
+@pytest.mark.trio
+async def test_an_attempt_lost_before_it_started_is_retried_when_retry_times_allows(
+        autojump_clock: trio.testing.MockClock) -> None:  # fmt: skip
+    """The agent took the attempt and died before saying it started: nothing ran, so
+    the job runs again (the first step's retry-times is the budget), here on the
+    restarted agent; without retry-times it ends HEARTBEAT_TIMEOUT."""
+    async with api(CONFIG) as a:
+        old = await _register(a)
+        await a.put_pipeline("retried", PINNED.replace("name: remote", "name: retried").replace(
+            "{id: one, run: echo one}", "{id: one, run: echo one, retry-times: 1}"))  # fmt: skip
+        await a.put_pipeline("remote", PINNED)
+        retried = await a.submit("retried")
+        [first] = (await _lease(a, old))["jobs"]
+        new = await _register(a)  # restarted before it reported anything
+        [second] = (await _lease(a, new))["jobs"]
+        assert second["token"]["attempt"] == 2 and second["payload"]["start_step"] == 0
+        await _lease(a, new, reports=[_done(second["token"])])
+        done = await a.until(retried["id"], "SUCCEED", "FAILED")
+        assert [(t["status"], t["retry_of"]) for t in done["stages"][0]["jobs"][0]["attempts"]] == [
+            ("HEARTBEAT_TIMEOUT", None), ("SUCCEED", 1)]
+        plain = await a.submit("remote")
+        await _lease(a, new)
+        await _register(a)
+        assert (await a.until(plain["id"], "FAILED", "SUCCEED"))["stages"][0]["jobs"][0]["status"] == \
+            "HEARTBEAT_TIMEOUT"
