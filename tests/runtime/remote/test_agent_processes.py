@@ -152,9 +152,13 @@ def test_sigterm_drains_the_agent(cluster: Cluster) -> None:
     cluster.start_server()
     agent = cluster.start_agent("m1")
     cluster.wait_connected("m1", agents=1)
-    cluster.put_pipeline("short", "version: v3.0\nname: short\njobs:\n  j:\n    steps: [{run: 'sleep 1; echo finished'}]\n")
+    cluster.put_pipeline("short", "version: v3.0\nname: short\njobs:\n  j:\n"
+                                  "    steps: [{run: 'echo before; sleep 1.5; echo finished'}]\n")  # fmt: skip
     build_id = cluster.submit("short")
-    cluster.until(lambda: step_running(cluster, build_id) is not None, "the step runs")
+    # the log streams while the step runs
+    cluster.until(lambda: "before" in cluster.log(build_id) and step_running(cluster, build_id) is not None,
+                  "the first line of the running step is in its log")  # fmt: skip
+    assert "finished" not in cluster.log(build_id)
     agent.send_signal(signal.SIGTERM)
     assert agent.wait(15) == 0
     build = cluster.build(build_id)
@@ -172,5 +176,41 @@ def test_an_agent_started_before_the_server_keeps_trying_and_joins(cluster: Clus
     assert all(cluster.url in line and "trying again in" in line for line in lines), lines
     cluster.start_server()
     cluster.wait_connected("early", agents=1)
+    cluster.put_pipeline("hello", "version: v3.0\nname: hello\njobs:\n  j:\n    steps: [{run: echo hello}]\n")
+    assert cluster.wait_build(cluster.submit("hello"))["status"] == "SUCCEED"
+
+
+def test_a_drain_past_its_timeout_cancels_the_running_job(cluster: Cluster) -> None:
+    cluster.start_server()
+    agent = cluster.start_agent("m1", "--drain-timeout", "0.5")
+    cluster.wait_connected("m1", agents=1)
+    cluster.put_pipeline("long", f"version: v3.0\nname: long\njobs:\n  j:\n"
+                                 f"    steps: [{{run: \"{_sleeper(cluster.tmp, 'long')}\"}}]\n")  # fmt: skip
+    build_id = cluster.submit("long")
+    cluster.until(lambda: step_running(cluster, build_id) is not None, "the step runs")
+    pgid = int((cluster.tmp / "long-1.pgid").read_text())
+    agent.send_signal(signal.SIGTERM)
+    assert agent.wait(15) == 0
+    build = cluster.wait_build(build_id)
+    job = build["stages"][0]["jobs"][0]
+    assert job["status"] == "CANCELED" and build["status"] in ("CANCELED", "FAILED"), build
+    assert "drain-timeout" in (job["reason"] or ""), job
+    assert not pid_alive(pgid)
+    _clean(cluster)
+
+
+def test_the_agent_reconnects_by_itself_when_the_server_restarts(cluster: Cluster) -> None:
+    """A server without durable state forgets the session: the agent, which kept
+    trying at most 5 s apart, registers again and takes work."""
+    cluster.start_server()
+    cluster.start_agent("m1")
+    cluster.wait_connected("m1", agents=1)
+    assert cluster.server is not None
+    cluster.server.terminate()
+    assert cluster.server.wait(15) == 0
+    cluster.until(lambda: "cannot reach" in cluster.agent_log("m1"), "the agent says it cannot reach the server")
+    cluster.start_server()
+    cluster.wait_connected("m1", agents=1)
+    assert "registering again" in cluster.agent_log("m1")
     cluster.put_pipeline("hello", "version: v3.0\nname: hello\njobs:\n  j:\n    steps: [{run: echo hello}]\n")
     assert cluster.wait_build(cluster.submit("hello"))["status"] == "SUCCEED"
