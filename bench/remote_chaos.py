@@ -8,7 +8,7 @@ One ``shunter serve`` (heartbeat interval 0.2 s, timeout 1.5 s) and 4
 per-node: 1``, ``concurrency-limit-total: 3``) and ``free``, each a shell
 step that writes ``build job attempt`` to a ledger file and sleeps 20 ms,
 with ``retry-times: 2`` so a job lost with its agent runs again elsewhere.
-While they run, every ~2 s a random agent process gets one fault, in turn:
+While they run, every ~1 s a random agent process gets one fault, in turn:
 ``kill -9`` (restarted under the same name 0.5 s later), ``SIGSTOP`` for
 2.5 s (past the timeout) then ``SIGCONT``, or SIGTERM (it drains and
 leaves) and a fresh start under the same name.
@@ -112,7 +112,7 @@ def _run_builds(url: str, count: int, agents: dict[str, subprocess.Popen[bytes]]
             if kind != "SIGSTOP/SIGCONT":
                 agents[name] = _start_agent(url, workdir, name, "default")
             faults[kind] += 1
-            next_fault = time.monotonic() + 2.0
+            next_fault = time.monotonic() + 1.0
         time.sleep(0.1)
     elapsed = time.perf_counter() - start
     statuses: collections.Counter[str] = collections.Counter()
@@ -184,7 +184,7 @@ def run(quick: bool = False) -> list[Row]:
           f"counters at the end: {({name: stats[name] for name in COUNTERS})}")  # fmt: skip
     rows = [Row(f"remote chaos: builds/s ({builds}, faults)", chaos["per_second"], "/s", "the same without faults",
                 calm["per_second"], "")]  # fmt: skip
-    print_table("remote chaos (4 shunter agent processes x 2 agents, kill -9 / SIGSTOP / SIGTERM every ~2 s)", rows)
+    print_table("remote chaos (4 shunter agent processes x 2 agents, kill -9 / SIGSTOP / SIGTERM every ~1 s)", rows)
     print(f"wrote {save('remote_chaos', rows, {'calm': calm, 'chaos': chaos, 'samples': sampler.samples, 'violations': sampler.violations[:20], 'twice': dict(list(twice.items())[:20]), 'stats': stats})}")  # fmt: skip
     problems = []
     if unfinished:

@@ -75,7 +75,7 @@ __all__ = ["Uplink", "Drain", "BACKOFF"]
 BACKOFF = (0.25, 0.5, 1.0, 2.0, 4.0, 5.0)
 """Seconds between attempts to reach the server: growing, never more than 5."""
 
-_CARRY_WAIT = 0.2  # a lease that carries results waits this long for the next job
+_CARRY_WAIT = 0.02  # a lease that carries reports waits this long for the next job (it holds back other reports)
 _LOG_EVERY = 0.25  # how often running steps' new output lines are sent
 _COALESCE = 0.02  # let reports that come together leave together
 
