@@ -6,7 +6,7 @@ One ``shunter serve`` (heartbeat interval 0.2 s, timeout 1.5 s) and 4
 ``shunter agent`` processes x 2 agents. 1,000 builds (200 with
 ``--quick``) of a pipeline of two jobs: ``limited`` (``concurrency-limit-
 per-node: 1``, ``concurrency-limit-total: 3``) and ``free``, each a shell
-step that writes ``build job attempt`` to a ledger file and sleeps 20 ms,
+step that writes ``build job attempt`` to a ledger file and sleeps 100 ms,
 with ``retry-times: 2`` so a job lost with its agent runs again elsewhere.
 While they run, every ~1 s a random agent process gets one fault, in turn:
 ``kill -9`` (restarted under the same name 0.5 s later), ``SIGSTOP`` for
@@ -48,7 +48,7 @@ COUNTERS = ("builds_running", "builds_queued", "jobs_running", "jobs_queued", "s
 
 
 def _pipeline(ledger: Path) -> str:
-    step = f'echo "$SHUNTER_BUILD_ID $SHUNTER_JOB_ID $SHUNTER_JOB_ATTEMPT" >> {ledger}; sleep 0.02'
+    step = f'echo "$SHUNTER_BUILD_ID $SHUNTER_JOB_ID $SHUNTER_JOB_ATTEMPT" >> {ledger}; sleep 0.1'
     return (f"version: v3.0\nname: soak\njobs:\n"
             f"  limited:\n    runs-on: {{concurrency-limit-per-node: 1, concurrency-limit-total: 3}}\n"
             f"    steps: [{{run: '{step}', retry-times: 2}}]\n"

@@ -78,6 +78,7 @@ BACKOFF = (0.25, 0.5, 1.0, 2.0, 4.0, 5.0)
 _CARRY_WAIT = 0.02  # a lease that carries reports waits this long for the next job (it holds back other reports)
 _LOG_EVERY = 0.25  # how often running steps' new output lines are sent
 _COALESCE = 0.02  # let reports that come together leave together
+_BODY_BUDGET = 256 * 1024  # bytes of reports per request: well under the server's max-body-bytes (1 MiB)
 
 
 class Drain(msgspec.Struct, frozen=True):
@@ -174,9 +175,21 @@ class Uplink(Actor):
         if entry is None:
             return
         log: StepLog = entry[0]
-        if len(log.lines) > entry[1]:
-            out.append(Log(index, log.lines[entry[1]:]))
-            entry[1] = len(log.lines)
+        # entry[1] counts the lines appended so far. A very chatty step's log
+        # keeps its first half and drops from the middle of the rest: unsent
+        # head lines stay where they are, and the other new ones are its last.
+        lines, sent = log.lines, entry[1]
+        new = len(lines) + log.dropped - sent
+        if new <= 0:
+            pass
+        elif not log.dropped:
+            out.append(Log(index, lines[sent:]))
+        else:
+            half = StepLog.MAX_LINES // 2
+            head = lines[sent:half] if sent < half else []
+            tail = min(new - len(head), len(lines) - half)
+            out.append(Log(index, head + (lines[len(lines) - tail:] if tail > 0 else [])))
+        entry[1] = sent + max(new, 0)
         if final:
             del self.live_logs[(token, index)]
 
@@ -238,10 +251,37 @@ class Uplink(Actor):
     # -- reports out ---------------------------------------------------------------------------------
 
     def _take(self) -> list[Report]:
+        """What is ready to send, at most about ``_BODY_BUDGET`` bytes of it (the server
+        caps request bodies); the rest stays pending, in order, for the next request."""
         for (token, index) in list(self.live_logs):
             self._log_chunk(token, index, self.pending.setdefault(token, []))
-        reports = [Report(token=token, records=records) for token, records in self.pending.items() if records]
-        self.pending = {}
+        budget = _BODY_BUDGET
+        reports: list[Report] = []
+        for token, records in list(self.pending.items()):
+            taken: list[Record] = []
+            while records and budget > 0:
+                record = records[0]
+                if isinstance(record, Log):
+                    count, size = 0, 0
+                    for line in record.lines:
+                        if count and size + len(line) + 8 > budget:
+                            break
+                        count, size = count + 1, size + len(line) + 8
+                    if count < len(record.lines):
+                        taken.append(Log(record.index, record.lines[:count]))
+                        records[0] = Log(record.index, record.lines[count:])
+                        budget = 0
+                        break
+                    budget -= size
+                else:
+                    budget -= 256
+                taken.append(records.pop(0))
+            if taken:
+                reports.append(Report(token=token, records=taken))
+            if not records:
+                del self.pending[token]
+        if self.pending:
+            self._wake()  # the rest goes with the next request
         return reports
 
     def _put_back(self, reports: list[Report]) -> None:

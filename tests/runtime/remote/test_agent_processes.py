@@ -214,3 +214,17 @@ def test_the_agent_reconnects_by_itself_when_the_server_restarts(cluster: Cluste
     assert "registering again" in cluster.agent_log("m1")
     cluster.put_pipeline("hello", "version: v3.0\nname: hello\njobs:\n  j:\n    steps: [{run: echo hello}]\n")
     assert cluster.wait_build(cluster.submit("hello"))["status"] == "SUCCEED"
+
+
+def test_a_log_larger_than_a_request_body_arrives_in_pieces(cluster: Cluster) -> None:
+    """1.2 MB of output (the server takes bodies up to 1 MiB): it is sent in several reports."""
+    cluster.start_server()
+    cluster.start_agent("m1")
+    cluster.wait_connected("m1", agents=1)
+    cluster.put_pipeline("chatty", "version: v3.0\nname: chatty\njobs:\n  j:\n    steps:\n"
+                                   "      - run: seq -f 'line %05g of a long and chatty step....' 1 15000\n")  # fmt: skip
+    build = cluster.wait_build(cluster.submit("chatty"))
+    assert build["status"] == "SUCCEED", build
+    log = cluster.log(build["id"]).splitlines()
+    assert "line 00001 of a long and chatty step...." in log and "line 15000 of a long and chatty step...." in log
+    assert len([line for line in log if line.startswith("line ")]) == 15000
