@@ -91,6 +91,13 @@ class _DrainTimeout(msgspec.Struct, frozen=True):
     pass
 
 
+class _GiveUp(msgspec.Struct, frozen=True):
+    pass
+
+
+_GIVE_UP = 10.0  # seconds after the drain timeout: leave even if the last reports could not be delivered
+
+
 class Uplink(Actor):
     """See the module docstring."""
 
@@ -130,6 +137,12 @@ class Uplink(Actor):
         elif kind is _DrainTimeout:
             for token in list(self.busy.values()):
                 self.agents[self.index_of[token]].tell(CancelJob(token, "the agent was stopped (drain-timeout)"))
+            self.send_after(_GIVE_UP, _GiveUp())
+        elif kind is _GiveUp:
+            if not self.done.is_set():
+                self.out(f"shunter agent: leaving without telling the server about {len(self.pending)} attempt(s): "
+                         f"it could not be reached")  # fmt: skip
+                self.done.set()
         else:
             raise TypeError(f"uplink got an unexpected {kind.__name__}")
 
