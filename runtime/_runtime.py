@@ -27,7 +27,7 @@ from actors.execution.actions import ActionRegistry, StepContext
 from actors.core import Actor, ActorStopped, ActorSystem, AskTimeout, Ref, Supervision, open_system
 from actors.directory import Directory
 from actors.model.errors import Conflict, InvalidRequest, NotFound, Overloaded, SpecError
-from actors.events import Counters, EventHub, Gauge, History, Subscribe, Unsubscribe
+from actors.events import Counters, EventHub, EventLog, Gauge, History, Subscribe, Unsubscribe
 from actors.admission.group import GroupActor, GroupSnapshot, QueuePosition
 from actors.model.info import BuildInfo, Event, GroupInfo, NodeInfo, PipelineInfo, Stats, WaitingJob
 from actors.admission.mutex import ListMutexWaiters, MutexActor
@@ -73,6 +73,7 @@ class Runtime:
         hub: Ref,
         gauge: Gauge,
         pipelines: Ref,
+        event_log: EventLog | None = None,
         pools: Directory,
         groups: Directory,
         mutexes: Directory,
@@ -82,11 +83,14 @@ class Runtime:
         self.actions = actions
         self._hub = hub
         self._gauge = gauge
+        self.event_log = event_log if event_log is not None else EventLog()
+        """The hub's kept events, read by position (``EventLog``): what the HTTP event streams follow."""
         self._pipelines = pipelines
         self._pools = pools
         self._groups = groups
         self._mutexes = mutexes
         self._adding_nodes: set[str] = set()
+        self._node_names: set[str] = set()  # for max-nodes; a node stops counting when its removal is asked
         self.interrupted: list[str] = []
 
     # -- pipelines -------------------------------------------------------------------
@@ -223,6 +227,10 @@ class Runtime:
         """Add a build node with ``agents`` agents; creates the pool if needed."""
         if not isinstance(name, str) or not name or "/" in name:
             raise InvalidRequest(f"node name must be a non-empty string without '/', got {name!r}")
+        limit = self.config.max_agents_per_node
+        if isinstance(agents, bool) or not isinstance(agents, int) or not 1 <= agents <= limit:
+            message = f"must be an integer from 1 to {limit} (max-agents-per-node), got {agents!r}"
+            raise InvalidRequest(f"agents: {message}", details=[{"path": "$.agents", "message": message}])
         # Reserved before the first await: two concurrent adds of one name
         # (to different pools) cannot both pass the check below.
         if name in self._adding_nodes:
@@ -232,7 +240,11 @@ class Runtime:
             for ref in self._pools.all():  # one cheap ask per pool, not a listing of every node
                 if await ref.ask(HasNode(name)):
                     raise Conflict(f"node {name!r} already exists")
+            if len(self._node_names) + len(self._adding_nodes) > self.config.max_nodes:
+                raise Conflict(f"there are {len(self._node_names)} nodes already (max-nodes "
+                               f"{self.config.max_nodes}); remove one first")  # fmt: skip
             result: NodeInfo = await self._pools.get(pool).ask(AddNode(name, pool, agents, tuple(labels)))
+            self._node_names.add(name)
         finally:
             self._adding_nodes.discard(name)
         return result
@@ -242,6 +254,7 @@ class Runtime:
         for ref in self._pools.all():
             if await ref.ask(HasNode(name)):
                 result: NodeInfo = await ref.ask(RemoveNode(name))
+                self._node_names.discard(name)
                 return result
         raise NotFound(f"no node {name!r}")
 
@@ -429,7 +442,8 @@ async def open_runtime(
     try:
         async with open_system(shutdown_timeout=settings.shutdown_timeout) as system:
             gauge = Gauge()
-            hub = system.spawn(lambda: EventHub(gauge=gauge), name="events")
+            event_log = EventLog()
+            hub = system.spawn(lambda: EventHub(gauge=gauge, log=event_log), name="events")
 
             def pool(name: str) -> Callable[[], PoolActor]:
                 return lambda: PoolActor(pool=name, workdir=root / name, actions=actions,
@@ -445,7 +459,8 @@ async def open_runtime(
                                 lambda name: lambda: MutexActor(name), Supervision(max_restarts=0))  # fmt: skip
             pipelines = system.spawn(_Supervisor, name="pipelines")
             runtime = Runtime(system=system, config=settings, actions=actions, hub=hub, gauge=gauge,
-                              pipelines=pipelines, pools=pools, groups=groups, mutexes=mutexes)  # fmt: skip
+                              pipelines=pipelines, pools=pools, groups=groups, mutexes=mutexes,
+                              event_log=event_log)  # fmt: skip
             for pool_config in settings.pools:
                 pools.get(pool_config.name)
                 for node in pool_config.nodes:
@@ -456,7 +471,10 @@ async def open_runtime(
             try:
                 yield runtime
             finally:
-                await runtime._close()
+                try:
+                    await runtime._close()
+                finally:
+                    event_log.close()  # the event streams end
     finally:
         if own_workdir:
             shutil.rmtree(root, ignore_errors=True)

@@ -82,6 +82,11 @@ _VARIABLE = "variable name"
 _NAME_RULE = "use a letter or '_' then letters, digits or '_'"
 _PIPELINE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 _MAX_WITH_VALUES = 100_000  # per step: YAML aliases can expand a small document
+# Upper bounds of every number (DESIGN §12): generous, and far from overflowing a deadline.
+MAX_MINUTES = 525_600.0  # a year
+MAX_PARALLEL = 100_000
+MAX_QUEUE_LENGTH = 10_000_000
+MAX_LIMIT = 1_000_000
 
 
 def load_pipeline(
@@ -212,11 +217,12 @@ class _Walker:
         c = self.check
         group = c.string(data, "group", path, required=True, non_empty=True)
         self.templates(group, key_path(path, "group"))
-        timeout = c.positive(data, "queue-timeout-minutes", path, default=480.0)
+        timeout = c.positive(data, "queue-timeout-minutes", path, default=480.0, maximum=MAX_MINUTES)
         return Concurrency(
             group=group or "",
-            max_parallel=c.integer(data, "max-parallel", path, default=1, minimum=1) or 1,
-            queue_length=c.integer(data, "queue-length", path, default=10, minimum=0) or 0,
+            max_parallel=c.integer(data, "max-parallel", path, default=1, minimum=1, maximum=MAX_PARALLEL) or 1,
+            queue_length=c.integer(data, "queue-length", path, default=10, minimum=0,
+                                   maximum=MAX_QUEUE_LENGTH) or 0,  # fmt: skip
             queue_timeout_minutes=timeout or 480.0,
             cancel_in_progress=c.boolean(data, "cancel-in-progress", path, default=False),
             on_queue_full=c.choice(data, "on-queue-full", path, ON_QUEUE_FULL, default="reject"),
@@ -305,7 +311,7 @@ class _Walker:
         c = self.check
         draft.fields = {
             "name": c.string(data, "name", path, default=job_id, non_empty=True) or job_id,
-            "timeout_minutes": c.positive(data, "timeout-minutes", path, default=900.0) or 900.0,
+            "timeout_minutes": c.positive(data, "timeout-minutes", path, default=900.0, maximum=MAX_MINUTES) or 900.0,
             "continue_on_error": c.boolean(data, "continue-on-error", path, default=False),
             "mutex": self.mutex(data.get("mutex"), key_path(path, "mutex")),
             "env": self.env(data.get("env"), key_path(path, "env")),
@@ -338,12 +344,13 @@ class _Walker:
             "node_name": c.string(data, "node-name", path, non_empty=True),
             "labels": c.string_list(data, "labels", path),
             "concurrency_limit_per_node": c.integer(
-                data, "concurrency-limit-per-node", path, default=None, minimum=1
+                data, "concurrency-limit-per-node", path, default=None, minimum=1, maximum=MAX_LIMIT
             ),
             "concurrency_limit_total": c.integer(
-                data, "concurrency-limit-total", path, default=None, minimum=1
+                data, "concurrency-limit-total", path, default=None, minimum=1, maximum=MAX_LIMIT
             ),
-            "queue_timeout_minutes": c.positive(data, "queue-timeout-minutes", path, default=10.0),
+            "queue_timeout_minutes": c.positive(data, "queue-timeout-minutes", path, default=10.0,
+                                                maximum=MAX_MINUTES),  # fmt: skip
             "lock_resource_with": c.string(data, "lock-resource-with", path, non_empty=True),
         }
 
@@ -359,8 +366,8 @@ class _Walker:
         self.templates(label, key_path(path, "label"))
         return Mutex(
             label=label or "",
-            queue_length=c.integer(data, "queue-length", path, default=10, minimum=0) or 0,
-            timeout_minutes=c.positive(data, "timeout-minutes", path, default=10.0) or 10.0,
+            queue_length=c.integer(data, "queue-length", path, default=10, minimum=0, maximum=MAX_QUEUE_LENGTH) or 0,
+            timeout_minutes=c.positive(data, "timeout-minutes", path, default=10.0, maximum=MAX_MINUTES) or 10.0,
         )
 
     # -- steps -----------------------------------------------------------
@@ -420,7 +427,7 @@ class _Walker:
             with_=with_ or {},
             env=self.env(data.get("env"), key_path(path, "env")),
             if_=self.condition(data, path, "SUCCESS"),
-            timeout_minutes=c.positive(data, "timeout-minutes", path, default=None),
+            timeout_minutes=c.positive(data, "timeout-minutes", path, default=None, maximum=MAX_MINUTES),
             retry_times=c.integer(data, "retry-times", path, default=0, minimum=0, maximum=5) or 0,
             continue_on_error=self.step_continue(data.get("continue-on-error"), path),
         )

@@ -19,7 +19,8 @@ from actors.model.info import BuildInfo, GroupInfo, NodeInfo, PipelineInfo, Stat
 from runtime._validate import type_name
 from runtime.spec_loader import validate_pipeline_id
 
-from .core import TEXT, Param, Request, Response, Route, UnsupportedMediaType, decode_json, json_response
+from .core import MAX_JSON_DEPTH, TEXT, Param, Request, Response, Route, decode_json, json_response, json_too_deep
+from .guard import YAML_TYPES, is_json
 
 if TYPE_CHECKING:
     from .app import App
@@ -28,9 +29,6 @@ __all__ = ["ROUTES", "SubmitBody", "RetryBody", "CancelBody", "NodeBody", "Healt
 
 BUILD_STATUSES = ("QUEUE", "RUNNING", "SUCCEED", "FAILED", "CANCELED", "QUEUE_TIMEOUT")  # DESIGN §3.2
 EVENT_KINDS = ("build", "job", "step", "group", "node")
-YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain")
-# curl --data-binary sends this by default; such a body is read like an untyped one.
-_LENIENT_TYPES = ("", "application/x-www-form-urlencoded", "application/octet-stream")
 # Node and pool names follow the configuration file's rule (runtime/config.py).
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 _NAME = re.compile(NAME_PATTERN)
@@ -87,16 +85,14 @@ async def put_pipeline(app: App, request: Request) -> Response:
     problem = validate_pipeline_id(pipeline_id)
     if problem is not None:
         raise InvalidRequest(problem, details=[{"path": "path.id", "message": problem}])
-    media = request.media_type
-    if media == "application/json" or media.endswith("+json"):
+    # The door has checked the type: JSON or YAML (guard.py).
+    if is_json(request.media_type):
+        if json_too_deep(request.body):
+            raise SpecError([{"path": "$", "message": f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels"}])
         try:
             msgspec.json.decode(request.body)
         except msgspec.DecodeError as error:
             raise SpecError([{"path": "$", "message": f"malformed JSON: {error}"}]) from None
-    elif media not in YAML_TYPES and media not in _LENIENT_TYPES:
-        raise UnsupportedMediaType(
-            f"a pipeline is YAML ({', '.join(YAML_TYPES)}) or JSON (application/json), not {media!r}"
-        )
     existed = app.rt.has_pipeline(pipeline_id)
     # The raw bytes, never text: a one-line text body ending in .yml would be read as a path.
     info = await app.rt.register_pipeline(request.body, id=pipeline_id)

@@ -88,7 +88,7 @@ async def test_embedding_hypercorn_in_your_own_nursery() -> None:
                 binds = await nursery.start(functools.partial(hypercorn.trio.serve, rt.asgi_app, config,
                                                               shutdown_trigger=stop.wait))  # fmt: skip
                 async with httpx.AsyncClient(base_url=binds[0]) as client:
-                    await client.put("/v1/pipelines/loop", content=PIPELINE)
+                    await client.put("/v1/pipelines/loop", content=PIPELINE, headers={"content-type": "application/yaml"})
                     build = (await client.post("/v1/pipelines/loop/builds")).json()
                     assert (await rt.wait(build["id"], timeout=10)).status == "SUCCEED"
                     async with client.stream("GET", "/v1/events") as events:
