@@ -103,7 +103,8 @@ class Runtime:
         pipeline's builds and numbering; running builds keep the definition
         they started with.
         """
-        spec = load_pipeline(_read_source(source), known_actions=self.actions.names())
+        spec = load_pipeline(_read_source(source), known_actions=self.actions.names(),
+                             secrets=self.config.secrets.names())  # fmt: skip
         pipeline_id = id if id is not None else slugify(spec.name)
         problem = validate_pipeline_id(pipeline_id)
         if problem is not None:
@@ -448,7 +449,8 @@ async def open_runtime(
             def pool(name: str) -> Callable[[], PoolActor]:
                 return lambda: PoolActor(pool=name, workdir=root / name, actions=actions,
                                          heartbeat_interval=settings.heartbeat_interval,
-                                         heartbeat_timeout=settings.heartbeat_timeout)  # fmt: skip
+                                         heartbeat_timeout=settings.heartbeat_timeout,
+                                         secrets=settings.secrets)  # fmt: skip
 
             # Pools hold slots and agents: a crash past its limit fails the runtime loudly.
             pools = Directory(system, "pool", system.spawn(_Supervisor, name="pools"), pool,

@@ -1,4 +1,4 @@
-"""The ``shunter`` command line: ``serve``, ``run``, ``validate``, ``bench``.
+"""The ``shunter`` command line: ``serve``, ``run``, ``validate``, ``token``, ``bench``.
 
 Exit codes: 0 success; 1 a build did not succeed, a file had spec errors
 (``validate``) or the server could not start; 2 a usage, spec or
@@ -79,7 +79,7 @@ def _load_config(path: str | None, bind: str | None = None) -> Any:
 def _serve(args: argparse.Namespace) -> int:
     import trio
 
-    from .server import serve
+    from .server import ProtectedMode, serve
 
     try:
         config = _load_config(args.config, args.bind)
@@ -97,12 +97,41 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         trio.run(lambda: serve(config, out=out))
+    except ProtectedMode as error:
+        print(error.message, file=sys.stderr)
+        return USAGE_ERROR
     except SpecError as error:  # a pipeline named by the configuration
         _print_spec_error("pipelines of the configuration", error)
         return USAGE_ERROR
     except OSError as error:
         print(f"cannot serve on {config.server.bind}: {error.strerror or error}", file=sys.stderr)
         return 1
+    return 0
+
+
+# -- token ---------------------------------------------------------------------------------------
+
+
+def _token(args: argparse.Namespace) -> int:
+    from .auth import digest_of, new_token
+
+    if args.hash:
+        token = sys.stdin.readline().strip()
+        if not token:
+            print("shunter token --hash reads a token on standard input", file=sys.stderr)
+            return USAGE_ERROR
+    else:
+        token = new_token()
+    digest = f"sha256:{digest_of(token)}"
+    if args.quiet:
+        print(digest if args.hash else token)
+        return 0
+    if not args.hash:
+        print(f"token (for the client: Authorization: Bearer ..., or SHUNTER_TOKEN): {token}")
+    print(f"sha256 form (for the server's config; only the hash is stored there): {digest}")
+    print("config:")
+    print("  auth:")
+    print(f"    tokens: [{{name: {args.name}, role: {args.role}, token: \"{digest}\"}}]")
     return 0
 
 
@@ -304,6 +333,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--config", metavar="FILE", help="runtime configuration (YAML); default: one local pool")
     serve.add_argument("--bind", metavar="HOST:PORT", help="listen here (default: server.bind, 127.0.0.1:8000)")
     serve.set_defaults(handler=_serve)
+
+    token = commands.add_parser("token", help="make an API token and the sha256 form the server's config stores")
+    token.add_argument("--name", default="ci", help="its name in the config snippet (default: ci)")
+    token.add_argument("--role", default="admin", choices=["read", "write", "admin", "agent"],
+                       help="its role in the config snippet (default: admin)")  # fmt: skip
+    token.add_argument("--hash", action="store_true", help="hash a token read on standard input instead")
+    token.add_argument("-q", "--quiet", action="store_true", help="print only the token (with --hash: the hash)")
+    token.set_defaults(handler=_token)
 
     run = commands.add_parser("run", help="run one build of a pipeline locally, with live progress")
     run.add_argument("pipeline", metavar="PIPELINE.yml")

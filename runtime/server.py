@@ -18,7 +18,9 @@ runtime's ``shutdown-timeout``.
 from __future__ import annotations
 
 import functools
+import resource
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,12 +30,45 @@ import hypercorn.trio
 import msgspec
 import trio
 
+from actors.model.errors import ShunterError
+
+from .auth import TokenTable, protected_mode_problem
 from .config import RuntimeConfig
 from ._runtime import open_runtime
 
-__all__ = ["ServeReport", "hypercorn_config", "serve"]
+__all__ = ["ProtectedMode", "ServeReport", "hypercorn_config", "serve"]
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+BACKLOG = 2048  # connections the kernel holds for accept(): a burst of 5,000 clients is not reset
+SEND_TIMEOUT = 60  # seconds sent data may stay unacknowledged before the kernel drops the connection
+_FILES = 65_536  # open files wanted (each connection is one): slow clients do not exhaust the default 1,024
+
+
+class ProtectedMode(ShunterError):
+    """Serving without a token on an address other than loopback (DESIGN §12)."""
+
+    code = "protected_mode"
+
+
+class _Settings(hypercorn.config.Config):
+    """hypercorn's configuration, whose listening sockets give up on peers that stop reading.
+
+    hypercorn writes to a connection in a shielded scope, so an event stream
+    whose client stopped reading (a zero TCP window) would hold its task
+    forever; ``TCP_USER_TIMEOUT`` (inherited by accepted sockets) makes the
+    kernel drop such a connection after ``SEND_TIMEOUT`` seconds.
+    """
+
+    def create_sockets(self) -> Any:
+        sockets = super().create_sockets()
+        option = getattr(socket, "TCP_USER_TIMEOUT", None)
+        for sock in sockets.insecure_sockets:
+            if option is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, option, SEND_TIMEOUT * 1000)
+                except OSError:
+                    pass  # not supported here: streams still end when the app closes
+        return sockets
 
 
 @dataclass
@@ -47,9 +82,10 @@ class ServeReport:
 
 
 def hypercorn_config(config: RuntimeConfig, **overrides: Any) -> hypercorn.config.Config:
-    """A hypercorn configuration for ``config.server`` (bind, body limit), quiet by default."""
-    settings = hypercorn.config.Config()
+    """A hypercorn configuration for ``config.server`` (bind, body limit, backlog), quiet by default."""
+    settings = _Settings()
     settings.bind = [config.server.bind]
+    settings.backlog = BACKLOG
     settings.accesslog = None
     settings.loglevel = "WARNING"  # the CLI prints where it listens itself
     # hypercorn's own limit for WSGI only; the app enforces max-body-bytes on every request.
@@ -78,8 +114,14 @@ async def serve(
 
     ``task_status.started`` receives the addresses hypercorn listens on
     (``http://127.0.0.1:8000``; with port 0 the port the system chose).
-    ``out`` receives the human progress lines.
+    ``out`` receives the human progress lines. Raises ``ProtectedMode``
+    before anything starts when ``config`` has no token and binds an
+    address other than loopback.
     """
+    problem = protected_mode_problem(config.server.bind, TokenTable.build(config.auth))
+    if problem is not None:
+        raise ProtectedMode(problem)  # before anything binds
+    _raise_file_limit()
     stop = shutdown if shutdown is not None else trio.Event()
     report = ServeReport()
     if not handle_signals:
@@ -129,6 +171,17 @@ async def _http(app: Any, settings: hypercorn.config.Config, trigger: Callable[[
         await hypercorn.trio.serve(app, settings, shutdown_trigger=trigger, task_status=task_status)
     finally:
         scope.cancel()  # hypercorn has stopped: nothing else in the server's nursery should outlive it
+
+
+def _raise_file_limit() -> None:
+    """Let this process hold more connections than the usual 1,024 open files, up to what it may."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = _FILES if hard == resource.RLIM_INFINITY else min(_FILES, hard)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (OSError, ValueError):
+        pass  # keep what we have
 
 
 async def _watch_signals(signals: Any, stop: trio.Event, report: ServeReport, out: Callable[[str], None]) -> None:

@@ -33,6 +33,7 @@ import unicodedata
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from actors.execution.script import script_problems
 from actors.model import templates
 from actors.model.errors import SpecError
 from actors.model.spec import (
@@ -80,6 +81,15 @@ _USES = re.compile(r"([A-Za-z0-9_][A-Za-z0-9_./-]*)(?:@([A-Za-z0-9_.-]+))?\Z")
 _ID_RULE = "use a letter or '_' then letters, digits, '_' or '-'"
 _VARIABLE = "variable name"
 _NAME_RULE = "use a letter or '_' then letters, digits or '_'"
+# A variable's value comes from whoever submits a build (the write role) and is
+# in every step's environment under its own name: names that make programs run
+# other code (or change which program runs) would turn that data into code.
+_UNSAFE_VARIABLES = frozenset({
+    "PATH", "IFS", "ENV", "BASH_ENV", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND", "CDPATH", "GLOBIGNORE",
+    "PYTHONSTARTUP", "PYTHONPATH", "PYTHONHOME", "PERL5OPT", "PERL5LIB", "NODE_OPTIONS", "RUBYOPT",
+    "GIT_SSH_COMMAND", "GIT_EXEC_PATH", "HOME", "SHELL",
+})  # fmt: skip
+_UNSAFE_PREFIXES = ("LD_", "DYLD_", "BASH_FUNC_", "SHUNTER_")
 _PIPELINE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 _MAX_WITH_VALUES = 100_000  # per step: YAML aliases can expand a small document
 # Upper bounds of every number (DESIGN §12): generous, and far from overflowing a deadline.
@@ -93,12 +103,14 @@ def load_pipeline(
     source: str | bytes | os.PathLike[str] | Mapping[str, Any],
     *,
     known_actions: Collection[str] | None = None,
+    secrets: Collection[str] = (),
 ) -> PipelineSpec:
     """Parse and validate a pipeline; raise ``SpecError`` listing every problem.
 
     ``source`` is YAML or JSON text (str or bytes), a path to such a file,
     or an already-parsed mapping. When ``known_actions`` is given, every
-    ``uses`` must name one of them.
+    ``uses`` must name one of them. ``secrets`` are the names
+    ``${{ secrets.NAME }}`` may use (in ``env``, ``with`` and ``run``).
     """
     if isinstance(source, Mapping):
         data: Any = source
@@ -107,7 +119,7 @@ def load_pipeline(
         data, text, problem = parse_document(source, "pipeline")
         if problem is not None:
             raise SpecError([{"path": "$", "message": problem}])
-    walker = _Walker(known_actions)
+    walker = _Walker(known_actions, secrets)
     spec = walker.pipeline(data, text)
     if walker.check.errors or spec is None:
         raise SpecError(walker.check.errors)
@@ -146,9 +158,10 @@ def validate_pipeline_id(pipeline_id: Any) -> str | None:
 class _Walker:
     """Walks raw pipeline data once, recording errors and job drafts."""
 
-    def __init__(self, known_actions: Collection[str] | None) -> None:
+    def __init__(self, known_actions: Collection[str] | None, secrets: Collection[str] = ()) -> None:
         self.check = Checker()
         self.known_actions = known_actions
+        self.secrets = frozenset(secrets)
         self.variables: dict[str, str] = {}
         self.jobs: dict[str, JobDraft] = {}  # every job id of the pipeline
         self.lock_roots: dict[str, JobDraft] = {}  # job id -> first job of its lock chain
@@ -198,6 +211,9 @@ class _Walker:
         result = {}
         for name, item in self.check.named(value, path, _NAME, _NAME_RULE, _VARIABLE).items():
             where = key_path(path, name)
+            if name.upper() in _UNSAFE_VARIABLES or name.upper().startswith(_UNSAFE_PREFIXES):
+                self.check.error(where, f"variable name {name!r} is reserved: a submitted value there would "
+                                        "change which programs run; choose another name")  # fmt: skip
             if isinstance(item, Mapping):
                 entry = self.check.entries(item, where, _VARIABLE_KEYS)
                 self.check.string(entry, "description", where)
@@ -404,7 +420,9 @@ class _Walker:
             c.error(key_path(path, "id"), f"invalid step id {step_id!r}: {_ID_RULE}")
         step_id = step_id or f"step-{position}"
         run = c.string(data, "run", path, non_empty=True)
-        self.templates(run, key_path(path, "run"))
+        self.templates(run, key_path(path, "run"), secrets=True)
+        for problem in script_problems(run or ""):
+            c.error(key_path(path, "run"), problem)
         uses = c.string(data, "uses", path, non_empty=True)
         action = self.action(uses, key_path(path, "uses")) if uses else None
         if data.get("run") is not None and data.get("uses") is not None:
@@ -417,7 +435,7 @@ class _Walker:
                 c.error(key_path(path, "with"), "is only for steps with 'uses' (an action)")
             with_ = c.mapping(with_, key_path(path, "with"), None)
             for text, where in c.strings(with_, key_path(path, "with"), _MAX_WITH_VALUES):
-                self.templates(text, where)
+                self.templates(text, where, secrets=True)
         return Step(
             id=step_id,
             name=c.string(data, "name", path, default=step_id, non_empty=True) or step_id,
@@ -480,13 +498,13 @@ class _Walker:
         result = {}
         for name, item in self.check.named(value, path, _NAME, _NAME_RULE, _VARIABLE).items():
             result[name] = self.check.scalar_text(item, key_path(path, name))
-            self.templates(result[name], key_path(path, name))
+            self.templates(result[name], key_path(path, name), secrets=True)
         return result
 
-    def templates(self, text: str | None, path: str) -> None:
-        """Report every template problem of ``text`` against the declared variables."""
+    def templates(self, text: str | None, path: str, *, secrets: bool = False) -> None:
+        """Report every template problem of ``text`` against the declared variables (and secrets, where allowed)."""
         if text:
-            for problem in templates.check(text, self.variables):
+            for problem in templates.check(text, self.variables, self.secrets if secrets else None):
                 self.check.error(path, problem)
 
     def build(self, draft: JobDraft) -> Job:

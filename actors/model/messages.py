@@ -99,7 +99,7 @@ class JobPayload(msgspec.Struct, frozen=True, gc=False):
     start_step: int
     # ci.* and variables.* for rendering step templates
     template_context: dict[str, dict[str, str]]
-    # variables + job env + SHUNTER_* build context
+    # variables + SHUNTER_* build context (the job's env: is rendered by the agent, with secrets)
     env: dict[str, str]
     # context to restore before a retry (snapshot + exports of the steps kept)
     restore: dict[str, str] | None
