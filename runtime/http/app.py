@@ -110,9 +110,10 @@ class App:
         )
         cors: list[tuple[str, str]] = []
         try:
-            self.guard.check(request, scope.get("scheme", "http"))
-            cors = request.response_headers = self.guard.cors_headers(request)
-            preflight = self.guard.preflight(request)
+            scheme = scope.get("scheme", "http")
+            self.guard.check(request, scheme)
+            cors = request.response_headers = self.guard.cors_headers(request, scheme)
+            preflight = self.guard.preflight(request, scheme)
             if preflight is not None:
                 await _send(send, preflight, head=False)
                 return

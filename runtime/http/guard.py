@@ -99,20 +99,21 @@ class Guard:
             return True
         return self.any_origin or normal in self.origins
 
-    def cors_headers(self, request: Request) -> list[tuple[str, str]]:
-        """CORS headers for a request from an allowed foreign origin (none otherwise)."""
+    def cors_headers(self, request: Request, scheme: str) -> list[tuple[str, str]]:
+        """CORS headers for a request from an allowed foreign origin (none for the server's own)."""
         origin = request.headers.get("origin")
-        if origin is None:
+        host = request.headers.get("host")
+        if origin is None or (host is not None and _origin(origin) == _origin(f"{scheme}://{host}")):
             return []
         return [("access-control-allow-origin", origin), ("vary", "origin")]
 
-    def preflight(self, request: Request) -> Response | None:
+    def preflight(self, request: Request, scheme: str) -> Response | None:
         """The answer to a CORS preflight (``OPTIONS`` with ``Access-Control-Request-Method``), else None."""
         if request.method != "OPTIONS" or "access-control-request-method" not in request.headers:
             return None
         if request.headers.get("origin") is None:
             return None
-        headers = [*self.cors_headers(request), ("access-control-allow-methods", "GET, HEAD, POST, PUT, DELETE"),
+        headers = [*self.cors_headers(request, scheme), ("access-control-allow-methods", "GET, HEAD, POST, PUT, DELETE"),
                    ("access-control-allow-headers", _PREFLIGHT_HEADERS), ("access-control-max-age", "600")]  # fmt: skip
         return Response(204, b"", "text/plain", headers)
 
