@@ -85,9 +85,9 @@ _NAME_RULE = "use a letter or '_' then letters, digits or '_'"
 # in every step's environment under its own name: names that make programs run
 # other code (or change which program runs) would turn that data into code.
 _UNSAFE_VARIABLES = frozenset({
-    "PATH", "IFS", "ENV", "BASH_ENV", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND", "CDPATH", "GLOBIGNORE",
+    "PATH", "IFS", "BASH_ENV", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND", "CDPATH", "GLOBIGNORE",
     "PYTHONSTARTUP", "PYTHONPATH", "PYTHONHOME", "PERL5OPT", "PERL5LIB", "NODE_OPTIONS", "RUBYOPT",
-    "GIT_SSH_COMMAND", "GIT_EXEC_PATH", "HOME", "SHELL",
+    "GIT_SSH_COMMAND", "GIT_EXEC_PATH",
 })  # fmt: skip
 _UNSAFE_PREFIXES = ("LD_", "DYLD_", "BASH_FUNC_", "SHUNTER_")
 _PIPELINE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
