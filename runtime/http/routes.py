@@ -69,7 +69,8 @@ class NodeBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """``PUT /v1/nodes/{name}``: the node's pool (created if needed), agents and labels."""
 
     pool: Name = "default"
-    agents: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
+    # A whole number, also written 4.0 (JSON Schema's integer); the server's max-agents-per-node applies too.
+    agents: Annotated[int, msgspec.Meta(ge=1, le=100_000)] | Annotated[float, msgspec.Meta(ge=1, le=100_000)] = 1
     labels: Annotated[list[Label], msgspec.Meta(max_length=64)] = msgspec.field(default_factory=list)
 
 
@@ -183,7 +184,10 @@ async def put_node(app: App, request: Request) -> Response:
                    "not starting with '.' or '-'")
         raise InvalidRequest(message, details=[{"path": "path.name", "message": message}])
     body = decode_json(NodeBody, request.body)
-    node = await app.rt.add_node(name, pool=body.pool, agents=body.agents, labels=body.labels)
+    if not float(body.agents).is_integer():
+        message = f"must be a whole number, got {body.agents!r}"
+        raise InvalidRequest(f"$.agents: {message}", details=[{"path": "$.agents", "message": message}])
+    node = await app.rt.add_node(name, pool=body.pool, agents=int(body.agents), labels=body.labels)
     return json_response(201, node, [("location", f"/v1/nodes/{name}")])
 
 
@@ -220,7 +224,7 @@ async def metrics(app: App, request: Request) -> Response:
 async def openapi(app: App, request: Request) -> Response:
     from .openapi import document
 
-    return Response(200, document())
+    return Response(200, document(app.rt.config.max_agents_per_node))
 
 
 async def _streamed(app: App, request: Request) -> Response:  # pragma: no cover - never called
@@ -230,7 +234,8 @@ async def _streamed(app: App, request: Request) -> Response:  # pragma: no cover
 # -- the table (paths, statuses, types: also the source of /openapi.json) ----------------------
 
 _PIPELINE = Param("pipeline", "only builds of this pipeline", {"type": "string"})
-_STATUS = Param("status", "only builds with this status", {"type": "string", "enum": list(BUILD_STATUSES)})
+# An empty value (?status=) counts as absent, like every query parameter.
+_STATUS = Param("status", "only builds with this status", {"type": "string", "enum": [*BUILD_STATUSES, ""]})
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/pipelines", list_pipelines, "List the registered pipelines", result=list[PipelineInfo]),
