@@ -26,7 +26,7 @@ from ._report import Row, save
 __all__ = ["SCENARIOS", "available", "parse_args", "target_met", "main"]
 
 # In the order they run by default. ``http`` is optional: it runs when its module exists.
-SCENARIOS = ("kernel", "dispatch", "groups", "scale", "timeouts", "chaos", "http", "dispatch_scale")
+SCENARIOS = ("kernel", "dispatch", "groups", "scale", "timeouts", "chaos", "http", "dispatch_scale", "abuse")
 OPTIONAL = frozenset({"http"})
 _TARGET = re.compile(r"^\s*(ratio|figure)?\s*(<=|>=|==)\s*([0-9.]+)")
 

@@ -47,7 +47,7 @@ logger = logging.getLogger("shunter.http")
 HEARTBEAT = 15.0  # seconds of silence before a keep-alive comment
 BUFFER = 5_000  # events a stream may fall behind the newest before it is disconnected
 BATCH = 512  # events per write at most
-LINGER = 0.05  # seconds a stream lets events gather before it writes them
+LINGER = 0.2  # seconds a caught-up stream lets events gather before it writes again
 RETRY_MS = 1000  # what EventSource should wait before reconnecting
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -133,6 +133,7 @@ async def _pump(log: EventLog, cursor: int, send: Send, keep: Callable[[Event], 
         await send({"type": "http.response.body", "body": b": events %d to %d are no longer kept\n\n"
                     % (cursor + 1, log.first_id - 1), "more_body": True})  # fmt: skip
         cursor = log.first_id - 1
+    caught_up = False
     while not log.closed:
         if log.last_id <= cursor:
             with anyio.move_on_after(HEARTBEAT) as quiet:
@@ -142,13 +143,17 @@ async def _pump(log: EventLog, cursor: int, send: Send, keep: Callable[[Event], 
             if quiet.cancelled_caught:
                 await send({"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True})
                 continue
-            await anyio.sleep(LINGER)  # let a burst gather: one write for many events
+        if caught_up:
+            # Let events gather: a stream that keeps up writes every LINGER seconds at most,
+            # however fast they come; one that is behind (a replay) writes batch after batch.
+            await anyio.sleep(LINGER)
         if log.last_id - cursor > BUFFER or cursor + 1 < log.first_id:
             await send({"type": "http.response.body", "more_body": True,
                         "body": b": too slow: more than %d events behind\n\n" % BUFFER})  # fmt: skip
             break
         batch: list[Kept] = log.read(cursor, BATCH)
         cursor = batch[-1].id
+        caught_up = len(batch) < BATCH
         chunks = [kept.frame(format_event) for kept in batch if keep is None or keep(kept.event)]
         if chunks:
             await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": True})
