@@ -1,11 +1,16 @@
 """The event hub: every state change, numbered, kept briefly, pushed to subscribers.
 
-Actors publish raw records (tuples) in batches, one message per handled
-message rather than one per change; the hub numbers them, keeps a bounded
-history for resuming streams (``Last-Event-ID``) and turns them into
-``Event`` structs only for subscribers and readers. A subscriber whose buffer
-is full is dropped rather than slowing the runtime. The hub also keeps the
-build and job counters of ``/v1/stats``.
+Actors describe each change with a ``Record`` (a small struct, stamped as
+it is made and not tracked by the garbage collector) and publish the
+records of one handled message together, in one ``Publish``, rather than
+one message per change.
+Pipelines publish ``build``, ``job`` and ``step`` records, concurrency groups
+``group`` records and pools ``node`` records (``actors.model.vocab`` lists
+what each kind's ``status`` may be). The hub numbers the records, keeps a
+bounded history for resuming streams (``Last-Event-ID``) and turns them into
+``Event`` structs only for subscribers and readers. A subscriber whose
+buffer is full is dropped rather than slowing the runtime. The hub also
+keeps the build and job counters of ``/v1/stats``.
 
 The history is an ``EventLog``: a ring of ``Kept`` events that the hub
 writes and anyone may read, like the ``Gauge``. Readers that can follow it
@@ -13,28 +18,79 @@ by position (the HTTP event streams) need no queue of their own: each keeps
 a cursor, so a thousand streams replaying the whole history share the same
 ``Kept`` objects, each built into an ``Event`` once and encoded once. A
 reader that falls more than the ring behind has lost events and says so.
+
+A subscriber holds a ``Subscription``: ``async for event in subscription``,
+``await subscription.receive()``, ``subscription.receive_nowait()`` and
+``subscription.close()`` (or ``async with``). Its events stop, and its
+iteration ends, when the hub drops it (it fell ``buffer`` events behind),
+when it is closed, or when the hub stops.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from types import TracebackType
 from typing import Any
 
 import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .core import Actor
+from .core import Actor, Ref
 from .model.info import Event, rfc3339
+from .model.vocab import BuildStatus, EventKind
 
-__all__ = ["EventHub", "EventLog", "Kept", "Gauge", "Publish", "Subscribe", "Unsubscribe", "History", "Counters",
-           "Record"]  # fmt: skip
+__all__ = [
+    "EventHub",
+    "EventLog",
+    "Kept",
+    "Gauge",
+    "Publish",
+    "Subscribe",
+    "Unsubscribe",
+    "Subscription",
+    "History",
+    "Counters",
+    "Record",
+]
 
-# (kind, previous status, status, reason, pipeline_id, build_id, job_id, step_id, attempt, wall time, data)
-Record = tuple[str, str | None, str | None, str | None, str | None, str | None, str | None, str | None,
-               int | None, float, dict[str, Any] | None]  # fmt: skip
+_BUILD, _JOB = EventKind.BUILD, EventKind.JOB
+_QUEUE, _RUNNING = BuildStatus.QUEUE, BuildStatus.RUNNING
+
+
+class _Change(msgspec.Struct, frozen=True, gc=False):
+    # What every record says, positionally: Record(kind, status, reason, ...).
+    kind: EventKind
+    status: str | None
+    reason: str | None = None
+
+
+class Record(_Change, frozen=True, gc=False, kw_only=True):
+    """One state change as an actor saw it; the hub numbers it and makes the ``Event``.
+
+    Made in one way only: ``Record(kind, status, reason, **names)``, the
+    names (``pipeline_id``, ``build_id``, ``job_id``, ``step_id``,
+    ``attempt``, ``group``, ``node``, ``data``) by keyword, and stamped with
+    the wall clock as it is made. The constructor is msgspec's, in C: a
+    Python helper around it cost twice as much per event. ``previous`` is
+    the status before the change where the publisher knows it (the hub's
+    counters need it; events do not show it). Not tracked by the garbage
+    collector.
+    """
+
+    pipeline_id: str | None = None
+    build_id: str | None = None
+    job_id: str | None = None
+    step_id: str | None = None
+    attempt: int | None = None
+    previous: str | None = None
+    group: str | None = None
+    node: str | None = None
+    data: dict[str, Any] | None = None
+    time: float = msgspec.field(default_factory=time.time)
 
 
 class Gauge:
@@ -140,12 +196,12 @@ class Publish(msgspec.Struct, frozen=True):
 
 
 class Subscribe(msgspec.Struct, frozen=True):
-    buffer: int = 10_000
+    buffer: int | float = 10_000  # events it may fall behind; math.inf: never dropped
     after: int | None = None  # replay history after this event id first
 
 
 class Unsubscribe(msgspec.Struct, frozen=True):
-    stream: Any
+    subscription: int  # Subscription.id
 
 
 class History(msgspec.Struct, frozen=True):
@@ -156,12 +212,64 @@ class Counters(msgspec.Struct, frozen=True):
     pass
 
 
+class Subscription:
+    """A subscriber's end of the event stream (see the module docstring).
+
+    ``receive()`` raises ``anyio.EndOfStream`` once the hub has dropped or
+    ended the subscription and every event sent before has been read, and
+    ``anyio.ClosedResourceError`` after ``close()``; ``async for`` simply ends
+    in both cases. ``receive_nowait()`` raises ``anyio.WouldBlock`` when no
+    event is waiting.
+    """
+
+    __slots__ = ("id", "_hub", "_stream", "_closed")
+
+    def __init__(self, hub: Ref, subscription_id: int, stream: MemoryObjectReceiveStream[Event]) -> None:
+        self.id = subscription_id
+        self._hub = hub
+        self._stream = stream
+        self._closed = False
+
+    async def receive(self) -> Event:
+        """The next event, waiting for it."""
+        return await self._stream.receive()
+
+    def receive_nowait(self) -> Event:
+        """The next event if one is waiting."""
+        return self._stream.receive_nowait()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        try:
+            return await self._stream.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    def close(self) -> None:
+        """Stop receiving: the hub forgets the subscription. Closing twice is harmless."""
+        if not self._closed:
+            self._closed = True
+            self._stream.close()
+            self._hub.tell(Unsubscribe(self.id))
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        traceback: TracebackType | None) -> None:  # fmt: skip
+        self.close()
+
+
 def _event(event_id: int, record: Record) -> Event:
-    kind, _, status, reason, pipeline_id, build_id, job_id, step_id, attempt, when, data = record
     return Event(
-        id=event_id, kind=kind, time=rfc3339(when) or "", status=status, reason=reason,
-        pipeline_id=pipeline_id, build_id=build_id, job_id=job_id, step_id=step_id,
-        attempt=attempt, data=data or {},
+        id=event_id, kind=record.kind, time=rfc3339(record.time) or "", status=record.status, reason=record.reason,
+        pipeline_id=record.pipeline_id, build_id=record.build_id, job_id=record.job_id, step_id=record.step_id,
+        attempt=record.attempt, group=record.group, node=record.node, data=record.data or {},
     )  # fmt: skip
 
 
@@ -169,10 +277,10 @@ class EventHub(Actor):
     """See the module docstring."""
 
     def __init__(self, history: int = 10_000, gauge: Gauge | None = None, log: EventLog | None = None) -> None:
-        self.next_id = 1
         self.log = log if log is not None else EventLog(history)
         self.next_id = self.log.last_id + 1  # a restarted hub goes on numbering
-        self.subscribers: list[MemoryObjectSendStream[Event]] = []
+        self.subscribers: dict[int, MemoryObjectSendStream[Event]] = {}
+        self.next_subscriber = 1
         self.builds: Counter[str] = Counter()
         self.jobs: Counter[str] = Counter()
         self.dropped_subscribers = 0
@@ -185,7 +293,7 @@ class EventHub(Actor):
         elif kind is Subscribe:
             return self._subscribe(message)
         elif kind is Unsubscribe:
-            self._drop(message.stream)
+            self._drop(message.subscription)
         elif kind is History:
             return [kept.event for kept in self.log.read(message.after, self.log.capacity)]
         elif kind is Counters:
@@ -193,6 +301,11 @@ class EventHub(Actor):
         else:
             raise TypeError(f"event hub got an unexpected {kind.__name__}")
         return None
+
+    async def stopping(self) -> None:
+        # Subscribers' iterations end rather than wait for events that will never come.
+        for subscription in list(self.subscribers):
+            self._drop(subscription)
 
     def _publish(self, records: Iterable[Record]) -> None:
         log, builds, jobs = self.log, self.builds, self.jobs
@@ -202,39 +315,43 @@ class EventHub(Actor):
             self.next_id += 1
             kept = Kept(event_id, record)
             log.append(kept)
-            kind, previous, status = record[0], record[1], record[2]
-            counter = builds if kind == "build" else jobs if kind == "job" else None
+            kind, previous, status = record.kind, record.previous, record.status
+            counter = builds if kind == _BUILD else jobs if kind == _JOB else None
             if counter is not None and previous != status:
                 if previous is not None:
                     counter[previous] -= 1
                 if status is not None:
                     counter[status] += 1
                 if counter is builds:
-                    self.gauge.unfinished = builds["QUEUE"] + builds["RUNNING"]
+                    self.gauge.unfinished = builds[_QUEUE] + builds[_RUNNING]
             if subscribers:
                 event = kept.event
-                for stream in list(subscribers):
+                gone = None
+                for subscription, stream in subscribers.items():
                     try:
                         stream.send_nowait(event)
                     except anyio.WouldBlock:
                         self.dropped_subscribers += 1
-                        self._drop(stream)
+                        gone = [*(gone or ()), subscription]
                     except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                        self._drop(stream)
+                        gone = [*(gone or ()), subscription]
+                if gone:
+                    for subscription in gone:
+                        self._drop(subscription)
         log.notify()
 
-    def _subscribe(self, message: Subscribe) -> MemoryObjectReceiveStream[Event]:
+    def _subscribe(self, message: Subscribe) -> Subscription:
         backlog = [] if message.after is None else self.log.read(message.after, self.log.capacity)
         size = max(message.buffer, len(backlog) + 1) if message.buffer != math.inf else math.inf
         send, receive = anyio.create_memory_object_stream[Event](size)
         for kept in backlog:
             send.send_nowait(kept.event)  # the same Event for every subscriber: no copy each
-        self.subscribers.append(send)
-        return receive
+        subscription = self.next_subscriber
+        self.next_subscriber += 1
+        self.subscribers[subscription] = send
+        return Subscription(self.ref, subscription, receive)
 
-    def _drop(self, stream: Any) -> None:
-        for send in self.subscribers:
-            if send is stream or getattr(stream, "_state", None) is getattr(send, "_state", object()):
-                self.subscribers.remove(send)
-                send.close()
-                return
+    def _drop(self, subscription: int) -> None:
+        send = self.subscribers.pop(subscription, None)
+        if send is not None:
+            send.close()

@@ -25,15 +25,17 @@ from ._report import Row, save
 
 __all__ = ["SCENARIOS", "available", "parse_args", "target_met", "main"]
 
-# In the order they run by default. ``http`` is optional: it runs when its module exists.
+# In the order they run by default. ``http`` and ``abuse`` are optional: they run when
+# their module exists and their load client (httpx, of the ``test`` extra) is installed.
 SCENARIOS = ("kernel", "dispatch", "groups", "scale", "timeouts", "chaos", "http", "dispatch_scale", "abuse")
-OPTIONAL = frozenset({"http"})
+OPTIONAL = {"http": ("httpx",), "abuse": ("httpx",)}
 _TARGET = re.compile(r"^\s*(ratio|figure)?\s*(<=|>=|==)\s*([0-9.]+)")
 
 
 def available() -> list[str]:
-    """The scenarios this checkout has (an optional one without its module is left out)."""
-    return [name for name in SCENARIOS if name not in OPTIONAL or importlib.util.find_spec(f"bench.{name}")]
+    """The scenarios that can run here (an optional one without its module or its needs is left out)."""
+    return [name for name in SCENARIOS if name not in OPTIONAL or all(
+        importlib.util.find_spec(module) for module in (f"bench.{name}", *OPTIONAL[name]))]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

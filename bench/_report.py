@@ -15,7 +15,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-RESULTS_DIR = Path(os.environ.get("SHUNTER_BENCH_RESULTS", Path(__file__).parent / "results"))
+
+
+def _results_dir() -> Path:
+    """``$SHUNTER_BENCH_RESULTS``; else ``bench/results`` in a source checkout; else
+    ``./bench-results`` (an installed package's directory is no place for output)."""
+    chosen = os.environ.get("SHUNTER_BENCH_RESULTS")
+    if chosen:
+        return Path(chosen)
+    here = Path(__file__).resolve().parent
+    return here / "results" if (here.parent / "pyproject.toml").is_file() else Path.cwd() / "bench-results"
+
+
+RESULTS_DIR = _results_dir()
 
 
 @dataclass(frozen=True)
@@ -52,7 +64,7 @@ def print_table(title: str, rows: Sequence[Row]) -> None:
 
 
 def save(scenario: str, rows: Sequence[Row], extra: dict[str, object] | None = None) -> Path:
-    """Write the rows (with machine facts) to ``bench/results/<scenario>.json``."""
+    """Write the rows (with machine facts) to ``RESULTS_DIR/<scenario>.json`` (``bench/results/`` in a checkout)."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{scenario}.json"
     payload = {

@@ -37,6 +37,7 @@ import trio
 
 import runtime
 from actors.model.info import Stats
+from actors.model.vocab import BUILD_FINAL, AgentStatus, FaultKind
 
 from ._harness import LEAK_FIELDS, leaks, scratch_runtime
 from ._report import Row, print_table, save
@@ -51,8 +52,7 @@ CONFIG = {
 }
 PIPELINE = {"name": "chaos", "jobs": {"work": {"steps": [{"uses": "sleep", "with": {"seconds": 0.002},
                                                           "retry-times": 1}]}}}  # fmt: skip
-FAULTS = ("crash", "silence", "hang")
-FINAL = ("SUCCEED", "FAILED", "CANCELED", "QUEUE_TIMEOUT")
+FAULTS = (FaultKind.CRASH, FaultKind.SILENCE, FaultKind.HANG)  # injected in turn
 
 
 class _InjectedCrashes(logging.Filter):
@@ -62,9 +62,9 @@ class _InjectedCrashes(logging.Filter):
         return "injected crash" not in record.getMessage()
 
 
-async def _inject(rt: runtime.Runtime, kind: str, faulted: set[str], rng: random.Random) -> bool:
+async def _inject(rt: runtime.Runtime, kind: FaultKind, faulted: set[str], rng: random.Random) -> bool:
     agents = [agent for node in await rt.nodes() for agent in node.agents if agent.name not in faulted]
-    busy = [agent.name for agent in agents if agent.status == "busy"]
+    busy = [agent.name for agent in agents if agent.status == AgentStatus.BUSY]
     candidates = busy or [agent.name for agent in agents]
     if not candidates:
         return False
@@ -126,8 +126,8 @@ async def _settled(rt: runtime.Runtime, faulted: set[str]) -> Stats:
 
 
 def _check(stats: Stats, builds: int) -> None:
-    unfinished = {s: n for s, n in stats.builds_by_status.items() if s not in FINAL}
-    ended = sum(n for s, n in stats.builds_by_status.items() if s in FINAL)
+    unfinished = {s: n for s, n in stats.builds_by_status.items() if s not in BUILD_FINAL}
+    ended = sum(n for s, n in stats.builds_by_status.items() if s in BUILD_FINAL)
     if unfinished or ended != builds or leaks(stats):
         raise AssertionError(f"leak: {builds} builds, by status {stats.builds_by_status}; non-zero: {leaks(stats)}")
 

@@ -34,6 +34,7 @@ import anyio
 import trio
 
 import runtime
+from actors.model.vocab import BuildStatus, EventKind
 
 from ._harness import scratch_runtime, until
 from ._report import Row, print_table, save
@@ -95,7 +96,7 @@ async def _grouped(pipelines: int, facts: dict[str, Any]) -> float:
         assert stats.builds_running == pipelines * MAX_PARALLEL, stats
         assert stats.builds_queued == pipelines * QUEUE_LENGTH, stats
 
-        async with rt.subscribe(buffer=math.inf) as events:  # type: ignore[arg-type]
+        async with rt.subscribe(buffer=math.inf) as events:
             start = time.perf_counter()
             await rt.add_node("release", pool="hold", agents=pipelines * MAX_PARALLEL)
             await until(rt, lambda s: s.builds_running == 0 and s.builds_queued == 0, poll=0.05,
@@ -107,7 +108,7 @@ async def _grouped(pipelines: int, facts: dict[str, Any]) -> float:
                     event = events.receive_nowait()
                 except (anyio.WouldBlock, anyio.EndOfStream):
                     break
-                if event.kind == "build" and event.status == "RUNNING" and event.build_id:
+                if event.kind == EventKind.BUILD and event.status == BuildStatus.RUNNING and event.build_id:
                     pipeline_id, _, number = event.build_id.rpartition(".")
                     started[pipeline_id].append(int(number))
         _check_fifo(ids, started)

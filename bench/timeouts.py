@@ -30,6 +30,8 @@ from typing import Any
 import trio
 import trio.testing
 
+from actors.model.vocab import BuildStatus
+
 from ._harness import scratch_runtime, submit_many
 from ._report import Row, print_table, save
 
@@ -62,7 +64,7 @@ async def _expire(count: int, clock: trio.testing.MockClock, facts: dict[str, An
         deadline = time.perf_counter() + TIMEOUT
         first = last = None
         while last is None:
-            expired = (await rt.stats()).builds_by_status.get("QUEUE_TIMEOUT", 0)
+            expired = (await rt.stats()).builds_by_status.get(BuildStatus.QUEUE_TIMEOUT, 0)
             now = time.perf_counter()
             if expired and first is None:
                 first = now

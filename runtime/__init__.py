@@ -1,5 +1,6 @@
-"""shunter's user-facing side: ``open_runtime()``, configuration, errors, result types."""
+"""shunter's user-facing side: ``open_runtime()``, configuration, errors, result types, the vocabulary."""
 
+from actors.events import Subscription
 from actors.model.errors import (
     Conflict,
     InvalidRequest,
@@ -23,18 +24,34 @@ from actors.model.info import (
     StepAttemptInfo,
     StepInfo,
 )
+from actors.model.vocab import (
+    BuildStatus,
+    EventKind,
+    FaultKind,
+    GroupChange,
+    JobStatus,
+    NodeChange,
+    StageStatus,
+    StepStatus,
+)
 
 from ._runtime import Runtime, open_runtime
 from .config import RuntimeConfig, load_config
 
 __all__ = [
     "BuildInfo",
+    "BuildStatus",
     "Conflict",
     "Event",
+    "EventKind",
+    "FaultKind",
+    "GroupChange",
     "GroupInfo",
     "InvalidRequest",
     "JobAttemptInfo",
     "JobInfo",
+    "JobStatus",
+    "NodeChange",
     "NotFound",
     "NotRetryable",
     "Overloaded",
@@ -46,9 +63,12 @@ __all__ = [
     "ShunterError",
     "SpecError",
     "StageInfo",
+    "StageStatus",
     "Stats",
     "StepAttemptInfo",
     "StepInfo",
+    "StepStatus",
+    "Subscription",
     "load_config",
     "open_runtime",
 ]

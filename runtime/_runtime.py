@@ -17,17 +17,17 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 import anyio
 import msgspec
-from anyio.streams.memory import MemoryObjectReceiveStream
 
-from actors.execution.actions import ActionRegistry, StepContext
+from actors.execution.actions import ActionInputs, ActionRegistry, StepContext
 from actors.core import Actor, ActorStopped, ActorSystem, AskTimeout, Ref, Supervision, open_system
 from actors.directory import Directory
 from actors.model.errors import Conflict, InvalidRequest, NotFound, Overloaded, SpecError
-from actors.events import Counters, EventHub, EventLog, Gauge, History, Subscribe, Unsubscribe
+from actors.events import Counters, EventHub, EventLog, Gauge, History, Subscribe, Subscription
 from actors.admission.group import GroupActor, GroupSnapshot, QueuePosition
 from actors.model.info import BuildInfo, Event, GroupInfo, NodeInfo, PipelineInfo, Stats, WaitingJob
 from actors.admission.mutex import ListMutexWaiters, MutexActor
@@ -44,9 +44,10 @@ from actors.model.messages import (
     WaitBuild,
 )
 from actors.builds.pipeline import PipelineActor
+from actors.model.vocab import BUILD_FINAL, BuildStatus, FaultKind, values
 
 from .config import RuntimeConfig, default_config, load_config
-from .spec_loader import load_pipeline, slugify, validate_pipeline_id
+from .spec_loader import check_pipeline, slugify, validate_pipeline_id
 
 __all__ = ["Runtime", "open_runtime"]
 
@@ -55,6 +56,7 @@ logger = logging.getLogger("shunter")
 # Pipeline state lives in its actor; a restarted instance would come back
 # empty and lose builds, so a pipeline crash fails the runtime loudly instead.
 _PIPELINE_SUPERVISION = Supervision(max_restarts=0, escalate=True)
+W = TypeVar("W", bound=StrEnum)
 
 
 class _Supervisor(Actor):
@@ -99,29 +101,35 @@ class Runtime:
                                 id: str | None = None) -> PipelineInfo:  # fmt: skip
         """Register (or replace) a pipeline from YAML/JSON text, a file path or a mapping.
 
-        Raises ``SpecError`` listing every problem by path. Replacing keeps the
-        pipeline's builds and numbering; running builds keep the definition
-        they started with.
+        Raises ``SpecError`` listing every problem by path: unknown actions
+        and ``with:`` inputs the action does not declare included. Replacing
+        keeps the pipeline's builds and numbering; running builds keep the
+        definition they started with. The result's ``warnings`` name each
+        ``runs-on`` that no node matches now (its jobs would wait for one).
         """
-        spec = load_pipeline(_read_source(source), known_actions=self.actions.names(),
-                             secrets=self.config.secrets.names())  # fmt: skip
+        nodes: dict[str, dict[str, frozenset[str]]] = {}
+        for node in await self.nodes():
+            if not node.draining:
+                nodes.setdefault(node.pool, {})[node.name] = frozenset(node.labels)
+        spec, warnings = check_pipeline(_read_source(source), known_actions=self.actions.declared_inputs(),
+                                        nodes=nodes, secrets=self.config.secrets.names())  # fmt: skip
         pipeline_id = id if id is not None else slugify(spec.name)
         problem = validate_pipeline_id(pipeline_id)
         if problem is not None:
             raise SpecError([{"path": "id", "message": problem}])
         ref = self._pipeline_or_none(pipeline_id)
-        if ref is not None:
-            info: PipelineInfo = await ref.ask(ReplaceSpec(spec))
-            return info
-        ref = self.system.spawn(
-            lambda: PipelineActor(pipeline_id=pipeline_id, spec=spec, hub=self._hub, pools=self._pools,
-                                  groups=self._groups, mutexes=self._mutexes),  # fmt: skip
-            name=f"pipeline:{pipeline_id}",
-            parent=self._pipelines,
-            supervision=_PIPELINE_SUPERVISION,
-        )
-        result: PipelineInfo = await ref.ask(DescribePipeline())
-        return result
+        if ref is None:
+            ref = self.system.spawn(
+                lambda: PipelineActor(pipeline_id=pipeline_id, spec=spec, hub=self._hub, pools=self._pools,
+                                      groups=self._groups, mutexes=self._mutexes),  # fmt: skip
+                name=f"pipeline:{pipeline_id}",
+                parent=self._pipelines,
+                supervision=_PIPELINE_SUPERVISION,
+            )
+            info: PipelineInfo = await ref.ask(DescribePipeline())
+        else:
+            info = await ref.ask(ReplaceSpec(spec))
+        return msgspec.structs.replace(info, warnings=warnings) if warnings else info
 
     def has_pipeline(self, pipeline_id: str) -> bool:
         return self._pipeline_or_none(pipeline_id) is not None
@@ -155,7 +163,7 @@ class Runtime:
     async def build(self, build_id: str) -> BuildInfo:
         """A snapshot of the build, with its queue position if it waits in a group."""
         info: BuildInfo = await self._owner(build_id).ask(GetBuild(build_id))
-        if info.status == "QUEUE" and info.group is not None:
+        if info.status == BuildStatus.QUEUE and info.group is not None:
             group = self._groups.find(info.group)
             if group is not None:
                 try:
@@ -165,18 +173,22 @@ class Runtime:
                 info = msgspec.structs.replace(info, queue_position=position)
         return info
 
-    async def builds(self, pipeline: str | None = None, status: str | None = None,
+    async def builds(self, pipeline: str | None = None, status: BuildStatus | str | None = None,
                      unfinished: bool = False) -> list[BuildInfo]:  # fmt: skip
-        """Builds (of one pipeline, with one status, or only the unfinished), oldest first per pipeline."""
+        """Builds (of one pipeline, with one status, or only the unfinished), oldest first per pipeline.
+
+        ``status`` is a ``BuildStatus`` (or its name); anything else is ``InvalidRequest``.
+        """
+        wanted = None if status is None else _word(BuildStatus, status, "build status", "status")
         refs = [self._pipeline(pipeline)] if pipeline is not None else self.system.children(self._pipelines)
         found: list[BuildInfo] = []
         for ref in refs:
-            found.extend(await ref.ask(ListBuilds(status, unfinished)))
+            found.extend(await ref.ask(ListBuilds(wanted, unfinished)))
         return await self._with_positions(found)
 
     async def _with_positions(self, builds: list[BuildInfo]) -> list[BuildInfo]:
         """Fill in queue positions, asking each group concerned once."""
-        groups = {build.group for build in builds if build.status == "QUEUE" and build.group is not None}
+        groups = {build.group for build in builds if build.status == BuildStatus.QUEUE and build.group is not None}
         positions: dict[str, int] = {}
         refs = [ref for ref in map(self._groups.find, groups) if ref is not None]
         for snapshot in await _ask_running(refs, GroupSnapshot()):
@@ -274,12 +286,11 @@ class Runtime:
             found.extend(waiters)
         return found
 
-    def inject_fault(self, agent: str, kind: str) -> None:
-        """Make an agent ``crash``, ``hang`` or fall ``silent`` (tests, benchmarks, drills)."""
-        if kind not in ("crash", "hang", "silence"):
-            raise InvalidRequest(f"unknown fault {kind!r}: use crash, hang or silence")
+    def inject_fault(self, agent: str, kind: FaultKind | str) -> None:
+        """Make an agent ``crash``, ``hang`` or go silent (``silence``): tests, benchmarks, drills (``FaultKind``)."""
+        fault = _word(FaultKind, kind, "fault", "kind")
         for ref in self._pools.all():
-            ref.tell(InjectFault(agent, kind))
+            ref.tell(InjectFault(agent, fault))
 
     async def stats(self) -> Stats:
         counters = await self._hub.ask(Counters())
@@ -291,9 +302,9 @@ class Runtime:
             return sum(pool[field] for pool in pools)
 
         return Stats(
-            builds_running=builds.get("RUNNING", 0),
-            builds_queued=builds.get("QUEUE", 0),
-            builds_finished=sum(count for status, count in builds.items() if status not in ("RUNNING", "QUEUE")),
+            builds_running=builds.get(BuildStatus.RUNNING, 0),
+            builds_queued=builds.get(BuildStatus.QUEUE, 0),
+            builds_finished=sum(count for status, count in builds.items() if status in BUILD_FINAL),
             jobs_running=total("jobs_running"),
             jobs_queued=total("jobs_queued") + sum(mutex_waiters),
             slots_held=total("slots_held"),
@@ -306,23 +317,30 @@ class Runtime:
 
     # -- actions and events --------------------------------------------------------------
 
-    def register_action(self, name: str, fn: Callable[[StepContext], Awaitable[None]]) -> None:
-        """Make ``fn`` available to ``uses: name@1`` steps."""
-        self.actions.register(name, fn)
+    def register_action(self, name: str, fn: Callable[[StepContext], Awaitable[None]],
+                        inputs: ActionInputs | None = None) -> None:  # fmt: skip
+        """Make ``fn`` available to ``uses: name@1`` steps.
+
+        ``inputs`` (input name → ``ActionInput``) declares what ``with:`` may
+        hold: pipelines registered afterwards are refused when a step's
+        ``with:`` does not fit. None accepts anything.
+        """
+        self.actions.register(name, fn, inputs)
 
     @asynccontextmanager
-    async def subscribe(self, *, after: int | None = None, buffer: int = 10_000
-                        ) -> AsyncIterator[MemoryObjectReceiveStream[Event]]:  # fmt: skip
+    async def subscribe(self, *, after: int | None = None, buffer: int | float = 10_000
+                        ) -> AsyncIterator[Subscription]:  # fmt: skip
         """Live events (and, with ``after``, the kept history after that id first).
 
-        A subscriber that falls ``buffer`` events behind is dropped: its stream ends.
+        ``async with rt.subscribe() as events: async for event in events: ...``.
+        A subscriber that falls ``buffer`` events behind (``math.inf``: never)
+        is dropped: its iteration ends. See ``actors.events.Subscription``.
         """
-        stream: MemoryObjectReceiveStream[Event] = await self._hub.ask(Subscribe(buffer=buffer, after=after))
+        subscription: Subscription = await self._hub.ask(Subscribe(buffer=buffer, after=after))
         try:
-            async with stream:
-                yield stream
+            yield subscription
         finally:
-            self._hub.tell(Unsubscribe(stream))
+            subscription.close()
 
     async def events(self, after: int = 0) -> list[Event]:
         result: list[Event] = await self._hub.ask(History(after))
@@ -388,6 +406,15 @@ class Runtime:
                            ", ".join(self.interrupted))  # fmt: skip
 
 
+def _word(words: type[W], value: str, what: str, argument: str) -> W:
+    """``value`` as a member of the vocabulary ``words``, or ``InvalidRequest`` naming every allowed value."""
+    try:
+        return words(value)
+    except ValueError:
+        raise InvalidRequest(f"{argument}: unknown {what} {value!r} (expected one of "
+                             f"{', '.join(values(words))})") from None  # fmt: skip
+
+
 async def _ask_running(refs: list[Ref], message: Any) -> list[Any]:
     """Ask each actor in turn, skipping those that stopped since they were listed.
 
@@ -401,6 +428,23 @@ async def _ask_running(refs: list[Ref], message: Any) -> list[Any]:
         except ActorStopped:
             continue
     return replies
+
+
+async def _register_configured(runtime: Runtime, path: str, where: str) -> None:
+    """Register a pipeline file the configuration names; its warnings are logged.
+
+    Raises ``SpecError``: the pipeline's own errors (``what`` names the
+    file), or a configuration error at ``where`` if the file cannot be read.
+    """
+    try:
+        info = await runtime.register_pipeline(Path(path))
+    except SpecError as error:
+        raise SpecError(error.errors, what=f"pipeline {path}") from None
+    except OSError as error:
+        problem = f"cannot read pipeline file {path!r}: {error.strerror or error}"
+        raise SpecError([{"path": where, "message": problem}], what="config") from None
+    for warning in info.warnings:
+        logger.warning("pipeline %s: %s: %s", path, warning["path"], warning["message"])
 
 
 def _read_source(source: str | bytes | os.PathLike[str] | Mapping[str, Any]) -> Any:
@@ -449,14 +493,14 @@ async def open_runtime(
             def pool(name: str) -> Callable[[], PoolActor]:
                 return lambda: PoolActor(pool=name, workdir=root / name, actions=actions,
                                          heartbeat_interval=settings.heartbeat_interval,
-                                         heartbeat_timeout=settings.heartbeat_timeout,
+                                         heartbeat_timeout=settings.heartbeat_timeout, hub=hub,
                                          secrets=settings.secrets)  # fmt: skip
 
             # Pools hold slots and agents: a crash past its limit fails the runtime loudly.
             pools = Directory(system, "pool", system.spawn(_Supervisor, name="pools"), pool,
                               Supervision(max_restarts=0))  # fmt: skip
             groups = Directory(system, "group", system.spawn(_Supervisor, name="groups"),
-                               lambda name: lambda: GroupActor(name), Supervision(max_restarts=0))  # fmt: skip
+                               lambda name: lambda: GroupActor(name, hub=hub), Supervision(max_restarts=0))  # fmt: skip
             mutexes = Directory(system, "mutex", system.spawn(_Supervisor, name="mutexes"),
                                 lambda name: lambda: MutexActor(name), Supervision(max_restarts=0))  # fmt: skip
             pipelines = system.spawn(_Supervisor, name="pipelines")
@@ -467,9 +511,9 @@ async def open_runtime(
                 pools.get(pool_config.name)
                 for node in pool_config.nodes:
                     await runtime.add_node(node.name, pool_config.name, node.agents, node.labels)
-            for pattern in settings.pipelines:
+            for index, pattern in enumerate(settings.pipelines):
                 for path in sorted(glob.glob(pattern)) or [pattern]:
-                    await runtime.register_pipeline(Path(path))
+                    await _register_configured(runtime, path, f"$.pipelines[{index}]")
             try:
                 yield runtime
             finally:

@@ -46,18 +46,30 @@ MAX_DEPTH = 64
 
 _SIMPLE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_STR_TAG = "tag:yaml.org,2002:str"
 
 
 class _StrictLoader(_BaseLoader):  # type: ignore[misc, unused-ignore]
-    """Safe YAML loader that refuses duplicate keys instead of keeping the last."""
+    """Safe YAML loader that refuses duplicate keys instead of keeping the last,
+    and keeps keys YAML 1.1 reads as booleans as the text written.
+
+    An unquoted ``on``, ``off``, ``yes`` or ``no`` is a boolean in YAML 1.1,
+    so GitHub's ``on:`` would become the key ``True``. No key of a pipeline
+    or configuration is a boolean, so such a key stays the string written
+    (``on``), and the loaders name it like any other key.
+    """
 
     def construct_mapping(self, node: yaml.Node, deep: bool = False) -> Any:
         if isinstance(node, yaml.MappingNode):
             seen: set[tuple[str, Any]] = set()
-            for key_node, _ in node.value:
+            for index, (key_node, value_node) in enumerate(node.value):
                 # Merge keys (`<<: *base`) may be overridden on purpose.
                 if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
                     continue
+                if key_node.tag == _BOOL_TAG:
+                    key_node = yaml.ScalarNode(_STR_TAG, key_node.value, key_node.start_mark, key_node.end_mark)
+                    node.value[index] = (key_node, value_node)
                 key = (key_node.tag, key_node.value)
                 if key in seen:
                     raise yaml.constructor.ConstructorError(
@@ -208,7 +220,10 @@ class Checker:
         """The string-keyed entries of ``value``; others (and unknown keys) are reported."""
         result: dict[str, Any] = {}
         for key, item in value.items():
-            if not isinstance(key, str):
+            if isinstance(key, bool):  # from a mapping given as such: YAML text keeps the word
+                self.error(path, f"key {key!r} must be a string, got boolean (YAML 1.1 reads unquoted "
+                                 "on/off/yes/no/true/false as booleans: quote the key)")  # fmt: skip
+            elif not isinstance(key, str):
                 self.error(path, f"key {key!r} must be a string, got {type_name(key)}")
             elif allowed is not None and key not in allowed:
                 hint = suggest(key, allowed) or f" (expected one of: {', '.join(allowed)})"

@@ -1,9 +1,11 @@
-"""The ``shunter`` command line: ``serve``, ``run``, ``validate``, ``token``, ``bench``.
+"""The ``shunter`` command line: ``serve``, ``run``, ``validate``, ``token``, ``bench``, ``--version``.
 
-Exit codes: 0 success; 1 a build did not succeed, a file had spec errors
-(``validate``) or the server could not start; 2 a usage, spec or
-configuration error (``serve``, ``run``); 130 interrupted before anything
-started.
+Exit codes: 0 success; 1 a build did not succeed (``run``), a file had
+spec errors (``validate``) or the server could not start (``serve``: a bad
+or unreadable configuration, an invalid or unreadable pipeline it names, an
+address it cannot listen on; each said in one line, or spec errors by
+path); 2 a usage error, or a spec or configuration error before a build
+(``run``); 130 interrupted before anything started.
 """
 
 from __future__ import annotations
@@ -18,19 +20,37 @@ from pathlib import Path
 from typing import Any
 
 from actors.model.errors import InvalidRequest, ShunterError, SpecError
-from actors.model.info import JOB_FINAL
+from actors.model.vocab import JOB_FINAL, BuildStatus, EventKind, JobStatus, StageStatus, StepStatus
 
 USAGE_ERROR = 2
+_UNDERWAY = (JobStatus.QUEUE, JobStatus.RUNNING)  # a build, job or stage not ended (the same words for each)
 LOG_TAIL = 15  # lines of a failed step's log shown by `run`
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from .spec_loader import load_pipeline
+    """What registering checks (``check_pipeline``, with the built-in actions and their
+    inputs); with ``--config``, warnings for each ``runs-on`` no configured node matches."""
+    from actors.execution.actions import ActionRegistry
 
+    from ._node_warnings import NodeMap
+    from .spec_loader import check_pipeline
+
+    nodes: NodeMap | None = None
+    if args.config is not None:
+        try:
+            config = _load_config(args.config)
+        except SpecError as error:
+            _print_spec_error(args.config, error)
+            return 1
+        except OSError as error:
+            print(f"cannot read config file {args.config}: {error.strerror or error}", file=sys.stderr)
+            return 1
+        nodes = {pool.name: {node.name: frozenset(node.labels) for node in pool.nodes} for pool in config.pools}
+    actions = ActionRegistry.with_builtins().declared_inputs()
     status = 0
     for path in args.files:
         try:
-            spec = load_pipeline(_read(path))
+            spec, warnings = check_pipeline(_read(path), known_actions=actions, nodes=nodes)
         except SpecError as error:
             status = 1
             print(f"{path}: {len(error.errors)} error(s)")
@@ -41,12 +61,15 @@ def _validate(args: argparse.Namespace) -> int:
             print(f"{path}: cannot read: {error.strerror or error}")
         else:
             jobs = sum(1 for _ in spec.all_jobs())
-            print(f"{path}: ok ({spec.name!r}: {len(spec.stages)} stage(s), {jobs} job(s))")
+            also = f", {len(warnings)} warning(s)" if warnings else ""
+            print(f"{path}: ok ({spec.name!r}: {len(spec.stages)} stage(s), {jobs} job(s)){also}")
+            for item in warnings:
+                print(f"  warning: {item['path']}: {item['message']}")
     return status
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from bench.__main__ import main as bench_main  # the suite: python -m bench [SCENARIO ...] [--quick]
+    from bench.__main__ import main as bench_main  # the suite, shipped in the wheel: python -m bench
 
     return int(bench_main([*args.scenarios, *(["--quick"] if args.quick else [])]))
 
@@ -67,7 +90,7 @@ def _load_config(path: str | None, bind: str | None = None) -> Any:
     from .config import default_config, load_config
     from .server import with_bind
 
-    config = default_config() if path is None else load_config(Path(path))
+    config = default_config() if path is None else load_config(_read(path))
     if bind is not None:
         load_config({"server": {"bind": bind}})  # the same checks as the file's server.bind
     return with_bind(config, bind)
@@ -77,18 +100,19 @@ def _load_config(path: str | None, bind: str | None = None) -> Any:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    """Serve until stopped; a start-up error is one line (or spec errors by path) and exit 1."""
     import trio
 
-    from .server import ProtectedMode, serve
+    from .server import StartupError, serve
 
     try:
         config = _load_config(args.config, args.bind)
     except SpecError as error:
         _print_spec_error(args.config or "--bind", error)
-        return USAGE_ERROR
+        return 1
     except OSError as error:
-        print(f"{args.config}: cannot read: {error.strerror or error}", file=sys.stderr)
-        return USAGE_ERROR
+        print(f"cannot read config file {args.config}: {error.strerror or error}", file=sys.stderr)
+        return 1
 
     def out(line: str) -> None:
         print(line, flush=True)
@@ -97,14 +121,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         trio.run(lambda: serve(config, out=out))
-    except ProtectedMode as error:
-        print(error.message, file=sys.stderr)
-        return USAGE_ERROR
-    except SpecError as error:  # a pipeline named by the configuration
-        _print_spec_error("pipelines of the configuration", error)
-        return USAGE_ERROR
-    except OSError as error:
-        print(f"cannot serve on {config.server.bind}: {error.strerror or error}", file=sys.stderr)
+    except StartupError as error:
+        print(error, file=sys.stderr)
+        return 1
+    except SpecError as error:  # a pipeline the configuration names
+        _print_spec_error((args.config or "config") if error.what == "config" else error.what, error)
         return 1
     return 0
 
@@ -173,7 +194,9 @@ async def _run_build(path: str, variables: dict[str, str], config: Any) -> int:
         except OSError as error:
             print(f"{path}: cannot read: {error.strerror or error}", file=sys.stderr)
             return USAGE_ERROR
-        async with rt.subscribe(buffer=math.inf) as events:  # type: ignore[arg-type]
+        for warning in pipeline.warnings:  # its job would wait for a node
+            print(f"{path}: warning: {warning['path']}: {warning['message']}", file=sys.stderr)
+        async with rt.subscribe(buffer=math.inf) as events:
             try:
                 build = await rt.submit(pipeline.id, variables)
             except InvalidRequest as error:
@@ -187,7 +210,7 @@ async def _run_build(path: str, variables: dict[str, str], config: Any) -> int:
                     if event.build_id == build.id and await progress.show(event):
                         break
                 nursery.cancel_scope.cancel()
-        return 0 if progress.status == "SUCCEED" else 1
+        return 0 if progress.status == BuildStatus.SUCCEED else 1
 
 
 async def _cancel_on_signal(rt: Any, build_id: str) -> None:
@@ -219,9 +242,9 @@ class _Progress:
         self.origin: float | None = None
         self.began: dict[Any, float] = {}  # what is running -> when it started
         self.layout: list[tuple[str, list[str]]] | None = None  # stage name -> its job ids
-        self.jobs: dict[str, str] = {}  # job id -> status, from the events
+        self.jobs: dict[str, str] = {}  # job id -> JobStatus, from the events
         self.stages: dict[str, str] = {}  # stage name -> what was printed last
-        self.status = "QUEUE"
+        self.status: str | None = BuildStatus.QUEUE
 
     async def show(self, event: Any) -> bool:
         """Print what ``event`` changed; True once the build has finished."""
@@ -229,9 +252,9 @@ class _Progress:
         if self.origin is None:
             self.origin = now
         at = f"{now - self.origin:7.2f}s "
-        if event.kind == "build":
+        if event.kind == EventKind.BUILD:
             self.status = event.status
-            if event.status in ("QUEUE", "RUNNING"):
+            if event.status in _UNDERWAY:
                 self.began.setdefault("build", now)
                 self._line(at, f"build {event.status}{_because(event)}")
                 return False
@@ -240,29 +263,29 @@ class _Progress:
             self._line(at, f"build {event.status} in {took:.2f}s{_because(event)}")
             return True
         attempt = f" (attempt {event.attempt})" if (event.attempt or 1) > 1 else ""
-        if event.kind == "job":
+        if event.kind == EventKind.JOB:
             key = ("job", event.job_id, event.attempt)
-            if event.status == "RUNNING":
+            if event.status == JobStatus.RUNNING:
                 self.began[key] = now
             self.jobs[event.job_id] = event.status
-            if event.status == "RUNNING":
+            if event.status == JobStatus.RUNNING:
                 await self._stages(at, now)  # its stage starts before it does
             self._line(at, f"    job {event.job_id} {event.status}{attempt}{self._took(key, event, now)}"
                            f"{_because(event)}")  # fmt: skip
-            if event.status not in ("QUEUE", "RUNNING", "DEPENDENT_WAITING"):
+            if event.status in JOB_FINAL:
                 await self._stages(at, now)
-        elif event.kind == "step":
+        elif event.kind == EventKind.STEP:
             step_key = ("step", event.job_id, event.step_id, event.attempt)
-            if event.status == "RUNNING":
+            if event.status == StepStatus.RUNNING:
                 self.began[step_key] = now
             self._line(at, f"      step {event.job_id}/{event.step_id} {event.status}{attempt}"
                            f"{self._took(step_key, event, now)}{_because(event)}")  # fmt: skip
-            if event.status in ("FAILED", "EXEC_TIMEOUT"):
+            if event.status in (StepStatus.FAILED, StepStatus.EXEC_TIMEOUT):
                 await self._log_tail(event)
         return False
 
     def _took(self, key: Any, event: Any, now: float) -> str:
-        if event.status in ("QUEUE", "RUNNING"):
+        if event.status in _UNDERWAY:
             return ""
         began = self.began.pop(key, None)
         return "" if began is None else f" in {now - began:.2f}s"
@@ -275,13 +298,13 @@ class _Progress:
                 for job in stage.jobs:
                     self.jobs.setdefault(job.id, job.status)
         for name, jobs in self.layout:
-            statuses = [self.jobs.get(job, "QUEUE") for job in jobs]
+            statuses = [self.jobs.get(job, JobStatus.QUEUE) for job in jobs]
             shown = self.stages.get(name)
-            if shown is None and "RUNNING" in statuses:
-                self.stages[name] = "RUNNING"
+            if shown is None and JobStatus.RUNNING in statuses:
+                self.stages[name] = StageStatus.RUNNING
                 self.began[("stage", name)] = now
                 self._line(at, f"  stage {name} RUNNING")
-            elif shown in (None, "RUNNING") and all(status in JOB_FINAL for status in statuses):
+            elif shown in (None, StageStatus.RUNNING) and all(status in JOB_FINAL for status in statuses):
                 status = await self._stage_status(name)
                 if status is None:
                     continue
@@ -292,7 +315,7 @@ class _Progress:
     async def _stage_status(self, name: str) -> str | None:
         build = await self.rt.build(self.build_id)
         for stage in build.stages:
-            if stage.name == name and stage.status not in ("QUEUE", "RUNNING", "DEPENDENT_WAITING"):
+            if stage.name == name and stage.status not in _UNDERWAY:
                 return str(stage.status)
         return None  # the build has moved on (a retry): shown when it ends again
 
@@ -312,7 +335,7 @@ class _Progress:
 
 
 def _because(event: Any) -> str:
-    return f": {event.reason}" if event.reason and event.status != "SUCCEED" else ""
+    return f": {event.reason}" if event.reason and event.status != JobStatus.SUCCEED else ""
 
 
 def _seconds(rfc3339: str) -> float:
@@ -325,8 +348,20 @@ def _seconds(rfc3339: str) -> float:
 # -- main ----------------------------------------------------------------------------------------
 
 
+def _version() -> str:
+    """The installed distribution's version (a source tree run without installing has none)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("shunter")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shunter", description="An actor-model CI/CD build scheduler.")
+    parser.add_argument("--version", action="version", version=f"shunter {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the scheduler and its HTTP API until Ctrl-C or SIGTERM")
@@ -349,11 +384,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--config", metavar="FILE", help="runtime configuration (YAML); default: one local pool")
     run.set_defaults(handler=_run)
 
-    validate = commands.add_parser("validate", help="check pipeline YAML files and print every error by path")
+    validate = commands.add_parser("validate", help="check pipeline YAML files as registering does; "
+                                                   "print every error by path")  # fmt: skip
     validate.add_argument("files", nargs="+", metavar="PIPELINE.yml")
+    validate.add_argument("--config", metavar="FILE",
+                          help="also warn about each runs-on that no node of this configuration matches")  # fmt: skip
     validate.set_defaults(handler=_validate)
 
-    bench = commands.add_parser("bench", help="run the benchmark suite (from a source checkout)")
+    bench = commands.add_parser("bench", help="run the benchmark suite (results in bench/results/ of a checkout, "
+                                             "else in ./bench-results/)")  # fmt: skip
     bench.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="kernel, dispatch, groups, ... (default: all)")
     bench.add_argument("--quick", action="store_true", help="smaller sizes: the whole suite in about a minute")
     bench.set_defaults(handler=_bench)

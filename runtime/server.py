@@ -1,7 +1,7 @@
 """``shunter serve``: the runtime and its HTTP API on hypercorn, in one trio task group.
 
 ``serve(config)`` opens the runtime (its pools and the pipelines the config
-names), serves ``rt.asgi_app`` with ``hypercorn.trio.serve`` and, on SIGINT
+names), serves ``rt.asgi_app`` with hypercorn's trio worker and, on SIGINT
 or SIGTERM (or when ``shutdown`` is set), shuts down gracefully:
 
 1. the app closes its event streams and hypercorn stops accepting
@@ -13,6 +13,12 @@ or SIGTERM (or when ``shutdown`` is set), shuts down gracefully:
 A second signal during shutdown is acknowledged and otherwise ignored: the
 shutdown is already bounded by hypercorn's graceful timeout and the
 runtime's ``shutdown-timeout``.
+
+Start-up errors come out as one exception, never as a group of nested
+task-group errors: ``StartupError`` when the address cannot be listened on
+(the socket is bound before the runtime opens, so nothing else starts),
+``SpecError`` when a pipeline the configuration names is invalid or cannot
+be read.
 """
 
 from __future__ import annotations
@@ -26,17 +32,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import hypercorn.config
-import hypercorn.trio
 import msgspec
 import trio
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import wrap_app
 
-from actors.model.errors import ShunterError
+from actors.model.errors import SpecError
 
 from .auth import TokenTable, protected_mode_problem
 from .config import RuntimeConfig
 from ._runtime import open_runtime
 
-__all__ = ["ProtectedMode", "ServeReport", "hypercorn_config", "serve"]
+__all__ = ["ProtectedMode", "ServeReport", "StartupError", "hypercorn_config", "serve"]
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 BACKLOG = 2048  # connections the kernel holds for accept(): a burst of 5,000 clients is not reset
@@ -44,10 +51,12 @@ SEND_TIMEOUT = 60  # seconds sent data may stay unacknowledged before the kernel
 _FILES = 65_536  # open files wanted (each connection is one): slow clients do not exhaust the default 1,024
 
 
-class ProtectedMode(ShunterError):
-    """Serving without a token on an address other than loopback (DESIGN §12)."""
+class StartupError(Exception):
+    """``serve`` could not start; the message says why in one line."""
 
-    code = "protected_mode"
+
+class ProtectedMode(StartupError):
+    """Serving without a token on an address other than loopback (DESIGN §12)."""
 
 
 class _Settings(hypercorn.config.Config):
@@ -114,14 +123,41 @@ async def serve(
 
     ``task_status.started`` receives the addresses hypercorn listens on
     (``http://127.0.0.1:8000``; with port 0 the port the system chose).
-    ``out`` receives the human progress lines. Raises ``ProtectedMode``
-    before anything starts when ``config`` has no token and binds an
-    address other than loopback.
+    ``out`` receives the human progress lines. Raises ``StartupError`` or
+    ``SpecError`` if it cannot start (see the module docstring), and
+    ``ProtectedMode`` (a ``StartupError``) before binding when ``config``
+    has no token and binds an address other than loopback.
     """
     problem = protected_mode_problem(config.server.bind, TokenTable.build(config.auth))
     if problem is not None:
-        raise ProtectedMode(problem)  # before anything binds
+        raise ProtectedMode(problem)
     _raise_file_limit()
+    try:
+        return await _serve_until_stopped(config, shutdown, handle_signals, out, task_status)
+    except BaseExceptionGroup as group:
+        cause = _startup_cause(group)
+        if cause is None:
+            raise
+        raise cause from None
+
+
+def _startup_cause(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The start-up error a group of task-group errors holds, if it holds only that."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        error = pending.pop()
+        if isinstance(error, BaseExceptionGroup):
+            pending.extend(error.exceptions)
+        elif not isinstance(error, trio.Cancelled):
+            leaves.append(error)
+    if len(leaves) == 1 and isinstance(leaves[0], (StartupError, SpecError)):
+        return leaves[0]
+    return None
+
+
+async def _serve_until_stopped(config: RuntimeConfig, shutdown: trio.Event | None, handle_signals: bool,
+                               out: Callable[[str], None], task_status: trio.TaskStatus[list[str]]) -> ServeReport:  # fmt: skip
     stop = shutdown if shutdown is not None else trio.Event()
     report = ServeReport()
     if not handle_signals:
@@ -138,8 +174,32 @@ async def serve(
     return report
 
 
+def _listen(config: RuntimeConfig, settings: hypercorn.config.Config) -> hypercorn.config.Sockets:
+    """Bind and listen on ``server.bind`` now, before anything else starts."""
+    try:
+        sockets = settings.create_sockets()
+    except OSError as error:
+        why = error.strerror or str(error)
+        raise StartupError(f"cannot listen on {config.server.bind}: {why[:1].lower()}{why[1:]}") from None
+    for sock in sockets.insecure_sockets:
+        sock.listen(settings.backlog)
+    return sockets
+
+
 async def _serve(config: RuntimeConfig, stop: trio.Event, report: ServeReport, out: Callable[[str], None],
                  task_status: trio.TaskStatus[list[str]], *, handle_signals: bool) -> None:  # fmt: skip
+    settings = hypercorn_config(config)
+    sockets = _listen(config, settings)
+    try:
+        await _serve_on(sockets, settings, config, stop, report, out, task_status, handle_signals=handle_signals)
+    finally:
+        for sock in sockets.insecure_sockets:
+            sock.close()  # hypercorn's listeners closed them already, unless it never started
+
+
+async def _serve_on(sockets: hypercorn.config.Sockets, settings: hypercorn.config.Config, config: RuntimeConfig,
+                    stop: trio.Event, report: ServeReport, out: Callable[[str], None],
+                    task_status: trio.TaskStatus[list[str]], *, handle_signals: bool) -> None:  # fmt: skip
     async with open_runtime(config) as rt:
         for pipeline in await rt.pipelines():
             out(f"pipeline {pipeline.id!r} registered ({pipeline.name})")
@@ -150,7 +210,7 @@ async def _serve(config: RuntimeConfig, stop: trio.Event, report: ServeReport, o
             app.close()  # end event streams now rather than after the graceful timeout
 
         async with trio.open_nursery() as nursery:
-            serving = functools.partial(_http, app, hypercorn_config(config), trigger, nursery.cancel_scope)
+            serving = functools.partial(_http, app, settings, sockets, trigger, nursery.cancel_scope)
             report.binds = await nursery.start(serving)
             nodes = await rt.nodes()
             agents = sum(len(node.agents) for node in nodes)
@@ -165,10 +225,13 @@ async def _serve(config: RuntimeConfig, stop: trio.Event, report: ServeReport, o
         + (f": {', '.join(report.interrupted)}" if report.interrupted else ""))  # fmt: skip
 
 
-async def _http(app: Any, settings: hypercorn.config.Config, trigger: Callable[[], Any], scope: trio.CancelScope,
+async def _http(app: Any, settings: hypercorn.config.Config, sockets: hypercorn.config.Sockets,
+                trigger: Callable[[], Any], scope: trio.CancelScope,
                 *, task_status: trio.TaskStatus[list[str]]) -> None:  # fmt: skip
     try:
-        await hypercorn.trio.serve(app, settings, shutdown_trigger=trigger, task_status=task_status)
+        # What hypercorn.trio.serve does, on the sockets bound already (as its own workers are given).
+        await worker_serve(wrap_app(app, settings.wsgi_max_body_size, "asgi"), settings, sockets=sockets,
+                           shutdown_trigger=trigger, task_status=task_status)  # fmt: skip
     finally:
         scope.cancel()  # hypercorn has stopped: nothing else in the server's nursery should outlive it
 

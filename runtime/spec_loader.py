@@ -23,6 +23,10 @@ Choices made where DESIGN §4 is silent:
   (and ``self-hosted``) from the first job of its lock chain.
 - YAML mappings with a duplicate key are refused rather than silently
   keeping the last value.
+- A key YAML 1.1 reads as a boolean (``on``, ``yes``, ...) stays the word
+  written. A top-level ``on:`` (GitHub's triggers) is refused with its own
+  message: shunter has no triggers, builds are submitted through the API,
+  and ignoring it would let a user believe their triggers were set up.
 """
 
 from __future__ import annotations
@@ -31,34 +35,19 @@ import os
 import re
 import unicodedata
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
-from actors.execution.script import script_problems
-from actors.model import templates
+from actors.execution.actions import ActionInputs
 from actors.model.errors import SpecError
-from actors.model.spec import (
-    ON_QUEUE_FULL,
-    STEP_CONTINUE_ON_ERROR,
-    Concurrency,
-    Job,
-    Mutex,
-    PipelineSpec,
-    RunsOn,
-    Stage,
-    Step,
-    normalize_condition,
-)
+from actors.model.spec import Concurrency, Job, Mutex, PipelineSpec, RunsOn, Stage
+from actors.model.vocab import Condition, OnQueueFull, values
+from runtime._node_warnings import NodeMap, node_warnings
 from runtime._spec_references import JobDraft, check_references
-from runtime._validate import (
-    Checker,
-    index_path,
-    key_path,
-    parse_document,
-    suggest,
-    type_name,
-)
+from runtime._spec_steps import ID, ID_RULE, NAME, NAME_RULE, VARIABLE, StepReader
+from runtime._validate import index_path, key_path, parse_document, type_name
 
-__all__ = ["load_pipeline", "slugify", "validate_pipeline_id"]
+__all__ = ["CheckedPipeline", "KnownActions", "NodeMap", "check_pipeline", "load_pipeline", "slugify",
+           "validate_pipeline_id"]
 
 _TOP_KEYS = ("version", "name", "variables", "concurrency", "stages", "jobs", "steps", "finally")
 _CONCURRENCY_KEYS = ("group", "max-parallel", "queue-length", "queue-timeout-minutes",
@@ -70,17 +59,13 @@ _RUNS_ON_KEYS = ("pool-name", "self-hosted", "node-name", "labels", "concurrency
                  "concurrency-limit-total", "queue-timeout-minutes", "lock-resource-with")
 _PLACEMENT_KEYS = ("pool-name", "node-name", "labels")
 _MUTEX_KEYS = ("label", "queue-length", "timeout-minutes")
-_STEP_KEYS = ("id", "name", "run", "uses", "with", "env", "if", "timeout-minutes", "retry-times",
-              "continue-on-error")
 _VARIABLE_KEYS = ("value", "description")
 _VERSIONS = ("v3.0", "v3", "3.0", "3")
-
-_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_USES = re.compile(r"([A-Za-z0-9_][A-Za-z0-9_./-]*)(?:@([A-Za-z0-9_.-]+))?\Z")
-_ID_RULE = "use a letter or '_' then letters, digits, '_' or '-'"
-_VARIABLE = "variable name"
-_NAME_RULE = "use a letter or '_' then letters, digits or '_'"
+# Upper bounds of every number (DESIGN §12): generous, and far from overflowing a deadline.
+MAX_MINUTES = 525_600.0  # a year
+MAX_PARALLEL = 100_000
+MAX_QUEUE_LENGTH = 10_000_000
+MAX_LIMIT = 1_000_000
 # A variable's value comes from whoever submits a build (the write role) and is
 # in every step's environment under its own name: names that make programs run
 # other code (or change which program runs) would turn that data into code.
@@ -90,27 +75,51 @@ _UNSAFE_VARIABLES = frozenset({
     "GIT_SSH_COMMAND", "GIT_EXEC_PATH",
 })  # fmt: skip
 _UNSAFE_PREFIXES = ("LD_", "DYLD_", "BASH_FUNC_", "SHUNTER_")
+
 _PIPELINE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
-_MAX_WITH_VALUES = 100_000  # per step: YAML aliases can expand a small document
-# Upper bounds of every number (DESIGN §12): generous, and far from overflowing a deadline.
-MAX_MINUTES = 525_600.0  # a year
-MAX_PARALLEL = 100_000
-MAX_QUEUE_LENGTH = 10_000_000
-MAX_LIMIT = 1_000_000
+_NO_TRIGGERS = "'on' is not supported (shunter has no triggers; builds are submitted through the API)"
+
+
+KnownActions = Collection[str] | Mapping[str, ActionInputs | None]
+
+
+class CheckedPipeline(NamedTuple):
+    """A valid pipeline, and what is worth a warning (each ``{"path", "message"}``)."""
+
+    spec: PipelineSpec
+    warnings: list[dict[str, str]]
 
 
 def load_pipeline(
     source: str | bytes | os.PathLike[str] | Mapping[str, Any],
     *,
-    known_actions: Collection[str] | None = None,
+    known_actions: KnownActions | None = None,
     secrets: Collection[str] = (),
 ) -> PipelineSpec:
     """Parse and validate a pipeline; raise ``SpecError`` listing every problem.
 
     ``source`` is YAML or JSON text (str or bytes), a path to such a file,
     or an already-parsed mapping. When ``known_actions`` is given, every
-    ``uses`` must name one of them. ``secrets`` are the names
-    ``${{ secrets.NAME }}`` may use (in ``env``, ``with`` and ``run``).
+    ``uses`` must name one of them; when it maps names to declared inputs
+    (``ActionRegistry.declared_inputs()``), every ``with:`` is checked too.
+    ``secrets`` are the names ``${{ secrets.NAME }}`` may use (in ``env``,
+    ``with`` and ``run``).
+    """
+    return check_pipeline(source, known_actions=known_actions, secrets=secrets).spec
+
+
+def check_pipeline(
+    source: str | bytes | os.PathLike[str] | Mapping[str, Any],
+    *,
+    known_actions: KnownActions | None = None,
+    nodes: NodeMap | None = None,
+    secrets: Collection[str] = (),
+) -> CheckedPipeline:
+    """What registering a pipeline checks, in one place (``shunter validate`` uses it too).
+
+    ``load_pipeline``'s checks, then, when ``nodes`` (pool → node → labels)
+    is given, a warning for each ``runs-on`` that no node matches, at the
+    path of that ``runs-on`` (jobs on another job's agent are not repeated).
     """
     if isinstance(source, Mapping):
         data: Any = source
@@ -123,7 +132,7 @@ def load_pipeline(
     spec = walker.pipeline(data, text)
     if walker.check.errors or spec is None:
         raise SpecError(walker.check.errors)
-    return spec
+    return CheckedPipeline(spec, [] if nodes is None else node_warnings(walker.placements(spec), nodes))
 
 
 def slugify(name: str) -> str:
@@ -155,20 +164,20 @@ def validate_pipeline_id(pipeline_id: Any) -> str | None:
     return None
 
 
-class _Walker:
-    """Walks raw pipeline data once, recording errors and job drafts."""
+class _Walker(StepReader):
+    """Walks raw pipeline data once, recording errors and job drafts (steps: ``StepReader``)."""
 
-    def __init__(self, known_actions: Collection[str] | None, secrets: Collection[str] = ()) -> None:
-        self.check = Checker()
-        self.known_actions = known_actions
-        self.secrets = frozenset(secrets)
-        self.variables: dict[str, str] = {}
+    def __init__(self, known_actions: KnownActions | None, secrets: Collection[str] = ()) -> None:
+        super().__init__(known_actions, secrets)
         self.jobs: dict[str, JobDraft] = {}  # every job id of the pipeline
         self.lock_roots: dict[str, JobDraft] = {}  # job id -> first job of its lock chain
 
     # -- top level -------------------------------------------------------
 
     def pipeline(self, data: Any, text: str) -> PipelineSpec | None:
+        if isinstance(data, Mapping) and "on" in data:  # a GitHub Actions habit
+            self.check.error("$.on", _NO_TRIGGERS)
+            data = {key: value for key, value in data.items() if key != "on"}
         top = self.check.mapping(data, "$", _TOP_KEYS)
         if top is None:
             return None
@@ -209,7 +218,7 @@ class _Walker:
     def read_variables(self, value: Any, path: str) -> dict[str, str]:
         """Declared variables: ``NAME: scalar`` or ``NAME: {value, description}``."""
         result = {}
-        for name, item in self.check.named(value, path, _NAME, _NAME_RULE, _VARIABLE).items():
+        for name, item in self.check.named(value, path, NAME, NAME_RULE, VARIABLE).items():
             where = key_path(path, name)
             if name.upper() in _UNSAFE_VARIABLES or name.upper().startswith(_UNSAFE_PREFIXES):
                 self.check.error(where, f"variable name {name!r} is reserved: a submitted value there would "
@@ -241,7 +250,8 @@ class _Walker:
                                    maximum=MAX_QUEUE_LENGTH) or 0,  # fmt: skip
             queue_timeout_minutes=timeout or 480.0,
             cancel_in_progress=c.boolean(data, "cancel-in-progress", path, default=False),
-            on_queue_full=c.choice(data, "on-queue-full", path, ON_QUEUE_FULL, default="reject"),
+            on_queue_full=OnQueueFull(c.choice(data, "on-queue-full", path, values(OnQueueFull),
+                                               default=OnQueueFull.REJECT)),
         )
 
     # -- stages and jobs -------------------------------------------------
@@ -302,8 +312,8 @@ class _Walker:
         drafts = []
         for job_id, item in data.items():
             where = key_path(path, job_id)
-            if not _ID.match(job_id):
-                self.check.error(where, f"invalid job id {job_id!r}: {_ID_RULE}")
+            if not ID.match(job_id):
+                self.check.error(where, f"invalid job id {job_id!r}: {ID_RULE}")
             draft = self.job(job_id, item, where, stage, stage_name, final=final)
             if job_id in self.jobs:
                 self.check.error(
@@ -331,7 +341,7 @@ class _Walker:
             "continue_on_error": c.boolean(data, "continue-on-error", path, default=False),
             "mutex": self.mutex(data.get("mutex"), key_path(path, "mutex")),
             "env": self.env(data.get("env"), key_path(path, "env")),
-            "if_": self.condition(data, path, "ALWAYS" if final else "SUCCESS"),
+            "if_": self.condition(data, path, Condition.ALWAYS if final else Condition.SUCCESS),
         }
         if data.get("steps") is None:
             c.error(key_path(path, "steps"), "is required (a job needs at least one step)")
@@ -386,126 +396,11 @@ class _Walker:
             timeout_minutes=c.positive(data, "timeout-minutes", path, default=10.0, maximum=MAX_MINUTES) or 10.0,
         )
 
-    # -- steps -----------------------------------------------------------
-
-    def steps(self, value: Any, path: str) -> tuple[Step, ...]:
-        """A job's steps; their ids (given or ``step-N``) must be unique in the job."""
-        if value is None:
-            return ()
-        steps = []
-        seen: dict[str, str] = {}
-        for index, item in enumerate(self.check.non_empty_list(value, path, "steps")):
-            where = index_path(path, index)
-            step = self.step(item, where, index + 1)
-            if step is None:
-                continue
-            if step.id in seen:
-                self.check.error(
-                    where,
-                    f"duplicate step id {step.id!r} (also {seen[step.id]}); "
-                    "steps without an id are named step-N by position",
-                )
-            seen.setdefault(step.id, where)
-            steps.append(step)
-        return tuple(steps)
-
-    def step(self, value: Any, path: str, position: int) -> Step | None:
-        """One step (``position`` is 1-based, for its default id), or None if not a mapping."""
-        data = self.check.mapping(value, path, _STEP_KEYS)
-        if data is None:
-            return None
-        c = self.check
-        step_id = c.string(data, "id", path, non_empty=True)
-        if step_id is not None and step_id.strip() and not _ID.match(step_id):
-            c.error(key_path(path, "id"), f"invalid step id {step_id!r}: {_ID_RULE}")
-        step_id = step_id or f"step-{position}"
-        run = c.string(data, "run", path, non_empty=True)
-        self.templates(run, key_path(path, "run"), secrets=True)
-        for problem in script_problems(run or ""):
-            c.error(key_path(path, "run"), problem)
-        uses = c.string(data, "uses", path, non_empty=True)
-        action = self.action(uses, key_path(path, "uses")) if uses else None
-        if data.get("run") is not None and data.get("uses") is not None:
-            c.error(path, "use either 'run' or 'uses', not both")
-        elif data.get("run") is None and data.get("uses") is None:
-            c.error(path, "needs 'run' (a shell command) or 'uses' (an action)")
-        with_ = data.get("with")
-        if with_ is not None:
-            if data.get("uses") is None:
-                c.error(key_path(path, "with"), "is only for steps with 'uses' (an action)")
-            with_ = c.mapping(with_, key_path(path, "with"), None)
-            for text, where in c.strings(with_, key_path(path, "with"), _MAX_WITH_VALUES):
-                self.templates(text, where, secrets=True)
-        return Step(
-            id=step_id,
-            name=c.string(data, "name", path, default=step_id, non_empty=True) or step_id,
-            run=run,
-            uses=uses,
-            action=action,
-            with_=with_ or {},
-            env=self.env(data.get("env"), key_path(path, "env")),
-            if_=self.condition(data, path, "SUCCESS"),
-            timeout_minutes=c.positive(data, "timeout-minutes", path, default=None, maximum=MAX_MINUTES),
-            retry_times=c.integer(data, "retry-times", path, default=0, minimum=0, maximum=5) or 0,
-            continue_on_error=self.step_continue(data.get("continue-on-error"), path),
-        )
-
-    def action(self, uses: str, path: str) -> str | None:
-        """The action name in ``uses`` (``sleep@1`` → ``sleep``); must be known if listed."""
-        match = _USES.match(uses.strip())
-        if match is None:
-            self.check.error(path, f"must be 'action@version' (e.g. 'sleep@1'), got {uses!r}")
-            return None
-        name = match.group(1)
-        if self.known_actions is not None and name not in self.known_actions:
-            self.check.error(
-                path, f"unknown action {name!r}{suggest(name, self.known_actions)}"
-            )
-        return name
-
-    def step_continue(self, value: Any, path: str) -> str:
-        """A step's continue-on-error as one of STEP_CONTINUE_ON_ERROR (booleans too)."""
-        if value is None:
-            return "false"
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, str) and value.strip().lower() in STEP_CONTINUE_ON_ERROR:
-            return value.strip().lower()
-        self.check.error(
-            key_path(path, "continue-on-error"),
-            f"must be one of {', '.join(STEP_CONTINUE_ON_ERROR)}, got {value!r}",
-        )
-        return "false"
-
-    # -- shared pieces ---------------------------------------------------
-
-    def condition(self, data: Mapping[str, Any], path: str, default: str) -> str:
-        """The ``if`` of a job or step, normalised (``failure()`` → ``FAILURE``)."""
-        value = self.check.string(data, "if", path)
-        if value is None:
-            return default
-        canonical = normalize_condition(value)
-        if canonical is None:
-            self.check.error(
-                key_path(path, "if"),
-                f"must be one of SUCCESS, FAILURE, ALWAYS, CANCELED, got {value!r}",
-            )
-            return default
-        return canonical
-
-    def env(self, value: Any, path: str) -> dict[str, str]:
-        """An ``env`` mapping: names as for variables, scalar values as text, templates checked."""
-        result = {}
-        for name, item in self.check.named(value, path, _NAME, _NAME_RULE, _VARIABLE).items():
-            result[name] = self.check.scalar_text(item, key_path(path, name))
-            self.templates(result[name], key_path(path, name), secrets=True)
-        return result
-
-    def templates(self, text: str | None, path: str, *, secrets: bool = False) -> None:
-        """Report every template problem of ``text`` against the declared variables (and secrets, where allowed)."""
-        if text:
-            for problem in templates.check(text, self.variables, self.secrets if secrets else None):
-                self.check.error(path, problem)
+    def placements(self, spec: PipelineSpec) -> list[tuple[str, RunsOn]]:
+        """(path of its runs-on, RunsOn) of every job that picks its own agent."""
+        jobs = {job.id: job for job in spec.all_jobs()}
+        return [(draft.runs_on_path or "$", jobs[draft.id].runs_on) for draft in self.jobs.values()
+                if draft.runs_on.get("lock_resource_with") is None]  # fmt: skip
 
     def build(self, draft: JobDraft) -> Job:
         """The Job of a draft, with placement inherited along its lock chain."""

@@ -26,6 +26,11 @@ is left as it is: firing early finds nothing due and re-arms, which is
 cheaper than a cancel and a new timer per admission. It is cancelled when
 the queue empties.
 
+Events: every admission, queueing, refusal, departure from the queue and
+release is published to the event hub as a ``group`` event (the words are
+``GroupChange``'s), those of one handled message in one ``Publish``, so
+``GET /v1/events?kind=group`` shows each build's way through the group.
+
 Retirement: a group with nothing running and nothing queued for
 ``IDLE_AFTER`` (five minutes) stops itself (``actors.admission.idle``), so group
 names rendered per build do not leave an actor behind each. The next
@@ -45,11 +50,13 @@ from typing import Any
 import msgspec
 
 from ..core import Actor, Ref, TimerHandle
+from ..events import Publish, Record
 from ..queues.deadlines import DeadlineQueue
 from .idle import IDLE_AFTER, IdleCheck, IdleRetirement
 from ..model.messages import Admit, Admitted, CancelBuild, Dequeued, Queued, Refused, Release
 from ..model.info import GroupInfo, QueueEntry, rfc3339
 from ..model.spec import Concurrency
+from ..model.vocab import BuildStatus, EventKind, GroupChange, OnQueueFull
 
 __all__ = ["GroupActor", "GroupSnapshot", "QueuePosition"]
 
@@ -85,7 +92,7 @@ class _Waiter:
 class GroupActor(Actor):
     """One concurrency group. See the module docstring."""
 
-    def __init__(self, name: str, idle_after: float = IDLE_AFTER) -> None:
+    def __init__(self, name: str, idle_after: float = IDLE_AFTER, hub: Ref | None = None) -> None:
         self.group = name
         self.config = Concurrency(group=name)
         self.running: dict[str, Ref] = {}
@@ -94,6 +101,8 @@ class GroupActor(Actor):
         self.timer: TimerHandle | None = None  # the group's one timer, armed for the earliest deadline or before
         self._shared_timeout = math.nan  # the last queue timeout (s): one float object for its waiters
         self.idle = IdleRetirement(idle_after)  # stops the group once idle that long
+        self.hub = hub  # where its group events go (none: not published)
+        self.outbox: list[Record] = []  # the events of the message being handled
 
     async def started(self) -> None:
         self.idle.settle(self, True)  # a group nobody tells anything still retires
@@ -115,6 +124,8 @@ class GroupActor(Actor):
             return None
         else:
             raise TypeError(f"group {self.group!r} got an unexpected {kind.__name__}")
+        if self.outbox:
+            self._publish()
         self.idle.settle(self, self.is_idle)
         return None
 
@@ -129,8 +140,9 @@ class GroupActor(Actor):
         self.config = config = admit.config
         build_id = admit.build_id
         if build_id in self.running or build_id in self.queue:
-            admit.pipeline.tell(Refused(build_id, f"build {build_id!r} is already in group {self.group!r}",
-                                        admit.reply, admit.retry))  # fmt: skip
+            message = f"build {build_id!r} is already in group {self.group!r}"
+            admit.pipeline.tell(Refused(build_id, message))
+            self._event(GroupChange.REFUSED, build_id, message)
             return
         if config.cancel_in_progress:
             self._cancel_everything_for(build_id)
@@ -139,15 +151,19 @@ class GroupActor(Actor):
             return
         if len(self.running) < config.max_parallel and not self.queue:
             self.running[build_id] = admit.pipeline
-            admit.pipeline.tell(Admitted(build_id, admit.reply, admit.retry))
+            admit.pipeline.tell(Admitted(build_id))
+            self._event(GroupChange.ADMITTED, build_id)
             return
         if len(self.queue) >= config.queue_length:
             head = self.queue.head()
-            if config.on_queue_full == "cancel-oldest" and head is not None:
-                self._dequeue(head.key, "CANCELED", f"cancelled to make room for build {build_id} in concurrency "
-                              f"group {self.group!r} (queue-length {config.queue_length}, on-queue-full cancel-oldest)")  # fmt: skip
+            if config.on_queue_full == OnQueueFull.CANCEL_OLDEST and head is not None:
+                self._dequeue(head.key, BuildStatus.CANCELED, f"cancelled to make room for build {build_id} in "
+                              f"concurrency group {self.group!r} (queue-length {config.queue_length}, "
+                              "on-queue-full cancel-oldest)")  # fmt: skip
             else:
-                admit.pipeline.tell(Refused(build_id, self._full_message(), admit.reply, admit.retry))
+                message = self._full_message()
+                admit.pipeline.tell(Refused(build_id, message))
+                self._event(GroupChange.REFUSED, build_id, message)
                 return
         self._enqueue(admit)
 
@@ -174,12 +190,13 @@ class GroupActor(Actor):
         if timer is None or not timer.active or deadline < timer.deadline:
             self._arm()
         position = 1 if front else len(self.queue)
-        admit.pipeline.tell(Queued(admit.build_id, position, admit.reply, admit.retry))
+        admit.pipeline.tell(Queued(admit.build_id, position))
+        self._event(GroupChange.QUEUED, admit.build_id, position=position)
 
     def _cancel_everything_for(self, build_id: str) -> None:
         reason = f"cancelled by build {build_id} (cancel-in-progress in concurrency group {self.group!r})"
         queued = [self.queue.popleft() for _ in range(len(self.queue))]
-        self._tell_dequeued(queued, "CANCELED", reason)
+        self._tell_dequeued(queued, BuildStatus.CANCELED, reason)
         self._queue_shrank()
         for running, pipeline in self.running.items():
             if running not in self.cancelled:
@@ -190,17 +207,20 @@ class GroupActor(Actor):
         while self.queue and len(self.running) < self.config.max_parallel:
             waiter = self.queue.popleft()
             self.running[waiter.key] = waiter.pipeline
-            waiter.pipeline.tell(Admitted(waiter.key, None))
+            waiter.pipeline.tell(Admitted(waiter.key))
+            self._event(GroupChange.ADMITTED, waiter.key)
         self._queue_shrank()
 
     def _release(self, build_id: str) -> None:
         if self.running.pop(build_id, None) is not None:
             self.cancelled.discard(build_id)
+            self._event(GroupChange.RELEASED, build_id)
             self._admit_next()
         elif self.queue.pop(build_id) is not None:
+            self._event(GroupChange.DEQUEUED, build_id, "withdrawn by its pipeline")
             self._queue_shrank()
 
-    def _dequeue(self, build_id: str, status: str, reason: str) -> None:
+    def _dequeue(self, build_id: str, status: BuildStatus, reason: str) -> None:
         waiter = self.queue.pop(build_id)
         assert waiter is not None
         self._tell_dequeued([waiter], status, reason)
@@ -226,7 +246,8 @@ class GroupActor(Actor):
             reason = reasons.get(timeout)
             if reason is None:
                 reasons[timeout] = reason = self._timeout_reason(timeout)
-            pipeline.tell(Dequeued(tuple(build_ids), "QUEUE_TIMEOUT", reason))
+            pipeline.tell(Dequeued(tuple(build_ids), BuildStatus.QUEUE_TIMEOUT, reason))
+            self._events(GroupChange.QUEUE_TIMEOUT, build_ids, reason)
         self._arm()
 
     def _timeout_reason(self, timeout: float) -> str:
@@ -251,13 +272,45 @@ class GroupActor(Actor):
             self.timer.cancel()
             self.timer = None
 
-    def _tell_dequeued(self, waiters: list[_Waiter], status: str, reason: str) -> None:
+    def _tell_dequeued(self, waiters: list[_Waiter], status: BuildStatus, reason: str) -> None:
         """Tell each pipeline, in one message, which of its builds left the queue without running."""
         by_pipeline: dict[Ref, list[str]] = {}
         for waiter in waiters:
             by_pipeline.setdefault(waiter.pipeline, []).append(waiter.key)
         for pipeline, build_ids in by_pipeline.items():
             pipeline.tell(Dequeued(tuple(build_ids), status, reason))
+            self._events(GroupChange(status), build_ids, reason)  # CANCELED or QUEUE_TIMEOUT: the same word
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _event(self, change: GroupChange, build_id: str, reason: str | None = None, position: int | None = None
+               ) -> None:  # fmt: skip
+        """Note a group event (see ``GroupChange``); sent with the others of this message."""
+        if self.hub is None:
+            return
+        data: dict[str, Any] = {"running": len(self.running), "queued": len(self.queue)}
+        if position is not None:
+            data["position"] = position
+        self.outbox.append(Record(EventKind.GROUP, change, reason, pipeline_id=build_id.rpartition(".")[0],
+                                  build_id=build_id, group=self.group, data=data))  # fmt: skip
+
+    def _events(self, change: GroupChange, build_ids: list[str], reason: str) -> None:
+        """The events of builds of one pipeline that left the queue together, in their order.
+
+        A timer fire may end 100k waiters: their events share the pipeline's
+        id and one (read-only) ``data``, the counts after they all left.
+        """
+        if self.hub is None or not build_ids:
+            return
+        pipeline_id, group = build_ids[0].rpartition(".")[0], self.group
+        data = {"running": len(self.running), "queued": len(self.queue)}
+        self.outbox.extend([Record(EventKind.GROUP, change, reason, pipeline_id=pipeline_id, build_id=build_id,
+                                   group=group, data=data) for build_id in build_ids])  # fmt: skip
+
+    def _publish(self) -> None:
+        assert self.hub is not None
+        self.hub.tell(Publish(tuple(self.outbox)))
+        self.outbox.clear()
 
     # -- introspection --------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 The concurrency-group machinery at job level: waiters queue FIFO up to
 ``queue-length``; one more ends its job FAILED ("mutex queue full"); a
-waiter past ``timeout-minutes`` ends FAILED with the wait in the reason. The
+waiter past ``timeout-minutes`` ends QUEUE_TIMEOUT with the wait in the reason. The
 holder releases when its attempt ends (or is withdrawn while waiting).
 
 Retirement: a mutex with no holder and no waiter for ``IDLE_AFTER`` (five
@@ -40,12 +40,13 @@ class _MutexTimeout(msgspec.Struct, frozen=True):
 
 
 class _Waiter:
-    __slots__ = ("acquire", "since", "deadline", "timer")
+    """A queued attempt; its timeout timer knows its deadline."""
 
-    def __init__(self, acquire: MutexAcquire, since: float, deadline: float, timer: TimerHandle) -> None:
+    __slots__ = ("acquire", "since", "timer")
+
+    def __init__(self, acquire: MutexAcquire, since: float, timer: TimerHandle) -> None:
         self.acquire = acquire
         self.since = since
-        self.deadline = deadline
         self.timer = timer
 
 
@@ -96,9 +97,9 @@ class MutexActor(Actor):
                 f"{len(self.queue)} job(s) wait (queue-length {acquire.queue_length})",
             ))  # fmt: skip
             return
-        deadline = self.now() + acquire.timeout_minutes * 60
-        timer = self.send_at(deadline, _MutexTimeout(acquire.token))
-        self.queue.append(acquire.token, _Waiter(acquire, self.now(), deadline, timer))
+        now = self.now()
+        timer = self.send_at(now + acquire.timeout_minutes * 60, _MutexTimeout(acquire.token))
+        self.queue.append(acquire.token, _Waiter(acquire, now, timer))
 
     def _release(self, token: JobToken) -> None:
         waiter = self.queue.pop(token)
@@ -122,6 +123,7 @@ class MutexActor(Actor):
         waiter.acquire.pipeline.tell(MutexRefused(
             token, f"waited {minutes:g} minute(s) for mutex {self.label!r} (held by {self.holder}; "
                    f"timeout-minutes {waiter.acquire.timeout_minutes:g})",
+            timed_out=True,
         ))  # fmt: skip
 
     def _waiters(self) -> list[WaitingJob]:
@@ -130,6 +132,6 @@ class MutexActor(Actor):
             WaitingJob(build_id=token.build_id, job_id=token.job_id, attempt=token.attempt, pool="",
                        reason=f"mutex {self.label!r} held by {self.holder}",
                        since=rfc3339(wall - (now - waiter.since)) or "",
-                       deadline=rfc3339(wall + (waiter.deadline - now)) or "")  # fmt: skip
+                       deadline=rfc3339(wall + (waiter.timer.deadline - now)) or "")  # fmt: skip
             for token, waiter in self.queue.items()
         ]

@@ -18,9 +18,19 @@ import sys
 from collections.abc import Iterator
 
 from ..model.errors import NotFound, NotRetryable
-from ..model.info import BUILD_FINAL, JOB_FINAL, STEP_FINAL
-from .records import FAILING, STEP_FAILING, WAITING, BuildShape, JobAttempt, JobRun, StepAttempt, StepLog
 from ..model.spec import PipelineSpec
+from ..model.vocab import (
+    BUILD_FINAL,
+    JOB_FAILING,
+    JOB_FINAL,
+    STEP_FAILING,
+    STEP_FINAL,
+    BuildStatus,
+    Condition,
+    JobStatus,
+    StepStatus,
+)
+from .records import BuildShape, JobAttempt, JobRun, StepAttempt, StepLog
 
 __all__ = ["Build"]
 
@@ -51,7 +61,7 @@ class Build:
         self.number = number
         self.variables = variables
         self.group = group
-        self.status = "QUEUE"
+        self.status: BuildStatus = BuildStatus.QUEUE
         self.reason: str | None = None
         self.execute_count = 1
         self.queued_at: float | None = now
@@ -99,7 +109,7 @@ class Build:
         if self.finished:  # it ended before it started (queue timeout, cancelled while queued)
             for phase in phases:
                 for job in phase:
-                    job.end_unrun("UNEXEC", self.reason or "")
+                    job.end_unrun(JobStatus.UNEXEC, self.reason or "")
         return phases
 
     @property
@@ -155,12 +165,12 @@ class Build:
 
     def start(self, now: float) -> list[JobRun]:
         """Admitted: start running; returns the jobs to dispatch."""
-        self.status = "RUNNING"
+        self.status = BuildStatus.RUNNING
         self.started_at = now
         self.reason = None
         return self.advance(now)
 
-    def end_unstarted(self, status: str, reason: str, now: float) -> None:
+    def end_unstarted(self, status: BuildStatus, reason: str, now: float) -> None:
         """End a build that never started (queue timeout, cancelled while queued)."""
         self.status = status
         self.reason = reason
@@ -169,7 +179,7 @@ class Build:
             return  # records made later show every job UNEXEC for this reason
         for job in self._jobs.values():
             if job.status not in JOB_FINAL:
-                job.end_unrun("UNEXEC", reason)
+                job.end_unrun(JobStatus.UNEXEC, reason)
 
     def advance(self, now: float) -> list[JobRun]:
         """Start what can start, move through phases, finish the build when all ended."""
@@ -178,7 +188,7 @@ class Build:
         while self.phase < len(phases):
             jobs = phases[self.phase]
             for job in jobs:
-                if job.status == WAITING:
+                if job.status == JobStatus.DEPENDENT_WAITING:
                     self._consider(job, now, dispatch)
             if any(job.status not in JOB_FINAL for job in jobs):
                 break
@@ -198,30 +208,36 @@ class Build:
         condition = job.spec.if_
         start, job.resume_step = job.resume_step, 0
         if self.cancelling is not None:
-            if condition in ("CANCELED", "ALWAYS"):
+            if condition == Condition.CANCELED or condition == Condition.ALWAYS:
                 self._new_attempt(job, start, dispatch)
             else:
-                job.end_unrun("UNEXEC", f"not run: {self.cancelling}")
+                job.end_unrun(JobStatus.UNEXEC, f"not run: {self.cancelling}")
             return
         failed = earlier_failure is not None or bad_dep is not None
-        if condition == "ALWAYS" or (condition == "FAILURE" and failed) or (condition == "SUCCESS" and not failed):
+        if (condition == Condition.ALWAYS or (condition == Condition.FAILURE and failed)
+                or (condition == Condition.SUCCESS and not failed)):
             self._new_attempt(job, start, dispatch)
-        elif condition == "SUCCESS":
+        elif condition == Condition.SUCCESS:
             cause = bad_dep or earlier_failure
             assert cause is not None
             kind = "dependency" if cause is bad_dep else "job"
-            job.end_unrun("UNEXEC", f"not run: {kind} {cause.id!r} ended {cause.status}")
-        elif condition == "FAILURE":
-            job.end_unrun("SKIP", "skipped: if: FAILURE, and nothing before it failed")
+            job.end_unrun(JobStatus.UNEXEC, f"not run: {kind} {cause.id!r} ended {cause.status}")
+        elif condition == Condition.FAILURE:
+            job.end_unrun(JobStatus.SKIP, "skipped: if: FAILURE, and nothing before it failed")
         else:  # CANCELED
-            job.end_unrun("SKIP", "skipped: if: CANCELED, and the build was not cancelled")
+            job.end_unrun(JobStatus.SKIP, "skipped: if: CANCELED, and the build was not cancelled")
 
     def _new_attempt(
-        self, job: JobRun, start_step: int, dispatch: list[JobRun], retry_of: int | None = None
+        self,
+        job: JobRun,
+        start_step: int,
+        dispatch: list[JobRun],
+        retry_of: int | None = None,
+        after_lost_agent: bool = False,
     ) -> None:
-        attempt = JobAttempt(len(job.attempts) + 1, self.execute_count, retry_of, start_step)
+        attempt = JobAttempt(len(job.attempts) + 1, self.execute_count, retry_of, start_step, after_lost_agent)
         job.attempts.append(attempt)
-        job.status = "QUEUE"
+        job.status = JobStatus.QUEUE
         job.reason = None
         for step in job.steps[start_step:]:
             step.reset()
@@ -232,25 +248,26 @@ class Build:
             return
         self.finished_at = now
         if self.cancelling is not None:
-            self.status, self.reason = "CANCELED", self.cancelling
+            self.status, self.reason = BuildStatus.CANCELED, self.cancelling
             return
         failed = next((job for job in self.jobs.values() if job.failed), None)
         if failed is not None:
-            self.status = "FAILED"
+            self.status = BuildStatus.FAILED
             self.reason = f"job {failed.id!r} ended {failed.status}: {failed.reason or 'no reason given'}"
         else:
-            self.status, self.reason = "SUCCEED", None
+            self.status, self.reason = BuildStatus.SUCCEED, None
 
     # -- reports from agents and the dispatcher ---------------------------------------
 
     def job_started(self, job: JobRun, node: str, agent: str, context: dict[str, str], now: float) -> None:
         attempt = job.attempts[-1]
-        attempt.status = "RUNNING"
+        attempt.status = JobStatus.RUNNING
         attempt.node, attempt.agent = node, agent
         attempt.started_at = now
         if attempt.context_before is None:
             attempt.context_before = context
-        job.status = "RUNNING"
+        job.status = JobStatus.RUNNING
+        job.reason = None  # why it waited (JobWaiting) no longer holds
 
     def lock_agent(self, job: JobRun, pool: str, agent: str) -> None:
         """``job`` started on ``agent``: if it is in a lock chain, the chain holds that agent."""
@@ -277,7 +294,7 @@ class Build:
         previous = step.attempts[-1].number if step.attempts else None
         attempt = StepAttempt(len(step.attempts) + 1, previous, self.execute_count, job.attempts[-1].number, log, now)
         step.attempts.append(attempt)
-        step.status = "RUNNING"
+        step.status = StepStatus.RUNNING
         step.reason = None
         return attempt
 
@@ -285,7 +302,7 @@ class Build:
         self,
         job: JobRun,
         index: int,
-        status: str,
+        status: StepStatus,
         reason: str | None,
         exit_code: int | None,
         outputs: dict[str, str],
@@ -299,39 +316,53 @@ class Build:
         attempt.finished_at = now
         step.status, step.reason = status, reason
 
-    def step_not_run(self, job: JobRun, index: int, status: str, reason: str) -> None:
+    def step_not_run(self, job: JobRun, index: int, status: StepStatus, reason: str) -> None:
         step = job.steps[index]
         step.status, step.reason = status, reason
 
-    def job_ended(self, job: JobRun, status: str, reason: str | None, now: float) -> list[JobRun]:
+    def job_ended(self, job: JobRun, status: JobStatus, reason: str | None, now: float) -> list[JobRun]:
         attempt = job.attempts[-1]
         attempt.status, attempt.reason = status, reason
         attempt.finished_at = now
         job.status, job.reason = status, reason
+        # the step that was running fails with its agent (as when the loss is
+        # retried), or is stopped; its attempt ends with it, never left RUNNING
+        stopped = StepStatus.FAILED if status == JobStatus.HEARTBEAT_TIMEOUT else StepStatus.CANCELED
         for step in job.steps[attempt.start_step :]:
             if step.status not in STEP_FINAL:
-                step.status = "CANCELED" if step.status == "RUNNING" else "UNEXEC"
+                step.status = stopped if step.status == StepStatus.RUNNING else StepStatus.UNEXEC
                 step.reason = reason
+                last = step.attempts[-1] if step.attempts else None
+                if last is not None and last.status == StepStatus.RUNNING:
+                    last.status, last.reason, last.finished_at = step.status, reason, now
         return self.advance(now)
 
-    def retry_lost(self, job: JobRun, status: str, reason: str | None, now: float) -> bool:
+    def retry_lost(self, job: JobRun, status: JobStatus, reason: str | None, now: float) -> bool:
         """The job's agent was lost: retry elsewhere from the running step if its
         ``retry-times`` allows; True if a new attempt was made (dispatch ``job``)."""
         if self.cancelling is not None:
             return False
         attempt = job.attempts[-1]
-        index = next((i for i, step in enumerate(job.steps) if step.status == "RUNNING"), None)
+        index = next((i for i, step in enumerate(job.steps) if step.status == StepStatus.RUNNING), None)
         if index is None:
             return False
         step = job.steps[index]
-        tries = sum(1 for a in step.attempts if a.job_attempt == attempt.number and a.execute_count == self.execute_count)
+        # retry-times is one budget across the attempts that lost agents made
+        # in a row, not a fresh one per attempt (or a job whose agents keep
+        # dying would retry forever)
+        chain = {attempt.number}
+        link = attempt
+        while link.after_lost_agent and link.retry_of is not None:
+            link = job.attempts[link.retry_of - 1]
+            chain.add(link.number)
+        tries = sum(1 for a in step.attempts if a.job_attempt in chain and a.execute_count == self.execute_count)
         if tries > step.spec.retry_times:
             return False
         step_attempt = step.attempts[-1]
-        step_attempt.status, step_attempt.reason, step_attempt.finished_at = "FAILED", reason, now
-        step.status, step.reason = "FAILED", reason
+        step_attempt.status, step_attempt.reason, step_attempt.finished_at = StepStatus.FAILED, reason, now
+        step.status, step.reason = StepStatus.FAILED, reason
         attempt.status, attempt.reason, attempt.finished_at = status, reason, now
-        self._new_attempt(job, index, [], retry_of=attempt.number)
+        self._new_attempt(job, index, [], retry_of=attempt.number, after_lost_agent=True)
         return True
 
     # -- cancel -------------------------------------------------------------------
@@ -342,12 +373,12 @@ class Build:
         A queued build ends at once. A running one ends once every stopped job
         has reported back (and any ``if: CANCELED`` / ``ALWAYS`` finally jobs ran).
         """
-        if self.status == "QUEUE":
-            self.end_unstarted("CANCELED", reason, now)
+        if self.status == BuildStatus.QUEUE:
+            self.end_unstarted(BuildStatus.CANCELED, reason, now)
             return []
         if self.cancelling is None:
             self.cancelling = reason
-        return [job for job in self.jobs.values() if job.status in ("QUEUE", "RUNNING")]
+        return [job for job in self.jobs.values() if job.status == JobStatus.QUEUE or job.status == JobStatus.RUNNING]
 
     # -- retries ------------------------------------------------------------------
 
@@ -365,7 +396,7 @@ class Build:
                 "retry a failed job or step instead"
             )
         job, start = self.find_step(job_id, step_id) if step_id is not None else (self.job(job_id or ""), 0)
-        if job.status not in FAILING:
+        if job.status not in JOB_FAILING:
             raise NotRetryable(f"job {job.id!r} is {job.status}; only a job that failed can be retried")
         if step_id is not None and job.steps[start].status not in STEP_FAILING:
             raise NotRetryable(
@@ -387,7 +418,7 @@ class Build:
         while pending:
             name = pending.pop()
             for other in self.phases[job.phase]:
-                if name in other.spec.depend_on and other.status in ("UNEXEC", "SKIP"):
+                if name in other.spec.depend_on and other.status in (JobStatus.UNEXEC, JobStatus.SKIP):
                     other.reset()
                     pending.append(other.id)
 
@@ -406,19 +437,28 @@ class Build:
         if job_id is None and step_id is None and not failed_only:
             plan.update({name: 0 for name in self.jobs})
         elif job_id is None and step_id is None:
-            unfinished = [job for job in self.jobs.values() if job.phase < finally_phase and job.status != "SUCCEED"]
+            unfinished = [job for job in self.jobs.values() if job.phase < finally_phase and job.status != JobStatus.SUCCEED]
             if not unfinished:
                 raise NotRetryable(f"build {self.id!r} has no failed job to retry")
             plan.update({job.id: 0 for job in unfinished})
         else:
             job, start = self.find_step(job_id, step_id) if step_id is not None else (self.job(job_id or ""), 0)
-            if step_id is not None and job.steps[start].status not in STEP_FAILING | {"UNEXEC"}:
+            if step_id is not None and job.steps[start].status not in STEP_FAILING | {StepStatus.UNEXEC}:
                 raise NotRetryable(
                     f"step {step_id!r} of job {job.id!r} is {job.steps[start].status}; "
                     "only a failed step or one that never ran can be retried"
                 )
+            blocker = next(
+                (other for other in self.jobs.values() if other.phase < job.phase and other.failed), None
+            )
+            if blocker is not None:
+                raise NotRetryable(
+                    f"job {job.id!r} would not run: job {blocker.id!r} of stage "
+                    f"{self.phase_names[blocker.phase]!r} ended {blocker.status} and still stops it; "
+                    f"retry job {blocker.id!r} or the failed jobs (failed_only)"
+                )
             for other in self.jobs.values():
-                if other.phase >= job.phase and other.status != "SUCCEED":
+                if other.phase >= job.phase and other.status != JobStatus.SUCCEED:
                     plan.setdefault(other.id, 0)
             plan[job.id] = start
         return plan
@@ -433,6 +473,6 @@ class Build:
             self.jobs[name].reset(start)
         self.phase = min(self.jobs[name].phase for name in plan)
         self.execute_count += 1
-        self.status, self.reason = "QUEUE", None
+        self.status, self.reason = BuildStatus.QUEUE, None
         self.cancelling = None
         self.queued_at, self.started_at, self.finished_at = now, None, None

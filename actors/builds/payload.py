@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from .build import Build
-from .records import FAILING, JobRun
+from .records import JobRun
 from ..model.messages import JobPayload
+from ..model.vocab import StepStatus
 
 __all__ = ["job_payload", "template_context", "chain_agent"]
 
@@ -21,7 +22,7 @@ def job_payload(build: Build, job: JobRun) -> JobPayload:
         template_context=template_context(build),
         env=_job_env(build, job),
         restore=_restore_context(job),
-        failed_before=any(step.status in FAILING for step in job.steps[: attempt.start_step]),
+        failed_before=any(step.failed_the_job for step in job.steps[: attempt.start_step]),
     )
 
 def template_context(build: Build) -> dict[str, dict[str, str]]:
@@ -64,7 +65,7 @@ def _restore_context(job: JobRun) -> dict[str, str] | None:
         return None
     context = dict(base or {})
     for step in job.steps[:start]:
-        kept = next((a for a in reversed(step.attempts) if a.status == "SUCCEED"), None)
+        kept = next((a for a in reversed(step.attempts) if a.status == StepStatus.SUCCEED), None)
         if kept is not None:
             context.update(kept.exported_env)
     return context

@@ -3,9 +3,14 @@
 It numbers builds, renders their concurrency group, asks the group for
 admission (answering the submitter only once the group has decided, through
 the deferred reply slot), requests agents for runnable jobs, applies what
-agents report (dropping reports of stale attempts), and tells the group when
-a build ends. Retries inside a running build never go through the group;
-retries of a finished build are new admissions (DESIGN §3.1 items 4 and 5).
+agents report and what the pool ended itself (dropping both for stale
+attempts), and tells the group when a build ends. Retries inside a running
+build never go through the group; retries of a finished build are new
+admissions (DESIGN §3.1 items 4 and 5).
+
+While the group decides, the pipeline keeps what it will do with the
+answer: the deferred reply slot by build id, and for the retry of a
+finished build its ``RetryPlan``. The group is told only build ids and limits.
 """
 
 from __future__ import annotations
@@ -31,12 +36,14 @@ from ..model.messages import (
     CancelRequest,
     Dequeued,
     DescribePipeline,
+    EndJob,
     GetBuild,
     GetLog,
     JobEnded,
     JobRequest,
     JobStarted,
     JobToken,
+    JobWaiting,
     ListBuilds,
     MutexAcquire,
     MutexGranted,
@@ -60,8 +67,27 @@ from .payload import chain_agent, job_payload, template_context
 from .snapshot import build_info
 from ..model.spec import Concurrency, PipelineSpec
 from ..model.templates import TemplateError, render
+from ..model.vocab import BuildStatus, EventKind, JobStatus
 
-__all__ = ["PipelineActor"]
+# A job whose status changed without an attempt of its own (see _emit_unrun).
+_UNRUN = frozenset({JobStatus.UNEXEC, JobStatus.SKIP, JobStatus.DEPENDENT_WAITING})
+
+__all__ = ["PipelineActor", "RetryPlan"]
+
+
+class RetryPlan(msgspec.Struct, frozen=True, gc=False):
+    """A retry of a finished build: what runs again, applied once its group admits it.
+
+    ``job``, ``step`` and ``failed_only`` are as asked (``Build.rerun_plan``
+    says what they select); ``group`` is the group name rendered again for
+    this execution; ``queued_at`` is when the retry was asked (wall clock).
+    """
+
+    job: str | None
+    step: str | None
+    failed_only: bool
+    group: str | None
+    queued_at: float
 
 
 class PipelineActor(Actor):
@@ -89,7 +115,8 @@ class PipelineActor(Actor):
         self.next_number = 1
         self.builds: dict[str, Build] = {}
         self.pending: dict[str, Build] = {}  # new builds waiting for their group's answer
-        self.admitting: set[str] = set()  # finished builds whose retry awaits admission
+        self.reruns: dict[str, RetryPlan] = {}  # finished builds whose retry awaits its group's answer
+        self.replies: dict[str, Reply] = {}  # submit or retry asks answered once the group has decided
         self.waiters: dict[str, list[Reply]] = {}
         self.finished_order: deque[str] = deque()
         self.outbox: list[Record] = []
@@ -109,6 +136,10 @@ class PipelineActor(Actor):
         kind = type(message)
         if kind is AgentReport:
             self._report(message)
+        elif kind is EndJob:
+            self._pool_ended(message)
+        elif kind is JobWaiting:
+            self._job_waiting(message)
         elif kind is MutexGranted:
             self._mutex_granted(message.token)
         elif kind is MutexRefused:
@@ -174,8 +205,8 @@ class PipelineActor(Actor):
             return build_info(build)
         self.pending[build_id] = build
         assert build.queued_at is not None
-        self._group(group).tell(Admit(build_id, self.ref, self._group_config(group), build.queued_at,
-                                      self.defer_reply()))  # fmt: skip
+        self.replies[build_id] = self.defer_reply()
+        self._group(group).tell(Admit(build_id, self.ref, self._group_config(group), build.queued_at))
         return None
 
     def _variables(self, given: dict[str, Any]) -> dict[str, str]:
@@ -233,16 +264,18 @@ class PipelineActor(Actor):
             build = self.builds.get(message.build_id)
             if build is None:
                 return
-            if message.retry is not None:
-                self._apply_rerun(build, message.retry)
-            elif build.status != "QUEUE":
+            plan = self.reruns.pop(build.id, None)
+            if plan is not None:
+                self._apply_rerun(build, plan)
+            elif build.status != BuildStatus.QUEUE:
                 # cancelled while the admission was on its way: hand the place back
                 if build.group is not None:
                     self._group(build.group).tell(Release(build.id))
                 return
         self._start(build)
-        if message.reply is not None:
-            message.reply.set_result(build_info(build))
+        reply = self.replies.pop(build.id, None)  # none for a build admitted from the queue
+        if reply is not None:
+            reply.set_result(build_info(build))
 
     def _queued(self, message: Queued) -> None:
         build = self.pending.pop(message.build_id, None)
@@ -251,28 +284,31 @@ class PipelineActor(Actor):
             self._emit_build(build, None)
         else:
             build = self.builds[message.build_id]
-            if message.retry is not None:
-                self._apply_rerun(build, message.retry)
-        if message.reply is not None:
-            message.reply.set_result(build_info(build, message.position))
+            plan = self.reruns.pop(build.id, None)
+            if plan is not None:
+                self._apply_rerun(build, plan)
+        reply = self.replies.pop(build.id, None)
+        if reply is not None:
+            reply.set_result(build_info(build, message.position))
 
     def _refused(self, message: Refused) -> None:
         build = self.pending.pop(message.build_id, None)
         if build is not None and build.number == self.next_number - 1:
             self.next_number -= 1  # the refused build never existed: keep numbers dense
-        self.admitting.discard(message.build_id)
-        if message.reply is not None:
-            message.reply.set_error(QueueFull(message.message))
+        self.reruns.pop(message.build_id, None)
+        reply = self.replies.pop(message.build_id, None)
+        if reply is not None:
+            reply.set_error(QueueFull(message.message))
 
     def _dequeued(self, message: Dequeued) -> None:
         """End the builds the group let go unstarted; their events leave in one Publish (the outbox)."""
         now = time.time()
         for build_id in message.build_ids:
             build = self.builds.get(build_id)
-            if build is None or build.status != "QUEUE":
+            if build is None or build.status != BuildStatus.QUEUE:
                 continue
             build.end_unstarted(message.status, message.reason, now)
-            self._emit_build(build, "QUEUE")
+            self._emit_build(build, BuildStatus.QUEUE)
             # It never started: it holds no agent, and the group has let it go.
             self._settled(build)
 
@@ -297,7 +333,7 @@ class PipelineActor(Actor):
             try:
                 label = render(mutex.label, template_context(build))
             except TemplateError as error:
-                self._end_job(build, job, "FAILED", f"mutex label: {error}")
+                self._end_job(build, job, JobStatus.FAILED, f"mutex label: {error}")
                 continue
             self.mutex_waits[token] = (build, label)
             self.mutexes.get(label).tell(
@@ -311,6 +347,15 @@ class PipelineActor(Actor):
             JobRequest(token, self.ref, job_payload(build, job), runs_on,
                        agent=chain_agent(build, job) if in_chain else None, lock=in_chain)  # fmt: skip
         )
+
+    def _job_waiting(self, message: JobWaiting) -> None:
+        """The pool says why the attempt waits (no node can run it), or that it no longer does."""
+        token = message.token
+        build = self.builds.get(token.build_id)
+        job = build.live_attempt(token.job_id, token.attempt) if build is not None else None
+        if build is not None and job is not None and job.status == JobStatus.QUEUE and job.reason != message.reason:
+            job.reason = message.reason
+            self._emit_job(build, job, JobStatus.QUEUE)
 
     def _mutex_granted(self, token: JobToken) -> None:
         waiting = self.mutex_waits.pop(token, None)
@@ -328,24 +373,39 @@ class PipelineActor(Actor):
         build, _ = waiting
         job = build.live_attempt(message.token.job_id, message.token.attempt)
         if job is not None:
-            self._end_job(build, job, "FAILED", message.reason, mutex_held=False)
+            status = JobStatus.QUEUE_TIMEOUT if message.timed_out else JobStatus.FAILED
+            self._end_job(build, job, status, message.reason, mutex_held=False)
 
-    def _end_job(self, build: Build, job: JobRun, status: str, reason: str, mutex_held: bool = True) -> None:
-        """End an attempt here (no agent involved): as if its JobEnded arrived."""
+    def _end_job(self, build: Build, job: JobRun, status: JobStatus, reason: str, mutex_held: bool = True) -> None:
+        """End an attempt here, no agent or pool involved (its mutex refused it, a cancel found it waiting)."""
         token = JobToken(build.id, job.id, job.attempts[-1].number)
-        self._apply(build, job, token, JobEnded(status, reason, time.time()), mutex_held)
+        self._job_ended(build, job, token, status, reason, time.time(), mutex_held)
 
-    def _report(self, report: AgentReport) -> None:
-        token = report.token
+    def _live(self, token: JobToken) -> tuple[Build, JobRun] | None:
+        """The build and job of ``token`` if it is their current attempt; None (counted) if it is over."""
         build = self.builds.get(token.build_id)
         job = build.live_attempt(token.job_id, token.attempt) if build is not None else None
         if build is None or job is None:
-            self.stale_reports += 1  # fenced: a report of an attempt that is over
-            return
-        for record in report.records:
-            self._apply(build, job, token, record)
+            self.stale_reports += 1  # fenced: a message about an attempt that is over
+            return None
+        return build, job
 
-    def _apply(self, build: Build, job: JobRun, token: JobToken, record: Any, mutex_held: bool = True) -> None:
+    def _report(self, report: AgentReport) -> None:
+        live = self._live(report.token)
+        if live is not None:
+            build, job = live
+            for record in report.records:
+                self._apply(build, job, report.token, record)
+
+    def _pool_ended(self, message: EndJob) -> None:
+        """The pool ended the attempt itself (see ``EndJob``): it ends as its agent's JobEnded would end it."""
+        live = self._live(message.token)
+        if live is not None:
+            build, job = live
+            self._job_ended(build, job, message.token, message.status, message.reason, message.time)
+
+    def _apply(self, build: Build, job: JobRun, token: JobToken, record: Any) -> None:
+        """Apply one record of an agent's report."""
         kind = type(record)
         if kind is StepStarted:
             build.step_started(job, record.index, record.log, record.time)
@@ -363,22 +423,27 @@ class PipelineActor(Actor):
             build.lock_agent(job, job.spec.runs_on.pool_name, record.agent)
             self._emit_job(build, job, previous)
         elif kind is JobEnded:
-            previous_build, previous_job = build.status, job.status
-            states = {other.id: other.status for other in build.all_jobs()}
-            if job.spec.mutex is not None and mutex_held:
-                self._release_mutex(build, token)
-            if record.status == "HEARTBEAT_TIMEOUT" and build.retry_lost(job, record.status, record.reason,
-                                                                          record.time):  # fmt: skip
-                self._dispatch(build, [job])  # the step allows it: again, on another agent
-                return
-            dispatch = build.job_ended(job, record.status, record.reason, record.time)
-            self._emit_job(build, job, previous_job)
-            self._emit_unrun(build, states)
-            self._unlock_finished_chains(build)
-            self._dispatch(build, dispatch)
-            if build.finished:
-                self._emit_build(build, previous_build)
-                self._finished(build)
+            self._job_ended(build, job, token, record.status, record.reason, record.time)
+
+    def _job_ended(self, build: Build, job: JobRun, token: JobToken, status: JobStatus, reason: str | None, now: float,
+                   mutex_held: bool = True) -> None:  # fmt: skip
+        """The attempt ended (its agent said so, the pool or this actor ended it): free its mutex,
+        retry it elsewhere if its agent was lost and its step allows, else move the build on."""
+        previous_build, previous_job = build.status, job.status
+        states = {other.id: other.status for other in build.all_jobs()}
+        if job.spec.mutex is not None and mutex_held:
+            self._release_mutex(build, token)
+        if status == JobStatus.HEARTBEAT_TIMEOUT and build.retry_lost(job, status, reason, now):
+            self._dispatch(build, [job])  # the step allows it: again, on another agent
+            return
+        dispatch = build.job_ended(job, status, reason, now)
+        self._emit_job(build, job, previous_job)
+        self._emit_unrun(build, states)
+        self._unlock_finished_chains(build)
+        self._dispatch(build, dispatch)
+        if build.finished:
+            self._emit_build(build, previous_build)
+            self._finished(build)
 
     def _release_mutex(self, build: Build, token: JobToken) -> None:
         waiting = self.mutex_waits.pop(token, None)
@@ -413,7 +478,7 @@ class PipelineActor(Actor):
         self.finished_order.append(build.id)
         while len(self.finished_order) > self.history:
             old = self.finished_order.popleft()
-            if old in self.builds and self.builds[old].finished and old not in self.admitting:
+            if old in self.builds and self.builds[old].finished and old not in self.reruns:
                 del self.builds[old]
 
     def _store(self, build: Build) -> None:
@@ -437,10 +502,10 @@ class PipelineActor(Actor):
             waiting = self.mutex_waits.pop(token, None)
             if waiting is not None:  # still waiting for its mutex: no agent to stop
                 self.mutexes.get(waiting[1]).tell(MutexRelease(token))
-                self._end_job(build, job, "CANCELED", reason, mutex_held=False)
+                self._end_job(build, job, JobStatus.CANCELED, reason, mutex_held=False)
             else:
                 self.pools.get(job.spec.runs_on.pool_name).tell(Withdraw(token, reason))
-        if build.finished and previous == "RUNNING":
+        if build.finished and previous == BuildStatus.RUNNING:
             return  # the last job ended just now (mutex waiters), _apply finished the build
         if build.finished:  # it was queued
             self._emit_build(build, previous)
@@ -456,7 +521,7 @@ class PipelineActor(Actor):
 
     def _retry(self, request: RetryRequest) -> BuildInfo | None:
         build = self._build(request.build_id)
-        if build.id in self.admitting:
+        if build.id in self.reruns:
             raise NotRetryable(f"a retry of build {build.id!r} is already waiting for admission")
         if not build.finished:
             if request.failed_only:
@@ -471,24 +536,21 @@ class PipelineActor(Actor):
             return build_info(build)
         build.rerun_plan(job_id=request.job, step_id=request.step, failed_only=request.failed_only)  # validates
         group = self._render_group(build.id, build.number, build.variables)
-        queued_at = time.time()
-        retry = {"job": request.job, "step": request.step, "failed_only": request.failed_only,
-                 "group": group, "queued_at": queued_at}  # fmt: skip
+        plan = RetryPlan(request.job, request.step, request.failed_only, group, time.time())
         if group is None:
-            self._apply_rerun(build, retry)
+            self._apply_rerun(build, plan)
             self._start(build)
             return build_info(build)
-        self.admitting.add(build.id)
-        self._group(group).tell(Admit(build.id, self.ref, self._group_config(group), queued_at,
-                                      self.defer_reply(), retry))  # fmt: skip
+        self.reruns[build.id] = plan
+        self.replies[build.id] = self.defer_reply()
+        self._group(group).tell(Admit(build.id, self.ref, self._group_config(group), plan.queued_at))
         return None
 
-    def _apply_rerun(self, build: Build, retry: dict[str, Any]) -> None:
-        self.admitting.discard(build.id)
+    def _apply_rerun(self, build: Build, plan: RetryPlan) -> None:
+        """The group took the retry (admitted or queued it): reset the build for its new execution."""
         previous = build.status
-        build.prepare_rerun(job_id=retry["job"], step_id=retry["step"], failed_only=retry["failed_only"],
-                            now=retry["queued_at"])  # fmt: skip
-        build.group = retry["group"]
+        build.prepare_rerun(job_id=plan.job, step_id=plan.step, failed_only=plan.failed_only, now=plan.queued_at)
+        build.group = plan.group
         self._emit_build(build, previous)
 
     # -- queries ------------------------------------------------------------------------
@@ -530,22 +592,22 @@ class PipelineActor(Actor):
     # -- events -------------------------------------------------------------------------
 
     def _emit_build(self, build: Build, previous: str | None) -> None:
-        self.outbox.append(("build", previous, build.status, build.reason, self.pipeline_id, build.id,
-                            None, None, build.execute_count, time.time(), None))  # fmt: skip
+        self.outbox.append(Record(EventKind.BUILD, build.status, build.reason, pipeline_id=self.pipeline_id,
+                                  build_id=build.id, attempt=build.execute_count, previous=previous))
 
     def _emit_job(self, build: Build, job: JobRun, previous: str | None) -> None:
         attempt = job.attempts[-1].number if job.attempts else None
-        self.outbox.append(("job", previous, job.status, job.reason, self.pipeline_id, build.id, job.id,
-                            None, attempt, time.time(), None))  # fmt: skip
+        self.outbox.append(Record(EventKind.JOB, job.status, job.reason, pipeline_id=self.pipeline_id,
+                                  build_id=build.id, job_id=job.id, attempt=attempt, previous=previous))
 
     def _emit_step(self, build: Build, job: JobRun, index: int) -> None:
         step = job.steps[index]
         attempt = step.attempts[-1].number if step.attempts else None
-        self.outbox.append(("step", None, step.status, step.reason, self.pipeline_id, build.id, job.id,
-                            step.spec.id, attempt, time.time(), None))  # fmt: skip
+        self.outbox.append(Record(EventKind.STEP, step.status, step.reason, pipeline_id=self.pipeline_id,
+                                  build_id=build.id, job_id=job.id, step_id=step.spec.id, attempt=attempt))
 
-    def _emit_unrun(self, build: Build, before: dict[str, str]) -> None:
+    def _emit_unrun(self, build: Build, before: dict[str, JobStatus]) -> None:
         """Events for jobs whose status changed without an attempt of their own."""
         for job in build.all_jobs():
-            if before.get(job.id) != job.status and job.status in ("UNEXEC", "SKIP", "DEPENDENT_WAITING"):
+            if before.get(job.id) != job.status and job.status in _UNRUN:
                 self._emit_job(build, job, before.get(job.id))

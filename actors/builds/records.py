@@ -6,16 +6,14 @@ in ``build.py``.
 
 from __future__ import annotations
 
-from ..model.info import STEP_FINAL
 from ..model.spec import Job, PipelineSpec, Step
+from ..model.vocab import JOB_FAILING, STEP_FAILING, STEP_FINAL, JobStatus, StepStatus
 
-__all__ = ["BuildShape", "JobRun", "StepRun", "JobAttempt", "StepAttempt", "StepLog", "FAILING", "STEP_FAILING",
-           "WAITING"]  # fmt: skip
+__all__ = ["BuildShape", "JobRun", "StepRun", "JobAttempt", "StepAttempt", "StepLog"]
 
-# A job that ended in one of these failed (unless it has continue-on-error).
-FAILING = frozenset({"FAILED", "CANCELED", "QUEUE_TIMEOUT", "HEARTBEAT_TIMEOUT", "EXEC_TIMEOUT"})
-STEP_FAILING = frozenset({"FAILED", "CANCELED", "EXEC_TIMEOUT"})
-WAITING = "DEPENDENT_WAITING"
+# Read on every transition: module globals, not enum class attributes (5 ns, not 50).
+_WAITING, _QUEUE, _SUCCEED = JobStatus.DEPENDENT_WAITING, JobStatus.QUEUE, JobStatus.SUCCEED
+_STEP_QUEUE, _STEP_RUNNING = StepStatus.QUEUE, StepStatus.RUNNING
 _NOTHING: dict[str, str] = {}
 
 
@@ -62,7 +60,7 @@ class StepAttempt:
         self, number: int, retry_of: int | None, execute_count: int, job_attempt: int, log: StepLog, now: float
     ) -> None:
         self.number = number
-        self.status = "RUNNING"
+        self.status: StepStatus = _STEP_RUNNING
         self.exit_code: int | None = None
         self.started_at = now
         self.finished_at: float | None = None
@@ -81,24 +79,31 @@ class StepRun:
 
     def __init__(self, spec: Step) -> None:
         self.spec = spec
-        self.status = "QUEUE"
+        self.status: StepStatus = _STEP_QUEUE
         self.reason: str | None = None
         self.attempts: list[StepAttempt] = []
 
     def reset(self) -> None:
-        self.status = "QUEUE"
+        self.status = _STEP_QUEUE
         self.reason = None
+
+    @property
+    def failed_the_job(self) -> bool:
+        """A failure that stops the job: ``continue-on-error: true``/``auto`` steps fail alone."""
+        return self.status in STEP_FAILING and not self.spec.continue_on_error.continues
 
 
 class JobAttempt:
     __slots__ = (
         "number", "status", "node", "agent", "started_at", "finished_at", "reason",
-        "execute_count", "retry_of", "start_step", "context_before",
+        "execute_count", "retry_of", "start_step", "context_before", "after_lost_agent",
     )  # fmt: skip
 
-    def __init__(self, number: int, execute_count: int, retry_of: int | None, start_step: int) -> None:
+    def __init__(
+        self, number: int, execute_count: int, retry_of: int | None, start_step: int, after_lost_agent: bool = False
+    ) -> None:
         self.number = number
-        self.status = "QUEUE"
+        self.status: JobStatus = _QUEUE
         self.node: str | None = None
         self.agent: str | None = None
         self.started_at: float | None = None
@@ -108,6 +113,9 @@ class JobAttempt:
         self.retry_of = retry_of
         self.start_step = start_step
         self.context_before: dict[str, str] | None = None
+        # made by the runtime itself when the previous attempt's agent was lost,
+        # so it spends the step's retry-times rather than starting afresh
+        self.after_lost_agent = after_lost_agent
 
 
 class JobRun:
@@ -117,7 +125,7 @@ class JobRun:
         self.id = spec.id  # read on every transition: a slot, not a property
         self.spec = spec
         self.phase = phase
-        self.status = WAITING
+        self.status: JobStatus = _WAITING
         self.reason: str | None = None
         self.attempts: list[JobAttempt] = []
         self.steps = [StepRun(step) for step in spec.steps]
@@ -131,23 +139,25 @@ class JobRun:
     @property
     def failed(self) -> bool:
         """Ended in a failing status that counts against the build."""
-        return self.status in FAILING and not self.spec.continue_on_error
+        return self.status in JOB_FAILING and not self.spec.continue_on_error
 
     @property
     def ok(self) -> bool:
         """Ended well enough for dependents with ``if: SUCCESS`` to run."""
-        return self.status == "SUCCEED" or (self.status in FAILING and self.spec.continue_on_error)
+        return self.status == _SUCCEED or (self.status in JOB_FAILING and self.spec.continue_on_error)
 
-    def end_unrun(self, status: str, reason: str) -> None:
+    def end_unrun(self, status: JobStatus, reason: str) -> None:
+        """End without an attempt (``SKIP``, ``UNEXEC``), and every step that has not ended with it."""
         self.status = status
         self.reason = reason
+        step_status = StepStatus(status)
         for step in self.steps:
             if step.status not in STEP_FINAL:
-                step.status = status
+                step.status = step_status
                 step.reason = reason
 
     def reset(self, from_step: int = 0) -> None:
-        self.status = WAITING
+        self.status = _WAITING
         self.reason = None
         self.resume_step = from_step
         for step in self.steps[from_step:]:

@@ -13,6 +13,7 @@ from ..model.info import (
     StepInfo,
     rfc3339,
 )
+from ..model.vocab import BuildStatus, JobStatus, StageStatus
 
 __all__ = ["build_info"]
 
@@ -30,7 +31,7 @@ def build_info(build: Build, queue_position: int | None = None) -> BuildInfo:
         status=build.status,
         execute_count=build.execute_count,
         group=build.group,
-        queue_position=queue_position if build.status == "QUEUE" else None,
+        queue_position=queue_position if build.status == BuildStatus.QUEUE else None,
         reason=build.reason,
         variables=build.variables,
         queued_at=rfc3339(build.queued_at),
@@ -77,20 +78,30 @@ def _job_info(job: JobRun) -> JobInfo:
     )
 
 
-def _stage_status(jobs: list[JobRun]) -> str:
-    statuses = {job.status for job in jobs}
-    if statuses & {"RUNNING"}:
-        return "RUNNING"
-    if statuses & {"QUEUE"}:
-        return "QUEUE" if statuses <= {"QUEUE", "DEPENDENT_WAITING"} else "RUNNING"
-    if "DEPENDENT_WAITING" in statuses:
-        return "RUNNING" if statuses - {"DEPENDENT_WAITING"} else "QUEUE"
-    for status in ("CANCELED", "FAILED", "EXEC_TIMEOUT", "HEARTBEAT_TIMEOUT", "QUEUE_TIMEOUT"):
-        if any(job.status == status and not job.spec.continue_on_error for job in jobs):
-            return "FAILED" if status != "CANCELED" else "CANCELED"
-    if statuses <= {"SKIP"}:
-        return "SKIP"
-    if statuses <= {"UNEXEC", "SKIP"}:
-        return "UNEXEC"
-    return "SUCCEED"
+_RUNNING, _QUEUE, _WAITING = JobStatus.RUNNING, JobStatus.QUEUE, JobStatus.DEPENDENT_WAITING
+_NOT_STARTED = frozenset({_QUEUE, _WAITING})
+_SKIPPED = frozenset({JobStatus.SKIP})
+_NOT_RUN = frozenset({JobStatus.UNEXEC, JobStatus.SKIP})
+# The first of these that a job without continue-on-error ended in decides a failed stage's status.
+_STAGE_FAILURES = ((JobStatus.CANCELED, StageStatus.CANCELED), (JobStatus.FAILED, StageStatus.FAILED),
+                   (JobStatus.EXEC_TIMEOUT, StageStatus.FAILED), (JobStatus.HEARTBEAT_TIMEOUT, StageStatus.FAILED),
+                   (JobStatus.QUEUE_TIMEOUT, StageStatus.FAILED))  # fmt: skip
 
+
+def _stage_status(jobs: list[JobRun]) -> StageStatus:
+    """A stage's status from its jobs' (see ``StageStatus``)."""
+    statuses = {job.status for job in jobs}
+    if _RUNNING in statuses:
+        return StageStatus.RUNNING
+    if _QUEUE in statuses:
+        return StageStatus.QUEUE if statuses <= _NOT_STARTED else StageStatus.RUNNING
+    if _WAITING in statuses:
+        return StageStatus.RUNNING if len(statuses) > 1 else StageStatus.QUEUE
+    for status, stage_status in _STAGE_FAILURES:
+        if any(job.status == status and not job.spec.continue_on_error for job in jobs):
+            return stage_status
+    if statuses <= _SKIPPED:
+        return StageStatus.SKIP
+    if statuses <= _NOT_RUN:
+        return StageStatus.UNEXEC
+    return StageStatus.SUCCEED

@@ -24,17 +24,26 @@ logger = logging.getLogger("actors.timers")
 
 
 class TimerHandle:
-    """A scheduled callback; ``cancel()`` it to keep it from firing."""
+    """A scheduled callback; ``cancel()`` it to keep it from firing.
 
-    __slots__ = ("deadline", "_callback", "_args", "_service")
+    ``deadline`` says when it fires (or fired), on the system clock, so an
+    actor that keeps a handle needs no copy of its deadline beside it.
+    """
+
+    __slots__ = ("_deadline", "_callback", "_args", "_service")
 
     def __init__(
         self, deadline: float, callback: Callable[..., Any], args: tuple[Any, ...], service: TimerService
     ) -> None:
-        self.deadline = deadline
+        self._deadline = deadline
         self._callback: Callable[..., Any] | None = callback
         self._args = args
         self._service = service
+
+    @property
+    def deadline(self) -> float:
+        """The clock time it fires at. Read-only: the heap entry would not move with it."""
+        return self._deadline
 
     @property
     def active(self) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..core import Actor, Ref
 from ..model.messages import AgentLost
+from ..model.vocab import JobStatus
 
 __all__ = ["NodeActor"]
 
@@ -29,4 +30,4 @@ class NodeActor(Actor):
 
     def child_crashed(self, child: Ref, error: BaseException, restarting: bool) -> None:
         agent = child.name.removeprefix("agent:")
-        self.pool.tell(AgentLost(agent, "FAILED", f"agent {agent} crashed: {error!r}"))
+        self.pool.tell(AgentLost(agent, JobStatus.FAILED, f"agent {agent} crashed: {error!r}"))

@@ -25,6 +25,7 @@ from collections.abc import Hashable, Iterator
 from typing import Any
 
 from ..queues.fifo import Fifo
+from .matching import Matches, no_node_reason
 
 __all__ = ["Placement", "Request", "Grant", "JobKey"]
 
@@ -113,7 +114,8 @@ class _Class:
 class Placement:
     """The state of one pool: nodes, agents, slots held, requests waiting."""
 
-    def __init__(self) -> None:
+    def __init__(self, pool: str = "default") -> None:
+        self.pool = pool  # its name, for the reasons it gives
         self.nodes: dict[str, _Node] = {}
         self.agents: dict[str, _Agent] = {}
         self.total: Counter[JobKey] = Counter()
@@ -130,12 +132,14 @@ class Placement:
         self._pinned: dict[str, dict[tuple[Any, ...], None]] = {}  # agent -> classes pinned to it
         self._parked: dict[JobKey, dict[tuple[Any, ...], None]] = {}  # key -> classes at its total
         self._free: dict[frozenset[str], dict[str, None]] = {frozenset(): {}}
+        self._matches = Matches()  # is there a node for a node pin and labels at all
         self._seq = itertools.count(1)
 
     # -- nodes and agents ---------------------------------------------------------------
 
     def add_node(self, name: str, labels: frozenset[str]) -> None:
         self.nodes[name] = _Node(name, labels)
+        self._matches.added(name, labels)
 
     def add_agent(self, node_name: str, agent_name: str) -> list[Grant]:
         node = self.nodes[node_name]
@@ -149,6 +153,7 @@ class Placement:
         """Stop placing on ``name``; returns its agents that are idle now (to retire)."""
         node = self.nodes[name]
         node.draining = True
+        self._matches.removed(name, node.labels)
         for index in self._free.values():
             index.pop(name, None)
         return [a.name for a in node.agents.values() if a.held is None]
@@ -263,8 +268,26 @@ class Placement:
 
     # -- introspection -----------------------------------------------------------------------
 
+    def has_match(self, request: Request) -> bool:
+        """Whether any node that is not draining could ever run ``request`` (node pin
+        and labels); always True for one pinned to an agent. O(1) between node changes."""
+        return request.agent_pin is not None or self._matches.exists(
+            (request.node_pin, request.labels), self.nodes.values())
+
+    def unmatched(self) -> set[tuple[Any, ...]]:
+        """The classes of waiting requests that no node could run now (see ``has_match``)."""
+        return {key for key, cls in self._classes.items() if not self.has_match(cls.head)}
+
+    def waiting_in(self, class_key: tuple[Any, ...]) -> list[Request]:
+        """The requests waiting in one class (none if it has gone), oldest first."""
+        cls = self._classes.get(class_key)
+        return list(cls.requests.values()) if cls is not None else []
+
     def why_waiting(self, request: Request) -> str:
-        """Which limit holds ``request``: the words `total`, `per-node`, `no node`, `no free agent`, `agent`."""
+        """What holds ``request``: no node matches, or the words `total`, `per-node`, `no free agent`, `agent`."""
+        if not self.has_match(request):
+            nodes = {node.name: node.labels for node in self.nodes.values() if not node.draining}
+            return no_node_reason(self.pool, request.node_pin, request.labels, nodes) or "no node matches"
         job = f"{request.key[0]}/{request.key[1]}"
         if request.total is not None and self.total[request.key] >= request.total:
             return f"concurrency-limit-total {request.total} reached for {job} ({self.total[request.key]} running)"
@@ -276,8 +299,6 @@ class Placement:
                 return f"agent {request.agent_pin} (lock-resource-with) is locked by build {agent.locked_by}"
             return f"agent {request.agent_pin} (lock-resource-with) is busy"
         matching = [node for node in self.nodes.values() if self._node_fits(node, request)]
-        if not matching:
-            return "no node matches" + _constraints(request)
         if request.per_node is not None and all(n.running[request.key] >= request.per_node for n in matching):
             return f"concurrency-limit-per-node {request.per_node} reached for {job} on every matching node"
         return f"no free agent on {len(matching)} matching node(s)" + _constraints(request)

@@ -7,11 +7,17 @@ tells the agent to run; the agent reports to the pipeline and, when done,
 tells the pool it is idle, which frees all three. If the agent is lost
 instead (crash, heartbeat timeout), the pool ends the attempt with a reason
 and gives everything back; late messages of the old attempt are dropped by
-token, here and in the pipeline.
+token, here and in the pipeline. An attempt the pool ends itself (lost
+agent, withdrawn or timed out while waiting) is told to the pipeline as an
+``EndJob``, never dressed up as a report from an agent.
 
 Each waiting attempt has one queue-timeout entry in the system timer heap.
 Heartbeats take one timer per pool: every ``heartbeat_interval`` the pool
 ends what the agents silent past the timeout held (``heartbeat.py``).
+
+Nodes joining, draining and leaving, and agents lost and replaced, are
+published to the event hub as ``node`` events (``NodeChange``), each
+handled message's in one ``Publish``.
 """
 
 from __future__ import annotations
@@ -26,22 +32,24 @@ from ..execution.actions import ActionRegistry
 from ..execution.secrets import Secrets
 from ..execution.agent import AgentActor
 from ..core import Actor, Ref, Supervision, TimerHandle
+from ..events import Publish, Record
 from ..model.errors import Conflict, InvalidRequest, NotFound
 from ..model.messages import (
     AgentIdle,
     AgentLost,
-    AgentReport,
     CancelJob,
+    EndJob,
     Fault,
-    JobEnded,
     JobRequest,
     JobToken,
+    JobWaiting,
     Retire,
     RunJob,
     Unlock,
     Withdraw,
 )
 from ..model.info import AgentInfo, NodeInfo, WaitingJob, rfc3339
+from ..model.vocab import AgentStatus, EventKind, FaultKind, JobStatus, NodeChange
 from .heartbeat import HeartbeatWatch
 from .node import NodeActor
 from .placement import Grant, Placement, Request
@@ -82,7 +90,7 @@ class HasNode(msgspec.Struct, frozen=True):
 
 class InjectFault(msgspec.Struct, frozen=True):
     agent: str
-    kind: str
+    kind: FaultKind
 
 
 class _QueueTimeout(msgspec.Struct, frozen=True):
@@ -109,6 +117,7 @@ class PoolActor(Actor):
         heartbeat_timeout: float = 30.0,
         kill_grace: float = 5.0,
         secrets: Secrets | None = None,
+        hub: Ref | None = None,
     ) -> None:
         self.pool = pool
         self.workdir = workdir
@@ -117,13 +126,14 @@ class PoolActor(Actor):
         self.heartbeat_interval = heartbeat_interval
         self.heartbeats = HeartbeatWatch(heartbeat_timeout)
         self.kill_grace = kill_grace
-        self.placement = Placement()
+        self.placement = Placement(pool)
         self.nodes: dict[str, Ref] = {}
         self.agents: dict[str, Ref] = {}
         self.next_agent: dict[str, int] = {}
-        self.timers: dict[JobToken, TimerHandle] = {}
-        self.deadlines: dict[JobToken, float] = {}
+        self.timers: dict[JobToken, TimerHandle] = {}  # queue timeout of each waiting attempt
         self.lost = 0
+        self.hub = hub  # where its node events go (none: not published)
+        self.outbox: list[Record] = []  # the events of the message being handled
 
     async def started(self) -> None:
         self.send_after(self.heartbeat_interval, _CHECK_HEARTBEATS)
@@ -161,6 +171,8 @@ class PoolActor(Actor):
             self._inject(message)
         else:
             raise TypeError(f"pool {self.pool!r} got an unexpected {kind.__name__}")
+        if self.outbox:
+            self._publish()
         return None
 
     # -- requests -----------------------------------------------------------------------
@@ -168,7 +180,7 @@ class PoolActor(Actor):
     def _request(self, message: JobRequest) -> None:
         token, runs_on = message.token, message.runs_on
         if message.agent is not None and message.agent not in self.placement.agents:
-            _end(message, "FAILED", f"agent {message.agent} (lock-resource-with) is gone")
+            _end(message, JobStatus.FAILED, f"agent {message.agent} (lock-resource-with) is gone")
             return
         request = Request(
             token=token,
@@ -187,16 +199,13 @@ class PoolActor(Actor):
         if grant is not None:
             self._run(grant)
             return
-        deadline = self.now() + runs_on.queue_timeout_minutes * 60
-        self.timers[token] = self.send_at(deadline, _QueueTimeout(token))
-        self.deadlines[token] = deadline
+        self.timers[token] = self.send_after(runs_on.queue_timeout_minutes * 60, _QueueTimeout(token))
+        if not self.placement.has_match(request):  # say so now, not only at the timeout
+            message.pipeline.tell(JobWaiting(token, self.placement.why_waiting(request)))
 
     def _run(self, grant: Grant) -> None:
         message: JobRequest = grant.request.data
-        timer = self.timers.pop(message.token, None)
-        if timer is not None:
-            timer.cancel()
-            del self.deadlines[message.token]
+        self._cancel_timer(message.token)
         self.agents[grant.agent].tell(RunJob(message.token, message.pipeline, message.payload))
 
     def _run_all(self, grants: list[Grant]) -> None:
@@ -217,7 +226,7 @@ class PoolActor(Actor):
         request = self.placement.withdraw(message.token)
         if request is not None:
             self._cancel_timer(message.token)
-            _end(request.data, "CANCELED", message.reason)
+            _end(request.data, JobStatus.CANCELED, message.reason)
             return
         agent = self.placement.granted.get(message.token)
         if agent is not None:
@@ -229,16 +238,14 @@ class PoolActor(Actor):
             return
         reason = self.placement.why_waiting(request)
         self.placement.withdraw(token)
-        self.timers.pop(token, None)
-        self.deadlines.pop(token, None)
+        self.timers.pop(token, None)  # it fired
         waited = (self.now() - request.since) / 60
-        _end(request.data, "QUEUE_TIMEOUT", f"waited {waited:g} minute(s) in pool {self.pool!r}: {reason}")
+        _end(request.data, JobStatus.QUEUE_TIMEOUT, f"waited {waited:g} minute(s) in pool {self.pool!r}: {reason}")
 
     def _cancel_timer(self, token: JobToken) -> None:
         timer = self.timers.pop(token, None)
         if timer is not None:
             timer.cancel()
-            del self.deadlines[token]
 
     # -- nodes and agents -------------------------------------------------------------------
 
@@ -249,13 +256,17 @@ class PoolActor(Actor):
             raise InvalidRequest(f"node {spec.name!r}: agents must be >= 1, got {spec.agents}")
         node_ref = self.spawn(lambda: NodeActor(node=spec.name, pool=self.ref), name=f"node:{spec.name}")
         self.nodes[spec.name] = node_ref
+        unmatched = self.placement.unmatched()
         self.placement.add_node(spec.name, frozenset(spec.labels))
         self.next_agent[spec.name] = 0
-        for _ in range(spec.agents):
-            self._spawn_agent(spec.name)
+        agents = [self._spawn_agent(spec.name) for _ in range(spec.agents)]
+        self._tell_match_changes(unmatched)
+        self._event(NodeChange.ADDED, spec.name, agents=agents, labels=sorted(spec.labels), kind="local")
+        self._publish()
         return self._node_info(spec.name)
 
-    def _spawn_agent(self, node: str) -> None:
+    def _spawn_agent(self, node: str) -> str:
+        """Start a new agent on ``node``; returns its name."""
         index = self.next_agent[node]
         self.next_agent[node] = index + 1
         name = f"{node}/{index}"
@@ -269,15 +280,33 @@ class PoolActor(Actor):
         self.agents[name] = self.system.spawn(factory, name=f"agent:{name}", parent=node_ref,
                                               supervision=_AGENT_SUPERVISION)  # fmt: skip
         self._run_all(self.placement.add_agent(node, name))
+        return name
 
     def _remove_node(self, name: str) -> NodeInfo:
         if name not in self.nodes:
             raise NotFound(f"no node {name!r} in pool {self.pool!r}")
-        for agent in self.placement.drain_node(name):
+        unmatched = self.placement.unmatched()
+        node = self.placement.nodes[name]
+        already = node.draining
+        agents = len(node.agents)
+        idle = self.placement.drain_node(name)
+        if not already:
+            self._event(NodeChange.DRAINING, name, busy=agents - len(idle))
+        for agent in idle:
             self._retire(agent)
+        self._tell_match_changes(unmatched)
         info = self._node_info(name) if name in self.placement.nodes else NodeInfo(
             name=name, pool=self.pool, labels=[], draining=True, agents=[], running={})
+        self._publish()
         return info
+
+    def _tell_match_changes(self, before: set[Any]) -> None:
+        """Nodes came or went: tell the waiting jobs no node can run now why,
+        and clear the reason of those that had none and now have one."""
+        for class_key in before ^ self.placement.unmatched():
+            for request in self.placement.waiting_in(class_key):
+                reason = None if self.placement.has_match(request) else self.placement.why_waiting(request)
+                request.data.pipeline.tell(JobWaiting(request.data.token, reason))
 
     def _retire(self, agent: str) -> None:
         """An idle agent of a draining node leaves; the node goes with its last agent."""
@@ -285,6 +314,7 @@ class PoolActor(Actor):
         if self.placement.remove_node_if_empty(node):
             self.system.stop_nowait(self.nodes.pop(node))
             del self.next_agent[node]
+            self._event(NodeChange.REMOVED, node)
 
     def _lost(self, message: AgentLost) -> None:
         """End what a lost agent held, give its slots back, put a fresh agent in its place."""
@@ -294,11 +324,15 @@ class PoolActor(Actor):
         held, node = self._detach(message.agent)
         if held is not None:
             _end(held.data, message.status, message.reason)
+        self._event(NodeChange.AGENT_LOST, node, message.reason, agent=message.agent,
+                    job=str(held.token) if held is not None else None)  # fmt: skip
         if not self.placement.nodes[node].draining:
-            self._spawn_agent(node)  # a fresh agent, under a new name
+            fresh = self._spawn_agent(node)  # a fresh agent, under a new name
+            self._event(NodeChange.AGENT_REPLACED, node, agent=fresh, replaces=message.agent)
         elif self.placement.remove_node_if_empty(node):
             self.system.stop_nowait(self.nodes.pop(node))
             del self.next_agent[node]
+            self._event(NodeChange.REMOVED, node)
 
     def _detach(self, agent: str) -> tuple[Request | None, str]:
         """Take an agent out of the pool; what it held is released (and returned)."""
@@ -313,7 +347,7 @@ class PoolActor(Actor):
     def _check_heartbeats(self) -> None:
         timeout = self.heartbeats.timeout
         for agent, silent in self.heartbeats.lost(self.now()):
-            self._lost(AgentLost(agent, "HEARTBEAT_TIMEOUT",
+            self._lost(AgentLost(agent, JobStatus.HEARTBEAT_TIMEOUT,
                                  f"agent {agent} sent no heartbeat for {silent:g}s (heartbeat-timeout {timeout:g}s)"))  # fmt: skip
 
     def child_crashed(self, child: Ref, error: BaseException, restarting: bool) -> None:
@@ -323,13 +357,14 @@ class PoolActor(Actor):
         if node not in self.placement.nodes:
             return
         for agent in list(self.placement.nodes[node].agents):
-            self._lost(AgentLost(agent, "FAILED", f"node {node} crashed: {error!r}"))
+            self._lost(AgentLost(agent, JobStatus.FAILED, f"node {node} crashed: {error!r}"))
+        self._publish()
 
     def _fail_pinned(self, agent: str) -> None:
         for request in self.placement.pinned_to(agent):
             self.placement.withdraw(request.token)
             self._cancel_timer(request.data.token)
-            _end(request.data, "FAILED", f"agent {agent} (lock-resource-with) is gone")
+            _end(request.data, JobStatus.FAILED, f"agent {agent} (lock-resource-with) is gone")
 
     def _inject(self, message: InjectFault) -> None:
         # Told to every pool: an agent of another pool, or one lost meanwhile,
@@ -337,17 +372,31 @@ class PoolActor(Actor):
         ref = self.agents.get(message.agent)
         if ref is None:
             return
-        if message.kind in ("silence", "hang"):
+        if message.kind == FaultKind.SILENCE or message.kind == FaultKind.HANG:
             self.heartbeats.stop(message.agent, self.now())
-        if message.kind != "silence":
+        if message.kind != FaultKind.SILENCE:
             ref.tell(Fault(message.kind))
+
+    # -- events --------------------------------------------------------------------------
+
+    def _event(self, change: NodeChange, node: str, reason: str | None = None, **data: Any) -> None:
+        """Note a node event (see ``NodeChange``); sent with the others of this message."""
+        if self.hub is not None:
+            self.outbox.append(Record(EventKind.NODE, change, reason, node=node,
+                                      data={"pool": self.pool, **data}))  # fmt: skip
+
+    def _publish(self) -> None:
+        if self.outbox:
+            assert self.hub is not None
+            self.hub.tell(Publish(tuple(self.outbox)))
+            self.outbox.clear()
 
     # -- introspection ---------------------------------------------------------------------
 
     def _node_info(self, name: str) -> NodeInfo:
         node = self.placement.nodes[name]
         agents = [
-            AgentInfo(name=agent, status="busy" if held is not None else "idle",
+            AgentInfo(name=agent, status=AgentStatus.BUSY if held is not None else AgentStatus.IDLE,
                       job=str(held.token) if held is not None else None, locked_by=locked_by)  # fmt: skip
             for agent, held, locked_by in self.placement.iter_agents(name)
         ]
@@ -372,13 +421,16 @@ class PoolActor(Actor):
         waiting = []
         for request in self.placement.waiting.values():
             token: JobToken = request.data.token
+            timer = self.timers.get(token)
+            deadline = timer.deadline if timer is not None else now
             waiting.append(WaitingJob(
                 build_id=token.build_id, job_id=token.job_id, attempt=token.attempt, pool=self.pool,
                 reason=self.placement.why_waiting(request), since=rfc3339(wall - (now - request.since)) or "",
-                deadline=rfc3339(wall + (self.deadlines.get(token, now) - now)) or "",
+                deadline=rfc3339(wall + (deadline - now)) or "",
             ))  # fmt: skip
         return waiting
 
 
-def _end(request: JobRequest, status: str, reason: str) -> None:
-    request.pipeline.tell(AgentReport(request.token, (JobEnded(status, reason, time.time()),)))
+def _end(request: JobRequest, status: JobStatus, reason: str) -> None:
+    """End the attempt here: its agent never ran it, or can no longer report."""
+    request.pipeline.tell(EndJob(request.token, status, reason, time.time()))

@@ -10,7 +10,14 @@ reads its inputs from ``step.with_``, may write ``step.outputs`` and
 :class:`ActionRegistry` maps names to actions; ``uses: deploy@1`` and
 ``uses: deploy`` both name the action ``deploy`` (the version is accepted and
 ignored). The built-ins are ``noop``, ``sleep`` (``seconds``), ``fail``
-(``message``) and ``echo`` (``text``). ``noop``, ``echo`` and ``fail`` never
+(``message``) and ``echo`` (``text``).
+
+An action may declare its inputs (:class:`ActionInput`: type, bounds,
+required); the pipeline loader then checks every ``with:`` against them when
+a pipeline is validated or registered (:func:`check_inputs`), so a typo or a
+bad value is refused by path before any build runs. The built-ins declare
+theirs; an action registered without a declaration accepts any ``with:``.
+``noop``, ``echo`` and ``fail`` never
 wait, so they also exist as plain functions in :data:`SYNC_BUILTINS`: a
 runtime can run those steps inline, without a task switch
 (:meth:`ActionRegistry.resolve_sync` says when that is allowed).
@@ -29,15 +36,20 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
+import msgspec
 
 __all__ = [
+    "BUILTIN_INPUTS",
     "SYNC_BUILTINS",
     "Action",
     "ActionFailed",
+    "ActionInput",
+    "ActionInputs",
     "ActionRegistry",
     "StepContext",
     "SyncAction",
     "UnknownAction",
+    "check_inputs",
 ]
 
 
@@ -128,6 +140,100 @@ class StepContext:
 Action = Callable[[StepContext], Awaitable[None]]
 SyncAction = Callable[[StepContext], None]
 
+_INPUT_TYPES = ("text", "number", "integer", "boolean", "any")
+
+
+class ActionInput(msgspec.Struct, frozen=True, kw_only=True):
+    """One input an action reads from ``with:``.
+
+    ``type`` is ``text`` (a string, number or boolean, used as text),
+    ``number`` (finite; a numeric string too), ``integer``, ``boolean`` or
+    ``any``; ``minimum``/``maximum`` bound numbers. A string holding a
+    template (``${{ variables.X }}``) is only known at run time, so any type
+    accepts it here and the action checks the rendered value.
+    """
+
+    type: str = "any"
+    required: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.type not in _INPUT_TYPES:
+            raise ValueError(f"input type must be one of {', '.join(_INPUT_TYPES)}, got {self.type!r}")
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is not acceptable for this input, or None."""
+        if value is None or self.type == "any" or (isinstance(value, str) and "${{" in value):
+            return None
+        if self.type == "text":
+            ok = isinstance(value, (str, int, float))  # bool is an int
+            return None if ok else f"must be a string, number or boolean, got {_type_name(value)}"
+        if self.type == "boolean":
+            return None if isinstance(value, bool) else f"must be true or false, got {_type_name(value)}"
+        number = _number(value)
+        if number is None or (self.type == "integer" and not float(number).is_integer()):
+            kind = "an integer" if self.type == "integer" else "a number"
+            got = repr(value) if isinstance(value, str) else _type_name(value)
+            return f"must be {kind}, got {got}"
+        if not math.isfinite(number):
+            return "must be a finite number"
+        if self.minimum is not None and number < self.minimum:
+            return f"must be >= {self.minimum:g}"
+        if self.maximum is not None and number > self.maximum:
+            return f"must be <= {self.maximum:g}"
+        return None
+
+
+ActionInputs = Mapping[str, ActionInput]
+
+
+def check_inputs(action: str, inputs: ActionInputs, with_: Mapping[str, Any]) -> list[tuple[str | None, str]]:
+    """Every problem of a step's ``with:`` for ``action``: ``(input or None, message)``.
+
+    Unknown inputs (with the nearest declared one suggested), missing
+    required ones (reported on ``with`` itself, None) and bad values.
+    """
+    problems: list[tuple[str | None, str]] = []
+    for key, value in with_.items():
+        declared = inputs.get(key) if isinstance(key, str) else None
+        if declared is None:
+            close = difflib.get_close_matches(str(key), list(inputs), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            takes = f"it takes: {', '.join(inputs)}" if inputs else "it takes no inputs"
+            problems.append((str(key), f"unknown input {key!r} of action {action!r}{hint}; {takes}"))
+            continue
+        problem = declared.problem(value)
+        if problem is not None:
+            problems.append((key, problem))
+    for key, declared in inputs.items():
+        if declared.required and with_.get(key) is None:
+            problems.append((None, f"input {key!r} of action {action!r} is required"))
+    return problems
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, Mapping):
+        return "mapping"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    return {int: "integer", float: "number", str: "string"}.get(type(value), type(value).__name__)
+
+
 _ACTION_NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
 
 
@@ -137,10 +243,11 @@ class ActionRegistry:
     Registering a name again replaces the earlier action (built-ins included).
     """
 
-    __slots__ = ("_actions", "_sync")
+    __slots__ = ("_actions", "_inputs", "_sync")
 
     def __init__(self) -> None:
         self._actions: dict[str, Action] = {}
+        self._inputs: dict[str, ActionInputs | None] = {}  # None: accepts any ``with:``
         # Built-ins that may run inline; dropped when their name is re-registered.
         self._sync: dict[str, SyncAction] = {}
 
@@ -149,14 +256,20 @@ class ActionRegistry:
         """A new registry holding ``noop``, ``sleep``, ``fail`` and ``echo``."""
         registry = cls()
         registry._actions.update(_ASYNC_BUILTINS)
+        registry._inputs.update(BUILTIN_INPUTS)
         registry._sync.update(SYNC_BUILTINS)
         return registry
 
-    def register(self, name: str, fn: Action) -> None:
+    def register(self, name: str, fn: Action, inputs: ActionInputs | None = None) -> None:
         """Register ``fn`` (``async def fn(step) -> None``) under ``name``.
 
-        Raises TypeError when ``name`` is not a string or ``fn`` is not an
-        async function, ValueError when ``name`` is empty or holds other
+        ``inputs`` declares what ``with:`` may hold (input name →
+        :class:`ActionInput`); pipelines registered afterwards are checked
+        against it. None accepts anything.
+
+        Raises TypeError when ``name`` is not a string, ``fn`` is not an
+        async function or ``inputs`` is not a mapping of names to
+        ``ActionInput``, ValueError when ``name`` is empty or holds other
         characters than letters, digits, ``_``, ``.`` and ``-``.
         """
         if not isinstance(name, str):
@@ -173,7 +286,11 @@ class ActionRegistry:
                 f"action {name!r} must be an async function "
                 f"(`async def action(step) -> None`), got {fn!r}"
             )
+        if inputs is not None and not (isinstance(inputs, Mapping) and all(
+                isinstance(key, str) and isinstance(value, ActionInput) for key, value in inputs.items())):
+            raise TypeError(f"inputs of action {name!r} must map input names to ActionInput, got {inputs!r}")
         self._actions[name] = fn
+        self._inputs[name] = dict(inputs) if inputs is not None else None
         self._sync.pop(name, None)
 
     def resolve(self, uses: str) -> Action:
@@ -204,6 +321,10 @@ class ActionRegistry:
     def names(self) -> frozenset[str]:
         """Every registered action name."""
         return frozenset(self._actions)
+
+    def declared_inputs(self) -> dict[str, ActionInputs | None]:
+        """Every registered action name → its declared inputs (None: accepts any ``with:``)."""
+        return dict(self._inputs)
 
     def __contains__(self, uses: object) -> bool:
         """``"deploy" in registry`` and ``"deploy@1" in registry`` alike."""
@@ -243,8 +364,19 @@ def _is_async_callable(fn: object) -> bool:
 # --- built-ins -------------------------------------------------------------------
 
 
-def _warn_unknown_inputs(step: StepContext, action: str, accepted: frozenset[str]) -> None:
-    """Log a warning for ``with`` keys the action doesn't read (likely typos)."""
+BUILTIN_INPUTS: dict[str, ActionInputs] = {
+    "noop": {},
+    "sleep": {"seconds": ActionInput(type="number", minimum=0, description="how long to wait (default 1)")},
+    "fail": {"message": ActionInput(type="text", description="the step's reason")},
+    "echo": {"text": ActionInput(type="text", description="what to log")},
+}
+"""What each built-in reads from ``with:``; the loader refuses anything else."""
+
+
+def _warn_unknown_inputs(step: StepContext, action: str) -> None:
+    """Log a warning for ``with`` keys the action doesn't read: a pipeline that
+    went through the loader has none, but a spec built by hand may."""
+    accepted = BUILTIN_INPUTS[action]
     if step.with_:
         unknown = sorted(str(key) for key in step.with_ if key not in accepted)
         if unknown:
@@ -257,26 +389,28 @@ def _warn_unknown_inputs(step: StepContext, action: str, accepted: frozenset[str
 
 def noop(step: StepContext) -> None:
     """``noop``: succeeds without doing anything."""
-    _warn_unknown_inputs(step, "noop", frozenset())
+    _warn_unknown_inputs(step, "noop")
 
 
 def echo(step: StepContext) -> None:
     """``echo``: logs ``with.text`` (nothing when absent)."""
-    _warn_unknown_inputs(step, "echo", frozenset({"text"}))
+    _warn_unknown_inputs(step, "echo")
     text = step.with_.get("text")
     step.log("" if text is None else str(text))
 
 
 def fail(step: StepContext) -> None:
     """``fail``: fails the step with ``with.message``."""
-    _warn_unknown_inputs(step, "fail", frozenset({"message"}))
-    message = step.with_.get("message")
-    raise ActionFailed(str(message) if message not in (None, "") else "failed by the fail action")
+    _warn_unknown_inputs(step, "fail")
+    raw = step.with_.get("message")
+    message = str(raw) if raw not in (None, "") else "failed by the fail action"
+    step.log(message)  # the log says why, as a failing command's output would
+    raise ActionFailed(message)
 
 
 async def sleep(step: StepContext) -> None:
     """``sleep``: waits ``with.seconds`` (default 1) on the runtime's clock."""
-    _warn_unknown_inputs(step, "sleep", frozenset({"seconds"}))
+    _warn_unknown_inputs(step, "sleep")
     await anyio.sleep(_seconds(step.with_.get("seconds")))
 
 

@@ -58,6 +58,7 @@ from .secrets import Secrets
 from .shell import StepStartError, run_shell
 from ..model.spec import Step
 from ..model.templates import TemplateError, render
+from ..model.vocab import Condition, FaultKind, JobStatus, StepStatus
 
 __all__ = ["AgentActor", "AgentFault", "JobRunner", "StepOutcome"]
 
@@ -73,7 +74,7 @@ class StepOutcome:
 
     def __init__(
         self,
-        status: str,
+        status: StepStatus,
         reason: str | None = None,
         exit_code: int | None = None,
         outputs: dict[str, str] | None = None,
@@ -102,33 +103,33 @@ class JobRunner:
         while self.index < len(self.steps):
             step = self.steps[self.index]
             condition = step.if_
-            if condition == "ALWAYS" or (condition == "SUCCESS" and not self.failed) or (
-                condition == "FAILURE" and self.failed
+            if condition == Condition.ALWAYS or (condition == Condition.SUCCESS and not self.failed) or (
+                condition == Condition.FAILURE and self.failed
             ):
                 return self.index, step
-            if condition == "SUCCESS":
-                self.records.append(StepNotRun(self.index, "UNEXEC", f"not run: {self.failure}"))
+            if condition == Condition.SUCCESS:
+                self.records.append(StepNotRun(self.index, StepStatus.UNEXEC, f"not run: {self.failure}"))
             else:
-                self.records.append(StepNotRun(self.index, "SKIP", f"skipped: if: {condition} not met"))
+                self.records.append(StepNotRun(self.index, StepStatus.SKIP, f"skipped: if: {condition} not met"))
             self.index += 1
         return None
 
     def step_done(self, outcome: StepOutcome) -> bool:
         """Record an attempt's outcome; True if the same step runs again (automatic retry)."""
         step = self.steps[self.index]
-        if outcome.status != "SUCCEED" and self.tries < step.retry_times:
+        if outcome.status != StepStatus.SUCCEED and self.tries < step.retry_times:
             self.tries += 1
             return True
         self.tries = 0
-        if outcome.status != "SUCCEED" and step.continue_on_error not in ("true", "auto"):
+        if outcome.status != StepStatus.SUCCEED and not step.continue_on_error.continues:
             if not self.failed:
                 self.failed = True
                 self.failure = f"step {step.id!r} ended {outcome.status}: {outcome.reason}"
         self.index += 1
         return False
 
-    def result(self) -> tuple[str, str | None]:
-        return ("FAILED", self.failure) if self.failed else ("SUCCEED", None)
+    def result(self) -> tuple[JobStatus, str | None]:
+        return (JobStatus.FAILED, self.failure) if self.failed else (JobStatus.SUCCEED, None)
 
 
 def _render_value(value: Any, context: dict[str, dict[str, str]]) -> Any:
@@ -192,10 +193,10 @@ class AgentActor(Actor):
         else:
             raise TypeError(f"agent {self.agent} got an unexpected {kind.__name__}")
 
-    def _fault(self, kind: str) -> None:
-        if kind == "crash":
+    def _fault(self, kind: FaultKind) -> None:
+        if kind == FaultKind.CRASH:
             raise AgentFault(f"injected crash of agent {self.agent}")
-        if kind == "hang":
+        if kind == FaultKind.HANG:
             self.hung = True
         else:
             raise ValueError(f"unknown agent fault {kind!r}: use crash or hang (silence stays in the pool)")
@@ -256,17 +257,17 @@ class AgentActor(Actor):
         self.scope = None
         if scope.cancelled_caught:
             if self.cancel_reason is not None:
-                status, reason = "CANCELED", self.cancel_reason
+                status, reason = JobStatus.CANCELED, self.cancel_reason
             else:
-                status, reason = "EXEC_TIMEOUT", f"job exceeded timeout-minutes {job.timeout_minutes:g}"
-            if running is not None:
-                self._record_end(records, running, StepOutcome(status, reason))
+                status, reason = JobStatus.EXEC_TIMEOUT, f"job exceeded timeout-minutes {job.timeout_minutes:g}"
+            if running is not None:  # the step stopped the same way as its job
+                self._record_end(records, running, StepOutcome(StepStatus(status), reason))
         else:
             status, reason = runner.result()
         self._finish(run, records, status, reason)
 
     def _record_end(self, records: list[Record], index: int, outcome: StepOutcome) -> None:
-        if outcome.status == "SUCCEED" and outcome.exported_env:
+        if outcome.status == StepStatus.SUCCEED and outcome.exported_env:
             self.context.update(outcome.exported_env)
         # What is reported is shown (events, build JSON): secrets masked. The
         # exported env stays as it is: later steps need the real values, and it is never shown.
@@ -281,7 +282,7 @@ class AgentActor(Actor):
             run.pipeline.tell(AgentReport(run.token, tuple(records)))
         records.clear()
 
-    def _finish(self, run: RunJob, records: list[Record], status: str, reason: str | None) -> None:
+    def _finish(self, run: RunJob, records: list[Record], status: JobStatus, reason: str | None) -> None:
         records.append(JobEnded(status, reason and self.secrets.mask(reason), time.time()))
         self._flush(run, records)
         self.current = None
@@ -346,7 +347,7 @@ class AgentActor(Actor):
             action(context)
         except Exception as error:
             return _failed(error)
-        return StepOutcome("SUCCEED", outputs=context.outputs, exported_env=context.exported_env)
+        return StepOutcome(StepStatus.SUCCEED, outputs=context.outputs, exported_env=context.exported_env)
 
     async def _execute(self, run: RunJob, step: Step, log: StepLog) -> StepOutcome:
         timeout = step.timeout_minutes * 60 if step.timeout_minutes is not None else math.inf
@@ -361,11 +362,11 @@ class AgentActor(Actor):
                 else:
                     self._prepare_workspace()  # actions may use step.workspace too
                     await self.actions.resolve(step.uses or "")(context)
-                return StepOutcome("SUCCEED", outputs=context.outputs, exported_env=context.exported_env)
+                return StepOutcome(StepStatus.SUCCEED, outputs=context.outputs, exported_env=context.exported_env)
             except Exception as error:
                 return _failed(error)
         assert step_scope.cancelled_caught
-        return StepOutcome("EXEC_TIMEOUT", f"step exceeded timeout-minutes {step.timeout_minutes:g}")
+        return StepOutcome(StepStatus.EXEC_TIMEOUT, f"step exceeded timeout-minutes {step.timeout_minutes:g}")
 
     async def _shell(self, run: RunJob, step: Step, log: StepLog) -> StepOutcome:
         assert step.run is not None
@@ -377,9 +378,9 @@ class AgentActor(Actor):
         result = await run_shell(script, cwd=self.workspace, env=env, on_output=self._log_writer(log),
                                  kill_grace=self.kill_grace)  # fmt: skip
         if result.exit_code == 0:
-            return StepOutcome("SUCCEED", exit_code=0, outputs=result.outputs, exported_env=result.env)
+            return StepOutcome(StepStatus.SUCCEED, exit_code=0, outputs=result.outputs, exported_env=result.env)
         reason = f"exit code {result.exit_code}" if result.exit_code > 0 else f"killed by signal {-result.exit_code}"
-        return StepOutcome("FAILED", reason, exit_code=result.exit_code, outputs=result.outputs)
+        return StepOutcome(StepStatus.FAILED, reason, exit_code=result.exit_code, outputs=result.outputs)
 
     def _prepare_workspace(self) -> None:
         """Make the workspace exist, emptied if another build used it.
@@ -402,8 +403,8 @@ class AgentActor(Actor):
 
 def _failed(error: Exception) -> StepOutcome:
     if isinstance(error, (ActionFailed, StepStartError, TemplateError)):
-        return StepOutcome("FAILED", str(error))
-    return StepOutcome("FAILED", f"{type(error).__name__}: {error}")
+        return StepOutcome(StepStatus.FAILED, str(error))
+    return StepOutcome(StepStatus.FAILED, f"{type(error).__name__}: {error}")
 
 
 async def _delete_tree(path: Path) -> None:

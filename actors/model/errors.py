@@ -46,6 +46,7 @@ class SpecError(ShunterError):
 
     def __init__(self, errors: list[dict[str, str]], *, what: str = "pipeline") -> None:
         self.errors = errors
+        self.what = what  # what was refused: "pipeline", "config", "pipeline FILE"
         lines = "; ".join(f"{e['path']}: {e['message']}" for e in errors[:5])
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
         super().__init__(f"invalid {what}: {lines}{more}", details=errors)

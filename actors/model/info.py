@@ -14,6 +14,19 @@ from typing import Any
 
 import msgspec
 
+from .vocab import (
+    BUILD_FINAL,
+    JOB_FINAL,
+    STEP_FINAL,
+    AgentStatus,
+    BuildStatus,
+    EventKind,
+    JobStatus,
+    OnQueueFull,
+    StageStatus,
+    StepStatus,
+)
+
 __all__ = [
     "BuildInfo",
     "StageInfo",
@@ -35,16 +48,12 @@ __all__ = [
     "rfc3339",
 ]
 
-BUILD_FINAL = frozenset({"SUCCEED", "FAILED", "CANCELED", "QUEUE_TIMEOUT"})
-JOB_FINAL = frozenset(
-    {"SUCCEED", "FAILED", "CANCELED", "SKIP", "UNEXEC", "QUEUE_TIMEOUT", "HEARTBEAT_TIMEOUT", "EXEC_TIMEOUT"}
-)
-STEP_FINAL = frozenset({"SUCCEED", "FAILED", "CANCELED", "SKIP", "UNEXEC", "EXEC_TIMEOUT"})
+# BUILD_FINAL, JOB_FINAL and STEP_FINAL are defined in .vocab; listed here too for older imports.
 
 
 class StepAttemptInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     number: int
-    status: str
+    status: StepStatus
     exit_code: int | None = None
     started_at: str | None = None
     finished_at: str | None = None
@@ -57,14 +66,14 @@ class StepAttemptInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 class StepInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     id: str
     name: str
-    status: str
+    status: StepStatus
     reason: str | None = None
     attempts: list[StepAttemptInfo] = msgspec.field(default_factory=list)
 
 
 class JobAttemptInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     number: int
-    status: str
+    status: JobStatus
     node: str | None = None
     agent: str | None = None
     started_at: str | None = None
@@ -78,7 +87,7 @@ class JobAttemptInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 class JobInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     id: str
     name: str
-    status: str
+    status: JobStatus
     node: str | None = None
     agent: str | None = None
     reason: str | None = None
@@ -95,7 +104,7 @@ class JobInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 class StageInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     name: str
-    status: str
+    status: StageStatus
     jobs: list[JobInfo] = msgspec.field(default_factory=list)
 
 
@@ -103,7 +112,7 @@ class BuildInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     id: str
     pipeline_id: str
     number: int
-    status: str
+    status: BuildStatus
     execute_count: int
     group: str | None
     queue_position: int | None
@@ -128,6 +137,9 @@ class BuildInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 
 class PipelineInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A registered pipeline. ``warnings`` (``{"path", "message"}``, in the
+    reply to registering only) names each ``runs-on`` no node matched then."""
+
     id: str
     name: str
     version: str
@@ -136,6 +148,7 @@ class PipelineInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     group: str | None
     builds: int
     source: str
+    warnings: list[dict[str, str]] = msgspec.field(default_factory=list)
 
 
 class QueueEntry(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -152,7 +165,7 @@ class GroupInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     max_parallel: int
     queue_length: int
     queue_timeout_minutes: float
-    on_queue_full: str
+    on_queue_full: OnQueueFull
     cancel_in_progress: bool
     running: list[str]
     queue: list[QueueEntry]
@@ -160,7 +173,7 @@ class GroupInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 class AgentInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     name: str
-    status: str  # idle | busy
+    status: AgentStatus
     job: str | None = None  # the attempt it runs: build/job#attempt
     locked_by: str | None = None  # build holding it through lock-resource-with
 
@@ -197,14 +210,25 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     agents_busy: int = 0
     agents_locked: int = 0
     agents_lost: int = 0
-    builds_by_status: dict[str, int] = msgspec.field(default_factory=dict)
+    builds_by_status: dict[BuildStatus, int] = msgspec.field(default_factory=dict)
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """One state change. ``id`` grows by one per event, runtime-wide."""
+    """One state change. ``id`` grows by one per event, runtime-wide.
+
+    ``kind`` says what changed and which vocabulary ``status`` is from
+    (``EventKind``): a ``BuildStatus``, ``JobStatus`` or ``StepStatus`` (the
+    new status of that build, job or step attempt), a ``GroupChange`` or a
+    ``NodeChange``. ``reason`` explains a status that is not a success.
+    ``attempt`` is the job or step attempt number, or a build's execute
+    count for ``build`` events. ``group`` names the concurrency group of a
+    ``group`` event and ``node`` the node of a ``node`` event; ``data``
+    holds what else the kind carries (see ``GroupChange`` and
+    ``NodeChange``), ``{}`` for build, job and step events.
+    """
 
     id: int
-    kind: str  # build | job | step | group | node
+    kind: EventKind
     time: str
     status: str | None = None
     reason: str | None = None
@@ -213,6 +237,8 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     job_id: str | None = None
     step_id: str | None = None
     attempt: int | None = None
+    group: str | None = None
+    node: str | None = None
     data: dict[str, Any] = msgspec.field(default_factory=dict)
 
 

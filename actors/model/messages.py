@@ -10,8 +10,10 @@ Flow of a build (arrows are ``tell``):
     facade --Submit(ask)--> pipeline --Admit--> group --Admitted/Queued--> pipeline
     pipeline [--MutexAcquire--> mutex --MutexGranted--> pipeline]
     pipeline --JobRequest--> pool --RunJob--> agent --AgentReport--> pipeline
+    pool --JobWaiting--> pipeline           (no node could run it; or one can again)
     agent --AgentIdle--> pool               pipeline --Release--> group
     node --AgentLost--> pool                (an agent crashed)
+    pool --EndJob--> pipeline               (an attempt the pool ended without its agent)
 
 Messages that hold only data (tokens, payloads, reports) are not tracked by
 the cyclic garbage collector (``gc=False``): they cannot be part of a cycle,
@@ -26,8 +28,8 @@ from typing import Any
 import msgspec
 
 from ..core import Ref
-from ..core import Reply
 from .spec import Concurrency, Job, PipelineSpec, RunsOn
+from .vocab import BuildStatus, FaultKind, JobStatus, StepStatus
 
 __all__ = [
     "SubmitBuild",
@@ -44,6 +46,7 @@ __all__ = [
     "JobPayload",
     "JobRequest",
     "Withdraw",
+    "JobWaiting",
     "Unlock",
     "AgentLost",
     "Fault",
@@ -61,6 +64,7 @@ __all__ = [
     "StepEnded",
     "StepNotRun",
     "JobEnded",
+    "EndJob",
     "Admit",
     "Admitted",
     "Queued",
@@ -136,14 +140,14 @@ class AgentLost(_Message, frozen=True):
     """
 
     agent: str
-    status: str
+    status: JobStatus  # FAILED (crashed) or HEARTBEAT_TIMEOUT
     reason: str
 
 
 class Fault(_Message, frozen=True):
     """Pool → agent, for tests and benchmarks: crash or hang (the pool keeps silence to itself)."""
 
-    kind: str
+    kind: FaultKind  # crash or hang
 
 
 class Retire(_Message, frozen=True):
@@ -163,8 +167,12 @@ class MutexGranted(_Message, frozen=True):
 
 
 class MutexRefused(_Message, frozen=True):
+    """The job may not wait for the mutex: its queue is full (the job ends
+    FAILED) or it waited past ``timeout-minutes`` (QUEUE_TIMEOUT)."""
+
     token: JobToken
     reason: str
+    timed_out: bool = False
 
 
 class MutexRelease(_Message, frozen=True):
@@ -176,6 +184,15 @@ class Withdraw(_Message, frozen=True):
 
     token: JobToken
     reason: str
+
+
+class JobWaiting(_Message, frozen=True, gc=False):
+    """Pool → pipeline: the waiting attempt's reason, told at once when no node
+    of the pool could ever run it (``no node in pool 'x' matches``), and None
+    when a node that could has come. Other waits are told only when they end."""
+
+    token: JobToken
+    reason: str | None
 
 
 class RunJob(_Message, frozen=True):
@@ -216,7 +233,7 @@ class StepStarted(msgspec.Struct, frozen=True, gc=False):
 
 class StepEnded(msgspec.Struct, frozen=True, gc=False):
     index: int
-    status: str
+    status: StepStatus
     reason: str | None
     exit_code: int | None
     outputs: dict[str, str]
@@ -226,18 +243,19 @@ class StepEnded(msgspec.Struct, frozen=True, gc=False):
 
 class StepNotRun(msgspec.Struct, frozen=True, gc=False):
     index: int
-    status: str  # SKIP or UNEXEC
+    status: StepStatus  # SKIP or UNEXEC
     reason: str
 
 
 class JobEnded(msgspec.Struct, frozen=True, gc=False):
-    status: str
+    status: JobStatus
     reason: str | None
     time: float
 
 
 class AgentReport(_Message, frozen=True, gc=False):
-    """Agent (or dispatcher) → pipeline: what happened to an attempt, in order.
+    """Agent → pipeline: what happened to an attempt, in order (only agents send it;
+    an attempt the pool ends itself comes as ``EndJob``).
 
     An agent flushes its records whenever it is about to wait, so a job of
     instant steps costs one message, not one per step.
@@ -247,38 +265,57 @@ class AgentReport(_Message, frozen=True, gc=False):
     records: tuple[JobStarted | StepStarted | StepEnded | StepNotRun | JobEnded, ...]
 
 
+class EndJob(_Message, frozen=True, gc=False):
+    """Pool → pipeline: the pool ended this attempt itself; no agent reports it.
+
+    Withdrawn or timed out while it waited for an agent (``CANCELED``,
+    ``QUEUE_TIMEOUT``), its agent lost (``HEARTBEAT_TIMEOUT``, or ``FAILED``
+    when its node crashed), or its ``lock-resource-with`` agent gone
+    (``FAILED``). ``time`` is when the pool decided (wall clock). Fenced by
+    ``token`` like an agent's report: the pipeline drops it when that
+    attempt is already over.
+    """
+
+    token: JobToken
+    status: JobStatus
+    reason: str
+    time: float
+
+
 # -- pipeline <-> concurrency group --------------------------------------------------
 
 
 class Admit(_Message, frozen=True):
-    """Pipeline → group: admit this build (new, or a retry of a finished one)."""
+    """Pipeline → group: admit this build (new, or a retry of a finished one).
+
+    The group learns only the build and the limits; the pipeline keeps what
+    it will do with the answer (the submitter's reply slot, the retry plan).
+    """
 
     build_id: str
     pipeline: Ref
     config: Concurrency
     queued_at: float  # wall clock; the build reports the same instant
-    reply: Reply | None
-    retry: dict[str, Any] | None = None  # the retry to apply once admitted
 
 
-class Admitted(_Message, frozen=True):
+class Admitted(_Message, frozen=True, gc=False):
+    """Group → pipeline: the build may run now (at once, or on leaving the queue)."""
+
     build_id: str
-    reply: Reply | None
-    retry: dict[str, Any] | None = None
 
 
-class Queued(_Message, frozen=True):
+class Queued(_Message, frozen=True, gc=False):
+    """Group → pipeline: the build waits in the group's queue at ``position`` (1 = next)."""
+
     build_id: str
     position: int
-    reply: Reply | None
-    retry: dict[str, Any] | None = None
 
 
-class Refused(_Message, frozen=True):
+class Refused(_Message, frozen=True, gc=False):
+    """Group → pipeline: the build was not admitted (queue full); ``message`` says why."""
+
     build_id: str
     message: str
-    reply: Reply | None
-    retry: dict[str, Any] | None = None
 
 
 class Dequeued(_Message, frozen=True):
@@ -290,7 +327,7 @@ class Dequeued(_Message, frozen=True):
     """
 
     build_ids: tuple[str, ...]
-    status: str  # QUEUE_TIMEOUT or CANCELED
+    status: BuildStatus  # QUEUE_TIMEOUT or CANCELED
     reason: str
 
 
@@ -319,7 +356,7 @@ class GetBuild(_Message, frozen=True):
 
 
 class ListBuilds(_Message, frozen=True):
-    status: str | None = None
+    status: BuildStatus | None = None
     unfinished: bool = False  # only QUEUE and RUNNING builds
 
 

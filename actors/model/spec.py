@@ -19,10 +19,9 @@ from typing import Any
 
 import msgspec
 
+from .vocab import Condition, ContinueOnError, OnQueueFull
+
 __all__ = [
-    "CONDITIONS",
-    "STEP_CONTINUE_ON_ERROR",
-    "ON_QUEUE_FULL",
     "normalize_condition",
     "Concurrency",
     "Mutex",
@@ -33,49 +32,21 @@ __all__ = [
     "PipelineSpec",
 ]
 
-CONDITIONS: tuple[str, ...] = ("SUCCESS", "FAILURE", "ALWAYS", "CANCELED")
-"""Values of ``if`` for jobs and steps, after normalisation.
-
-- ``SUCCESS``: run only if everything before it succeeded (the default).
-- ``FAILURE``: run only if something before it failed.
-- ``ALWAYS``: run whatever happened before (the default for ``finally`` jobs).
-- ``CANCELED``: run only if the build was cancelled.
-
-"Before" means the earlier steps of the job for a step, and the earlier
-stages plus ``depend-on`` jobs for a job.
-"""
-
-STEP_CONTINUE_ON_ERROR: tuple[str, ...] = ("false", "true", "auto", "manual")
-"""Values of a step's ``continue-on-error``.
-
-- ``false``: a failure of the step fails the job (the default).
-- ``true``: the failure is recorded and the job goes on with the next step.
-- ``auto``: like ``true`` (BK-CI's name for continuing automatically).
-- ``manual``: the failure is kept for a user to decide (retry the step or
-  let the job go on); the runtime defines how it waits.
-"""
-
-ON_QUEUE_FULL: tuple[str, ...] = ("reject", "cancel-oldest")
-"""Overflow policies of a concurrency group (DESIGN §3.1 behaviour 1)."""
-
 # Spellings users write for conditions, mapped to the canonical names.
 _CONDITION_ALIASES = {
-    "SUCCESS": "SUCCESS",
-    "SUCCEED": "SUCCESS",
-    "FAILURE": "FAILURE",
-    "FAILED": "FAILURE",
-    "ALWAYS": "ALWAYS",
-    "CANCELED": "CANCELED",
-    "CANCELLED": "CANCELED",
+    **{condition.value: condition for condition in Condition},
+    "SUCCEED": Condition.SUCCESS,
+    "FAILED": Condition.FAILURE,
+    "CANCELLED": Condition.CANCELED,
 }
 
 
-def normalize_condition(value: str) -> str | None:
+def normalize_condition(value: str) -> Condition | None:
     """Return the canonical condition name for ``value``, or None if it is not one.
 
     Case does not matter and a trailing ``()`` is allowed, so ``success``,
-    ``success()`` and ``SUCCESS`` are all ``"SUCCESS"``. ``cancelled`` (two
-    l's) is accepted as ``"CANCELED"``.
+    ``success()`` and ``SUCCESS`` are all ``Condition.SUCCESS``. ``cancelled``
+    (two l's) is accepted as ``Condition.CANCELED``.
     """
     text = value.strip().upper()
     if text.endswith("()"):
@@ -90,8 +61,8 @@ class Concurrency(msgspec.Struct, frozen=True, kw_only=True):
     ``max_parallel`` of them run, at most ``queue_length`` wait (0: none
     wait), a waiter is dropped with ``QUEUE_TIMEOUT`` after
     ``queue_timeout_minutes``, and a build arriving at a full queue is
-    refused (``on_queue_full="reject"``) or makes room by cancelling the
-    oldest waiter (``"cancel-oldest"``). With ``cancel_in_progress`` a new
+    refused (``OnQueueFull.REJECT``) or makes room by cancelling the
+    oldest waiter (``OnQueueFull.CANCEL_OLDEST``). With ``cancel_in_progress`` a new
     build cancels the group's running and queued builds, then is admitted.
     """
 
@@ -100,7 +71,7 @@ class Concurrency(msgspec.Struct, frozen=True, kw_only=True):
     queue_length: int = 10
     queue_timeout_minutes: float = 480.0
     cancel_in_progress: bool = False
-    on_queue_full: str = "reject"
+    on_queue_full: OnQueueFull = OnQueueFull.REJECT
 
 
 class Mutex(msgspec.Struct, frozen=True, kw_only=True):
@@ -152,8 +123,8 @@ class Step(msgspec.Struct, frozen=True, kw_only=True):
     is given or ``step-N`` by 1-based position in its job; ``name``
     defaults to the id. A failed attempt is retried automatically up to
     ``retry_times`` times. ``timeout_minutes`` None means the step is
-    bounded only by its job's timeout. See ``STEP_CONTINUE_ON_ERROR`` and
-    ``CONDITIONS`` for ``continue_on_error`` and ``if_``.
+    bounded only by its job's timeout. See ``ContinueOnError`` and
+    ``Condition`` (``actors.model.vocab``) for ``continue_on_error`` and ``if_``.
     """
 
     id: str
@@ -163,10 +134,10 @@ class Step(msgspec.Struct, frozen=True, kw_only=True):
     action: str | None = None
     with_: dict[str, Any] = msgspec.field(default_factory=dict, name="with")
     env: dict[str, str] = msgspec.field(default_factory=dict)
-    if_: str = msgspec.field(default="SUCCESS", name="if")
+    if_: Condition = msgspec.field(default=Condition.SUCCESS, name="if")
     timeout_minutes: float | None = None
     retry_times: int = 0
-    continue_on_error: str = "false"
+    continue_on_error: ContinueOnError = ContinueOnError.FALSE
 
 
 class Job(msgspec.Struct, frozen=True, kw_only=True):
@@ -178,8 +149,8 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     together. The whole job is bounded by ``timeout_minutes``
     (``EXEC_TIMEOUT``). With ``continue_on_error`` a failure of this job
     does not fail the build. ``mutex``, if set, must be held while the job
-    runs. ``if_`` is ``"SUCCESS"`` by default and ``"ALWAYS"`` for
-    ``finally`` jobs.
+    runs. ``if_`` is ``Condition.SUCCESS`` by default and ``Condition.ALWAYS``
+    for ``finally`` jobs.
     """
 
     id: str
@@ -190,7 +161,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     continue_on_error: bool = False
     mutex: Mutex | None = None
     env: dict[str, str] = msgspec.field(default_factory=dict)
-    if_: str = msgspec.field(default="SUCCESS", name="if")
+    if_: Condition = msgspec.field(default=Condition.SUCCESS, name="if")
     steps: tuple[Step, ...]
 
 

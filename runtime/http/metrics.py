@@ -32,12 +32,12 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import msgspec
 
 from actors.core import Actor, ActorError, Ref, Supervision
 from actors.model.info import Event
-
-from .routes import BUILD_STATUSES
+from actors.model.vocab import BuildStatus, EventKind, JobStatus
 
 if TYPE_CHECKING:
     from runtime._runtime import Runtime
@@ -117,13 +117,13 @@ class MetricsCollector(Actor):
 
     async def _follow(self, after: int) -> None:
         # Unbounded like a mailbox: this reader only forwards, never waits on anyone.
-        async with self.rt.subscribe(after=after, buffer=math.inf) as events:  # type: ignore[arg-type]
+        async with self.rt.subscribe(after=after, buffer=math.inf) as events:
             async for first in events:
                 batch = [first]
                 while len(batch) < _BATCH:
                     try:
                         batch.append(events.receive_nowait())
-                    except Exception:  # WouldBlock, or the stream ended
+                    except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                         break
                 self.ref.tell(_Observe(batch))
 
@@ -146,20 +146,21 @@ class MetricsCollector(Actor):
     def _fold(self, events: list[Event]) -> None:
         for event in events:
             self.last_id = max(self.last_id, event.id)
-            if event.kind == "build":
+            if event.kind == EventKind.BUILD:
                 self._pair(self.build_queued, event.build_id or "", event, self.queue_wait)
-            elif event.kind == "job":
+            elif event.kind == EventKind.JOB:
                 self._pair(self.job_queued, (event.build_id, event.job_id, event.attempt), event, self.dispatch)
 
     @staticmethod
     def _pair(pending: dict[Any, float], key: Any, event: Event, histogram: Histogram) -> None:
-        if event.status == "QUEUE":
+        # builds and jobs say QUEUE and RUNNING alike
+        if event.status == JobStatus.QUEUE:
             pending[key] = _seconds(event.time)
             if len(pending) > _MAX_PENDING:
                 del pending[next(iter(pending))]
             return
         since = pending.pop(key, None)
-        if since is not None and event.status == "RUNNING":
+        if since is not None and event.status == JobStatus.RUNNING:
             histogram.observe(max(0.0, _seconds(event.time) - since))
 
 
@@ -194,7 +195,7 @@ async def render(rt: Runtime, collector: Ref | None, *, sse_clients: int = 0) ->
     stats = await rt.stats()
     groups = await rt.groups()
     lines = _gauge("shunter_builds", "Builds by status (finished ones while the runtime keeps them).",
-                   ((f'{{status="{status}"}}', stats.builds_by_status.get(status, 0)) for status in BUILD_STATUSES))
+                   ((f'{{status="{status}"}}', stats.builds_by_status.get(status, 0)) for status in BuildStatus))
     for field in msgspec.structs.fields(type(stats)):
         value = getattr(stats, field.name)
         if isinstance(value, int) and not isinstance(value, bool):

@@ -10,12 +10,14 @@ refused with a 4xx and changes nothing.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated, Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import msgspec
 
 from actors.model.errors import InvalidRequest, NotFound, SpecError
 from actors.model.info import BuildInfo, GroupInfo, NodeInfo, PipelineInfo, Stats
+from actors.model.vocab import BuildStatus, EventKind, values
 from runtime._validate import type_name
 from runtime.spec_loader import validate_pipeline_id
 
@@ -25,10 +27,8 @@ from .guard import YAML_TYPES, is_json
 if TYPE_CHECKING:
     from .app import App
 
-__all__ = ["ROUTES", "SubmitBody", "RetryBody", "CancelBody", "NodeBody", "Health", "BUILD_STATUSES"]
+__all__ = ["ROUTES", "SubmitBody", "RetryBody", "CancelBody", "NodeBody", "Health", "choice", "enum_schema"]
 
-BUILD_STATUSES = ("QUEUE", "RUNNING", "SUCCEED", "FAILED", "CANCELED", "QUEUE_TIMEOUT")  # DESIGN §3.2
-EVENT_KINDS = ("build", "job", "step", "group", "node")
 # Node and pool names follow the configuration file's rule (runtime/config.py).
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 _NAME = re.compile(NAME_PATTERN)
@@ -36,6 +36,7 @@ PIPELINE_ID_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$"
 
 Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
 Label = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+E = TypeVar("E", bound=StrEnum)
 
 
 # -- request and answer bodies ------------------------------------------------------------
@@ -76,6 +77,32 @@ class NodeBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 class Health(msgspec.Struct, frozen=True, kw_only=True):
     status: str = "ok"
+
+
+# -- query parameters from a vocabulary ----------------------------------------------------
+
+
+def choice(request: Request, name: str, words: type[E], what: str) -> E | None:
+    """Query parameter ``name`` as a member of ``words``; None if absent.
+
+    Present but empty (``?status=``) or not one of the words: 400 naming the
+    parameter and every allowed value, as the OpenAPI enum says.
+    """
+    text = request.query.get(name)
+    if text is None:
+        return None
+    try:
+        return words(text)
+    except ValueError:
+        problem = f"unknown {what} {text[:64]!r}" if text else f"an empty {what}"
+        message = f"{problem} (expected one of {', '.join(values(words))})"
+        where = f"query.{name}"
+        raise InvalidRequest(f"{where}: {message}", details=[{"path": where, "message": message}]) from None
+
+
+def enum_schema(words: type[StrEnum]) -> dict[str, Any]:
+    """The JSON schema of a query parameter taking one of ``words``."""
+    return {"type": "string", "enum": values(words)}
 
 
 # -- pipelines ------------------------------------------------------------------------------
@@ -129,10 +156,7 @@ async def submit(app: App, request: Request) -> Response:
 
 
 async def list_builds(app: App, request: Request) -> Response:
-    status = request.query_value("status")
-    if status is not None and status not in BUILD_STATUSES:
-        message = f"unknown build status {status!r} (expected one of {', '.join(BUILD_STATUSES)})"
-        raise InvalidRequest(f"query.status: {message}", details=[{"path": "query.status", "message": message}])
+    status = choice(request, "status", BuildStatus, "build status")
     pipeline = request.query_value("pipeline")
     if pipeline is not None and not app.rt.has_pipeline(pipeline):
         raise NotFound(f"no pipeline {pipeline!r} (query.pipeline)")
@@ -234,8 +258,7 @@ async def _streamed(app: App, request: Request) -> Response:  # pragma: no cover
 # -- the table (paths, statuses, types: also the source of /openapi.json) ----------------------
 
 _PIPELINE = Param("pipeline", "only builds of this pipeline", {"type": "string"})
-# An empty value (?status=) counts as absent, like every query parameter.
-_STATUS = Param("status", "only builds with this status", {"type": "string", "enum": [*BUILD_STATUSES, ""]})
+_STATUS = Param("status", "only builds with this status", enum_schema(BuildStatus))
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/pipelines", list_pipelines, "List the registered pipelines", result=list[PipelineInfo]),
@@ -267,7 +290,7 @@ ROUTES: tuple[Route, ...] = (
           content_type="text/event-stream", stream=True, errors=(400,), query=(
               Param("after", "replay the kept events after this id first", {"type": "integer", "minimum": 0}),
               Param("pipeline", "only events of this pipeline"), Param("build", "only events of this build"),
-              Param("kind", "only events of this kind", {"type": "string", "enum": list(EVENT_KINDS)}),
+              Param("kind", "only events of this kind", enum_schema(EventKind)),
               Param("Last-Event-ID", "resume after this event id (what EventSource sends on reconnect)",
                     {"type": "integer", "minimum": 0}, where="header"))),
     Route("GET", "/v1/stats", stats, "Counters: builds and jobs running and queued, slots held, agents", result=Stats),

@@ -1,7 +1,7 @@
 """``GET /v1/events``: the runtime's events as server-sent events.
 
 Each event is sent as ``id:`` (the hub's event id), ``event:`` (its kind:
-build, job, step, group, node) and ``data:`` (the ``Event`` as JSON). A
+build, job, step, group, node: ``EventKind``) and ``data:`` (the ``Event`` as JSON). A
 client resumes with the ``Last-Event-ID`` header (what EventSource sends when
 it reconnects) or ``?after=ID``: the events the hub still keeps after that id
 are replayed first, then live ones follow.
@@ -33,9 +33,10 @@ import anyio
 from actors.events import EventLog, Kept
 from actors.model.errors import InvalidRequest, Overloaded
 from actors.model.info import Event
+from actors.model.vocab import EventKind
 
 from .core import Request, Unavailable, encode_json
-from .routes import EVENT_KINDS
+from .routes import choice
 
 if TYPE_CHECKING:
     from .app import App
@@ -80,10 +81,7 @@ def parse_after(request: Request) -> int | None:
 
 
 def _filter(request: Request) -> Callable[[Event], bool] | None:
-    kind = request.query_value("kind")
-    if kind is not None and kind not in EVENT_KINDS:
-        message = f"unknown event kind {kind!r} (expected one of {', '.join(EVENT_KINDS)})"
-        raise InvalidRequest(f"query.kind: {message}", details=[{"path": "query.kind", "message": message}])
+    kind = choice(request, "kind", EventKind, "event kind")
     pipeline, build = request.query_value("pipeline"), request.query_value("build")
     if kind is None and pipeline is None and build is None:
         return None

@@ -83,3 +83,9 @@ def test_plot_is_well_formed_svg() -> None:
     assert len(root.findall(f".//{namespace}circle")) == 3
     texts = [element.text for element in root.iter(f"{namespace}text")]
     assert "1M" in texts and "title <&>" in texts and "no data" in texts
+
+
+def test_an_optional_scenario_whose_needs_are_missing_is_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(runner.OPTIONAL, "http", ("shunter_no_such_module",))
+    assert "http" not in runner.available()
+    assert runner.main(["http"]) == 2

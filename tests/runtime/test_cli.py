@@ -95,16 +95,6 @@ def test_validate_prints_errors_by_path(files: Path, capsys: pytest.CaptureFixtu
     assert "$.stages[0].jobs.greet.stepz" in capsys.readouterr().out
 
 
-def test_serve_refuses_a_bad_config(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (files / "server.yml").write_text("server: {bind: nowhere, max-body-bytes: 0}\n")
-    assert main(["serve", "--config", str(files / "server.yml")]) == 2
-    err = capsys.readouterr().err
-    assert "$.server.bind" in err and "$.server.max-body-bytes" in err
-    assert main(["serve", "--config", str(files / "absent.yml")]) == 2
-    assert main(["serve", "--bind", "localhost"]) == 2
-    assert "$.server.bind" in capsys.readouterr().err
-
-
 def test_run_cancels_the_build_on_ctrl_c(tmp_path: Path) -> None:
     import os
     import select
@@ -139,3 +129,12 @@ def test_run_cancels_the_build_on_ctrl_c(tmp_path: Path) -> None:
 def test_bench_hands_its_arguments_to_the_suite(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "no-such-scenario", "--quick"]) == 2
     assert "no-such-scenario" in capsys.readouterr().err
+
+
+def test_version_prints_the_installed_version_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out == f"shunter {version('shunter')}\n"

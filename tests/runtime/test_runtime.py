@@ -134,6 +134,14 @@ async def test_unknown_ids_and_bad_input_are_refused_clearly(autojump_clock: tri
         with pytest.raises(runtime.InvalidRequest):
             await rt.submit(pipeline.id, variables=["not", "a", "mapping"])  # type: ignore[arg-type]
         assert await rt.builds() == []
+        # a status filter is a BuildStatus or its name; anything else says what would do
+        with pytest.raises(runtime.InvalidRequest, match="unknown build status 'DONE'.*QUEUE, RUNNING, SUCCEED"):
+            await rt.builds(status="DONE")
+        with pytest.raises(runtime.InvalidRequest, match="build status ''"):
+            await rt.builds(status="")
+        assert await rt.builds(status=runtime.BuildStatus.SUCCEED) == await rt.builds(status="SUCCEED") == []
+        with pytest.raises(runtime.InvalidRequest, match="unknown fault 'explode'.*crash, hang, silence"):
+            rt.inject_fault("n1/0", "explode")
 
 
 @pytest.mark.trio

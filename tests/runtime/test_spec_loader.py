@@ -367,9 +367,22 @@ def test_unknown_key_without_a_close_match_lists_the_valid_keys() -> None:
     assert message == "unknown key 'readonly' (expected one of: value, description)"
 
 
-def test_non_string_keys_are_refused() -> None:
-    # YAML 1.1 reads `on` as true: a classic GitHub Actions habit.
-    assert "must be a string" in error_at("name: p\non: push\nsteps: [{run: x}]\n", "$")
+def test_a_github_on_key_is_refused_by_name() -> None:
+    # YAML 1.1 reads an unquoted `on` as true: the loader keeps the word.
+    source = "name: p\non:\n  push: {branches: [main]}\nsteps: [{run: x}]\n"
+    assert errors_of(source) == [{"path": "$.on", "message": "'on' is not supported (shunter has no "
+                                  "triggers; builds are submitted through the API)"}]  # fmt: skip
+    assert error_at('name: p\n"on": push\nsteps: [{run: x}]\n', "$.on").startswith("'on' is not supported")
+
+
+def test_yaml_boolean_words_as_keys_stay_words() -> None:
+    spec = load_pipeline("name: p\njobs:\n  j: {env: {yes: 1, OFF: 'no'}, steps: [{run: x}]}\n")
+    assert spec.stages[0].jobs[0].env == {"yes": "1", "OFF": "no"}
+    assert error_at(one_job("{on: x, steps: [{run: x}]}"), "$.jobs.j.on").startswith("unknown key 'on'")
+    # A key of the wrong type in a mapping given as such (no YAML text to read the word from).
+    bool_key = error_at({"name": "p", True: {"push": {}}, "steps": [{"run": "x"}]}, "$")
+    assert "key True must be a string, got boolean" in bool_key and "quote the key" in bool_key
+    assert "key 3 must be a string, got integer" in error_at("name: p\n3: x\nsteps: [{run: x}]\n", "$")
 
 
 def test_the_error_path_from_the_design() -> None:

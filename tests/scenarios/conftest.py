@@ -30,9 +30,7 @@ import yaml
 
 import runtime
 from actors.execution.actions import ActionFailed
-
-FINISHED = frozenset({"SUCCEED", "FAILED", "CANCELED", "QUEUE_TIMEOUT"})
-"""Build statuses that end a build (DESIGN §3.2)."""
+from actors.model.vocab import BUILD_FINAL
 
 BUILD_ID = "${{ ci.build_id }}"
 
@@ -381,7 +379,7 @@ class Scenario:
         """``rt.wait`` bounded in virtual time."""
         with trio.move_on_after(timeout):
             build = await self.rt.wait(build_id)
-            assert build.status in FINISHED, describe(build)
+            assert build.status in BUILD_FINAL, describe(build)
             return build
         raise AssertionError(
             f"build {build_id} not finished after {timeout}s: {describe(await self.rt.build(build_id))}"

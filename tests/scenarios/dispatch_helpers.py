@@ -32,6 +32,7 @@ import trio
 
 import runtime
 from actors.execution.actions import ActionFailed
+from actors.model.vocab import AgentStatus
 
 from .conftest import Probe, Run, Scenario, describe, ts
 
@@ -366,7 +367,7 @@ class DispatchScenario(Scenario):
                         f"{key} runs {count} times on {info.name} (per-node limit {per_node}): {await self.state()}"
                     )
             for agent in info.agents:
-                if agent.locked_by and agent.job and agent.status == "busy":
+                if agent.locked_by and agent.job and agent.status == AgentStatus.BUSY:
                     assert agent.job.startswith(agent.locked_by + "/"), (
                         f"agent {agent.name} locked by {agent.locked_by} runs {agent.job}"
                     )
@@ -390,7 +391,7 @@ class DispatchScenario(Scenario):
             for agent in info.agents:
                 if agent.locked_by is not None:
                     problems.append(f"agent {agent.name} locked by {agent.locked_by}")
-                if agent.status != "lost" and (agent.status != "idle" or agent.job is not None):
+                if agent.status != AgentStatus.IDLE or agent.job is not None:
                     problems.append(f"agent {agent.name} {agent.status} job={agent.job}")
         for group in await self.rt.groups():
             if group.running or group.queue:

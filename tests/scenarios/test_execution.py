@@ -17,6 +17,8 @@ import trio
 import runtime
 from actors.execution.actions import StepContext
 
+from .conftest import describe
+
 CONFIG = {"pools": [{"name": "default", "nodes": [{"name": "n1", "agents": 4}]}]}
 
 
@@ -334,6 +336,43 @@ jobs:
     assert [a.status for a in job.step("work").attempts] == ["FAILED", "SUCCEED"]
     assert "heartbeat" in (job.step("work").attempts[0].reason or "")
     assert stats.agents_lost == 1 and stats.slots_held == 0 and stats.agents_busy == 0
+
+
+@pytest.mark.trio
+async def test_retry_times_bounds_retries_after_lost_agents_across_attempts(autojump_clock: trio.abc.Clock) -> None:
+    """``retry-times: 1`` allows one retry in all, not one per job attempt:
+    the second lost agent ends the job HEARTBEAT_TIMEOUT (it used to retry
+    for as long as agents kept being lost)."""
+    async def long_step(step: StepContext) -> None:
+        await trio.sleep(300)
+
+    nodes = [{"name": f"n{i}", "agents": 1} for i in range(1, 4)]
+    config = {"pools": [{"name": "default", "nodes": nodes}], "heartbeat-interval": 5, "heartbeat-timeout": 30}
+    async with runtime.open_runtime(config) as rt:
+        rt.register_action("long", long_step)
+        pipeline = await rt.register_pipeline("""
+name: unlucky
+jobs:
+  j: {steps: [{id: work, uses: long, retry-times: 1}]}
+""")
+        build = await rt.submit(pipeline.id)
+        lost: list[str] = []
+        with trio.fail_after(3600):
+            while len(lost) < 2:
+                info = await rt.build(build.id)
+                job = info.job("j")
+                if job.status == "RUNNING" and job.agent is not None and job.agent not in lost:
+                    if len(job.attempts) == len(lost) + 1 and job.step("work").status == "RUNNING":
+                        rt.inject_fault(job.agent, "silence")
+                        lost.append(job.agent)
+                await trio.sleep(1)
+        build = await rt.wait(build.id, timeout=3600)
+        stats = await rt.stats()
+    job = build.job("j")
+    assert build.status == "FAILED", describe(build)
+    assert [a.status for a in job.attempts] == ["HEARTBEAT_TIMEOUT", "HEARTBEAT_TIMEOUT"], describe(build)
+    assert [a.status for a in job.step("work").attempts] == ["FAILED", "FAILED"]
+    assert stats.slots_held == 0 and stats.agents_busy == 0
 
 
 @pytest.mark.trio

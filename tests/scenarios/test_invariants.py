@@ -32,9 +32,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import event as _event
 from hypothesis import strategies as st
 
+from actors.model.vocab import BUILD_FINAL, JOB_FAILING, FaultKind, values
 from runtime import Conflict, NotFound, NotRetryable, QueueFull
 
-from .conftest import FINISHED, describe, flaky_step, hold_step, noop_step, pipeline
+from .conftest import describe, flaky_step, hold_step, noop_step, pipeline
 from .dispatch_helpers import DispatchScenario, agent_names, dispatch_config, dispatch_scenario, fail_step, job, node
 
 EXAMPLES = int(os.environ.get("SHUNTER_HYPOTHESIS_EXAMPLES", "500"))
@@ -112,14 +113,13 @@ OPERATIONS = st.one_of(
     st.tuples(st.just("release"), _index),
     st.tuples(st.just("cancel"), _index),
     st.tuples(st.just("retry"), _index, st.sampled_from(["job", "failed_only", "whole"])),
-    st.tuples(st.just("fault"), _index, st.sampled_from(["crash", "hang", "silence"])),
+    st.tuples(st.just("fault"), _index, st.sampled_from(values(FaultKind))),
     st.tuples(st.just("advance"), st.sampled_from([0.01, 1.0, 6.0, 31.0, 61.0, 121.0])),
     st.tuples(st.just("add_node"), st.integers(1, 2), st.sampled_from([(), ("gpu",), ("linux", "gpu")])),
     st.tuples(st.just("remove_node"), _index),
 )
 PROGRAMS = st.lists(OPERATIONS, min_size=8, max_size=60)
 
-_RETRYABLE_JOB = frozenset({"FAILED", "CANCELED", "QUEUE_TIMEOUT", "HEARTBEAT_TIMEOUT", "EXEC_TIMEOUT"})
 
 
 def event(text: str) -> None:
@@ -158,7 +158,7 @@ async def _apply(s: DispatchScenario, op: tuple[Any, ...], builds: list[str], ad
         try:
             if mode == "job":
                 info = await s.build(build_id)
-                failed = [j.id for st in info.stages for j in st.jobs if j.status in _RETRYABLE_JOB]
+                failed = [j.id for st in info.stages for j in st.jobs if j.status in JOB_FAILING]
                 if failed:
                     await s.rt.retry(build_id, job=failed[0])
             elif mode == "failed_only":
@@ -207,7 +207,7 @@ async def _run(program: list[tuple[Any, ...]]) -> None:
         for build_id in builds:
             with trio.move_on_after(3600):
                 done = await s.rt.wait(build_id)
-                assert done.status in FINISHED, describe(done)
+                assert done.status in BUILD_FINAL, describe(done)
                 continue
             raise AssertionError(f"build lost: {describe(await s.build(build_id))}; {await s.state()}")
         await s.assert_quiet(timeout=TIMEOUT + 3 * INTERVAL)
@@ -219,7 +219,7 @@ async def _run(program: list[tuple[Any, ...]]) -> None:
             event(f"op {op}")
         listed = {b.id: b for b in await s.rt.builds()}
         assert set(builds) <= set(listed), set(builds) - set(listed)
-        unfinished = [describe(b) for b in listed.values() if b.status not in FINISHED]
+        unfinished = [describe(b) for b in listed.values() if b.status not in BUILD_FINAL]
         assert not unfinished, unfinished
 
 

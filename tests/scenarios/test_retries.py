@@ -103,6 +103,51 @@ async def test_step_retry_while_running_reruns_the_job_from_that_step(
 
 
 @pytest.mark.trio
+async def test_step_retry_after_a_tolerated_failure_runs_the_step(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A step that failed under ``continue-on-error: true`` before the retried
+    step does not fail the retry: the retried step and those after it run
+    and the job succeeds (it used to end FAILED with the step UNEXEC)."""
+    tolerant = pipeline(
+        "tolerant",
+        stages=[
+            (
+                "build",
+                {
+                    "job1": [
+                        {"id": "lint", "uses": "fail@1", "continue-on-error": True},
+                        flaky_step("make"),
+                        noop_step("after"),
+                    ],
+                    "job2": [hold_step()],
+                },
+            )
+        ],
+    )
+    async with scenario() as s:
+        await s.register(tolerant, id="tolerant")
+        a = (await s.submit("tolerant")).id
+        await s.running(a)
+        await s.until(a, lambda b: b.job("job1").status == "FAILED", "job1 to fail at make")
+
+        await s.rt.retry(a, step="make")
+        info = await s.until(
+            a,
+            lambda b: len(b.job("job1").attempts) == 2 and b.job("job1").status in ("SUCCEED", "FAILED"),
+            "the retried attempt of job1 to end",
+        )
+        job1 = info.job("job1")
+        assert job1.status == "SUCCEED", describe(info)
+        assert _attempts(job1.step("make")) == [(1, "FAILED", None), (2, "SUCCEED", 1)]
+        assert job1.step("after").status == "SUCCEED"
+        assert job1.step("lint").status == "FAILED", "the tolerated failure keeps its record"
+
+        s.probe.release(a, "job2")
+        assert (await s.finished(a)).status == "SUCCEED"
+
+
+@pytest.mark.trio
 async def test_job_retry_while_running_bypasses_a_full_queue(autojump_clock: trio.testing.MockClock) -> None:
     """A job retry of a RUNNING build in a full group is accepted at once and
     re-runs the whole job (every step gets a new attempt); no slot, no queue

@@ -36,7 +36,7 @@ class Pipeline(Actor):
 def admit(build_id: str, pipeline: Ref, minutes: float, *, cancel_in_progress: bool = False) -> Admit:
     config = Concurrency(group="g", max_parallel=1, queue_length=100_000, queue_timeout_minutes=minutes,
                          cancel_in_progress=cancel_in_progress)  # fmt: skip
-    return Admit(build_id, pipeline, config, queued_at=1_700_000_000.0, reply=None)
+    return Admit(build_id, pipeline, config, queued_at=1_700_000_000.0)
 
 
 def dequeued(log: list[tuple[float, Any]]) -> list[tuple[float, Dequeued]]:

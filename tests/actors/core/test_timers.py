@@ -88,3 +88,19 @@ async def test_earlier_timer_added_later_wakes_the_service(autojump_clock: trio.
         system.send_after(1, ref, "near")
         await trio.sleep(5)
         assert [(m, t - start) for m, t in log] == [("near", 2.0)]
+
+
+@pytest.mark.trio
+async def test_a_handle_tells_its_deadline_and_keeps_it(autojump_clock: trio.abc.Clock) -> None:
+    log: list[tuple[Any, float]] = []
+    async with open_system() as system:
+        ref = system.spawn(lambda: Stamper(log))
+        start = trio.current_time()
+        later = system.send_after(7.5, ref, "later")
+        at = system.timers.call_at(start + 3.0, ref.tell, "at")
+        assert (later.deadline, at.deadline) == (start + 7.5, start + 3.0)
+        with pytest.raises(AttributeError):
+            later.deadline = start + 1.0  # type: ignore[misc]  # read-only: the heap entry would not follow
+        await trio.sleep(10)
+        assert later.deadline == start + 7.5 and not later.active  # still readable once it fired
+    assert [(m, t - start) for m, t in log] == [("at", 3.0), ("later", 7.5)]

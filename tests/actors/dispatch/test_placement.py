@@ -162,3 +162,31 @@ def test_many_waiting_classes_are_served_oldest_first_without_a_scan() -> None:
         order.append(token[1])
     assert order == list(range(500))
     assert len(placement._ready_any) <= 2 * len(placement._ready) + 500  # stale entries are dropped as they surface
+
+
+def test_whether_any_node_matches_follows_nodes_coming_draining_and_going() -> None:
+    placement = Placement("build-pool")
+    gpu = request("gpu", labels=frozenset({"gpu"}))
+    pinned = request("pinned", node_pin="g1")
+    assert placement.request(gpu) is None and placement.request(pinned) is None
+    assert not placement.has_match(gpu) and not placement.has_match(pinned)
+    assert placement.why_waiting(gpu) == "no node in pool 'build-pool' matches (the pool has no nodes)"
+    assert placement.unmatched() == {gpu.class_key, pinned.class_key}
+
+    placement.add_node("n1", frozenset({"linux"}))
+    placement.add_agent("n1", "n1/0")
+    assert placement.why_waiting(gpu) == "no node in pool 'build-pool' has labels [gpu]"
+    assert placement.why_waiting(pinned) == "no node 'g1' in pool 'build-pool'"
+    placement.add_node("g1", frozenset({"gpu"}))  # no agent yet: it matches, nothing is free
+    assert placement.has_match(gpu) and placement.has_match(pinned) and placement.unmatched() == set()
+    assert placement.why_waiting(gpu).startswith("no free agent on 1 matching node(s)")
+    assert placement.waiting_in(gpu.class_key) == [gpu]
+
+    placement.drain_node("g1")  # a draining node takes nothing new
+    assert not placement.has_match(gpu)
+    assert placement.why_waiting(pinned) == "no node 'g1' in pool 'build-pool'"
+    assert placement.remove_node_if_empty("g1")
+    assert placement.unmatched() == {gpu.class_key, pinned.class_key}
+    assert placement.has_match(request("any"))  # n1 runs a job that asks for nothing
+    assert placement.has_match(request("locked", agent_pin="n1/0"))  # pinned to an agent: not this question
+    assert placement.withdraw("gpu") is gpu and placement.waiting_in(gpu.class_key) == []

@@ -180,12 +180,16 @@ async def test_echo_logs_text() -> None:
 
 
 @pytest.mark.anyio
-async def test_fail_raises_action_failed() -> None:
+async def test_fail_raises_action_failed_and_logs_why() -> None:
     registry = ActionRegistry.with_builtins()
+    step, lines = context({"message": "disk full"})
     with pytest.raises(ActionFailed, match="^disk full$"):
-        await registry.resolve("fail")(context({"message": "disk full"})[0])
+        await registry.resolve("fail")(step)
+    assert lines == ["disk full"]
+    step, lines = context()
     with pytest.raises(ActionFailed, match="^failed by the fail action$"):
-        await registry.resolve("fail")(context()[0])
+        await registry.resolve("fail")(step)
+    assert lines == ["failed by the fail action"]
 
 
 @pytest.mark.anyio

@@ -16,6 +16,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from actors.model.vocab import AgentStatus, BuildStatus, EventKind, JobStatus, OnQueueFull, StageStatus, StepStatus, values
 from runtime.http.openapi import build_document
 from runtime.http.routes import ROUTES
 
@@ -50,6 +51,21 @@ def test_schemas_come_from_the_msgspec_types() -> None:
     text = json.dumps(DOC)
     for ref in set(part.split('"')[0] for part in text.split('"$ref": "')[1:]):
         assert ref.startswith("#/components/schemas/") and ref.rsplit("/", 1)[1] in schemas, ref
+
+
+def test_enums_come_from_the_vocabulary() -> None:
+    schemas = DOC["components"]["schemas"]
+    for record, words in (("BuildInfo", BuildStatus), ("JobInfo", JobStatus), ("StepInfo", StepStatus),
+                          ("StageInfo", StageStatus), ("AgentInfo", AgentStatus)):  # fmt: skip
+        assert sorted(_resolve(schemas[record]["properties"]["status"])["enum"]) == sorted(values(words)), record
+    assert sorted(_resolve(schemas["GroupInfo"]["properties"]["on_queue_full"])["enum"]) == sorted(values(OnQueueFull))
+
+    def parameter(path: str, name: str) -> dict[str, Any]:
+        (found,) = [p for p in DOC["paths"][path]["get"]["parameters"] if p["name"] == name]
+        return dict(found["schema"])
+
+    assert parameter("/v1/builds", "status") == {"type": "string", "enum": values(BuildStatus)}
+    assert parameter("/v1/events", "kind") == {"type": "string", "enum": values(EventKind)}
 
 
 def test_statuses_match_the_design() -> None:

@@ -225,8 +225,13 @@ async def test_get_and_list_builds(autojump_clock: trio.testing.MockClock) -> No
         assert [b["id"] for b in (await a.client.get("/v1/builds?pipeline=gated")).json()] == [running["id"]]
         assert [b["id"] for b in (await a.client.get("/v1/builds?status=SUCCEED")).json()] == [done["id"]]
         assert (await a.client.get("/v1/builds?status=RUNNING&pipeline=app")).json() == []
-        assert len((await a.client.get("/v1/builds?status=&pipeline=")).json()) == 2
-        _error(await a.client.get("/v1/builds?status=DONE"), 400, "invalid_request", "query.status", "DONE")
+        assert len((await a.client.get("/v1/builds?pipeline=")).json()) == 2
+        every = ("QUEUE", "RUNNING", "SUCCEED", "FAILED", "CANCELED", "QUEUE_TIMEOUT")
+        _error(await a.client.get("/v1/builds?status=DONE"), 400, "invalid_request", "query.status", "DONE", *every)
+        # present but empty is not "any status": the OpenAPI enum has no empty value
+        _error(await a.client.get("/v1/builds?status="), 400, "invalid_request", "query.status", "empty", *every)
+        _error(await a.client.get("/v1/builds?status=&pipeline="), 400, "invalid_request", "query.status")
+        _error(await a.client.get("/v1/builds?status=succeed"), 400, "invalid_request", "query.status", "succeed")
         _error(await a.client.get("/v1/builds?pipeline=nope"), 404, "not_found", "nope")
         _error(await a.client.get("/v1/builds/nope.1"), 404, "not_found", "nope.1")
         _error(await a.client.get("/v1/builds/app.99"), 404, "not_found")

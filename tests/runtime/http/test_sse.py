@@ -83,10 +83,33 @@ async def test_filters_by_build_and_kind(autojump_clock: trio.testing.MockClock)
 
 
 @pytest.mark.trio
+async def test_group_and_node_events_are_streamed_and_filtered(autojump_clock: trio.testing.MockClock) -> None:
+    async with api() as a:
+        await a.put_pipeline("lane", pipeline_yaml("lane", concurrency="{group: lane, max-parallel: 1}"))
+        async with sse(a.rt.asgi_app, "/v1/events?after=0&kind=group") as groups, \
+                sse(a.rt.asgi_app, "/v1/events?after=0&kind=node") as nodes:  # fmt: skip
+            assert (await groups.start(), await nodes.start()) == (200, 200)
+            build = await a.submit("lane")
+            await a.until(build["id"], "SUCCEED")
+            assert (await a.client.put("/v1/nodes/n9", json={"agents": 1})).status_code == 201
+            admitted, released = await groups.event(), await groups.event()
+            added_n1, added_n9 = await nodes.event(), await nodes.event()
+    assert (admitted.event, admitted.data["status"], admitted.data["group"], admitted.data["build_id"]) == (
+        "group", "ADMITTED", "lane", build["id"])
+    assert (released.data["status"], released.data["data"]) == ("RELEASED", {"running": 0, "queued": 0})
+    assert [(e.event, e.data["status"], e.data["node"]) for e in (added_n1, added_n9)] == [
+        ("node", "ADDED", "n1"), ("node", "ADDED", "n9")]
+    assert added_n9.data["data"] == {"pool": "default", "agents": ["n9/0"], "labels": [], "kind": "local"}
+    assert added_n1.id is not None and admitted.id is not None and added_n1.id < admitted.id < added_n9.id
+
+
+@pytest.mark.trio
 @pytest.mark.parametrize("target, headers, where", [
     ("/v1/events?after=-1", [], "query.after"),
     ("/v1/events", [("Last-Event-ID", "abc")], "header.Last-Event-ID"),
     ("/v1/events?kind=stage", [], "query.kind"),
+    ("/v1/events?kind=", [], "query.kind"),  # present but empty is not "every kind"
+    ("/v1/events?kind=BUILD", [], "query.kind"),
 ])  # fmt: skip
 async def test_bad_parameters_are_400_before_streaming(autojump_clock: trio.testing.MockClock, target: str,
                                                        headers: list[tuple[str, str]], where: str) -> None:  # fmt: skip
@@ -95,6 +118,8 @@ async def test_bad_parameters_are_400_before_streaming(autojump_clock: trio.test
             assert await reader.start() == 400
             body = msgspec.json.decode(await reader.body())
         assert body["error"] == "invalid_request" and body["details"][0]["path"] == where, body
+        if where == "query.kind":
+            assert "build, job, step, group, node" in body["message"], body
 
 
 @pytest.mark.trio

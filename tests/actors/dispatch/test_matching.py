@@ -1,0 +1,33 @@
+"""The words for a job no node of its pool can run, and the memo of whether one can."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from actors.dispatch.matching import Matches, no_node_reason
+
+NODES = {"n1": frozenset({"linux"}), "n2": frozenset({"linux", "gpu"})}
+
+
+def test_no_node_reason_names_what_is_missing() -> None:
+    assert no_node_reason("p", None, frozenset(), {}) == "no node in pool 'p' matches (the pool has no nodes)"
+    assert no_node_reason("p", None, frozenset({"linux"}), NODES) is None
+    assert no_node_reason("p", None, frozenset({"gpu", "arm"}), NODES) == "no node in pool 'p' has labels [arm, gpu]"
+    assert no_node_reason("p", "n9", frozenset(), NODES) == "no node 'n9' in pool 'p'"
+    assert no_node_reason("p", "n1", frozenset({"gpu"}), NODES) == "node 'n1' in pool 'p' does not have labels [gpu]"
+    assert no_node_reason("p", "n2", frozenset({"gpu"}), NODES) is None
+
+
+def test_matches_remembers_and_follows_node_changes() -> None:
+    nodes = [SimpleNamespace(name="n1", labels=frozenset({"linux"}), draining=False)]
+    matches = Matches()
+    gpu, n2 = (None, frozenset({"gpu"})), ("n2", frozenset[str]())
+    assert not matches.exists(gpu, nodes) and not matches.exists(n2, nodes)
+    nodes.append(SimpleNamespace(name="n2", labels=frozenset({"gpu"}), draining=False))
+    assert not matches.exists(gpu, nodes)  # remembered: only ``added`` says otherwise
+    matches.added("n2", frozenset({"gpu"}))
+    assert matches.exists(gpu, nodes) and matches.exists(n2, nodes)
+    nodes[1].draining = True
+    matches.removed("n2", frozenset({"gpu"}))
+    assert not matches.exists(gpu, nodes) and not matches.exists(n2, nodes)
+    assert matches.exists((None, frozenset({"linux"})), nodes)
