@@ -93,6 +93,9 @@ class Record(_Change, frozen=True, gc=False, kw_only=True):
     time: float = msgspec.field(default_factory=time.time)
 
 
+RESERVE_BLOCK = 100_000  # event ids reserved in the store at a time
+
+
 class Gauge:
     """Builds not yet finished, as the hub has seen them: read-only for everyone else.
 
@@ -144,13 +147,15 @@ class EventLog:
     never copies the ring, so any number of readers cost no memory of their own.
     """
 
-    __slots__ = ("capacity", "last_id", "closed", "_ring", "_waiter")
+    __slots__ = ("capacity", "last_id", "closed", "_ring", "_waiter", "_origin")
 
-    def __init__(self, capacity: int = 10_000) -> None:
+    def __init__(self, capacity: int = 10_000, first_id: int = 1) -> None:
         if capacity < 1:
             raise ValueError(f"an event log keeps at least 1 event, not {capacity}")
         self.capacity = capacity
-        self.last_id = 0
+        # After a restart with durable state the ids go on from the store's watermark (DESIGN §10).
+        self._origin = first_id
+        self.last_id = first_id - 1
         self.closed = False  # the runtime has stopped: no event will come
         self._ring: list[Kept | None] = [None] * capacity
         self._waiter: anyio.Event | None = None
@@ -158,7 +163,7 @@ class EventLog:
     @property
     def first_id(self) -> int:
         """The oldest id still kept (``last_id + 1`` when empty)."""
-        return max(1, self.last_id - self.capacity + 1)
+        return max(self._origin, self.last_id - self.capacity + 1)
 
     def append(self, kept: Kept) -> None:
         """The hub's: add the next event (its id is ``last_id + 1``)."""
@@ -276,9 +281,15 @@ def _event(event_id: int, record: Record) -> Event:
 class EventHub(Actor):
     """See the module docstring."""
 
-    def __init__(self, history: int = 10_000, gauge: Gauge | None = None, log: EventLog | None = None) -> None:
+    def __init__(self, history: int = 10_000, gauge: Gauge | None = None, log: EventLog | None = None,
+                 reserve: Callable[[int], None] | None = None) -> None:  # fmt: skip
         self.log = log if log is not None else EventLog(history)
         self.next_id = self.log.last_id + 1  # a restarted hub goes on numbering
+        # With durable state, ids are reserved in blocks in the store (``reserve(upto)``) so that
+        # after a restart they continue past every id handed out, never reused (DESIGN §10).
+        self.reserve = reserve
+        self.reserved = self.next_id - 1
+        self._reserve()
         self.subscribers: dict[int, MemoryObjectSendStream[Event]] = {}
         self.next_subscriber = 1
         self.builds: Counter[str] = Counter()
@@ -307,7 +318,14 @@ class EventHub(Actor):
         for subscription in list(self.subscribers):
             self._drop(subscription)
 
+    def _reserve(self, count: int = 0) -> None:
+        if self.reserve is not None and self.next_id + count + RESERVE_BLOCK // 2 > self.reserved:
+            self.reserved = self.next_id + count + RESERVE_BLOCK
+            self.reserve(self.reserved)
+
     def _publish(self, records: Iterable[Record]) -> None:
+        if self.reserve is not None:
+            self._reserve(len(records) if isinstance(records, tuple) else 0)
         log, builds, jobs = self.log, self.builds, self.jobs
         subscribers = self.subscribers
         for record in records:

@@ -25,6 +25,10 @@ with one node ``local`` of as many agents as the machine has cores. A YAML
     shutdown-timeout: 10            # seconds to let cancelled builds stop on close
     max-nodes: 1000                 # nodes across all pools (PUT /v1/nodes past it: 409)
     max-agents-per-node: 256        # agents of one node (more: 400)
+    state-dir: ~/.shunter           # durable state (DESIGN §10); absent: in memory
+    retention: {days: 90, builds-per-pipeline: 10000}   # finished builds kept in the store
+    max-log-bytes: 33554432         # per step attempt; past it a truncation marker
+    drain-timeout: 30               # on a graceful stop, how long running jobs may finish
 
 Every number has an upper bound (a timeout of 1e29 seconds is refused here,
 not met later as an overflow).
@@ -45,6 +49,7 @@ import msgspec
 
 from actors.execution.secrets import MIN_MASKED, Secrets
 from actors.model.errors import SpecError
+from actors.state.store import Retention
 from runtime._validate import Checker, index_path, key_path, parse_document, type_name
 from runtime.auth import ROLES, AuthConfig, TokenConfig, parse_token
 
@@ -55,14 +60,17 @@ __all__ = [
     "RuntimeConfig",
     "AuthConfig",
     "TokenConfig",
+    "Retention",
     "load_config",
     "default_config",
 ]
 
 _TOP_KEYS = (
     "server", "pools", "pipelines", "heartbeat-interval", "heartbeat-timeout", "max-queued-builds",
-    "shutdown-timeout", "auth", "secrets", "max-nodes", "max-agents-per-node",
+    "shutdown-timeout", "auth", "secrets", "max-nodes", "max-agents-per-node", "state-dir", "retention",
+    "max-log-bytes", "drain-timeout",
 )
+_RETENTION_KEYS = ("days", "builds-per-pipeline")
 _SERVER_KEYS = ("bind", "max-body-bytes", "read-timeout", "max-event-streams", "allowed-origins")
 _AUTH_KEYS = ("tokens",)
 _TOKEN_KEYS = ("name", "token", "role")
@@ -76,6 +84,9 @@ MAX_EVENT_STREAMS = 100_000
 MAX_NODES = 1_000_000
 MAX_AGENTS_PER_NODE = 100_000
 MAX_SECRET_BYTES = 1 << 20
+MAX_LOG_BYTES = 1 << 40
+MAX_RETENTION_DAYS = 36_500.0
+MAX_RETAINED_BUILDS = 1_000_000_000
 _POOL_KEYS = ("name", "nodes")
 _NODE_KEYS = ("name", "agents", "labels")
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
@@ -134,6 +145,12 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     secrets: Secrets = msgspec.field(default_factory=Secrets)
     max_nodes: int = 1000
     max_agents_per_node: int = 256
+    # Durable state (DESIGN §10): None keeps everything in memory.
+    state_dir: str | None = None
+    retention: Retention = msgspec.field(default_factory=Retention)
+    max_log_bytes: int = 32 * 1024 * 1024
+    # None: 30 s with a state dir; in memory, close() cancels at once as before.
+    drain_timeout: float | None = None
 
 
 def default_config() -> RuntimeConfig:
@@ -188,6 +205,12 @@ def _read(check: Checker, data: Any) -> RuntimeConfig | None:
     )
     fields["shutdown_timeout"] = check.positive(top, "shutdown-timeout", "$", default=10.0,
                                                 maximum=MAX_SECONDS) or 10.0  # fmt: skip
+    state_dir = check.string(top, "state-dir", "$", non_empty=True)
+    fields["state_dir"] = os.path.expanduser(state_dir) if state_dir else None
+    fields["retention"] = _retention(check, top.get("retention"))
+    fields["max_log_bytes"] = check.integer(top, "max-log-bytes", "$", default=32 * 1024 * 1024, minimum=1024,
+                                            maximum=MAX_LOG_BYTES) or 32 * 1024 * 1024  # fmt: skip
+    fields["drain_timeout"] = check.positive(top, "drain-timeout", "$", default=None, maximum=MAX_SECONDS)
     fields["max_nodes"] = check.integer(top, "max-nodes", "$", default=1000, minimum=1, maximum=MAX_NODES) or 1000
     per_node = check.integer(top, "max-agents-per-node", "$", default=256, minimum=1, maximum=MAX_AGENTS_PER_NODE)
     fields["max_agents_per_node"] = per_node = per_node or 256
@@ -303,6 +326,18 @@ def _secret_value(check: Checker, item: Any, where: str) -> str | None:
         return None
     # A file written by an editor or `echo` ends with a newline that is no part of the secret.
     return raw.decode("utf-8", "surrogateescape").removesuffix("\n").removesuffix("\r")
+
+
+def _retention(check: Checker, value: Any) -> Retention:
+    """``retention: {days, builds-per-pipeline}``; either may be null for no limit."""
+    path = "$.retention"
+    data = None if value is None else check.mapping(value, path, _RETENTION_KEYS)
+    if data is None:
+        return Retention()
+    days = check.positive(data, "days", path, default=None, maximum=MAX_RETENTION_DAYS)
+    count = check.integer(data, "builds-per-pipeline", path, default=None, minimum=1, maximum=MAX_RETAINED_BUILDS)
+    return Retention(days=days if "days" in data else Retention().days,
+                     builds_per_pipeline=count if "builds-per-pipeline" in data else Retention().builds_per_pipeline)
 
 
 def _server(check: Checker, value: Any) -> ServerConfig:

@@ -36,7 +36,7 @@ import anyio
 import anyio.to_thread
 
 from .actions import ActionFailed, ActionRegistry, StepContext
-from ..builds.records import StepLog
+from ..builds.records import StepLog, step_log
 from ..core import Actor, Ref
 from ..model.messages import (
     AgentIdle,
@@ -231,7 +231,7 @@ class AgentActor(Actor):
         runner = JobRunner(run.payload, records)
         while (item := runner.next_step()) is not None:
             index, step = item
-            log = StepLog()
+            log = step_log(run.payload, step)
             records.append(StepStarted(index, log, time.time()))
             outcome = self._instant_action(run, step, log)
             self._record_end(records, index, outcome)
@@ -247,7 +247,7 @@ class AgentActor(Actor):
         with scope:
             while (item := runner.next_step()) is not None:
                 running, step = item
-                log = StepLog()
+                log = step_log(run.payload, step)
                 records.append(StepStarted(running, log, time.time()))
                 self._flush(run, records)
                 outcome = await self._execute(run, step, log)

@@ -46,6 +46,8 @@ import anyio
 import anyio.abc
 import msgspec
 
+from .watchdog import watchdog
+
 __all__ = ["MAX_LINE_BYTES", "ShellResult", "StepStartError", "parse_exports", "run_shell"]
 
 MAX_LINE_BYTES = 64 * 1024
@@ -267,6 +269,7 @@ async def _execute(
     with anyio.CancelScope(shield=True):
         process = await _start(argv, cwd, env)
     pgid = process.pid  # a session leader's pid is its process group id
+    watchdog.register(pgid)  # if the server dies, the group dies with it
     splitter = _LineSplitter(on_output)
     try:
         await _supervise(process, pgid, splitter, kill_grace, on_output)
@@ -282,6 +285,7 @@ async def _execute(
     finally:
         with anyio.CancelScope(shield=True):
             await process.aclose()
+        watchdog.unregister(pgid)
     exit_code = process.returncode
     assert exit_code is not None  # _supervise waited for the shell
     return exit_code

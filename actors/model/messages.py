@@ -109,6 +109,9 @@ class JobPayload(msgspec.Struct, frozen=True, gc=False):
     restore: dict[str, str] | None
     # a step before start_step failed (for the `if` of the steps that run)
     failed_before: bool = False
+    # where step logs go (durable state, DESIGN §10; None: in memory) and their cap per attempt
+    log_dir: str | None = None
+    max_log_bytes: int = 32 * 1024 * 1024
 
 
 class JobRequest(_Message, frozen=True):
@@ -296,6 +299,7 @@ class Admit(_Message, frozen=True):
     pipeline: Ref
     config: Concurrency
     queued_at: float  # wall clock; the build reports the same instant
+    deadline: float | None = None  # wall clock: a build restored at start keeps its original queue deadline
 
 
 class Admitted(_Message, frozen=True, gc=False):
@@ -378,6 +382,7 @@ class WaitBuild(_Message, frozen=True):
 
 class ReplaceSpec(_Message, frozen=True):
     spec: PipelineSpec
+    definition: str = ""  # its key in the store (durable state)
 
 
 class DescribePipeline(_Message, frozen=True):

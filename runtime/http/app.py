@@ -171,10 +171,12 @@ class _ClientGone(Exception):
 
 
 async def _send(send: Send, response: Response, *, head: bool) -> None:
-    headers = [
-        (b"content-type", response.content_type.encode("latin-1")),
-        (b"content-length", str(len(response.body)).encode("latin-1")),
-    ]
+    headers = [(b"content-type", response.content_type.encode("latin-1"))]
+    if response.chunks is None:  # a streamed body has no length up front (chunked transfer)
+        headers.append((b"content-length", str(len(response.body)).encode("latin-1")))
     headers.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers)
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else response.body})
+    if response.chunks is not None and not head:
+        async for chunk in response.chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b"" if head or response.chunks is not None else response.body})

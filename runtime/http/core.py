@@ -9,7 +9,7 @@ testable without a server.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote
@@ -148,6 +148,7 @@ class Response:
     body: bytes = b""
     content_type: str = JSON
     headers: list[tuple[str, str]] = field(default_factory=list)
+    chunks: AsyncIterator[bytes] | None = None  # a body streamed in pieces instead of ``body`` (logs)
 
 
 def json_response(status: int, value: Any, headers: Iterable[tuple[str, str]] = ()) -> Response:

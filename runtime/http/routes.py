@@ -10,6 +10,7 @@ refused with a 4xx and changes nothing.
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -182,8 +183,14 @@ async def cancel(app: App, request: Request) -> Response:
 
 
 async def logs(app: App, request: Request) -> Response:
-    text = await app.rt.logs(request.params["id"], job=request.query_value("job"), step=request.query_value("step"))
-    return Response(200, text.encode("utf-8", "replace"), TEXT)
+    pieces = await app.rt.log_chunks(request.params["id"], job=request.query_value("job"),
+                                     step=request.query_value("step"))  # fmt: skip
+
+    async def encoded() -> AsyncIterator[bytes]:
+        async for piece in pieces:  # read from the log files as it goes, never the whole log at once
+            yield piece.encode("utf-8", "replace")
+
+    return Response(200, content_type=TEXT, chunks=encoded())
 
 
 # -- groups, nodes, stats ---------------------------------------------------------------------
