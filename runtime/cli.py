@@ -113,6 +113,11 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as error:
         print(f"cannot read config file {args.config}: {error.strerror or error}", file=sys.stderr)
         return 1
+    if args.ephemeral and args.state_dir:
+        print("--ephemeral and --state-dir exclude each other: keep state in memory or in a directory",
+              file=sys.stderr)  # fmt: skip
+        return USAGE_ERROR
+    config = _with_state_dir(config, args)
 
     def out(line: str) -> None:
         print(line, flush=True)
@@ -154,6 +159,24 @@ def _token(args: argparse.Namespace) -> int:
     print("  auth:")
     print(f"    tokens: [{{name: {args.name}, role: {args.role}, token: \"{digest}\"}}]")
     return 0
+
+
+# -- state ---------------------------------------------------------------------------------------
+
+
+def _with_state_dir(config: Any, args: argparse.Namespace) -> Any:
+    """Where ``serve`` keeps its state (DESIGN §10): ``--state-dir``, else the config's ``state-dir``,
+    else ``$SHUNTER_HOME``, else ``~/.shunter``; ``--ephemeral``: in memory."""
+    import os
+
+    import msgspec
+
+    from ._state import default_state_dir
+
+    if args.ephemeral:
+        return msgspec.structs.replace(config, state_dir=None)
+    chosen = args.state_dir or config.state_dir or default_state_dir()
+    return msgspec.structs.replace(config, state_dir=os.path.abspath(os.path.expanduser(chosen)))
 
 
 # -- run -----------------------------------------------------------------------------------------
@@ -367,6 +390,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the scheduler and its HTTP API until Ctrl-C or SIGTERM")
     serve.add_argument("--config", metavar="FILE", help="runtime configuration (YAML); default: one local pool")
     serve.add_argument("--bind", metavar="HOST:PORT", help="listen here (default: server.bind, 127.0.0.1:8000)")
+    serve.add_argument("--state-dir", metavar="DIR",
+                       help="keep pipelines, builds and logs here (default: config state-dir, $SHUNTER_HOME, "
+                            "~/.shunter)")  # fmt: skip
+    serve.add_argument("--ephemeral", action="store_true", help="keep everything in memory (lost on exit)")
     serve.set_defaults(handler=_serve)
 
     token = commands.add_parser("token", help="make an API token and the sha256 form the server's config stores")

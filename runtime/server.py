@@ -6,9 +6,12 @@ or SIGTERM (or when ``shutdown`` is set), shuts down gracefully:
 
 1. the app closes its event streams and hypercorn stops accepting
    connections, finishing the requests in flight;
-2. the runtime closes: builds still queued or running are cancelled and
-   awaited (their running steps are stopped);
-3. every build is accounted for: the report lists the interrupted ones.
+2. the runtime closes: it admits nothing new and lets running jobs finish
+   for up to ``drain-timeout``; then, with a state directory, running jobs
+   are interrupted (their steps stopped) and queued builds stay queued for
+   the next start (DESIGN §10); in memory, what is left is cancelled;
+3. every build is accounted for: the report lists the interrupted ones and
+   those left queued.
 
 A second signal during shutdown is acknowledged and otherwise ignored: the
 shutdown is already bounded by hypercorn's graceful timeout and the
@@ -42,6 +45,7 @@ from actors.model.errors import SpecError
 from .auth import TokenTable, protected_mode_problem
 from .config import RuntimeConfig
 from ._runtime import open_runtime
+from ._state import StateDirInUse
 
 __all__ = ["ProtectedMode", "ServeReport", "StartupError", "hypercorn_config", "serve"]
 
@@ -88,6 +92,7 @@ class ServeReport:
     signal: str | None = None
     builds: int = 0
     interrupted: list[str] = field(default_factory=list)
+    left_queued: list[str] = field(default_factory=list)
 
 
 def hypercorn_config(config: RuntimeConfig, **overrides: Any) -> hypercorn.config.Config:
@@ -200,6 +205,19 @@ async def _serve(config: RuntimeConfig, stop: trio.Event, report: ServeReport, o
 async def _serve_on(sockets: hypercorn.config.Sockets, settings: hypercorn.config.Config, config: RuntimeConfig,
                     stop: trio.Event, report: ServeReport, out: Callable[[str], None],
                     task_status: trio.TaskStatus[list[str]], *, handle_signals: bool) -> None:  # fmt: skip
+    if config.state_dir is not None:
+        out(f"state: {config.state_dir} (pipelines, builds and logs survive a restart)")
+    else:
+        out("state: in memory (--ephemeral): everything is lost when the server stops")
+    try:
+        await _run(config, stop, report, out, settings, sockets, task_status, handle_signals=handle_signals)
+    except StateDirInUse as error:
+        raise StartupError(f"cannot serve: {error}") from None
+
+
+async def _run(config: RuntimeConfig, stop: trio.Event, report: ServeReport, out: Callable[[str], None],
+               settings: hypercorn.config.Config, sockets: hypercorn.config.Sockets,
+               task_status: trio.TaskStatus[list[str]], *, handle_signals: bool) -> None:  # fmt: skip
     async with open_runtime(config) as rt:
         for pipeline in await rt.pipelines():
             out(f"pipeline {pipeline.id!r} registered ({pipeline.name})")
@@ -220,9 +238,13 @@ async def _serve_on(sockets: hypercorn.config.Sockets, settings: hypercorn.confi
         builds = await rt.builds()
         report.builds = len(builds)
     report.interrupted = list(rt.interrupted)
-    finished = report.builds - len(report.interrupted)
+    report.left_queued = list(rt.left_queued)
+    finished = report.builds - len(report.interrupted) - len(report.left_queued)
     out(f"stopped: {report.builds} build(s), {finished} finished, {len(report.interrupted)} interrupted"
         + (f": {', '.join(report.interrupted)}" if report.interrupted else ""))  # fmt: skip
+    if report.left_queued:
+        shown = ", ".join(report.left_queued[:20]) + (", ..." if len(report.left_queued) > 20 else "")
+        out(f"left queued for the next start: {len(report.left_queued)}: {shown}")
 
 
 async def _http(app: Any, settings: hypercorn.config.Config, sockets: hypercorn.config.Sockets,
@@ -254,5 +276,5 @@ async def _watch_signals(signals: Any, stop: trio.Event, report: ServeReport, ou
             out(f"{name}: already shutting down")
             continue
         report.signal = name
-        out(f"{name}: shutting down (finishing requests, cancelling unfinished builds)")
+        out(f"{name}: shutting down (finishing requests, draining running builds)")
         stop.set()

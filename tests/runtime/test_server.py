@@ -128,7 +128,8 @@ def test_shunter_serve_shuts_down_gracefully(signum: int, tmp_path: Path) -> Non
     config = tmp_path / "shunter.yml"
     pipeline = tmp_path / "slow.yml"
     pipeline.write_text(SLOW)
-    config.write_text(f"pools: [{{name: default, nodes: [{{name: n1, agents: 2}}]}}]\npipelines: [{pipeline}]\n")
+    config.write_text(f"pools: [{{name: default, nodes: [{{name: n1, agents: 2}}]}}]\npipelines: [{pipeline}]\n"
+                      "drain-timeout: 0.5\n")
     process = subprocess.Popen(
         [sys.executable, "-m", "runtime.cli", "serve", "--config", str(config), "--bind", "127.0.0.1:0"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
