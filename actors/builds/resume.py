@@ -73,6 +73,7 @@ def resume(pipeline: PipelineActor, builds: list[Build]) -> list[tuple[bool, flo
     admits: list[tuple[bool, float, str, Admit]] = []
     for build in builds:
         pipeline.builds[build.id] = build
+        pipeline._emit_build(build, None)  # counted again as queued or running (the hub's counters start at 0)
         if build.status == "RUNNING" and build.group is None:
             resume_running(pipeline, build)
             continue
