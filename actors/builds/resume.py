@@ -74,6 +74,8 @@ def resume(pipeline: PipelineActor, builds: list[Build]) -> list[tuple[bool, flo
     for build in builds:
         pipeline.builds[build.id] = build
         pipeline._emit_build(build, None)  # counted again as queued or running (the hub's counters start at 0)
+        if pipeline.durable is not None:
+            pipeline.durable.dirty.pop(build.id, None)  # unchanged so far: no need to write it again
         if build.status == "RUNNING" and build.group is None:
             resume_running(pipeline, build)
             continue
