@@ -7,7 +7,9 @@
    its own, with exactly the step's environment (plus ``PATH``, ``HOME`` and
    ``LANG`` from the agent when the step doesn't set them) and with
    ``SHUNTER_ENV`` / ``SHUNTER_OUTPUT`` naming two empty files in a private
-   temporary directory.
+   temporary directory. The shell is gated: it runs only once the watchdog
+   (``watchdog.py``) has its process group, so however the server dies, no
+   step's processes outlive it (DESIGN §10).
 2. Deliver stdout and stderr, merged, to ``on_output`` one line at a time as
    they arrive.
 3. When the shell exits, stop whatever it left running in its process group
@@ -236,21 +238,43 @@ def _become_subreaper() -> None:
             pass  # no libc prctl: orphans go to PID 1 as usual
 
 
+# The gate: the step's shell starts only once the watchdog knows its process group. Until the
+# server writes a line to its stdin, ``sh`` waits; at end of file (the server died in between)
+# it exits without running anything. Then the shell replaces it (same pid, same group) with
+# stdin on /dev/null: a script reading stdin sees EOF instead of hanging.
+_GATE = 'read _ || exit 125; exec "$@" </dev/null'
+
+
 async def _start(
     argv: list[str], cwd: os.PathLike[str] | str, env: dict[str, str]
-) -> anyio.abc.Process:
+) -> tuple[anyio.abc.Process, int]:
+    """Start the gated shell; returns it and the gate (write end) to open once it is watched."""
+    gate_read, gate_write = os.pipe()
     try:
-        return await anyio.open_process(
-            argv,
+        process = await anyio.open_process(
+            ["/bin/sh", "-c", _GATE, "shunter-step", *argv],
             cwd=cwd,
             env=env,
-            stdin=subprocess.DEVNULL,  # a script reading stdin sees EOF instead of hanging
+            stdin=gate_read,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # own process group: it can be signalled as a whole
         )
     except (OSError, ValueError) as exc:
+        os.close(gate_write)
         raise StepStartError(f"cannot start the step's shell in {os.fspath(cwd)}: {exc}") from exc
+    finally:
+        os.close(gate_read)
+    return process, gate_write
+
+
+def _open_gate(gate: int) -> None:
+    try:
+        os.write(gate, b"go\n")
+    except OSError:
+        pass  # the shell is already gone: its exit status says why
+    finally:
+        os.close(gate)
 
 
 # --- running it ------------------------------------------------------------
@@ -267,9 +291,10 @@ async def _execute(
     # Shielded: if a cancellation interrupted the start, the script would run
     # on with nobody left to stop its process group.
     with anyio.CancelScope(shield=True):
-        process = await _start(argv, cwd, env)
+        process, gate = await _start(argv, cwd, env)
     pgid = process.pid  # a session leader's pid is its process group id
     watchdog.register(pgid)  # if the server dies, the group dies with it
+    _open_gate(gate)  # only now may the script start (see _GATE)
     splitter = _LineSplitter(on_output)
     try:
         await _supervise(process, pgid, splitter, kill_grace, on_output)
