@@ -109,6 +109,8 @@ class Runtime:
         self._node_names: set[str] = set()  # for max-nodes; a node stops counting when its removal is asked
         self._state = state
         self._draining = False
+        self._drain_scope: anyio.CancelScope | None = None
+        self._hurry = False
         self.interrupted: list[str] = []
         self.left_queued: list[str] = []  # with durable state: builds a stop left queued for the next start
 
@@ -508,10 +510,16 @@ class Runtime:
                            ", ".join(self.interrupted))  # fmt: skip
 
 
+    def stop_draining(self) -> None:
+        """Cut a graceful stop's drain short (a second Ctrl-C): running builds are interrupted now."""
+        self._hurry = True
+        if self._drain_scope is not None:
+            self._drain_scope.cancel()
+
     async def _drain(self, timeout: float) -> None:
         """Let running builds finish for up to ``timeout`` seconds (nothing new is admitted meanwhile)."""
-        running = [build.id for build in await self.builds(status="RUNNING")]
-        with anyio.move_on_after(timeout):
+        running = [build.id for build in await self.builds(status="RUNNING", unfinished=True)]
+        with anyio.move_on_after(0 if self._hurry else timeout) as self._drain_scope:
             for build_id in running:
                 try:
                     await self.wait(build_id)

@@ -13,15 +13,15 @@ or SIGTERM (or when ``shutdown`` is set), shuts down gracefully:
 3. every build is accounted for: the report lists the interrupted ones and
    those left queued.
 
-A second signal during shutdown is acknowledged and otherwise ignored: the
-shutdown is already bounded by hypercorn's graceful timeout and the
-runtime's ``shutdown-timeout``.
+A second signal during shutdown cuts the drain short: running builds are
+interrupted at once (the rest is bounded by hypercorn's graceful timeout and
+the runtime's ``shutdown-timeout``).
 
 Start-up errors come out as one exception, never as a group of nested
 task-group errors: ``StartupError`` when the address cannot be listened on
-(the socket is bound before the runtime opens, so nothing else starts),
-``SpecError`` when a pipeline the configuration names is invalid or cannot
-be read.
+(the socket is bound before the runtime opens, so nothing else starts) or
+the state directory is in use by another server, ``SpecError`` when a
+pipeline the configuration names is invalid or cannot be read.
 """
 
 from __future__ import annotations
@@ -93,6 +93,7 @@ class ServeReport:
     builds: int = 0
     interrupted: list[str] = field(default_factory=list)
     left_queued: list[str] = field(default_factory=list)
+    hurry: Callable[[], None] | None = field(default=None, repr=False)  # cuts the drain short
 
 
 def hypercorn_config(config: RuntimeConfig, **overrides: Any) -> hypercorn.config.Config:
@@ -219,6 +220,7 @@ async def _run(config: RuntimeConfig, stop: trio.Event, report: ServeReport, out
                settings: hypercorn.config.Config, sockets: hypercorn.config.Sockets,
                task_status: trio.TaskStatus[list[str]], *, handle_signals: bool) -> None:  # fmt: skip
     async with open_runtime(config) as rt:
+        report.hurry = rt.stop_draining
         for pipeline in await rt.pipelines():
             out(f"pipeline {pipeline.id!r} registered ({pipeline.name})")
         app = rt.asgi_app
@@ -273,7 +275,11 @@ async def _watch_signals(signals: Any, stop: trio.Event, report: ServeReport, ou
     async for signum in signals:
         name = signal.Signals(signum).name
         if stop.is_set():
-            out(f"{name}: already shutting down")
+            if report.hurry is not None:
+                report.hurry()
+                out(f"{name} again: interrupting the running builds now")
+            else:
+                out(f"{name}: already shutting down")
             continue
         report.signal = name
         out(f"{name}: shutting down (finishing requests, draining running builds)")

@@ -181,7 +181,7 @@ class GroupActor(Actor):
             timeout = self._shared_timeout  # one object for all: a float of its own is 24 B per waiter
         else:
             self._shared_timeout = timeout
-        # A build restored after a restart keeps what was left of its wait (DESIGN §10).
+        # A build restored after a restart keeps what was left of its original wait (DESIGN §10).
         left = timeout if admit.deadline is None else max(0.0, admit.deadline - time.time())
         deadline = self.now() + left
         waiter = _Waiter(admit.build_id, admit.pipeline, admit.queued_at, timeout, deadline)

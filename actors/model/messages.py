@@ -299,7 +299,8 @@ class Admit(_Message, frozen=True):
     pipeline: Ref
     config: Concurrency
     queued_at: float  # wall clock; the build reports the same instant
-    deadline: float | None = None  # wall clock: a build restored at start keeps its original queue deadline
+    # wall clock; only for a build restored after a restart, which keeps its original queue deadline
+    deadline: float | None = None
 
 
 class Admitted(_Message, frozen=True, gc=False):
