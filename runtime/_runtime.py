@@ -610,9 +610,15 @@ async def open_runtime(
     ``config`` is a ``RuntimeConfig``, a mapping, YAML text or a path (see
     README); None is one pool ``default`` with one local node of as many
     agents as the machine has cores. Agents' workspaces live under
-    ``workdir`` (a temporary directory, removed at the end, by default).
-    On exit, builds still running are cancelled and awaited (bounded), then
-    every actor stops; ``Runtime.interrupted`` lists what was cancelled.
+    ``workdir`` (by default the state directory's ``work/``, emptied at
+    start, or in memory a temporary directory removed at the end).
+
+    In memory unless the config names a ``state-dir`` (DESIGN §10; see
+    ``_state``). On exit, in memory, builds still running are cancelled and
+    awaited (bounded), then every actor stops; ``Runtime.interrupted``
+    lists what was cancelled. With a state directory running builds get
+    ``drain-timeout`` to finish, then what still runs is interrupted and
+    queued builds stay queued for the next start (``Runtime.left_queued``).
     """
     settings = _config(config)
     state = State(settings.state_dir) if settings.state_dir is not None else None
@@ -620,7 +626,7 @@ async def open_runtime(
     if workdir is not None:
         root = Path(workdir)
     else:
-        root = state.work if state is not None else Path(tempfile.mkdtemp(prefix="shunter-"))
+        root = state.work if state is not None else _fresh_workdir()
     actions = ActionRegistry.with_builtins()
     try:
         recovered = await state.recovered() if state is not None else None
@@ -675,6 +681,27 @@ async def open_runtime(
             state.close()
         if own_workdir:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _fresh_workdir() -> Path:
+    """A temporary work directory named after this process; those of dead processes are removed
+    (a server killed with ``kill -9`` leaves its own behind)."""
+    temp = Path(tempfile.gettempdir())
+    for old in temp.glob("shunter-pid*-*"):
+        pid = old.name[len("shunter-pid"):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"shunter-pid{os.getpid()}-"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 async def _recover(runtime: Runtime, state: State, recovered: Any, configured: set[str]) -> None:

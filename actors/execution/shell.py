@@ -92,6 +92,7 @@ async def run_shell(
     env: Mapping[str, str],
     on_output: OutputCallback,
     kill_grace: float = 5.0,
+    temp_root: str | os.PathLike[str] | None = None,
 ) -> ShellResult:
     """Run ``script`` as a shell step and return its exit code, env and outputs.
 
@@ -109,7 +110,10 @@ async def run_shell(
     (SIGTERM, up to ``kill_grace`` seconds, SIGKILL) while delivering what it
     still prints, reaps it, and propagates; the export files are not read
     then. Processes the shell leaves running when it exits are stopped the
-    same way, and the step ends when its shell does.
+    same way, and the step ends when its shell does. The private directory
+    is made under ``temp_root`` (default: the system's temporary directory);
+    the agent puts it beside its workspace, where a restart cleans it up
+    even after a ``kill -9``.
     """
     if kill_grace < 0:
         raise ValueError(f"kill_grace must be >= 0, got {kill_grace!r}")
@@ -117,7 +121,7 @@ async def run_shell(
     child_env = _child_env(env)
     argv = _shell_argv(script)
     # Private and outside the workspace: a step can't clobber another's files.
-    private_dir = tempfile.mkdtemp(prefix="shunter-step-")
+    private_dir = tempfile.mkdtemp(prefix="shunter-step-", dir=temp_root)
     try:
         env_file = os.path.join(private_dir, "env")
         output_file = os.path.join(private_dir, "output")

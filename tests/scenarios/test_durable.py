@@ -10,6 +10,7 @@ The crash test with a real server and ``kill -9`` is ``test_crash.py``.
 from __future__ import annotations
 
 import sqlite3
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -247,3 +248,17 @@ async def test_a_replaced_definition_keeps_running_builds_on_the_old_one(tmp_pat
         assert [step.id for step in ended.stages[0].jobs[0].steps] == ["one"]
         new = await rt.wait((await rt.submit("app")).id, timeout=10)
         assert [step.id for step in new.stages[0].jobs[0].steps] == ["two"] and new.number == 2
+
+
+async def test_work_and_temp_directories_of_a_killed_run_are_cleaned_at_start(tmp_path: Path) -> None:
+    left = tmp_path / "work" / "default" / "n1" / "shunter-step-left-by-kill-9"
+    left.mkdir(parents=True)
+    async with runtime.open_runtime(settings(tmp_path)) as rt:
+        assert not left.exists()
+        await rt.register_pipeline("name: where\nsteps:\n  - run: echo \"$SHUNTER_ENV\"\n")
+        build = await rt.wait((await rt.submit("where")).id, timeout=10)
+        assert f"{tmp_path}/work/default/n1/shunter-step-" in await rt.logs(build.id)  # under the state dir
+    in_memory = Path(tempfile.gettempdir()) / "shunter-pid99999999-left"  # a process that is gone
+    in_memory.mkdir(exist_ok=True)
+    async with runtime.open_runtime():
+        assert not in_memory.exists()
