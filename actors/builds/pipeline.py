@@ -649,18 +649,9 @@ class PipelineActor(Actor):
         return log_sources(self._build(request.build_id), request.job, request.step)
 
     def _log(self, request: GetLog) -> str:
-        build = self._build(request.build_id)
-        jobs = [build.job(request.job)] if request.job is not None else list(build.all_jobs())
-        if request.step is not None:
-            jobs = [build.find_step(request.job, request.step)[0]]
-        parts: list[str] = []
-        for job in jobs:
-            for step in job.steps:
-                if request.step is not None and step.spec.id != request.step:
-                    continue
-                for attempt in step.attempts:
-                    header = f"=== {job.id} / {step.spec.id} attempt {attempt.number} ({attempt.status}) ==="
-                    parts.append(header + "\n" + attempt.log.text())
+        """The whole text (``GetLogSources`` streams it instead): each attempt's header, then its log."""
+        parts = [header + log.text() for header, log in log_sources(self._build(request.build_id), request.job,
+                                                                   request.step)]  # fmt: skip
         return "".join(part if part.endswith("\n") else part + "\n" for part in parts)
 
     # -- events -------------------------------------------------------------------------
