@@ -147,7 +147,9 @@ def _rss_mb() -> float:
 
 
 async def _history(state: str, first: int, total: int) -> list[float]:
+    # the store keeps every build (no retention by count): the history is there, not in memory
     config = {"state-dir": state, "max-queued-builds": 1_000_000, "drain-timeout": 1,
+              "retention": {"builds-per-pipeline": None},
               "pools": [{"name": "default", "nodes": [{"name": "n1", "agents": 8}]}]}  # fmt: skip
     figures = []
     async with runtime.open_runtime(config) as rt:

@@ -206,10 +206,6 @@ async def _serve(config: RuntimeConfig, stop: trio.Event, report: ServeReport, o
 async def _serve_on(sockets: hypercorn.config.Sockets, settings: hypercorn.config.Config, config: RuntimeConfig,
                     stop: trio.Event, report: ServeReport, out: Callable[[str], None],
                     task_status: trio.TaskStatus[list[str]], *, handle_signals: bool) -> None:  # fmt: skip
-    if config.state_dir is not None:
-        out(f"state: {config.state_dir} (pipelines, builds and logs survive a restart)")
-    else:
-        out("state: in memory (--ephemeral): everything is lost when the server stops")
     try:
         await _run(config, stop, report, out, settings, sockets, task_status, handle_signals=handle_signals)
     except StateDirInUse as error:
@@ -236,6 +232,10 @@ async def _run(config: RuntimeConfig, stop: trio.Event, report: ServeReport, out
             agents = sum(len(node.agents) for node in nodes)
             out(f"shunter serving on {', '.join(report.binds)} ({len(nodes)} node(s), {agents} agent(s))"
                 + ("; Ctrl-C to stop" if handle_signals else ""))  # fmt: skip
+            if config.state_dir is not None:
+                out(f"state: {config.state_dir} (pipelines, builds and logs survive a restart)")
+            else:
+                out("state: in memory (--ephemeral): everything is lost when the server stops")
             task_status.started(report.binds)
         builds = await rt.builds()
         report.builds = len(builds)

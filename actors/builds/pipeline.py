@@ -209,6 +209,7 @@ class PipelineActor(Actor):
         elif kind is Restore:
             if message.build.id not in self.builds:
                 self.builds[message.build.id] = message.build
+                self.finished_order.append((message.build.id, 0))  # in the store already: may leave again
         elif kind is Drain:
             self.draining = True
         elif kind is GetLogSources:

@@ -10,7 +10,8 @@ acknowledgement ``Committed(seq)``, and completes the reply of every
 only once its effect is durable (DESIGN §10).
 
 Retention runs here too, between commits, at most once a minute: finished
-builds past ``retention`` leave the store and their logs are deleted.
+builds past ``retention`` leave the store and their logs are deleted, a
+thousand at a time between commits (memory stays flat however many go).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = ["JournalActor", "Write", "Committed", "Flush", "Seal"]
 logger = logging.getLogger("shunter")
 
 PRUNE_EVERY = 60.0  # seconds between retention passes
+PRUNE_CHUNK = 1_000  # builds removed per transaction
 
 
 class Write(msgspec.Struct, frozen=True):
@@ -71,6 +73,7 @@ class JournalActor(Actor):
         self.commits = 0
         self.writes = 0
         self.last_prune = time.monotonic()
+        self.pruning = False  # a retention pass has more to remove
 
     def receive(self, message: Any) -> Any:
         kind = type(message)
@@ -100,7 +103,7 @@ class JournalActor(Actor):
     async def _flush(self) -> None:
         while True:
             batch, acks, replies = self.pending, self.acks, self.replies
-            if not (batch or acks or replies):
+            if not (batch or acks or replies or self.pruning):
                 break
             self.pending, self.acks, self.replies = Batch(), {}, []
             if batch:
@@ -110,16 +113,18 @@ class JournalActor(Actor):
                 ref.tell(Committed(seq))
             for reply in replies:
                 reply.set_result(None)
-            if self.retention is not None and time.monotonic() - self.last_prune >= PRUNE_EVERY:
+            if self.retention is not None and (self.pruning or time.monotonic() - self.last_prune >= PRUNE_EVERY):
                 self.last_prune = time.monotonic()
-                await anyio.to_thread.run_sync(self._prune, self.retention)
+                self.pruning = await anyio.to_thread.run_sync(self._prune, self.retention)
         self.flushing = False
 
-    def _prune(self, retention: Retention) -> None:
-        removed = self.store.prune(retention, time.time())
+    def _prune(self, retention: Retention) -> bool:
+        """One chunk of a retention pass; True if there is more to remove."""
+        removed = self.store.prune(retention, time.time(), PRUNE_CHUNK)
         if removed and self.log_root is not None:
             for build_id in removed:
                 pipeline_id, _, number = build_id.rpartition(".")
                 shutil.rmtree(self.log_root / pipeline_id / number, ignore_errors=True)
         if removed:
             logger.info("retention: %d finished build(s) removed from the store", len(removed))
+        return len(removed) >= PRUNE_CHUNK

@@ -114,24 +114,29 @@ class SQLiteStore:
             db.execute("ROLLBACK")
             raise
 
-    def prune(self, retention: Retention, now: float) -> list[str]:
+    def prune(self, retention: Retention, now: float, limit: int = 1_000) -> list[str]:
         db = self._writer
-        doomed: list[str] = []
+        doomed: set[str] = set()
         if retention.days is not None:
             cutoff = now - retention.days * 86_400
-            doomed += [r[0] for r in db.execute(
-                "SELECT id FROM builds WHERE finished = 1 AND finished_at < ?", (cutoff,))]  # fmt: skip
+            doomed.update(r[0] for r in db.execute(
+                "SELECT id FROM builds WHERE finished = 1 AND finished_at < ? LIMIT ?", (cutoff, limit)))  # fmt: skip
         if retention.builds_per_pipeline is not None:
             keep = retention.builds_per_pipeline
             for (pipeline_id,) in db.execute("SELECT id FROM pipelines").fetchall():
-                doomed += [r[0] for r in db.execute(
-                    "SELECT id FROM builds WHERE pipeline_id = ? AND finished = 1 ORDER BY number DESC "
-                    "LIMIT -1 OFFSET ?", (pipeline_id, keep))]  # fmt: skip
+                if len(doomed) >= limit:
+                    break
+                # the oldest finished builds past the newest ``keep``
+                doomed.update(r[0] for r in db.execute(
+                    "SELECT id FROM builds WHERE pipeline_id = ? AND finished = 1 AND number <= ("
+                    "  SELECT number FROM builds WHERE pipeline_id = ? AND finished = 1 "
+                    "  ORDER BY number DESC LIMIT 1 OFFSET ?) ORDER BY number LIMIT ?",
+                    (pipeline_id, pipeline_id, keep, limit - len(doomed))))  # fmt: skip
         if doomed:
             db.execute("BEGIN IMMEDIATE")
-            db.executemany("DELETE FROM builds WHERE id = ?", [(build_id,) for build_id in set(doomed)])
+            db.executemany("DELETE FROM builds WHERE id = ?", [(build_id,) for build_id in doomed])
             db.execute("COMMIT")
-        return sorted(set(doomed))
+        return sorted(doomed)
 
     # -- reading -----------------------------------------------------------------------
 

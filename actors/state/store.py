@@ -112,7 +112,8 @@ class Store(Protocol):
 
     def definition(self, key: str) -> str | None: ...
 
-    def prune(self, retention: Retention, now: float) -> list[str]:
-        """Delete finished builds past ``retention``; return their ids (their logs go too)."""
+    def prune(self, retention: Retention, now: float, limit: int = 1_000) -> list[str]:
+        """Delete at most ``limit`` finished builds past ``retention``; return their ids (their logs go
+        too). Fewer than ``limit`` means none is left past it."""
 
     def close(self) -> None: ...

@@ -69,7 +69,11 @@ class Server:
              "--bind", "127.0.0.1:0"],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
-        out = self._read_until(b"Ctrl-C to stop", 30)
+        try:
+            out = self._read_until(b"Ctrl-C to stop", 30)
+        except BaseException:
+            self.kill()  # never leave a server behind
+            raise
         self.url = out.decode().split("serving on ", 1)[1].split()[0]
 
     def _read_until(self, marker: bytes, timeout: float) -> bytes:

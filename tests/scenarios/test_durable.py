@@ -262,3 +262,21 @@ async def test_work_and_temp_directories_of_a_killed_run_are_cleaned_at_start(tm
     in_memory.mkdir(exist_ok=True)
     async with runtime.open_runtime():
         assert not in_memory.exists()
+
+
+async def test_retention_removes_old_builds_and_their_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from actors.state import journal
+
+    monkeypatch.setattr(journal, "PRUNE_EVERY", 0.0)  # a pass after every commit
+    keep = {"retention": {"days": None, "builds-per-pipeline": 2}}
+    async with runtime.open_runtime(settings(tmp_path, **keep)) as rt:
+        await rt.register_pipeline(QUICK)
+        ids = [(await rt.wait((await rt.submit("quick")).id, timeout=10)).id for _ in range(5)]
+        await rt.submit("quick")  # one more commit: the pass after it sees all five finished
+        with trio.fail_after(10):
+            while (tmp_path / "logs" / "quick" / "1").exists() or (tmp_path / "logs" / "quick" / "3").exists():
+                await trio.sleep(0.01)
+    async with runtime.open_runtime(settings(tmp_path)) as rt:
+        kept = [build.id for build in await rt.builds("quick") if build.status == "SUCCEED"]
+        assert set(ids[:3]).isdisjoint(kept) and ids[4] in kept and len(kept) <= 3  # the newest two (and a late one)
+        assert (tmp_path / "logs" / "quick" / "5").exists()

@@ -185,3 +185,14 @@ async def test_the_journal_commits_many_writes_in_few_transactions(tmp_path: Pat
         await journal.ask(Flush())
         assert store.build("p.502") is None  # sealed: the stopping server writes nothing more
     store.close()
+
+
+def test_retention_removes_a_chunk_at_a_time(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path)
+    store.commit(Batch(pipelines={"p": ("def1", "a")}, builds={f"p.{n}": row(n) for n in range(1, 8)}))
+    keep_two = Retention(days=None, builds_per_pipeline=2)
+    assert store.prune(keep_two, now=0.0, limit=3) == ["p.1", "p.2", "p.3"]
+    assert store.prune(keep_two, now=0.0, limit=3) == ["p.4", "p.5"]
+    assert store.prune(keep_two, now=0.0, limit=3) == []
+    assert [b.id for b in store.builds("p", None, 10)] == ["p.7", "p.6"]
+    store.close()
