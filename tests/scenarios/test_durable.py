@@ -21,8 +21,6 @@ import trio
 import runtime
 from actors.model.errors import Conflict, Overloaded
 
-pytestmark = pytest.mark.trio
-
 
 def settings(state: Path, **extra: Any) -> dict[str, Any]:
     return {"state-dir": str(state), "drain-timeout": 0.05,
@@ -45,6 +43,7 @@ steps:
 """
 
 
+@pytest.mark.trio
 async def test_in_memory_unless_configured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     async with runtime.open_runtime() as rt:
@@ -55,6 +54,7 @@ async def test_in_memory_unless_configured(tmp_path: Path, monkeypatch: pytest.M
         assert await rt.pipelines() == []
 
 
+@pytest.mark.trio
 async def test_pipelines_builds_logs_numbers_and_events_come_back(tmp_path: Path) -> None:
     async with runtime.open_runtime(settings(tmp_path)) as rt:
         await rt.register_pipeline(QUICK)
@@ -78,6 +78,7 @@ async def test_pipelines_builds_logs_numbers_and_events_come_back(tmp_path: Path
         assert min(event.id for event in await rt.events()) > last_event  # event ids are never reused
 
 
+@pytest.mark.trio
 async def test_an_answer_means_the_effect_is_committed(tmp_path: Path) -> None:
     async with runtime.open_runtime(settings(tmp_path)) as rt:
         await rt.register_pipeline(SLOW)
@@ -95,6 +96,7 @@ async def test_an_answer_means_the_effect_is_committed(tmp_path: Path) -> None:
             assert db.execute("SELECT * FROM nodes").fetchall() == []
 
 
+@pytest.mark.trio
 async def test_queued_builds_come_back_in_order_with_their_deadlines(tmp_path: Path) -> None:
     async with runtime.open_runtime(settings(tmp_path)) as rt:
         await rt.register_pipeline(SLOW)
@@ -119,6 +121,7 @@ async def test_queued_builds_come_back_in_order_with_their_deadlines(tmp_path: P
             assert entry.queued_at == before[entry.build_id].queued_at
 
 
+@pytest.mark.trio
 async def test_a_queued_build_past_its_deadline_times_out_at_start(tmp_path: Path) -> None:
     short = SLOW.replace("queue-timeout-minutes: 60", "queue-timeout-minutes: 0.002")  # 0.12 s
     async with runtime.open_runtime(settings(tmp_path)) as rt:
@@ -132,6 +135,7 @@ async def test_a_queued_build_past_its_deadline_times_out_at_start(tmp_path: Pat
         assert "'slow-group'" in (build.reason or "") and "server was down" in (build.reason or "")
 
 
+@pytest.mark.trio
 async def test_a_running_job_is_retried_when_its_step_allows_else_interrupted(tmp_path: Path) -> None:
     retried = """
 name: retried
@@ -160,6 +164,7 @@ steps:
         assert ended.stages[0].jobs[0].reason == "interrupted: the server stopped while it ran"
 
 
+@pytest.mark.trio
 async def test_nodes_added_over_the_api_come_back(tmp_path: Path) -> None:
     async with runtime.open_runtime(settings(tmp_path)) as rt:
         await rt.add_node("n2", pool="big", agents=3, labels=["gpu"])
@@ -171,6 +176,7 @@ async def test_nodes_added_over_the_api_come_back(tmp_path: Path) -> None:
         assert len(nodes["n2"].agents) == 3 and nodes["n2"].labels == ["gpu"] and nodes["n2"].pool == "big"
 
 
+@pytest.mark.trio
 async def test_finished_builds_leave_memory_and_are_read_from_the_store(tmp_path: Path) -> None:
     from runtime import _state
 
@@ -194,6 +200,7 @@ async def test_finished_builds_leave_memory_and_are_read_from_the_store(tmp_path
             await rt.cancel(ids[1])
 
 
+@pytest.mark.trio
 async def test_a_stop_drains_and_refuses_new_builds(tmp_path: Path) -> None:
     async with runtime.open_runtime(settings(tmp_path, **{"drain-timeout": 5})) as rt:
         await rt.register_pipeline(QUICK.replace('echo "hello', 'sleep 0.3; echo "hello'))
@@ -208,6 +215,7 @@ async def test_a_stop_drains_and_refuses_new_builds(tmp_path: Path) -> None:
             await rt.submit("quick")
 
 
+@pytest.mark.trio
 async def test_logs_are_files_capped_per_attempt(tmp_path: Path) -> None:
     chatty = """
 name: chatty
@@ -227,6 +235,7 @@ steps:
     assert len(files) == 1 and files[0].stat().st_size < 4096 + 200
 
 
+@pytest.mark.trio
 async def test_two_servers_cannot_share_a_state_directory(tmp_path: Path) -> None:
     async with runtime.open_runtime(settings(tmp_path)):
         with pytest.raises(Exception, match="in use by shunter pid"):
@@ -234,6 +243,7 @@ async def test_two_servers_cannot_share_a_state_directory(tmp_path: Path) -> Non
                 pass
 
 
+@pytest.mark.trio
 async def test_a_replaced_definition_keeps_running_builds_on_the_old_one(tmp_path: Path) -> None:
     """A running build keeps the definition it started with, across a restart too."""
     v1 = "name: app\nsteps:\n  - id: one\n    run: sleep 30\n"
@@ -250,6 +260,7 @@ async def test_a_replaced_definition_keeps_running_builds_on_the_old_one(tmp_pat
         assert [step.id for step in new.stages[0].jobs[0].steps] == ["two"] and new.number == 2
 
 
+@pytest.mark.trio
 async def test_work_and_temp_directories_of_a_killed_run_are_cleaned_at_start(tmp_path: Path) -> None:
     left = tmp_path / "work" / "default" / "n1" / "shunter-step-left-by-kill-9"
     left.mkdir(parents=True)
@@ -264,6 +275,7 @@ async def test_work_and_temp_directories_of_a_killed_run_are_cleaned_at_start(tm
         assert not in_memory.exists()
 
 
+@pytest.mark.trio
 async def test_retention_removes_old_builds_and_their_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from actors.state import journal
 
@@ -280,3 +292,21 @@ async def test_retention_removes_old_builds_and_their_logs(tmp_path: Path, monke
         kept = [build.id for build in await rt.builds("quick") if build.status == "SUCCEED"]
         assert set(ids[:3]).isdisjoint(kept) and ids[4] in kept and len(kept) <= 3  # the newest two (and a late one)
         assert (tmp_path / "logs" / "quick" / "5").exists()
+
+
+@pytest.mark.anyio
+async def test_a_restart_on_both_backends_streams_logs_over_http(tmp_path: Path) -> None:
+    """trio and asyncio alike: a build, its log streamed by GET …/logs from the file, after a restart."""
+    import httpx
+
+    async with runtime.open_runtime(settings(tmp_path)) as rt:
+        await rt.register_pipeline(QUICK)
+        build = await rt.wait((await rt.submit("quick")).id, timeout=10)
+    async with runtime.open_runtime(settings(tmp_path)) as rt:
+        transport = httpx.ASGITransport(app=rt.asgi_app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            answer = await client.get(f"/v1/builds/{build.id}/logs")
+            assert answer.status_code == 200 and "hello from 1" in answer.text
+            assert "content-length" not in answer.headers  # streamed from the file
+            assert (await client.get("/v1/builds/quick.9/logs")).status_code == 404
+            assert (await client.get(f"/v1/builds/{build.id}")).json()["status"] == "SUCCEED"
