@@ -634,8 +634,10 @@ async def open_runtime(
             gauge = Gauge()
             if state is not None:
                 store = state.store
+                # A store that cannot commit breaks the promise of every answer: fail loudly, like a pipeline.
                 state.journal = system.spawn(lambda: JournalActor(store, retention=settings.retention,
-                                                                  log_root=state.logs), name="journal")  # fmt: skip
+                                                                  log_root=state.logs), name="journal",
+                                             supervision=_PIPELINE_SUPERVISION)  # fmt: skip
             first_event = recovered.meta.get("event_id", 0) + 1 if recovered is not None else 1
             event_log = EventLog(first_id=first_event)
             reserve = state.reserve_events if state is not None else None
