@@ -44,7 +44,7 @@ FINISHED_CACHE = 200  # finished builds a pipeline keeps in memory with a store;
 
 
 class StateDirInUse(ShunterError):
-    """Another shunter holds the state directory."""
+    """The state directory cannot be used: another shunter holds it, or it cannot be made or written."""
 
 
 def default_state_dir() -> str:
@@ -62,8 +62,11 @@ class State:
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory).expanduser()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._lock: IO[str] | None = open(self.directory / "lock", "a+")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._lock: IO[str] | None = open(self.directory / "lock", "a+")
+        except OSError as error:
+            raise StateDirInUse(f"cannot use state directory {self.directory}: {error.strerror or error}") from None
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -164,3 +164,12 @@ def test_serve_picks_its_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("HOME", str(tmp_path))
     assert chosen({}) == str(tmp_path / ".shunter")
     assert chosen({"state-dir": "/x"}, ephemeral=True) is None
+
+
+def test_serve_on_an_unusable_state_dir_says_so_in_one_line(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    (tmp_path / "file").write_text("not a directory")
+    assert main(["serve", "--state-dir", str(tmp_path / "file" / "state"), "--bind", "127.0.0.1:0"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip() == f"cannot serve: cannot use state directory {tmp_path}/file/state: Not a directory"
+    assert captured.out == ""
