@@ -310,3 +310,16 @@ async def test_a_restart_on_both_backends_streams_logs_over_http(tmp_path: Path)
             assert "content-length" not in answer.headers  # streamed from the file
             assert (await client.get("/v1/builds/quick.9/logs")).status_code == 404
             assert (await client.get(f"/v1/builds/{build.id}")).json()["status"] == "SUCCEED"
+
+
+@pytest.mark.trio
+async def test_in_memory_a_configured_drain_lets_running_builds_finish(tmp_path: Path) -> None:
+    config = {"drain-timeout": 5, "pools": [{"name": "default", "nodes": [{"name": "n1", "agents": 1}]}]}
+    async with runtime.open_runtime(config) as rt:
+        await rt.register_pipeline(SLOW.replace("sleep 30", "sleep 0.3"))
+        running = await rt.submit("slow")
+        queued = await rt.submit("slow")  # waits in the group: not admitted during the drain
+    assert rt.interrupted == [queued.id]  # in memory what is left is cancelled, as before
+    async with runtime.open_runtime(config):
+        pass  # nothing comes back in memory
+    assert running.id not in rt.interrupted
