@@ -192,7 +192,8 @@ async def _log(state: str, size: int) -> list[float]:
 def _child(kind: str, *args: int) -> list[float]:
     state = tempfile.mkdtemp(prefix="shunter-bench-")
     try:
-        script = f"import json, trio, bench.store as s; print(json.dumps(trio.run(s._{kind}, {state!r}, {', '.join(map(str, args))})))"
+        call = f"trio.run(s._{kind}, {state!r}, {', '.join(map(str, args))})"
+        script = f"import json, trio, bench.store as s; print(json.dumps({call}))"
         result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
         figures: list[float] = json.loads(result.stdout.strip().splitlines()[-1])
         return figures

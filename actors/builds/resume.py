@@ -34,7 +34,8 @@ from .records import JobRun, StepLog
 if TYPE_CHECKING:
     from .pipeline import PipelineActor
 
-__all__ = ["INTERRUPTED", "Drain", "GetLogSources", "NotHeld", "Restore", "Resume", "log_sources", "resume", "resume_running"]
+__all__ = ["INTERRUPTED", "Drain", "GetLogSources", "NotHeld", "Restore", "Resume", "log_sources", "resume",
+           "resume_running"]  # fmt: skip
 
 INTERRUPTED = "interrupted: the server stopped while it ran"
 
@@ -86,9 +87,10 @@ def resume(pipeline: PipelineActor, builds: list[Build]) -> list[tuple[bool, flo
         assert build.queued_at is not None
         deadline = build.queued_at + (concurrency.queue_timeout_minutes * 60 if concurrency else 0.0)
         if build.status == "QUEUE" and deadline <= now:
+            minutes = concurrency.queue_timeout_minutes if concurrency else 0
             build.end_unstarted(BuildStatus.QUEUE_TIMEOUT, (
-                f"waited longer than queue-timeout-minutes ({concurrency.queue_timeout_minutes if concurrency else 0:g}) "
-                f"in concurrency group {build.group!r}: the server was down when the deadline passed"), now)  # fmt: skip
+                f"waited longer than queue-timeout-minutes ({minutes:g}) in concurrency group {build.group!r}: "
+                "the server was down when the deadline passed"), now)  # fmt: skip
             pipeline._emit_build(build, "QUEUE")
             pipeline._settled(build)
             continue
