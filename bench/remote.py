@@ -58,7 +58,7 @@ def _start_server(workdir: Path, config_text: str = LOCAL_AND_REMOTE) -> tuple[s
     config = workdir / "shunter.yml"
     config.write_text(config_text)
     process = subprocess.Popen([sys.executable, "-m", "runtime.cli", "serve", "--config", str(config),
-                                "--bind", "127.0.0.1:0"], cwd=ROOT, stdout=subprocess.PIPE,
+                                "--bind", "127.0.0.1:0", "--ephemeral"], cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL)  # fmt: skip
     assert process.stdout is not None
     seen, deadline = b"", time.monotonic() + 30

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors.core import Ref
 from actors.dispatch.pool import AddNode, HasNode
-from actors.model.errors import Conflict
+from actors.model.errors import Conflict, InvalidRequest
 from actors.remote.node import Connect, UnknownSession
 from actors.remote.protocol import LeaseBody, LeaveBody, LeaseReply, Register, ReportBody, ReportReply, Session
 
@@ -25,8 +25,14 @@ _ASK = 30.0  # seconds, beyond a lease's own wait
 
 
 async def register(rt: Runtime, body: Register) -> Session:
+    limit = rt.config.max_agents_per_node
+    if body.agents > limit:
+        message = f"must be an integer from 1 to {limit} (max-agents-per-node), got {body.agents}"
+        raise InvalidRequest(f"agents: {message}", details=[{"path": "$.agents", "message": message}])
     node = _node_or_none(rt, body.name)
     if node is None:
+        # The same reservation and caps as Runtime.add_node. A remote node is
+        # not kept in durable state: its process registers it again.
         if body.name in rt._adding_nodes:
             raise Conflict(f"node {body.name!r} is being added")
         rt._adding_nodes.add(body.name)
@@ -35,7 +41,11 @@ async def register(rt: Runtime, body: Register) -> Session:
                 if await ref.ask(HasNode(body.name)):
                     raise Conflict(f"node {body.name!r} is a local node of this server (configured or added "
                                    "with PUT /v1/nodes); start the agent with another --name")  # fmt: skip
+            if len(rt._node_names) + len(rt._adding_nodes) > rt.config.max_nodes:
+                raise Conflict(f"there are {len(rt._node_names)} nodes already (max-nodes "
+                               f"{rt.config.max_nodes}); remove one first")  # fmt: skip
             await rt._pools.get(body.pool).ask(AddNode(body.name, body.pool, body.agents, tuple(body.labels), True))
+            rt._node_names.add(body.name)
         finally:
             rt._adding_nodes.discard(body.name)
         node = _node(rt, body.name, "")
@@ -58,7 +68,9 @@ async def report(rt: Runtime, body: ReportBody) -> ReportReply:
 
 
 async def leave(rt: Runtime, body: LeaveBody) -> Any:
-    return await _node(rt, body.node, body.session).ask(body, timeout=_ASK)
+    reply = await _node(rt, body.node, body.session).ask(body, timeout=_ASK)
+    rt._node_names.discard(body.node)  # draining: it no longer counts towards max-nodes
+    return reply
 
 
 def _node_or_none(rt: Runtime, name: str) -> Ref | None:

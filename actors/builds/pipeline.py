@@ -25,6 +25,9 @@ import msgspec
 from .build import Build
 from .records import BuildShape, JobRun
 from ..core import Actor, Ref, Reply
+from ..state.durable import Durable
+from ..state.journal import Committed
+from .resume import Drain, GetLogSources, NotHeld, Restore, Resume, log_sources, resume, resume_running
 from ..directory import Directory
 from ..model.errors import Conflict, InvalidRequest, NotFound, NotRetryable, QueueFull
 from ..events import Publish, Record
@@ -103,22 +106,29 @@ class PipelineActor(Actor):
         groups: Directory,
         mutexes: Directory,
         history: int = 5_000,
+        durable: Durable | None = None,
+        definition: str = "",
+        next_number: int = 1,
     ) -> None:
         self.pipeline_id = pipeline_id
         self.spec = spec
-        self.shape = BuildShape(spec)
+        self.shape = BuildShape(spec, definition)
         self.hub = hub
         self.pools = pools
         self.groups = groups
         self.mutexes = mutexes
-        self.history = history
-        self.next_number = 1
+        self.history = history  # finished builds kept here; with a store, older ones are read from it
+        self.next_number = next_number
+        # With durable state (DESIGN §10): the journal of this pipeline's builds; replies wait for its commits.
+        self.durable = durable
+        self.draining = False  # stopping: queued builds stay queued (DESIGN §10)
+        self.resuming: set[str] = set()  # running builds restored at start, waiting for their group slot
         self.builds: dict[str, Build] = {}
         self.pending: dict[str, Build] = {}  # new builds waiting for their group's answer
         self.reruns: dict[str, RetryPlan] = {}  # finished builds whose retry awaits its group's answer
         self.replies: dict[str, Reply] = {}  # submit or retry asks answered once the group has decided
         self.waiters: dict[str, list[Reply]] = {}
-        self.finished_order: deque[str] = deque()
+        self.finished_order: deque[tuple[str, int]] = deque()  # (build id, seq of its last write)
         self.outbox: list[Record] = []
         self.stale_reports = 0
         # attempts waiting for their mutex: token -> (build, mutex label)
@@ -126,11 +136,18 @@ class PipelineActor(Actor):
 
     def receive(self, message: Any) -> Any:
         try:
-            return self._handle(message)
+            result = self._handle(message)
         finally:
             if self.outbox:
                 self.hub.tell(Publish(tuple(self.outbox)))
                 self.outbox.clear()
+        durable = self.durable
+        if durable is not None:
+            if durable.dirty and self._cell.ask_slot is not None:
+                durable.answer(self.defer_reply(), result)  # answered once this message's changes are committed
+                result = None
+            durable.flush(self.ref)
+        return result
 
     def _handle(self, message: Any) -> Any:
         kind = type(message)
@@ -177,12 +194,26 @@ class PipelineActor(Actor):
             self.waiters[build.id] = waiting
         elif kind is ReplaceSpec:
             self.spec = message.spec
-            self.shape = BuildShape(message.spec)
+            self.shape = BuildShape(message.spec, message.definition)
             return self._describe()
         elif kind is DescribePipeline:
             return self._describe()
         elif kind is GetLog:
             return self._log(message)
+        elif kind is Committed:
+            assert self.durable is not None
+            self.durable.on_committed(message.seq)
+            self._forget_old()
+        elif kind is Resume:
+            return resume(self, message.builds)
+        elif kind is Restore:
+            if message.build.id not in self.builds:
+                self.builds[message.build.id] = message.build
+                self.finished_order.append((message.build.id, 0))  # in the store already: may leave again
+        elif kind is Drain:
+            self.draining = True
+        elif kind is GetLogSources:
+            return self._log_sources(message)
         else:
             raise TypeError(f"pipeline {self.pipeline_id!r} got an unexpected {kind.__name__}")
         return None
@@ -252,6 +283,12 @@ class PipelineActor(Actor):
         assert concurrency is not None
         return msgspec.structs.replace(concurrency, group=name)
 
+    def _group_config_of(self, build: Build) -> Concurrency:
+        """The limits of ``build``'s group as its own definition says (a restored build may predate a replace)."""
+        concurrency = build.spec.concurrency or self.spec.concurrency
+        assert concurrency is not None and build.group is not None
+        return msgspec.structs.replace(concurrency, group=build.group)
+
     def _group(self, name: str) -> Ref:
         return self.groups.get(name)
 
@@ -264,6 +301,10 @@ class PipelineActor(Actor):
             build = self.builds.get(message.build_id)
             if build is None:
                 return
+            if build.id in self.resuming:
+                self.resuming.discard(build.id)
+                resume_running(self, build)
+                return
             plan = self.reruns.pop(build.id, None)
             if plan is not None:
                 self._apply_rerun(build, plan)
@@ -272,10 +313,12 @@ class PipelineActor(Actor):
                 if build.group is not None:
                     self._group(build.group).tell(Release(build.id))
                 return
+            elif self.draining:
+                return  # it stays queued in the store; the next start admits it again
         self._start(build)
         reply = self.replies.pop(build.id, None)  # none for a build admitted from the queue
         if reply is not None:
-            reply.set_result(build_info(build))
+            self._answer(reply, build_info(build))
 
     def _queued(self, message: Queued) -> None:
         build = self.pending.pop(message.build_id, None)
@@ -284,21 +327,32 @@ class PipelineActor(Actor):
             self._emit_build(build, None)
         else:
             build = self.builds[message.build_id]
+            if build.id in self.resuming:  # more running than max-parallel now allows: it runs on regardless
+                self.resuming.discard(build.id)
+                resume_running(self, build)
+                return
             plan = self.reruns.pop(build.id, None)
             if plan is not None:
                 self._apply_rerun(build, plan)
         reply = self.replies.pop(build.id, None)
         if reply is not None:
-            reply.set_result(build_info(build, message.position))
+            self._answer(reply, build_info(build, message.position))
 
     def _refused(self, message: Refused) -> None:
         build = self.pending.pop(message.build_id, None)
         if build is not None and build.number == self.next_number - 1:
             self.next_number -= 1  # the refused build never existed: keep numbers dense
-        self.reruns.pop(message.build_id, None)
+        rerun = self.reruns.pop(message.build_id, None)
         reply = self.replies.pop(message.build_id, None)
         if reply is not None:
             reply.set_error(QueueFull(message.message))
+        restored = self.builds.get(message.build_id)
+        if build is None and rerun is None and restored is not None and restored.status == "QUEUE":
+            # a queued build restored at start that its group no longer has room for
+            restored.end_unstarted(BuildStatus.CANCELED, f"refused after a restart: {message.message}",
+                                   time.time())  # fmt: skip
+            self._emit_build(restored, "QUEUE")
+            self._settled(restored)
 
     def _dequeued(self, message: Dequeued) -> None:
         """End the builds the group let go unstarted; their events leave in one Publish (the outbox)."""
@@ -343,8 +397,12 @@ class PipelineActor(Actor):
     def _request_agent(self, build: Build, job: JobRun, token: JobToken) -> None:
         runs_on = job.spec.runs_on
         in_chain = job.id in build.chains
+        payload = job_payload(build, job)
+        if self.durable is not None:
+            payload = msgspec.structs.replace(payload, log_dir=f"{self.durable.log_root}/{build.number}",
+                                              max_log_bytes=self.durable.max_log_bytes)  # fmt: skip
         self.pools.get(runs_on.pool_name).tell(
-            JobRequest(token, self.ref, job_payload(build, job), runs_on,
+            JobRequest(token, self.ref, payload, runs_on,
                        agent=chain_agent(build, job) if in_chain else None, lock=in_chain)  # fmt: skip
         )
 
@@ -474,12 +532,26 @@ class PipelineActor(Actor):
     def _settled(self, build: Build) -> None:
         """The build has ended and holds nothing: answer its waiters, forget the oldest past ``history``."""
         for reply in self.waiters.pop(build.id, ()):
-            reply.set_result(build_info(build))
-        self.finished_order.append(build.id)
-        while len(self.finished_order) > self.history:
-            old = self.finished_order.popleft()
+            self._answer(reply, build_info(build))
+        # the write at the end of this message holds its final state
+        self.finished_order.append((build.id, self.durable.seq + 1 if self.durable is not None else 0))
+        self._forget_old()
+
+    def _forget_old(self) -> None:
+        """Drop the oldest finished builds past ``history`` (with a store: once their final state is committed)."""
+        order = self.finished_order
+        committed = self.durable.committed if self.durable is not None else 0
+        while len(order) > self.history and order[0][1] <= committed:
+            old = order.popleft()[0]
             if old in self.builds and self.builds[old].finished and old not in self.reruns:
                 del self.builds[old]
+
+    def _answer(self, reply: Reply, value: Any) -> None:
+        """Answer now, or with a store once this message's changes are committed."""
+        if self.durable is not None:
+            self.durable.answer(reply, value)
+        else:
+            reply.set_result(value)
 
     def _store(self, build: Build) -> None:
         self.builds[build.id] = build
@@ -558,7 +630,7 @@ class PipelineActor(Actor):
     def _build(self, build_id: str) -> Build:
         build = self.builds.get(build_id)
         if build is None:
-            raise NotFound(f"no build {build_id!r}")
+            raise NotHeld(f"no build {build_id!r}")
         return build
 
     def _describe(self) -> PipelineInfo:
@@ -574,33 +646,33 @@ class PipelineActor(Actor):
             source=spec.source,
         )
 
+    def _log_sources(self, request: GetLogSources) -> list[tuple[str, Any]]:
+        return log_sources(self._build(request.build_id), request.job, request.step)
+
     def _log(self, request: GetLog) -> str:
-        build = self._build(request.build_id)
-        jobs = [build.job(request.job)] if request.job is not None else list(build.all_jobs())
-        if request.step is not None:
-            jobs = [build.find_step(request.job, request.step)[0]]
-        parts: list[str] = []
-        for job in jobs:
-            for step in job.steps:
-                if request.step is not None and step.spec.id != request.step:
-                    continue
-                for attempt in step.attempts:
-                    header = f"=== {job.id} / {step.spec.id} attempt {attempt.number} ({attempt.status}) ==="
-                    parts.append(header + "\n" + attempt.log.text())
+        """The whole text (``GetLogSources`` streams it instead): each attempt's header, then its log."""
+        parts = [header + log.text() for header, log in log_sources(self._build(request.build_id), request.job,
+                                                                   request.step)]  # fmt: skip
         return "".join(part if part.endswith("\n") else part + "\n" for part in parts)
 
     # -- events -------------------------------------------------------------------------
 
     def _emit_build(self, build: Build, previous: str | None) -> None:
+        if self.durable is not None:
+            self.durable.touch(build)
         self.outbox.append(Record(EventKind.BUILD, build.status, build.reason, pipeline_id=self.pipeline_id,
                                   build_id=build.id, attempt=build.execute_count, previous=previous))
 
     def _emit_job(self, build: Build, job: JobRun, previous: str | None) -> None:
+        if self.durable is not None:
+            self.durable.touch(build)
         attempt = job.attempts[-1].number if job.attempts else None
         self.outbox.append(Record(EventKind.JOB, job.status, job.reason, pipeline_id=self.pipeline_id,
                                   build_id=build.id, job_id=job.id, attempt=attempt, previous=previous))
 
     def _emit_step(self, build: Build, job: JobRun, index: int) -> None:
+        if self.durable is not None:
+            self.durable.touch(build)
         step = job.steps[index]
         attempt = step.attempts[-1].number if step.attempts else None
         self.outbox.append(Record(EventKind.STEP, step.status, step.reason, pipeline_id=self.pipeline_id,

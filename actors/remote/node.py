@@ -29,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from ..builds.records import StepLog
+from ..builds.records import StepLog, step_log
 from ..core import Actor, Ref, Reply, TimerHandle
 from ..model.errors import Conflict, NotFound, ShunterError
 from ..model.messages import (
@@ -167,11 +167,12 @@ _CHECK = _Check()
 
 
 class _Attempt:
-    __slots__ = ("index", "pipeline", "logs")
+    __slots__ = ("index", "pipeline", "payload", "logs")
 
-    def __init__(self, index: int, pipeline: Ref) -> None:
+    def __init__(self, index: int, pipeline: Ref, payload: JobPayload) -> None:
         self.index = index
         self.pipeline = pipeline
+        self.payload = payload
         self.logs: dict[int, StepLog] = {}
 
 
@@ -299,7 +300,7 @@ class RemoteNodeActor(Actor):
     def _assign(self, message: Assign) -> None:
         if message.token in self.ended:
             return  # the pool already ended it (the agent was lost meanwhile)
-        self.attempts[message.token] = _Attempt(message.index, message.pipeline)
+        self.attempts[message.token] = _Attempt(message.index, message.pipeline, message.payload)
         self.outbox.append(Assignment(agent=message.index, token=message.token, payload=message.payload))
         self._answer()
 
@@ -363,7 +364,11 @@ class RemoteNodeActor(Actor):
                         for line in record.lines:
                             log.append(line)
                 elif isinstance(record, StepStart):
-                    log = attempt.logs[record.index] = StepLog()
+                    steps = attempt.payload.job.steps
+                    if record.index >= len(steps):
+                        continue  # no such step: nothing to log it to (the build ignores it too)
+                    # the server's own log (a file with durable state), as a local agent makes it
+                    log = attempt.logs[record.index] = step_log(attempt.payload, steps[record.index])
                     records.append(StepStarted(record.index, log, record.time))
                 elif isinstance(record, StepEnd):
                     records.append(StepEnded(record.index, record.status, record.reason, record.exit_code,

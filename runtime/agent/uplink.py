@@ -226,7 +226,8 @@ class Uplink(Actor):
                 self.index_of.pop(cancel.token)
         for job in reply.jobs:
             self.index_of[job.token] = job.agent
-            run = RunJob(job.token, self.ref, job.payload)
+            # logs are kept in memory here and sent; the server writes its own (log_dir is its path)
+            run = RunJob(job.token, self.ref, msgspec.structs.replace(job.payload, log_dir=None))
             if job.agent in self.busy:
                 self.queued[job.agent].append(run)
             else:

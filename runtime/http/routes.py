@@ -10,6 +10,7 @@ refused with a 4xx and changes nothing.
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -22,16 +23,14 @@ from runtime._validate import type_name
 from runtime.spec_loader import validate_pipeline_id
 
 from .agent_routes import AGENT_ROUTES
-from .core import TEXT, Param, Request, Response, Route, UnsupportedMediaType, decode_json, json_response
+from .core import MAX_JSON_DEPTH, TEXT, Param, Request, Response, Route, decode_json, json_response, json_too_deep
+from .guard import YAML_TYPES, is_json
 
 if TYPE_CHECKING:
     from .app import App
 
 __all__ = ["ROUTES", "SubmitBody", "RetryBody", "CancelBody", "NodeBody", "Health", "choice", "enum_schema"]
 
-YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain")
-# curl --data-binary sends this by default; such a body is read like an untyped one.
-_LENIENT_TYPES = ("", "application/x-www-form-urlencoded", "application/octet-stream")
 # Node and pool names follow the configuration file's rule (runtime/config.py).
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 _NAME = re.compile(NAME_PATTERN)
@@ -73,7 +72,8 @@ class NodeBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """``PUT /v1/nodes/{name}``: the node's pool (created if needed), agents and labels."""
 
     pool: Name = "default"
-    agents: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
+    # A whole number, also written 4.0 (JSON Schema's integer); the server's max-agents-per-node applies too.
+    agents: Annotated[int, msgspec.Meta(ge=1, le=100_000)] | Annotated[float, msgspec.Meta(ge=1, le=100_000)] = 1
     labels: Annotated[list[Label], msgspec.Meta(max_length=64)] = msgspec.field(default_factory=list)
 
 
@@ -115,16 +115,14 @@ async def put_pipeline(app: App, request: Request) -> Response:
     problem = validate_pipeline_id(pipeline_id)
     if problem is not None:
         raise InvalidRequest(problem, details=[{"path": "path.id", "message": problem}])
-    media = request.media_type
-    if media == "application/json" or media.endswith("+json"):
+    # The door has checked the type: JSON or YAML (guard.py).
+    if is_json(request.media_type):
+        if json_too_deep(request.body):
+            raise SpecError([{"path": "$", "message": f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels"}])
         try:
             msgspec.json.decode(request.body)
         except msgspec.DecodeError as error:
             raise SpecError([{"path": "$", "message": f"malformed JSON: {error}"}]) from None
-    elif media not in YAML_TYPES and media not in _LENIENT_TYPES:
-        raise UnsupportedMediaType(
-            f"a pipeline is YAML ({', '.join(YAML_TYPES)}) or JSON (application/json), not {media!r}"
-        )
     existed = app.rt.has_pipeline(pipeline_id)
     # The raw bytes, never text: a one-line text body ending in .yml would be read as a path.
     info = await app.rt.register_pipeline(request.body, id=pipeline_id)
@@ -186,8 +184,14 @@ async def cancel(app: App, request: Request) -> Response:
 
 
 async def logs(app: App, request: Request) -> Response:
-    text = await app.rt.logs(request.params["id"], job=request.query_value("job"), step=request.query_value("step"))
-    return Response(200, text.encode("utf-8", "replace"), TEXT)
+    pieces = await app.rt.log_chunks(request.params["id"], job=request.query_value("job"),
+                                     step=request.query_value("step"))  # fmt: skip
+
+    async def encoded() -> AsyncIterator[bytes]:
+        async for piece in pieces:  # read from the log files as it goes, never the whole log at once
+            yield piece.encode("utf-8", "replace")
+
+    return Response(200, content_type=TEXT, chunks=encoded())
 
 
 # -- groups, nodes, stats ---------------------------------------------------------------------
@@ -212,7 +216,10 @@ async def put_node(app: App, request: Request) -> Response:
                    "not starting with '.' or '-'")
         raise InvalidRequest(message, details=[{"path": "path.name", "message": message}])
     body = decode_json(NodeBody, request.body)
-    node = await app.rt.add_node(name, pool=body.pool, agents=body.agents, labels=body.labels)
+    if not float(body.agents).is_integer():
+        message = f"must be a whole number, got {body.agents!r}"
+        raise InvalidRequest(f"$.agents: {message}", details=[{"path": "$.agents", "message": message}])
+    node = await app.rt.add_node(name, pool=body.pool, agents=int(body.agents), labels=body.labels)
     return json_response(201, node, [("location", f"/v1/nodes/{name}")])
 
 
@@ -249,7 +256,7 @@ async def metrics(app: App, request: Request) -> Response:
 async def openapi(app: App, request: Request) -> Response:
     from .openapi import document
 
-    return Response(200, document())
+    return Response(200, document(app.rt.config.max_agents_per_node))
 
 
 async def _streamed(app: App, request: Request) -> Response:  # pragma: no cover - never called

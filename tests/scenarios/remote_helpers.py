@@ -34,7 +34,7 @@ class AppTransport:
     """The agent protocol over an in-process ASGI app."""
 
     def __init__(self, app: Any) -> None:
-        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://shunter")
+        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
 
     async def post(self, path: str, message: Any, reply: type[T], timeout: float) -> T:
         with trio.move_on_after(timeout):
@@ -56,7 +56,7 @@ async def remote_nodes(rt: runtime.Runtime, pools: Mapping[str, Sequence[Mapping
         async with AsyncExitStack() as stack:
             for pool, nodes in pools.items():
                 for spec in nodes:
-                    options = AgentOptions(server="http://shunter", name=spec["name"], pool=pool,
+                    options = AgentOptions(server="http://127.0.0.1", name=spec["name"], pool=pool,
                                            labels=list(spec.get("labels", ())), agents=spec.get("agents", 1),
                                            work_dir=root / spec["name"])  # fmt: skip
 

@@ -244,3 +244,17 @@ async def test_an_attempt_lost_before_it_started_is_retried_when_retry_times_all
         await _register(a)
         assert (await a.until(plain["id"], "FAILED", "SUCCEED"))["stages"][0]["jobs"][0]["status"] == \
             "HEARTBEAT_TIMEOUT"
+
+
+@pytest.mark.trio
+async def test_agents_authenticate_with_an_agent_token(autojump_clock: trio.testing.MockClock) -> None:
+    """With tokens, /v1/agent/ wants one; an ``agent`` token reaches those routes and no others."""
+    token = "agent-token-0123456789abcdef"
+    config = {**CONFIG, "auth": {"tokens": [{"name": "builders", "token": token, "role": "agent"}]}}
+    async with api(config) as a:
+        body = {"name": "m1"}
+        assert (await a.client.post("/v1/agent/register", json=body)).status_code == 401
+        headers = {"authorization": f"Bearer {token}"}
+        response = await a.client.post("/v1/agent/register", json=body, headers=headers)
+        assert response.status_code == 200, response.text
+        assert (await a.client.get("/v1/builds", headers=headers)).status_code == 403

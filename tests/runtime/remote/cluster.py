@@ -55,7 +55,8 @@ class Cluster:
     def start_server(self, wait: bool = True) -> None:
         log = open(self.tmp / "server.log", "ab")
         self.server = subprocess.Popen([sys.executable, "-m", "runtime.cli", "serve", "--config", str(self.config),
-                                        "--bind", f"127.0.0.1:{self.port}"], cwd=ROOT, stdout=log,
+                                        "--bind", f"127.0.0.1:{self.port}", "--state-dir", str(self.tmp / "state")],
+                                       cwd=ROOT, stdout=log,
                                        stderr=subprocess.STDOUT)  # fmt: skip
         self.processes.append(self.server)
         if wait:

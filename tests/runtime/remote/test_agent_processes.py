@@ -22,6 +22,13 @@ def _sleeper(tmp: Path, name: str, first_attempt_only: bool = False) -> str:
     return f"echo $(ps -o pgid= $$) > {tmp / name}-$SHUNTER_JOB_ATTEMPT.pgid; echo started on $SHUNTER_AGENT; {condition}sleep 30; echo awake"
 
 
+def _pgid(cluster: Cluster, name: str) -> int:
+    """The process group a step wrote to ``name`` (once it has written it)."""
+    path = cluster.tmp / name
+    cluster.until(lambda: path.exists() and path.read_text().endswith("\n"), f"the step wrote {name}")
+    return int(path.read_text())
+
+
 def _clean(cluster: Cluster) -> None:
     """Invariant 8 of DESIGN §3.1, as the server reports it."""
     stats = cluster.stats()
@@ -127,7 +134,7 @@ jobs:
 """)
     build_id = cluster.submit("paused")
     cluster.until(lambda: step_running(cluster, build_id) is not None, "the step runs")
-    pgid = int((cluster.tmp / "paused-1.pgid").read_text())
+    pgid = _pgid(cluster, "paused-1.pgid")
     os.kill(agent.pid, signal.SIGSTOP)
     build = cluster.wait_build(build_id)
     assert build["status"] == "FAILED"
@@ -188,7 +195,7 @@ def test_a_drain_past_its_timeout_cancels_the_running_job(cluster: Cluster) -> N
                                  f"    steps: [{{run: \"{_sleeper(cluster.tmp, 'long')}\"}}]\n")  # fmt: skip
     build_id = cluster.submit("long")
     cluster.until(lambda: step_running(cluster, build_id) is not None, "the step runs")
-    pgid = int((cluster.tmp / "long-1.pgid").read_text())
+    pgid = _pgid(cluster, "long-1.pgid")
     agent.send_signal(signal.SIGTERM)
     assert agent.wait(15) == 0
     build = cluster.wait_build(build_id)
