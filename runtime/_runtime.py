@@ -1,19 +1,16 @@
-"""The runtime facade: ``open_runtime()`` and the ``Runtime`` users hold.
+"""The runtime facade: the ``Runtime`` users hold (``open_runtime()`` in ``_open.py`` makes one).
 
-It opens an actor system, starts the event hub, the dispatcher (with the
-configured pools and nodes) and the supervisors of pipelines and groups,
-and turns each API call into an ``ask`` to the actor that owns the answer.
-It holds no scheduling state of its own.
+It turns each API call into an ``ask`` to the actor that owns the answer
+(pipelines, pools, groups, mutexes, the event hub) and holds no scheduling
+state of its own. It knows nothing of HTTP: ``asgi_app`` is built by the
+factory ``open_runtime()`` hands it.
 """
 
 from __future__ import annotations
 
-import glob
 import logging
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,21 +21,32 @@ import anyio
 import msgspec
 
 from actors.execution.actions import ActionInputs, ActionRegistry, StepContext
-from actors.core import Actor, ActorStopped, ActorSystem, AskTimeout, Ref, Supervision, open_system
+from actors.core import ActorStopped, ActorSystem, AskTimeout, Ref, Supervision
 from actors.directory import Directory
 from actors.model.errors import Conflict, InvalidRequest, NotFound, Overloaded, SpecError
-from actors.events import Counters, EventHub, Gauge, History, Subscribe, Subscription
-from actors.admission.group import GroupActor, GroupSnapshot, QueuePosition
-from actors.model.info import BuildInfo, Event, GroupInfo, NodeInfo, PipelineInfo, Stats, WaitingJob
-from actors.admission.mutex import ListMutexWaiters, MutexActor
-from actors.dispatch.pool import AddNode, HasNode, InjectFault, ListNodes, ListWaiting, PoolActor, PoolStats, RemoveNode
+from actors.events import Counters, Gauge, History, Subscribe, Subscription
+from actors.admission.group import GroupSnapshot, QueuePosition
+from actors.model.info import BuildInfo, Event, GroupInfo, NodeInfo, PipelineDeleted, PipelineInfo, Stats, WaitingJob
+from actors.admission.mutex import ListMutexWaiters
+from actors.dispatch.pool import (
+    AddNode,
+    HasNode,
+    InjectFault,
+    ListNodes,
+    ListWaiting,
+    PoolStats,
+    RemoveNode,
+    UpdateNode,
+)
 from actors.model.messages import (
+    BuildKey,
     CancelRequest,
     DescribePipeline,
     GetBuild,
     GetLog,
     ListBuilds,
     ReplaceSpec,
+    RetirePipeline,
     RetryRequest,
     SubmitBuild,
     WaitBuild,
@@ -46,10 +54,10 @@ from actors.model.messages import (
 from actors.builds.pipeline import PipelineActor
 from actors.model.vocab import BUILD_FINAL, BuildStatus, FaultKind, values
 
-from .config import RuntimeConfig, default_config, load_config
+from .config import RuntimeConfig
 from .spec_loader import check_pipeline, slugify, validate_pipeline_id
 
-__all__ = ["Runtime", "open_runtime"]
+__all__ = ["Runtime"]
 
 logger = logging.getLogger("shunter")
 
@@ -57,10 +65,6 @@ logger = logging.getLogger("shunter")
 # empty and lose builds, so a pipeline crash fails the runtime loudly instead.
 _PIPELINE_SUPERVISION = Supervision(max_restarts=0, escalate=True)
 W = TypeVar("W", bound=StrEnum)
-
-
-class _Supervisor(Actor):
-    """Parent of a family of actors (pipelines, groups); handles no messages itself."""
 
 
 class Runtime:
@@ -78,6 +82,7 @@ class Runtime:
         pools: Directory,
         groups: Directory,
         mutexes: Directory,
+        app_factory: Callable[[Runtime], Any] | None = None,
     ) -> None:
         self.system = system
         self.config = config
@@ -88,7 +93,14 @@ class Runtime:
         self._pools = pools
         self._groups = groups
         self._mutexes = mutexes
+        self._app_factory = app_factory
+        self._app: Any = None
         self._adding_nodes: set[str] = set()
+        # Deleted pipelines: their actors stay (builds readable, numbering kept) but are not listed.
+        self._deleted: set[str] = set()
+        # Pipelines being deleted or revived now: one such change at a time, or replies could
+        # arrive in another order than the actor took the messages and leave _deleted wrong.
+        self._changing: set[str] = set()
         self.interrupted: list[str] = []
 
     # -- pipelines -------------------------------------------------------------------
@@ -100,8 +112,10 @@ class Runtime:
         Raises ``SpecError`` listing every problem by path: unknown actions
         and ``with:`` inputs the action does not declare included. Replacing
         keeps the pipeline's builds and numbering; running builds keep the
-        definition they started with. The result's ``warnings`` name each
-        ``runs-on`` that no node matches now (its jobs would wait for one).
+        definition they started with. Registering a deleted pipeline's id
+        again brings its builds back and continues its numbering. The
+        result's ``warnings`` name each ``runs-on`` that no node matches now
+        (its jobs would wait for one).
         """
         nodes: dict[str, dict[str, frozenset[str]]] = {}
         for node in await self.nodes():
@@ -113,6 +127,8 @@ class Runtime:
         problem = validate_pipeline_id(pipeline_id)
         if problem is not None:
             raise SpecError([{"path": "id", "message": problem}])
+        if pipeline_id in self._changing:
+            self._begin_change(pipeline_id)  # refused: a delete or revive of it is on its way
         ref = self._pipeline_or_none(pipeline_id)
         if ref is None:
             ref = self.system.spawn(
@@ -124,18 +140,50 @@ class Runtime:
             )
             info: PipelineInfo = await ref.ask(DescribePipeline())
         else:
-            info = await ref.ask(ReplaceSpec(spec))
+            revive = pipeline_id in self._deleted
+            if revive:
+                self._begin_change(pipeline_id)
+            try:
+                info = await ref.ask(ReplaceSpec(spec))
+            finally:
+                if revive:
+                    self._deleted.discard(pipeline_id)  # the actor took it: it is live whatever the ask said
+                    self._changing.discard(pipeline_id)
         return msgspec.structs.replace(info, warnings=warnings) if warnings else info
 
     def has_pipeline(self, pipeline_id: str) -> bool:
-        return self._pipeline_or_none(pipeline_id) is not None
+        return pipeline_id not in self._deleted and self._pipeline_or_none(pipeline_id) is not None
 
     async def pipeline(self, pipeline_id: str) -> PipelineInfo:
         result: PipelineInfo = await self._pipeline(pipeline_id).ask(DescribePipeline())
         return result
 
     async def pipelines(self) -> list[PipelineInfo]:
-        return [await ref.ask(DescribePipeline()) for ref in self.system.children(self._pipelines)]
+        return [await ref.ask(DescribePipeline()) for ref in self._live_pipelines()]
+
+    async def delete_pipeline(self, pipeline_id: str, cancel: bool = False) -> PipelineDeleted:
+        """Delete a pipeline: it is no longer listed and new builds of it are refused (``NotFound``).
+
+        A pipeline with queued or running builds is not deleted (``Conflict``
+        naming them) unless ``cancel``: then they are cancelled (answered in
+        ``cancelled``) and go on ending in the background. Its builds stay
+        readable by id (``build``, ``wait``, ``logs``) but are not listed, and
+        cannot be retried. Registering the id again revives it: its builds
+        are listed again and its numbering goes on, so no build id is reused.
+        """
+        self._begin_change(pipeline_id)
+        try:
+            ref = self._pipeline(pipeline_id)
+            cancelled: list[str] = await ref.ask(RetirePipeline(cancel=cancel))
+            self._deleted.add(pipeline_id)
+        finally:
+            self._changing.discard(pipeline_id)
+        return PipelineDeleted(id=pipeline_id, cancelled=cancelled)
+
+    def _begin_change(self, pipeline_id: str) -> None:
+        if pipeline_id in self._changing:
+            raise Conflict(f"pipeline {pipeline_id!r} is being deleted or registered again; try again")
+        self._changing.add(pipeline_id)
 
     # -- builds ------------------------------------------------------------------------
 
@@ -170,17 +218,37 @@ class Runtime:
         return info
 
     async def builds(self, pipeline: str | None = None, status: BuildStatus | str | None = None,
-                     unfinished: bool = False) -> list[BuildInfo]:  # fmt: skip
-        """Builds (of one pipeline, with one status, or only the unfinished), oldest first per pipeline.
+                     unfinished: bool = False, *, limit: int | None = None,
+                     before: str | None = None) -> list[BuildInfo]:  # fmt: skip
+        """Builds (of one pipeline, with one status, or only the unfinished), newest first.
 
         ``status`` is a ``BuildStatus`` (or its name); anything else is ``InvalidRequest``.
+        ``limit`` keeps the newest ones only; ``before`` (a build id) only those
+        submitted before that build, so the last id of one page gives the next
+        (``NotFound`` if that build is unknown). Deleted pipelines' builds are
+        not listed.
         """
         wanted = None if status is None else _word(BuildStatus, status, "build status", "status")
-        refs = [self._pipeline(pipeline)] if pipeline is not None else self.system.children(self._pipelines)
-        found: list[BuildInfo] = []
+        refs = [self._pipeline(pipeline)] if pipeline is not None else self._live_pipelines()
+        return await self._with_positions(await self._list(refs, ListBuilds(wanted, unfinished, limit,
+                                                                            await self._key(before))))  # fmt: skip
+
+    async def _key(self, build_id: str | None) -> tuple[float, str, int] | None:
+        if build_id is None:
+            return None
+        try:
+            key: tuple[float, str, int] = await self._owner(build_id).ask(BuildKey(build_id))
+        except NotFound:
+            raise NotFound(f"no build {build_id!r} to list the builds before (it may have been forgotten)") from None
+        return key
+
+    @staticmethod
+    async def _list(refs: list[Ref], request: ListBuilds) -> list[BuildInfo]:
+        found: list[tuple[tuple[float, str, int], BuildInfo]] = []
         for ref in refs:
-            found.extend(await ref.ask(ListBuilds(wanted, unfinished)))
-        return await self._with_positions(found)
+            found.extend(await ref.ask(request))
+        found.sort(key=lambda pair: pair[0], reverse=True)
+        return [info for _, info in found[: request.limit]]
 
     async def _with_positions(self, builds: list[BuildInfo]) -> list[BuildInfo]:
         """Fill in queue positions, asking each group concerned once."""
@@ -249,6 +317,27 @@ class Runtime:
         finally:
             self._adding_nodes.discard(name)
         return result
+
+    async def update_node(self, name: str, *, agents: int | None = None, labels: list[str] | tuple[str, ...] | None = None,
+                          pool: str | None = None) -> NodeInfo:  # fmt: skip
+        """Change a node's agents and/or labels (None keeps them); ``NotFound`` if there is no such node.
+
+        More agents start at once. Fewer: idle agents leave at once, busy ones
+        when their job ends (and an agent a lock-resource-with chain holds,
+        when its chain ends), so no running job is stopped. New labels apply
+        to placement at once, jobs waiting now included; jobs running on the
+        node go on. ``pool``, if given, must be the node's own (``Conflict``).
+        """
+        if agents is not None and (not isinstance(agents, int) or isinstance(agents, bool) or agents < 1):
+            raise InvalidRequest(f"agents must be an integer >= 1, got {agents!r}")
+        if labels is not None and (isinstance(labels, str) or not all(isinstance(x, str) and x for x in labels)):
+            raise InvalidRequest(f"labels must be a list of non-empty strings, got {labels!r}")
+        change = UpdateNode(name, agents, None if labels is None else tuple(labels), pool)
+        for ref in self._pools.all():
+            if await ref.ask(HasNode(name)):
+                result: NodeInfo = await ref.ask(change)
+                return result
+        raise NotFound(f"no node {name!r}")
 
     async def remove_node(self, name: str) -> NodeInfo:
         """Drain a node: running jobs finish, no new ones start, then it goes."""
@@ -343,12 +432,11 @@ class Runtime:
         ``hypercorn.asyncio.serve``); call ``rt.asgi_app.close()`` before
         shutting the server down so open event streams end at once.
         """
-        app = self.__dict__.get("_asgi_app")
-        if app is None:
-            from .http import App
-
-            app = self.__dict__["_asgi_app"] = App(self)
-        return app
+        if self._app is None:
+            if self._app_factory is None:
+                raise RuntimeError("this Runtime was made without an app factory; use open_runtime()")
+            self._app = self._app_factory(self)
+        return self._app
 
     # -- internals ------------------------------------------------------------------------
 
@@ -359,7 +447,9 @@ class Runtime:
             return None
 
     def _pipeline(self, pipeline_id: str) -> Ref:
-        ref = self._pipeline_or_none(pipeline_id) if isinstance(pipeline_id, str) else None
+        """A live pipeline's actor; ``NotFound`` for an unknown or deleted one."""
+        live = isinstance(pipeline_id, str) and pipeline_id not in self._deleted
+        ref = self._pipeline_or_none(pipeline_id) if live else None
         if ref is None:
             raise NotFound(f"no pipeline {pipeline_id!r}")
         return ref
@@ -371,9 +461,14 @@ class Runtime:
             raise NotFound(f"no build {build_id!r}")
         return ref
 
+    def _live_pipelines(self) -> list[Ref]:
+        return [ref for ref in self.system.children(self._pipelines)
+                if ref.name.removeprefix("pipeline:") not in self._deleted]  # fmt: skip
+
     async def _close(self) -> None:
         """Cancel what still runs and wait (bounded) for it to end."""
-        unfinished = await self.builds(unfinished=True)
+        # Deleted pipelines' builds too: some may still be ending their cancel.
+        unfinished = await self._list(self.system.children(self._pipelines), ListBuilds(unfinished=True))
         for build in unfinished:
             try:
                 await self.cancel(build.id)
@@ -417,23 +512,6 @@ async def _ask_running(refs: list[Ref], message: Any) -> list[Any]:
     return replies
 
 
-async def _register_configured(runtime: Runtime, path: str, where: str) -> None:
-    """Register a pipeline file the configuration names; its warnings are logged.
-
-    Raises ``SpecError``: the pipeline's own errors (``what`` names the
-    file), or a configuration error at ``where`` if the file cannot be read.
-    """
-    try:
-        info = await runtime.register_pipeline(Path(path))
-    except SpecError as error:
-        raise SpecError(error.errors, what=f"pipeline {path}") from None
-    except OSError as error:
-        problem = f"cannot read pipeline file {path!r}: {error.strerror or error}"
-        raise SpecError([{"path": where, "message": problem}], what="config") from None
-    for warning in info.warnings:
-        logger.warning("pipeline %s: %s: %s", path, warning["path"], warning["message"])
-
-
 def _read_source(source: str | bytes | os.PathLike[str] | Mapping[str, Any]) -> Any:
     if isinstance(source, os.PathLike):
         return Path(source).read_text(encoding="utf-8")
@@ -442,66 +520,3 @@ def _read_source(source: str | bytes | os.PathLike[str] | Mapping[str, Any]) -> 
         if path.is_file():
             return path.read_text(encoding="utf-8")
     return source
-
-
-def _config(config: RuntimeConfig | str | bytes | os.PathLike[str] | Mapping[str, Any] | None) -> RuntimeConfig:
-    if config is None:
-        return default_config()
-    if isinstance(config, RuntimeConfig):
-        return config
-    return load_config(config)
-
-
-@asynccontextmanager
-async def open_runtime(
-    config: RuntimeConfig | str | bytes | os.PathLike[str] | Mapping[str, Any] | None = None,
-    *,
-    workdir: str | os.PathLike[str] | None = None,
-) -> AsyncIterator[Runtime]:
-    """Run shunter inside the ``async with`` block (trio or asyncio).
-
-    ``config`` is a ``RuntimeConfig``, a mapping, YAML text or a path (see
-    README); None is one pool ``default`` with one local node of as many
-    agents as the machine has cores. Agents' workspaces live under
-    ``workdir`` (a temporary directory, removed at the end, by default).
-    On exit, builds still running are cancelled and awaited (bounded), then
-    every actor stops; ``Runtime.interrupted`` lists what was cancelled.
-    """
-    settings = _config(config)
-    own_workdir = workdir is None
-    root = Path(tempfile.mkdtemp(prefix="shunter-")) if workdir is None else Path(workdir)
-    actions = ActionRegistry.with_builtins()
-    try:
-        async with open_system(shutdown_timeout=settings.shutdown_timeout) as system:
-            gauge = Gauge()
-            hub = system.spawn(lambda: EventHub(gauge=gauge), name="events")
-
-            def pool(name: str) -> Callable[[], PoolActor]:
-                return lambda: PoolActor(pool=name, workdir=root / name, actions=actions,
-                                         heartbeat_interval=settings.heartbeat_interval,
-                                         heartbeat_timeout=settings.heartbeat_timeout, hub=hub)  # fmt: skip
-
-            # Pools hold slots and agents: a crash past its limit fails the runtime loudly.
-            pools = Directory(system, "pool", system.spawn(_Supervisor, name="pools"), pool,
-                              Supervision(max_restarts=0))  # fmt: skip
-            groups = Directory(system, "group", system.spawn(_Supervisor, name="groups"),
-                               lambda name: lambda: GroupActor(name, hub=hub), Supervision(max_restarts=0))  # fmt: skip
-            mutexes = Directory(system, "mutex", system.spawn(_Supervisor, name="mutexes"),
-                                lambda name: lambda: MutexActor(name), Supervision(max_restarts=0))  # fmt: skip
-            pipelines = system.spawn(_Supervisor, name="pipelines")
-            runtime = Runtime(system=system, config=settings, actions=actions, hub=hub, gauge=gauge,
-                              pipelines=pipelines, pools=pools, groups=groups, mutexes=mutexes)  # fmt: skip
-            for pool_config in settings.pools:
-                pools.get(pool_config.name)
-                for node in pool_config.nodes:
-                    await runtime.add_node(node.name, pool_config.name, node.agents, node.labels)
-            for index, pattern in enumerate(settings.pipelines):
-                for path in sorted(glob.glob(pattern)) or [pattern]:
-                    await _register_configured(runtime, path, f"$.pipelines[{index}]")
-            try:
-                yield runtime
-            finally:
-                await runtime._close()
-    finally:
-        if own_workdir:
-            shutil.rmtree(root, ignore_errors=True)

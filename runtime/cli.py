@@ -157,7 +157,7 @@ def _run(args: argparse.Namespace) -> int:
 async def _run_build(path: str, variables: dict[str, str], config: Any) -> int:
     import trio
 
-    from ._runtime import open_runtime
+    from ._open import open_runtime
 
     async with open_runtime(config) as rt:
         try:

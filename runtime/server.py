@@ -38,7 +38,7 @@ from hypercorn.utils import wrap_app
 from actors.model.errors import SpecError
 
 from .config import RuntimeConfig
-from ._runtime import open_runtime
+from ._open import open_runtime
 
 __all__ = ["ServeReport", "StartupError", "hypercorn_config", "serve"]
 

@@ -11,6 +11,10 @@ admissions (DESIGN §3.1 items 4 and 5).
 While the group decides, the pipeline keeps what it will do with the
 answer: the deferred reply slot by build id, and for the retry of a
 finished build its ``RetryPlan``. The group is told only build ids and limits.
+
+A deleted pipeline (``RetirePipeline``) refuses new builds and retries but
+keeps its builds readable and its numbering; registering it again
+(``ReplaceSpec``) revives it, so a build id is never used twice.
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ from .build import Build
 from .records import BuildShape, JobRun
 from ..core import Actor, Ref, Reply
 from ..directory import Directory
-from ..model.errors import Conflict, InvalidRequest, NotFound, NotRetryable, QueueFull
+from ..model.errors import Conflict, InvalidRequest, NotFound, NotRetryable, QueueFull, UndeclaredVariable
 from ..events import Publish, Record
 from ..model.messages import (
     Admit,
     Admitted,
     AgentReport,
+    BuildKey,
     CancelBuild,
     CancelRequest,
     Dequeued,
@@ -53,6 +58,7 @@ from ..model.messages import (
     Refused,
     Release,
     ReplaceSpec,
+    RetirePipeline,
     RetryRequest,
     StepEnded,
     StepNotRun,
@@ -62,7 +68,8 @@ from ..model.messages import (
     WaitBuild,
     Withdraw,
 )
-from ..model.info import BuildInfo, PipelineInfo
+from ..model.info import BuildInfo
+from .listing import build_key, build_log, describe, list_builds
 from .payload import chain_agent, job_payload, template_context
 from .snapshot import build_info
 from ..model.spec import Concurrency, PipelineSpec
@@ -123,6 +130,7 @@ class PipelineActor(Actor):
         self.stale_reports = 0
         # attempts waiting for their mutex: token -> (build, mutex label)
         self.mutex_waits: dict[JobToken, tuple[Build, str]] = {}
+        self.retired: str | None = None  # deleted: the reason its unfinished builds were cancelled with
 
     def receive(self, message: Any) -> Any:
         try:
@@ -157,12 +165,15 @@ class PipelineActor(Actor):
             if build is not None and not build.finished:
                 self._cancel(build, message.reason)
         elif kind is SubmitBuild:
+            if self.retired is not None:
+                raise NotFound(f"no pipeline {self.pipeline_id!r} (it was deleted)")
             return self._submit(message)
         elif kind is GetBuild:
             return build_info(self._build(message.build_id))
         elif kind is ListBuilds:
-            return [build_info(b) for b in self.builds.values()
-                    if message.status in (None, b.status) and not (message.unfinished and b.finished)]  # fmt: skip
+            return list_builds(self.builds.values(), message)
+        elif kind is BuildKey:
+            return build_key(self._build(message.build_id))
         elif kind is CancelRequest:
             return self._user_cancel(message)
         elif kind is RetryRequest:
@@ -178,11 +189,14 @@ class PipelineActor(Actor):
         elif kind is ReplaceSpec:
             self.spec = message.spec
             self.shape = BuildShape(message.spec)
-            return self._describe()
+            self.retired = None
+            return describe(self.pipeline_id, self.spec, len(self.builds))
         elif kind is DescribePipeline:
-            return self._describe()
+            return describe(self.pipeline_id, self.spec, len(self.builds))
+        elif kind is RetirePipeline:
+            return self._retire(message)
         elif kind is GetLog:
-            return self._log(message)
+            return build_log(self._build(message.build_id), message)
         else:
             raise TypeError(f"pipeline {self.pipeline_id!r} got an unexpected {kind.__name__}")
         return None
@@ -214,7 +228,7 @@ class PipelineActor(Actor):
         unknown = sorted(set(given) - set(declared))
         if unknown:
             names = ", ".join(sorted(declared)) or "none"
-            raise InvalidRequest(
+            raise UndeclaredVariable(
                 f"pipeline {self.pipeline_id!r} declares no variable {', '.join(map(repr, unknown))} "
                 f"(declared: {names})",
                 details=[{"path": f"$.variables.{name}", "message": "not declared by the pipeline"} for name in unknown],
@@ -287,6 +301,8 @@ class PipelineActor(Actor):
             plan = self.reruns.pop(build.id, None)
             if plan is not None:
                 self._apply_rerun(build, plan)
+        if self.retired is not None:  # deleted while its admission was on its way
+            self._cancel(build, self.retired)
         reply = self.replies.pop(build.id, None)
         if reply is not None:
             reply.set_result(build_info(build, message.position))
@@ -315,6 +331,9 @@ class PipelineActor(Actor):
     # -- running ---------------------------------------------------------------------------
 
     def _start(self, build: Build) -> None:
+        if self.retired is not None:  # deleted while its admission was on its way
+            self._cancel(build, self.retired)
+            return
         previous = build.status
         dispatch = build.start(time.time())
         self._emit_build(build, previous)
@@ -519,8 +538,28 @@ class PipelineActor(Actor):
             self._emit_build(build, previous)
             self._finished(build)
 
+    def _retire(self, request: RetirePipeline) -> list[str]:
+        """Delete: refused while builds are unfinished unless asked to cancel them (their ids are answered)."""
+        if self.retired is not None:
+            raise NotFound(f"no pipeline {self.pipeline_id!r} (it was deleted)")
+        live = [b for b in self.builds.values() if not b.finished]
+        unfinished = sorted({*self.pending, *self.reruns, *(b.id for b in live)},
+                            key=lambda build_id: int(build_id.rpartition(".")[2]))  # fmt: skip
+        if unfinished and not request.cancel:
+            raise Conflict(
+                f"pipeline {self.pipeline_id!r} has unfinished builds: {', '.join(unfinished)}; cancel them "
+                "first, or delete with cancel=true",
+                details=[{"build_id": build_id} for build_id in unfinished],
+            )
+        self.retired = request.reason
+        for build in live:  # those still on their way to a group are cancelled when its answer comes
+            self._cancel(build, request.reason)
+        return unfinished
+
     def _retry(self, request: RetryRequest) -> BuildInfo | None:
         build = self._build(request.build_id)
+        if self.retired is not None:
+            raise NotRetryable(f"pipeline {self.pipeline_id!r} was deleted; register it again to retry its builds")
         if build.id in self.reruns:
             raise NotRetryable(f"a retry of build {build.id!r} is already waiting for admission")
         if not build.finished:
@@ -560,34 +599,6 @@ class PipelineActor(Actor):
         if build is None:
             raise NotFound(f"no build {build_id!r}")
         return build
-
-    def _describe(self) -> PipelineInfo:
-        spec = self.spec
-        return PipelineInfo(
-            id=self.pipeline_id,
-            name=spec.name,
-            version=spec.version,
-            stages=[stage.name for stage in spec.stages],
-            jobs=[job.id for job in spec.all_jobs()],
-            group=spec.concurrency.group if spec.concurrency else None,
-            builds=len(self.builds),
-            source=spec.source,
-        )
-
-    def _log(self, request: GetLog) -> str:
-        build = self._build(request.build_id)
-        jobs = [build.job(request.job)] if request.job is not None else list(build.all_jobs())
-        if request.step is not None:
-            jobs = [build.find_step(request.job, request.step)[0]]
-        parts: list[str] = []
-        for job in jobs:
-            for step in job.steps:
-                if request.step is not None and step.spec.id != request.step:
-                    continue
-                for attempt in step.attempts:
-                    header = f"=== {job.id} / {step.spec.id} attempt {attempt.number} ({attempt.status}) ==="
-                    parts.append(header + "\n" + attempt.log.text())
-        return "".join(part if part.endswith("\n") else part + "\n" for part in parts)
 
     # -- events -------------------------------------------------------------------------
 

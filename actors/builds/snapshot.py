@@ -34,6 +34,7 @@ def build_info(build: Build, queue_position: int | None = None) -> BuildInfo:
         queue_position=queue_position if build.status == BuildStatus.QUEUE else None,
         reason=build.reason,
         variables=build.variables,
+        created_at=rfc3339(build.created_at),
         queued_at=rfc3339(build.queued_at),
         started_at=rfc3339(build.started_at),
         finished_at=rfc3339(build.finished_at),

@@ -90,7 +90,7 @@ class _Agent:
 
 
 class _Node:
-    __slots__ = ("name", "labels", "agents", "idle", "draining", "running")
+    __slots__ = ("name", "labels", "agents", "idle", "draining", "running", "want")
 
     def __init__(self, name: str, labels: frozenset[str]) -> None:
         self.name = name
@@ -99,6 +99,11 @@ class _Node:
         self.idle: dict[str, None] = {}  # idle and unlocked, in order
         self.draining = False
         self.running: Counter[JobKey] = Counter()
+        self.want: int | None = None  # agents asked for by a resize; those past it retire once free
+
+    @property
+    def surplus(self) -> bool:
+        return self.want is not None and len(self.agents) > self.want
 
 
 class _Class:
@@ -148,6 +153,32 @@ class Placement:
         self.agents[agent_name] = agent
         self._set_idle(agent)
         return self._serve_node(node)
+
+    def set_labels(self, name: str, labels: frozenset[str]) -> list[Grant]:
+        """New labels for ``name``: waiting jobs that fit now get its idle agents; running ones go on."""
+        node = self.nodes[name]
+        node.labels = labels
+        for wanted, index in self._free.items():
+            index.pop(name, None)
+            if node.idle and not node.draining and wanted <= labels:
+                index[name] = None
+        return self._serve_node(node)
+
+    def resize(self, name: str, count: int) -> list[str]:
+        """Ask for ``count`` agents; returns idle ones to retire now. Busy ones past it (or held by a lock
+        chain) retire once free (``retirable``); the caller adds agents while ``wants_agent``."""
+        node = self.nodes[name]
+        node.want = count
+        return list(reversed(node.idle))[: max(0, len(node.agents) - count)]
+
+    def retirable(self, agent_name: str) -> bool:
+        """Free (no job, no lock) on a node that has more agents than it wants."""
+        agent = self.agents.get(agent_name)
+        return agent is not None and agent.held is None and agent.locked_by is None and agent.node.surplus
+
+    def wants_agent(self, name: str) -> bool:
+        node = self.nodes[name]
+        return not node.draining and (node.want is None or len(node.agents) < node.want)
 
     def drain_node(self, name: str) -> list[str]:
         """Stop placing on ``name``; returns its agents that are idle now (to retire)."""
@@ -247,7 +278,7 @@ class Placement:
         assert held is not None
         grants = self._release_slots(agent, held)
         grants.extend(self._serve_pinned(agent))  # a lock chain's next job first
-        if agent.held is None and agent.locked_by is None and not agent.node.draining:
+        if agent.held is None and agent.locked_by is None and not agent.node.draining and not agent.node.surplus:
             self._set_idle(agent)
             grants.extend(self._serve_node(agent.node))
         return held, grants
@@ -260,7 +291,7 @@ class Placement:
         agent.locked_by = None
         if agent.held is None and not agent.node.draining:
             grants = self._serve_pinned(agent)
-            if agent.held is None:
+            if agent.held is None and not agent.node.surplus:
                 self._set_idle(agent)
                 grants.extend(self._serve_node(agent.node))
             return grants

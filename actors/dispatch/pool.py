@@ -53,7 +53,8 @@ from .heartbeat import HeartbeatWatch
 from .node import NodeActor
 from .placement import Grant, Placement, Request
 
-__all__ = ["PoolActor", "AddNode", "RemoveNode", "HasNode", "ListNodes", "PoolStats", "ListWaiting", "InjectFault"]
+__all__ = ["PoolActor", "AddNode", "UpdateNode", "RemoveNode", "HasNode", "ListNodes", "PoolStats", "ListWaiting",
+           "InjectFault"]
 
 # An agent crash is reported and the agent replaced under a new name (its
 # workspace and context cannot be trusted), never restarted in place.
@@ -65,6 +66,15 @@ class AddNode(msgspec.Struct, frozen=True):
     pool: str = "default"
     agents: int = 1
     labels: tuple[str, ...] = ()
+
+
+class UpdateNode(msgspec.Struct, frozen=True):
+    """Change a node's agent count and/or labels (None keeps them); ``pool``, if given, must be its own."""
+
+    name: str
+    agents: int | None = None
+    labels: tuple[str, ...] | None = None
+    pool: str | None = None
 
 
 class RemoveNode(msgspec.Struct, frozen=True):
@@ -147,6 +157,8 @@ class PoolActor(Actor):
             self._queue_timeout(message.token)
         elif kind is Unlock:
             self._run_all(self.placement.unlock(message.build_id, message.agent))
+            if self.placement.retirable(message.agent):
+                self._retire(message.agent)
         elif kind is AgentLost:
             self._lost(message)
         elif kind is _CheckHeartbeats:
@@ -154,6 +166,8 @@ class PoolActor(Actor):
             self.send_after(self.heartbeat_interval, _CHECK_HEARTBEATS)
         elif kind is AddNode:
             return self._add_node(message)
+        elif kind is UpdateNode:
+            return self._update_node(message)
         elif kind is RemoveNode:
             return self._remove_node(message.name)
         elif kind is HasNode:
@@ -216,7 +230,7 @@ class PoolActor(Actor):
         node = agent.node
         held, grants = self.placement.release(message.token)
         self._run_all(grants)
-        if node.draining:
+        if node.draining or self.placement.retirable(message.agent):
             self._retire(message.agent)
 
     def _withdraw(self, message: Withdraw) -> None:
@@ -261,6 +275,27 @@ class PoolActor(Actor):
         self._event(NodeChange.ADDED, spec.name, agents=agents, labels=sorted(spec.labels), kind="local")
         self._publish()
         return self._node_info(spec.name)
+
+    def _update_node(self, change: UpdateNode) -> NodeInfo:
+        """New labels place waiting jobs at once; fewer agents retire idle ones now and busy ones when free."""
+        name = change.name
+        if name not in self.nodes:
+            raise NotFound(f"no node {name!r} in pool {self.pool!r}")
+        if change.pool is not None and change.pool != self.pool:
+            raise Conflict(f"node {name!r} is in pool {self.pool!r}, not {change.pool!r}: a node cannot move "
+                           "between pools (delete it, then add it to the other pool)")  # fmt: skip
+        if self.placement.nodes[name].draining:
+            raise Conflict(f"node {name!r} is draining (it was deleted); add it again once it has left")
+        if change.agents is not None and change.agents < 1:
+            raise InvalidRequest(f"node {name!r}: agents must be >= 1, got {change.agents}")
+        if change.labels is not None:
+            self._run_all(self.placement.set_labels(name, frozenset(change.labels)))
+        if change.agents is not None:
+            for agent in self.placement.resize(name, change.agents):
+                self._retire(agent)
+            while self.placement.wants_agent(name):
+                self._spawn_agent(name)
+        return self._node_info(name)
 
     def _spawn_agent(self, node: str) -> str:
         """Start a new agent on ``node``; returns its name."""
@@ -323,7 +358,7 @@ class PoolActor(Actor):
             _end(held.data, message.status, message.reason)
         self._event(NodeChange.AGENT_LOST, node, message.reason, agent=message.agent,
                     job=str(held.token) if held is not None else None)  # fmt: skip
-        if not self.placement.nodes[node].draining:
+        if self.placement.wants_agent(node):
             fresh = self._spawn_agent(node)  # a fresh agent, under a new name
             self._event(NodeChange.AGENT_REPLACED, node, agent=fresh, replaces=message.agent)
         elif self.placement.remove_node_if_empty(node):
@@ -399,7 +434,7 @@ class PoolActor(Actor):
         ]
         running = {f"{pipeline}/{job}": count for (pipeline, job), count in node.running.items()}
         return NodeInfo(name=name, pool=self.pool, labels=sorted(node.labels), draining=node.draining,
-                        agents=agents, running=running)  # fmt: skip
+                        agents=agents, running=running, agents_wanted=node.want)  # fmt: skip
 
     def _stats(self) -> dict[str, int]:
         placement = self.placement

@@ -35,6 +35,7 @@ __all__ = [
     "StepInfo",
     "StepAttemptInfo",
     "PipelineInfo",
+    "PipelineDeleted",
     "GroupInfo",
     "QueueEntry",
     "Stats",
@@ -118,6 +119,7 @@ class BuildInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     queue_position: int | None
     reason: str | None
     variables: dict[str, str]
+    created_at: str | None = None  # when it was submitted (the order of GET /v1/builds); never changes
     queued_at: str | None
     started_at: str | None
     finished_at: str | None
@@ -149,6 +151,13 @@ class PipelineInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     builds: int
     source: str
     warnings: list[dict[str, str]] = msgspec.field(default_factory=list)
+
+
+class PipelineDeleted(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """What deleting a pipeline did: its id and the unfinished builds it cancelled (asked with ``cancel``)."""
+
+    id: str
+    cancelled: list[str] = msgspec.field(default_factory=list)
 
 
 class QueueEntry(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -185,6 +194,7 @@ class NodeInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     draining: bool
     agents: list[AgentInfo]
     running: dict[str, int]  # job key "pipeline/job" -> running here now
+    agents_wanted: int | None = None  # set by a resize: agents past it leave as their jobs (or lock chains) end
 
 
 class WaitingJob(msgspec.Struct, frozen=True, kw_only=True, gc=False):

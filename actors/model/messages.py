@@ -35,6 +35,8 @@ __all__ = [
     "SubmitBuild",
     "GetBuild",
     "ListBuilds",
+    "BuildKey",
+    "RetirePipeline",
     "CancelRequest",
     "RetryRequest",
     "WaitBuild",
@@ -356,8 +358,30 @@ class GetBuild(_Message, frozen=True):
 
 
 class ListBuilds(_Message, frozen=True):
+    """Answered with ``[(key, BuildInfo)]``, newest first; a key is (created time, pipeline id, number)."""
+
     status: BuildStatus | None = None
     unfinished: bool = False  # only QUEUE and RUNNING builds
+    limit: int | None = None  # only the newest ``limit``
+    before: tuple[float, str, int] | None = None  # only those whose key is smaller (older)
+
+
+class BuildKey(_Message, frozen=True):
+    """The key of a build in ``ListBuilds`` order (to page from it); ``NotFound`` if unknown."""
+
+    build_id: str
+
+
+class RetirePipeline(_Message, frozen=True):
+    """Delete the pipeline: refuse new builds and retries; builds stay readable; ``ReplaceSpec`` revives it.
+
+    With unfinished builds it is refused (``Conflict`` naming them) unless
+    ``cancel``; then they are cancelled with ``reason``. Answers the ids of
+    the builds it cancelled.
+    """
+
+    cancel: bool = False
+    reason: str = "the pipeline was deleted"
 
 
 class CancelRequest(_Message, frozen=True):

@@ -35,6 +35,7 @@ from .core import (
     parse_query,
     parse_segments,
 )
+from .metrics import start_collector
 from .routes import ROUTES
 from .sse import Receive, Send, stream_events
 
@@ -63,8 +64,6 @@ class App:
     def metrics(self) -> Ref | None:
         """The metrics collector, started by the first ``/metrics`` scrape (None if the runtime is closing)."""
         if self._metrics is None:
-            from .metrics import start_collector
-
             self._metrics = start_collector(self.rt)
         return self._metrics
 

@@ -1,50 +1,66 @@
-"""``GET /openapi.json``: an OpenAPI 3.1 document generated from the route table.
+"""``GET /openapi.json``: an OpenAPI 3.1 document generated from a route table.
 
 Schemas of bodies and results are the msgspec types themselves, through
-``msgspec.json.schema_components``; only the operations (paths, parameters,
-statuses) come from ``routes.ROUTES``, the same table the router serves. A
-client generated from this document, or a fuzzer, sees exactly what the
-server checks: id patterns, the status enum, body fields and their bounds.
+``msgspec.json.schema_components``; the operations (paths, parameters,
+statuses, headers) come from the ``Route`` objects the router serves, and
+parameters from the same ``Param`` objects that read them. A client
+generated from this document, or a fuzzer, sees exactly what the server
+checks: id patterns, enums, integer bounds, body fields and their bounds.
+
+This module knows the table only as an argument (``document(ROUTES)``), so
+it imports nothing of the handlers and the handlers may import it.
 """
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
-from .core import JSON, ErrorBody, Route, encode_json
-from .routes import NAME_PATTERN, PIPELINE_ID_PATTERN, ROUTES, YAML_TYPES
+from actors.model.info import Event
+from actors.model.vocab import EventKind
+
+from .core import JSON, ErrorBody, Route, encode_json, enum_schema
 
 __all__ = ["document", "build_document"]
 
 _REF = "#/components/schemas/{name}"
 _DESCRIPTIONS = {
     200: "OK", 201: "Created", 202: "Accepted", 400: "Bad request (the message and details say what and where)",
-    404: "Not found", 405: "Method not allowed", 409: "Conflict with the current state", 413: "Body too large",
+    404: "Not found", 405: "Method not allowed (the Allow header lists the methods of the path)",
+    409: "Conflict with the current state (the message says which)", 413: "Body too large",
     415: "Unsupported media type", 429: "Queue full (policy reject)", 503: "Overloaded or unavailable; retry later",
 }  # fmt: skip
-# Only these paths constrain their parameter: they create what the name names.
-_PATH_PATTERNS = {("PUT", "/v1/pipelines/{id}"): PIPELINE_ID_PATTERN, ("PUT", "/v1/nodes/{name}"): NAME_PATTERN}
+_HEADER_LIMIT = (
+    "Request header fields too large: the server (hypercorn) refuses a request whose headers exceed its limit "
+    "before the API sees it; the body is not the API's JSON error"
+)
+_EVENT_STREAM = (
+    "One server-sent event (text/event-stream, WHATWG HTML; as OpenAPI 3.2 reads a stream's schema, this "
+    "describes each event). The stream does not end by itself: it opens with `retry: 1000` and a comment, then "
+    "each event is an `id:` line (the event id: resume after it with Last-Event-ID or ?after=), an `event:` "
+    "line (its kind) and a `data:` line (the Event as one line of JSON), ended by a blank line. Lines starting "
+    "with ':' are comments: keep-alives every 15 s of silence, a note when events asked for are no longer "
+    "kept, and one when the stream ends."
+)
 
 
-@functools.cache
-def document() -> bytes:
-    """The document as JSON bytes (built once per process)."""
-    return encode_json(build_document())
+def document(routes: Sequence[Route]) -> bytes:
+    """The document for ``routes`` as JSON bytes."""
+    return encode_json(build_document(routes))
 
 
-def build_document() -> dict[str, Any]:
-    types: list[Any] = [ErrorBody]
-    for route in ROUTES:
+def build_document(routes: Sequence[Route]) -> dict[str, Any]:
+    types: list[Any] = [ErrorBody, Event]
+    for route in routes:
         for type_ in (route.result, route.body):
             if type_ is not None and type_ not in types:
                 types.append(type_)
     schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
     schema_of = dict(zip(map(repr, types), schemas))
     paths: dict[str, dict[str, Any]] = {}
-    for route in ROUTES:
+    for route in routes:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, schema_of)
     return {
         "openapi": "3.1.0",
@@ -75,21 +91,37 @@ def _operation(route: Route, schema_of: dict[str, Any]) -> dict[str, Any]:
         }
     elif route.body_types:
         yaml = {"schema": {"type": "string", "description": "pipeline YAML (DESIGN §4)"}}
+        pipeline = {"schema": {"type": "object", "description": "the pipeline YAML's mapping, as JSON"}}
         operation["requestBody"] = {
             "required": True,
-            "content": {**{media: yaml for media in YAML_TYPES}, JSON: {"schema": {"type": "object"}}},
+            "description": "A pipeline; one that is not valid is refused with 400 and every error by path",
+            "content": {media: pipeline if media == JSON else yaml for media in route.body_types},
         }
     return operation
 
 
+def _event_schema(data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": _EVENT_STREAM,
+        "required": ["id", "event", "data"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^[0-9]+$", "description": "the event id"},
+            "event": {**enum_schema(EventKind), "description": "the event's kind"},
+            "data": {"type": "string", "contentMediaType": JSON, "contentSchema": data,
+                     "description": "the Event, as one line of JSON"},  # fmt: skip
+            "retry": {"type": "integer", "minimum": 0, "description": "milliseconds to wait before reconnecting"},
+        },
+    }
+
+
 def _parameters(route: Route) -> list[dict[str, Any]]:
     parameters = []
+    declared = {param.name: param for param in route.path_params}
     for part in route.template:
         if part.startswith("{"):
-            schema: dict[str, Any] = {"type": "string", "minLength": 1}
-            pattern = _PATH_PATTERNS.get((route.method, route.path))
-            if pattern is not None:
-                schema = {"type": "string", "pattern": pattern}
+            param = declared.get(part[1:-1])
+            schema = param.schema if param is not None else {"type": "string", "minLength": 1}
             parameters.append({"name": part[1:-1], "in": "path", "required": True, "schema": schema})
     for param in route.query:
         parameters.append({"name": param.name, "in": param.where, "required": False,
@@ -98,17 +130,23 @@ def _parameters(route: Route) -> list[dict[str, Any]]:
 
 
 def _responses(route: Route, schema_of: dict[str, Any]) -> dict[str, Any]:
-    if route.result is not None:
+    if route.stream:
+        content = {route.content_type: {"schema": _event_schema(schema_of[repr(route.result)])}}
+    elif route.result is not None:
         content = {route.content_type: {"schema": schema_of[repr(route.result)]}}
-    elif route.stream:
-        content = {route.content_type: {"schema": {"type": "string", "description": "id:, event:, data: lines"}}}
     else:
         content = {route.content_type: {"schema": {"type": "string"}}}
-    responses: dict[str, Any] = {str(route.status): {"description": _DESCRIPTIONS.get(route.status, "OK"),
-                                                     "content": content}}  # fmt: skip
-    if route.method == "PUT" and route.path == "/v1/pipelines/{id}":
-        responses["200"] = {"description": "Replaced", "content": content}
+    headers = {name: {"description": text, "schema": {"type": "string"}} for name, text in route.headers}
+    responses: dict[str, Any] = {}
+    for status, description in ((route.status, _DESCRIPTIONS.get(route.status, "OK")), *route.also):
+        responses[str(status)] = {"description": description, "content": content}
+        if headers:
+            responses[str(status)]["headers"] = headers
     error = {JSON: {"schema": schema_of[repr(ErrorBody)]}}
     for status in (*route.errors, 405):
         responses[str(status)] = {"description": _DESCRIPTIONS[status], "content": error}
+        if status == 405:
+            responses["405"]["headers"] = {"allow": {"description": "the methods of this path",
+                                                     "schema": {"type": "string"}}}  # fmt: skip
+    responses["431"] = {"description": _HEADER_LIMIT}
     return responses

@@ -30,7 +30,7 @@ def test_routes_match_exact_paths_and_capture_ids() -> None:
         ROUTER.match("GET", ["v1", "builds", "app.1", "nope"])
     with pytest.raises(MethodNotAllowed) as refused:
         ROUTER.match("PATCH", ["v1", "pipelines", "app"])
-    assert set(refused.value.allow) == {"PUT", "GET", "HEAD"}
+    assert set(refused.value.allow) == {"PUT", "GET", "DELETE", "HEAD"}
 
 
 def test_segments_are_decoded_one_by_one() -> None:

@@ -22,7 +22,7 @@ from runtime.http.routes import ROUTES
 
 from .conftest import FAILING, api, pipeline_yaml
 
-DOC = build_document()
+DOC = build_document(ROUTES)
 
 
 def _resolve(schema: dict[str, Any]) -> dict[str, Any]:

@@ -152,7 +152,8 @@ async def test_bad_submissions_get_400_and_change_nothing(autojump_clock: trio.t
         message = "must be a string, number or boolean, got null"
         assert body["details"] == [{"path": "$.variables.X", "message": message}]
         _error(await post(url, json={"variables": {"X": {"a": 1}}}), 400, "invalid_request", "$.variables.X", "mapping")
-        _error(await post(url, json={"variables": {"Y": "1"}}), 400, "invalid_request", "$.variables.Y")
+        # Well-formed, but the pipeline's definition does not declare Y: a conflict with its state.
+        _error(await post(url, json={"variables": {"Y": "1"}}), 409, "undeclared_variable", "$.variables.Y")
         _error(await post(url, json={"variables": ["X"]}), 400, "invalid_request", "$.variables", "array")
         _error(await post(url, json={"vars": {}}), 400, "invalid_request", "vars")
         _error(await post(url, json=[1]), 400, "invalid_request", "array")
@@ -336,7 +337,7 @@ async def test_nodes_add_get_remove(autojump_clock: trio.testing.MockClock) -> N
 async def test_bad_node_requests_change_nothing(autojump_clock: trio.testing.MockClock) -> None:
     async with api() as a:
         before = await a.state()
-        _error(await a.client.put("/v1/nodes/n1"), 409, "conflict", "n1")
+        _error(await a.client.put("/v1/nodes/n1", json={"pool": "other"}), 409, "conflict", "n1", "default")
         _error(await a.client.put("/v1/nodes/-bad"), 400, "invalid_request", "-bad")
         _error(await a.client.put("/v1/nodes/a%2Fb"), 400, "invalid_request", "a/b")
         _error(await a.client.put("/v1/nodes/n9", json={"agents": 0}), 400, "invalid_request", "$.agents", ">= 1")
