@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from actors.model.info import Event
+from actors.model.info import BuildInfo, Event, NodeInfo, PipelineInfo
 from actors.model.vocab import EventKind
 
 from .core import JSON, ErrorBody, Route, encode_json, enum_schema
@@ -61,7 +61,11 @@ def build_document(routes: Sequence[Route]) -> dict[str, Any]:
     schema_of = dict(zip(map(repr, types), schemas))
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
-        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, schema_of)
+        operation = paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, schema_of)
+        links = _links(route, routes)
+        for status in (route.status, *(status for status, _ in route.also)):
+            if links and route.content_type == JSON:
+                operation["responses"][str(status)]["links"] = links
     return {
         "openapi": "3.1.0",
         "info": {
@@ -75,10 +79,30 @@ def build_document(routes: Sequence[Route]) -> dict[str, Any]:
     }
 
 
+# What an answer names, where that thing lives, and the path parameter that takes it.
+_NAMED = {BuildInfo: ("/v1/builds/{id}", "id"), PipelineInfo: ("/v1/pipelines/{id}", "id"),
+          NodeInfo: ("/v1/nodes/{name}", "name")}  # fmt: skip
+
+
+def _links(route: Route, routes: Sequence[Route]) -> dict[str, Any]:
+    """OpenAPI links from an answer that is one build, pipeline or node to the operations on it."""
+    if route.result not in _NAMED:
+        return {}
+    home, param = _NAMED[route.result]
+    field = "name" if param == "name" else "id"
+    return {_operation_id(target): {"operationId": _operation_id(target),
+                                    "parameters": {param: f"$response.body#/{field}"}}
+            for target in routes
+            if (target.path == home or target.path.startswith(home + "/")) and target is not route}  # fmt: skip
+
+
+def _operation_id(route: Route) -> str:
+    return "events" if route.stream else route.handler.__name__.strip("_")
+
+
 def _operation(route: Route, schema_of: dict[str, Any]) -> dict[str, Any]:
-    name = route.handler.__name__.strip("_")
     operation: dict[str, Any] = {
-        "operationId": "events" if route.stream else name,
+        "operationId": _operation_id(route),
         "summary": route.summary,
         "parameters": _parameters(route),
         "responses": _responses(route, schema_of),

@@ -118,6 +118,21 @@ def test_the_event_stream_is_described_event_by_event() -> None:
     assert _resolve(data["contentSchema"])["title"] == "Event"
 
 
+def test_answers_link_to_the_operations_on_what_they_name() -> None:
+    submit = DOC["paths"]["/v1/pipelines/{id}/builds"]["post"]["responses"]["201"]["links"]
+    assert set(submit) == {"get_build", "retry", "cancel", "logs"}
+    assert submit["retry"] == {"operationId": "retry", "parameters": {"id": "$response.body#/id"}}
+    assert set(DOC["paths"]["/v1/pipelines/{id}"]["put"]["responses"]["200"]["links"]) == {
+        "get_pipeline", "delete_pipeline", "submit"}
+    node = DOC["paths"]["/v1/nodes/{name}"]["put"]["responses"]["201"]["links"]
+    assert node["delete_node"]["parameters"] == {"name": "$response.body#/name"}
+    ids = {op["operationId"] for item in DOC["paths"].values() for op in item.values()}
+    for item in DOC["paths"].values():
+        for operation in item.values():
+            for response in operation["responses"].values():
+                assert {link["operationId"] for link in response.get("links", {}).values()} <= ids
+
+
 def test_every_operation_documents_405_and_the_servers_431() -> None:
     for path, item in DOC["paths"].items():
         for method, operation in item.items():
