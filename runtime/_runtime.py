@@ -96,10 +96,8 @@ class Runtime:
         self._app_factory = app_factory
         self._app: Any = None
         self._adding_nodes: set[str] = set()
-        # Deleted pipelines: their actors stay (builds readable, numbering kept) but are not listed.
-        self._deleted: set[str] = set()
-        # Pipelines being deleted or revived now: one such change at a time, or replies could
-        # arrive in another order than the actor took the messages and leave _deleted wrong.
+        self._deleted: set[str] = set()  # their actors stay (builds readable, numbering kept), unlisted
+        # Pipelines being deleted or revived: one change at a time, or the replies' order could leave _deleted wrong.
         self._changing: set[str] = set()
         self.interrupted: list[str] = []
 
@@ -162,15 +160,10 @@ class Runtime:
         return [await ref.ask(DescribePipeline()) for ref in self._live_pipelines()]
 
     async def delete_pipeline(self, pipeline_id: str, cancel: bool = False) -> PipelineDeleted:
-        """Delete a pipeline: it is no longer listed and new builds of it are refused (``NotFound``).
-
-        A pipeline with queued or running builds is not deleted (``Conflict``
-        naming them) unless ``cancel``: then they are cancelled (answered in
-        ``cancelled``) and go on ending in the background. Its builds stay
-        readable by id (``build``, ``wait``, ``logs``) but are not listed, and
-        cannot be retried. Registering the id again revives it: its builds
-        are listed again and its numbering goes on, so no build id is reused.
-        """
+        """Delete a pipeline: no longer listed, new builds refused (``NotFound``); ``Conflict`` naming its
+        unfinished builds unless ``cancel`` (then they are cancelled and named in ``cancelled``). Its builds
+        stay readable by id, unlisted and not retryable; registering the id again revives it and its
+        numbering goes on, so no build id is reused."""
         self._begin_change(pipeline_id)
         try:
             ref = self._pipeline(pipeline_id)
@@ -320,14 +313,9 @@ class Runtime:
 
     async def update_node(self, name: str, *, agents: int | None = None, labels: list[str] | tuple[str, ...] | None = None,
                           pool: str | None = None) -> NodeInfo:  # fmt: skip
-        """Change a node's agents and/or labels (None keeps them); ``NotFound`` if there is no such node.
-
-        More agents start at once. Fewer: idle agents leave at once, busy ones
-        when their job ends (and an agent a lock-resource-with chain holds,
-        when its chain ends), so no running job is stopped. New labels apply
-        to placement at once, jobs waiting now included; jobs running on the
-        node go on. ``pool``, if given, must be the node's own (``Conflict``).
-        """
+        """Change a node's agents and/or labels (None keeps them). More agents start at once; with fewer,
+        idle ones leave at once and busy ones after their job (or lock chain): no running job is stopped.
+        New labels place waiting jobs at once. ``pool``, if given, must be the node's own (``Conflict``)."""
         if agents is not None and (not isinstance(agents, int) or isinstance(agents, bool) or agents < 1):
             raise InvalidRequest(f"agents must be an integer >= 1, got {agents!r}")
         if labels is not None and (isinstance(labels, str) or not all(isinstance(x, str) and x for x in labels)):

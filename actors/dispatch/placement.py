@@ -157,7 +157,9 @@ class Placement:
     def set_labels(self, name: str, labels: frozenset[str]) -> list[Grant]:
         """New labels for ``name``: waiting jobs that fit now get its idle agents; running ones go on."""
         node = self.nodes[name]
+        self._matches.removed(name, node.labels)
         node.labels = labels
+        self._matches.added(name, labels)
         for wanted, index in self._free.items():
             index.pop(name, None)
             if node.idle and not node.draining and wanted <= labels:

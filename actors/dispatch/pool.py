@@ -289,7 +289,9 @@ class PoolActor(Actor):
         if change.agents is not None and change.agents < 1:
             raise InvalidRequest(f"node {name!r}: agents must be >= 1, got {change.agents}")
         if change.labels is not None:
+            unmatched = self.placement.unmatched()
             self._run_all(self.placement.set_labels(name, frozenset(change.labels)))
+            self._tell_match_changes(unmatched)
         if change.agents is not None:
             for agent in self.placement.resize(name, change.agents):
                 self._retire(agent)

@@ -175,26 +175,37 @@ async def test_a_chains_agent_leaves_when_its_chain_ends(autojump_clock: trio.te
 
 @pytest.mark.trio
 async def test_new_labels_place_waiting_jobs_and_running_ones_go_on(autojump_clock: trio.testing.MockClock) -> None:
+    """n1 (linux, 2 agents) runs two linux jobs; a third waits for an agent, a
+    gpu job for a node. Relabelled gpu: the running jobs go on, the waiting
+    reasons swap (the linux job now has no node), and the first free agent
+    takes the gpu job. Relabelled gpu+linux: the linux job runs too."""
     async with dispatch_scenario(dispatch_config([node("n1", 2, ["linux"])])) as s:
         await s.register(pipeline("gpu", {"work": job([hold_step()], {"labels": ["gpu"]})}, group=None), id="gpu")
         await s.register(pipeline("lin", {"work": job([hold_step()], {"labels": ["linux"]})}, group=None), id="lin")
-        linux = await s.submit("lin")
-        await s.job_running(linux.id, "work")
-        gpu = await s.submit("gpu")
-        assert "no node" in (await s.until_waiting(gpu.id, "work")).reason
+        a, b = await s.submit("lin"), await s.submit("lin")
+        await s.job_running(a.id, "work")
+        await s.job_running(b.id, "work")
+        c, gpu = await s.submit("lin"), await s.submit("gpu")
+        assert "no free agent" in (await s.until_waiting(c.id, "work")).reason
+        assert "no node" in ((await s.job(gpu.id, "work")).reason or "")
 
         changed = await s.rt.update_node("n1", labels=["gpu"])
         assert changed.labels == ["gpu"] and len(changed.agents) == 2, changed
-        assert (await s.job_running(gpu.id, "work")).job("work").node == "n1"
-        assert (await s.job(linux.id, "work")).status == "RUNNING", "a running job is never stopped"
-        later = await s.submit("lin")
-        assert "no node" in (await s.until_waiting(later.id, "work")).reason
 
-        s.probe.release(linux.id)
-        assert (await s.finished(linux.id)).status == "SUCCEED"
+        async def reasons_swapped() -> bool:
+            return "no node" in ((await s.job(c.id, "work")).reason or "") and not (await s.job(gpu.id, "work")).reason
+
+        await s.poll(reasons_swapped, "the waiting jobs' reasons to follow the new labels")
+        assert [(await s.job(x.id, "work")).status for x in (a, b)] == ["RUNNING"] * 2, "running jobs go on"
+        s.probe.release(a.id)
+        assert (await s.finished(a.id)).status == "SUCCEED"
+        assert (await s.job_running(gpu.id, "work")).job("work").node == "n1"
+        assert (await s.job(c.id, "work")).status == "QUEUE"
+
         await s.rt.update_node("n1", labels=["gpu", "linux"])
-        await s.job_running(later.id, "work")
-        await s.finish_all([gpu.id, later.id])
+        s.probe.release(b.id)
+        await s.job_running(c.id, "work")
+        await s.finish_all([b.id, c.id, gpu.id])
         await s.assert_quiet()
 
 
