@@ -24,97 +24,13 @@ from collections import Counter
 from collections.abc import Hashable, Iterator
 from typing import Any
 
-from ..queues.fifo import Fifo
 from .matching import Matches, no_node_reason
+from .records import Agent as _Agent
+from .records import Grant, JobKey, Request
+from .records import Node as _Node
+from .records import RequestClass as _Class
 
 __all__ = ["Placement", "Request", "Grant", "JobKey"]
-
-JobKey = tuple[str, str]  # (pipeline id, job id)
-
-
-class Request:
-    """One job attempt waiting for (or holding) an agent."""
-
-    __slots__ = (
-        "token", "build_id", "key", "node_pin", "labels", "agent_pin", "lock", "per_node", "total",
-        "seq", "since", "data", "class_key",
-    )  # fmt: skip
-
-    def __init__(
-        self,
-        *,
-        token: Hashable,
-        build_id: str,
-        key: JobKey,
-        node_pin: str | None = None,
-        labels: frozenset[str] = frozenset(),
-        agent_pin: str | None = None,
-        lock: bool = False,
-        per_node: int | None = None,
-        total: int | None = None,
-        since: float = 0.0,
-        data: Any = None,
-    ) -> None:
-        self.token = token
-        self.build_id = build_id
-        self.key = key
-        self.node_pin = node_pin
-        self.labels = labels
-        self.agent_pin = agent_pin
-        self.lock = lock  # lock the agent for the build (lock-resource-with chain)
-        self.per_node = per_node
-        self.total = total
-        self.seq = 0
-        self.since = since
-        self.data = data
-        self.class_key: tuple[Any, ...] = (key, node_pin, labels, agent_pin, per_node, total)
-
-
-class Grant:
-    __slots__ = ("request", "node", "agent")
-
-    def __init__(self, request: Request, node: str, agent: str) -> None:
-        self.request = request
-        self.node = node
-        self.agent = agent
-
-
-class _Agent:
-    __slots__ = ("name", "node", "held", "locked_by")
-
-    def __init__(self, name: str, node: _Node) -> None:
-        self.name = name
-        self.node = node
-        self.held: Request | None = None
-        self.locked_by: str | None = None
-
-
-class _Node:
-    __slots__ = ("name", "labels", "agents", "idle", "draining", "running", "want")
-
-    def __init__(self, name: str, labels: frozenset[str]) -> None:
-        self.name = name
-        self.labels = labels
-        self.agents: dict[str, _Agent] = {}
-        self.idle: dict[str, None] = {}  # idle and unlocked, in order
-        self.draining = False
-        self.running: Counter[JobKey] = Counter()
-        self.want: int | None = None  # agents asked for by a resize; those past it retire once free
-
-    @property
-    def surplus(self) -> bool:
-        return self.want is not None and len(self.agents) > self.want
-
-
-class _Class:
-    __slots__ = ("key", "requests", "head")
-
-    def __init__(self, key: tuple[Any, ...], first: Request) -> None:
-        self.key = key
-        self.requests: Fifo[Hashable, Request] = Fifo()
-        self.requests.append(first.token, first)
-        self.head = first  # the oldest request, kept at hand: read on every dispatch
-
 
 class Placement:
     """The state of one pool: nodes, agents, slots held, requests waiting."""
