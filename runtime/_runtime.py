@@ -13,7 +13,6 @@ import math
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from pathlib import Path
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -55,7 +54,7 @@ from actors.builds.pipeline import PipelineActor
 from actors.model.vocab import BUILD_FINAL, BuildStatus, FaultKind, values
 
 from .config import RuntimeConfig
-from .spec_loader import check_pipeline, slugify, validate_pipeline_id
+from .spec_loader import check_pipeline, read_source, slugify, validate_pipeline_id
 
 __all__ = ["Runtime"]
 
@@ -119,7 +118,7 @@ class Runtime:
         for node in await self.nodes():
             if not node.draining:
                 nodes.setdefault(node.pool, {})[node.name] = frozenset(node.labels)
-        spec, warnings = check_pipeline(_read_source(source), known_actions=self.actions.declared_inputs(),
+        spec, warnings = check_pipeline(read_source(source), known_actions=self.actions.declared_inputs(),
                                         nodes=nodes)  # fmt: skip
         pipeline_id = id if id is not None else slugify(spec.name)
         problem = validate_pipeline_id(pipeline_id)
@@ -213,14 +212,10 @@ class Runtime:
     async def builds(self, pipeline: str | None = None, status: BuildStatus | str | None = None,
                      unfinished: bool = False, *, limit: int | None = None,
                      before: str | None = None) -> list[BuildInfo]:  # fmt: skip
-        """Builds (of one pipeline, with one status, or only the unfinished), newest first.
-
-        ``status`` is a ``BuildStatus`` (or its name); anything else is ``InvalidRequest``.
-        ``limit`` keeps the newest ones only; ``before`` (a build id) only those
-        submitted before that build, so the last id of one page gives the next
-        (``NotFound`` if that build is unknown). Deleted pipelines' builds are
-        not listed.
-        """
+        """Builds (of one pipeline, with one status, or only the unfinished), newest first; not those of
+        deleted pipelines. ``status`` is a ``BuildStatus`` (or its name), else ``InvalidRequest``.
+        ``limit`` keeps the newest; ``before`` (a build id, ``NotFound`` if unknown) those submitted
+        before it, so the last id of one page gives the next."""
         wanted = None if status is None else _word(BuildStatus, status, "build status", "status")
         refs = [self._pipeline(pipeline)] if pipeline is not None else self._live_pipelines()
         return await self._with_positions(await self._list(refs, ListBuilds(wanted, unfinished, limit,
@@ -498,13 +493,3 @@ async def _ask_running(refs: list[Ref], message: Any) -> list[Any]:
         except ActorStopped:
             continue
     return replies
-
-
-def _read_source(source: str | bytes | os.PathLike[str] | Mapping[str, Any]) -> Any:
-    if isinstance(source, os.PathLike):
-        return Path(source).read_text(encoding="utf-8")
-    if isinstance(source, str) and "\n" not in source and source.endswith((".yml", ".yaml", ".json")):
-        path = Path(source)
-        if path.is_file():
-            return path.read_text(encoding="utf-8")
-    return source

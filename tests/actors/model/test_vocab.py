@@ -25,7 +25,8 @@ from actors.model.vocab import (
 )
 
 BUILD_JSON = {"id": "app.1", "pipeline_id": "app", "number": 1, "status": "RUNNING", "execute_count": 1,
-              "group": None, "queue_position": None, "reason": None, "variables": {}, "queued_at": None,
+              "group": None, "queue_position": None, "reason": None, "variables": {}, "created_at": None,
+              "queued_at": None,
               "started_at": None, "finished_at": None, "stages": []}  # fmt: skip
 
 
