@@ -297,7 +297,11 @@ class PoolActor(Actor):
                 self._retire(agent)
             while self.placement.wants_agent(name):
                 self._spawn_agent(name)
-        return self._node_info(name)
+        info = self._node_info(name)
+        self._event(NodeChange.CHANGED, name, labels=info.labels, agents=[agent.name for agent in info.agents],
+                    agents_wanted=info.agents_wanted)  # fmt: skip
+        self._publish()
+        return info
 
     def _spawn_agent(self, node: str) -> str:
         """Start a new agent on ``node``; returns its name."""
@@ -343,8 +347,11 @@ class PoolActor(Actor):
                 request.data.pipeline.tell(JobWaiting(request.data.token, reason))
 
     def _retire(self, agent: str) -> None:
-        """An idle agent of a draining node leaves; the node goes with its last agent."""
+        """An idle agent of a draining node, or one past a resized node's count, leaves; the node goes with
+        its last agent."""
         _, node = self._detach(agent)
+        if not self.placement.nodes[node].draining:
+            self._event(NodeChange.AGENT_RETIRED, node, agent=agent)
         if self.placement.remove_node_if_empty(node):
             self.system.stop_nowait(self.nodes.pop(node))
             del self.next_agent[node]

@@ -218,6 +218,11 @@ class NodeChange(StrEnum):
       ``data.job`` the attempt it ran (``build/job#attempt``) or null.
     - ``AGENT_REPLACED``: a fresh agent took a lost one's place;
       ``data.agent`` is the new one, ``data.replaces`` the lost one.
+    - ``CHANGED``: its labels or agent count were changed (``rt.update_node``);
+      ``data.labels``, ``data.agents`` (names, new ones included, busy ones
+      still leaving too) and ``data.agents_wanted``.
+    - ``AGENT_RETIRED``: an agent left a node that had more than it wants,
+      at the change or once its job (or lock chain) ended; ``data.agent``.
 
     Remote nodes (DESIGN §11) will add ``CONNECTED`` and ``DISCONNECTED``
     with the same fields.
@@ -228,6 +233,8 @@ class NodeChange(StrEnum):
     REMOVED = "REMOVED"
     AGENT_LOST = "AGENT_LOST"
     AGENT_REPLACED = "AGENT_REPLACED"
+    CHANGED = "CHANGED"
+    AGENT_RETIRED = "AGENT_RETIRED"
 
 
 class FaultKind(StrEnum):

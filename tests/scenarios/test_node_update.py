@@ -17,6 +17,7 @@ import pytest
 import trio
 
 import runtime
+from actors.model.vocab import EventKind, NodeChange
 
 from .conftest import describe, hold_step, noop_step, pipeline
 from .dispatch_helpers import DispatchScenario, agent_names, dispatch_config, dispatch_scenario, job, node
@@ -252,3 +253,30 @@ async def test_what_cannot_change_is_refused_and_changes_nothing(autojump_clock:
         s.probe.release(build.id)
         await s.finished(build.id)
         await s.assert_quiet()
+
+
+@pytest.mark.trio
+async def test_a_change_is_published_as_node_events(autojump_clock: trio.testing.MockClock) -> None:
+    """Shrink 3 agents (2 busy) to 1: AGENT_RETIRED for the idle one at once,
+    CHANGED with the labels, agents and wanted count, then AGENT_RETIRED for
+    the first busy one to finish; the last one stays."""
+    async with dispatch_scenario(dispatch_config([node("n1", 3)])) as s:
+        await s.register(pipeline("p", {"work": [hold_step()]}, group=None), id="p")
+        a, b = await s.submit("p"), await s.submit("p")
+        agent_a = (await s.job_running(a.id, "work")).job("work").agent
+        agent_b = (await s.job_running(b.id, "work")).job("work").agent
+        idle = ({"n1/0", "n1/1", "n1/2"} - {agent_a, agent_b}).pop()
+        mark = (await s.rt.events())[-1].id
+        await s.rt.update_node("n1", agents=1, labels=["linux"])
+        s.probe.release(a.id)
+        await s.finished(a.id)
+        s.probe.release(b.id)
+        await s.finished(b.id)
+        events = [(e.status, e.data) for e in await s.rt.events(after=mark) if e.kind == EventKind.NODE]
+        await s.assert_quiet()
+    assert events == [
+        (NodeChange.AGENT_RETIRED, {"pool": "default", "agent": idle}),
+        (NodeChange.CHANGED, {"pool": "default", "labels": ["linux"], "agents": sorted([agent_a, agent_b]),
+                              "agents_wanted": 1}),
+        (NodeChange.AGENT_RETIRED, {"pool": "default", "agent": agent_a}),
+    ]  # fmt: skip
