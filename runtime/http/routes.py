@@ -301,7 +301,7 @@ _LOCATION = ("location", "where the resource is")
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/pipelines", list_pipelines, "List the registered pipelines", result=list[PipelineInfo]),
     Route("PUT", "/v1/pipelines/{id}", put_pipeline, "Register (201) or replace (200) a pipeline from YAML or JSON",
-          status=201, result=PipelineInfo, body_types=(*YAML_TYPES, JSON), errors=(400, 413, 415),
+          status=201, result=PipelineInfo, body_types=(*YAML_TYPES, JSON), errors=(400, 409, 413, 415),
           path_params=(_PIPELINE_ID,), also=((200, "Replaced"),), headers=(_LOCATION,)),
     Route("GET", "/v1/pipelines/{id}", get_pipeline, "One pipeline", result=PipelineInfo, errors=(404,)),
     Route("DELETE", "/v1/pipelines/{id}", delete_pipeline,
