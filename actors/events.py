@@ -12,6 +12,13 @@ bounded history for resuming streams (``Last-Event-ID``) and turns them into
 buffer is full is dropped rather than slowing the runtime. The hub also
 keeps the build and job counters of ``/v1/stats``.
 
+The history is an ``EventLog``: a ring of ``Kept`` events that the hub
+writes and anyone may read, like the ``Gauge``. Readers that can follow it
+by position (the HTTP event streams) need no queue of their own: each keeps
+a cursor, so a thousand streams replaying the whole history share the same
+``Kept`` objects, each built into an ``Event`` once and encoded once. A
+reader that falls more than the ring behind has lost events and says so.
+
 A subscriber holds a ``Subscription``: ``async for event in subscription``,
 ``await subscription.receive()``, ``subscription.receive_nowait()`` and
 ``subscription.close()`` (or ``async with``). Its events stop, and its
@@ -23,8 +30,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter, deque
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -38,6 +45,8 @@ from .model.vocab import BuildStatus, EventKind
 
 __all__ = [
     "EventHub",
+    "EventLog",
+    "Kept",
     "Gauge",
     "Publish",
     "Subscribe",
@@ -84,6 +93,9 @@ class Record(_Change, frozen=True, gc=False, kw_only=True):
     time: float = msgspec.field(default_factory=time.time)
 
 
+RESERVE_BLOCK = 100_000  # event ids reserved in the store at a time
+
+
 class Gauge:
     """Builds not yet finished, as the hub has seen them: read-only for everyone else.
 
@@ -95,6 +107,93 @@ class Gauge:
 
     def __init__(self) -> None:
         self.unfinished = 0
+
+
+class Kept:
+    """One published event as every reader shares it: its ``Event`` is built once, its bytes encoded once.
+
+    The memos are filled by whichever reader asks first; every reader would
+    compute the same value, so sharing them is safe without any ordering.
+    """
+
+    __slots__ = ("id", "record", "_event", "_frame")
+
+    def __init__(self, event_id: int, record: Record) -> None:
+        self.id = event_id
+        self.record = record
+        self._event: Event | None = None
+        self._frame: bytes | None = None
+
+    @property
+    def event(self) -> Event:
+        event = self._event
+        if event is None:
+            event = self._event = _event(self.id, self.record)
+        return event
+
+    def frame(self, encode: Callable[[Event], bytes]) -> bytes:
+        """The event encoded by ``encode`` (one encoder per process: the server-sent events format)."""
+        frame = self._frame
+        if frame is None:
+            frame = self._frame = encode(self.event)
+        return frame
+
+
+class EventLog:
+    """The last ``capacity`` events, by id, in a ring: the hub appends, anyone reads.
+
+    ``read(after, limit)`` returns the kept events after an id, oldest first;
+    ``wait(after)`` returns once there is an event after that id. Reading
+    never copies the ring, so any number of readers cost no memory of their own.
+    """
+
+    __slots__ = ("capacity", "last_id", "closed", "_ring", "_waiter", "_origin")
+
+    def __init__(self, capacity: int = 10_000, first_id: int = 1) -> None:
+        if capacity < 1:
+            raise ValueError(f"an event log keeps at least 1 event, not {capacity}")
+        self.capacity = capacity
+        # After a restart with durable state the ids go on from the store's watermark (DESIGN §10).
+        self._origin = first_id
+        self.last_id = first_id - 1
+        self.closed = False  # the runtime has stopped: no event will come
+        self._ring: list[Kept | None] = [None] * capacity
+        self._waiter: anyio.Event | None = None
+
+    @property
+    def first_id(self) -> int:
+        """The oldest id still kept (``last_id + 1`` when empty)."""
+        return max(self._origin, self.last_id - self.capacity + 1)
+
+    def append(self, kept: Kept) -> None:
+        """The hub's: add the next event (its id is ``last_id + 1``)."""
+        self._ring[kept.id % self.capacity] = kept
+        self.last_id = kept.id
+
+    def notify(self) -> None:
+        """The hub's, after a batch: wake the readers waiting for news."""
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.set()
+
+    def read(self, after: int, limit: int) -> list[Kept]:
+        """Up to ``limit`` kept events with ids above ``after``, oldest first."""
+        start = max(after + 1, self.first_id)
+        stop = min(self.last_id, start + limit - 1)
+        ring, capacity = self._ring, self.capacity
+        return [ring[i % capacity] for i in range(start, stop + 1)]  # type: ignore[misc]
+
+    def close(self) -> None:
+        """No more events will come (the runtime is closing): wake every reader."""
+        self.closed = True
+        self.notify()
+
+    async def wait(self, after: int) -> None:
+        """Return once an event with an id above ``after`` has been appended, or the log is closed."""
+        while self.last_id <= after and not self.closed:
+            if self._waiter is None:
+                self._waiter = anyio.Event()
+            await self._waiter.wait()
 
 
 class Publish(msgspec.Struct, frozen=True):
@@ -182,9 +281,15 @@ def _event(event_id: int, record: Record) -> Event:
 class EventHub(Actor):
     """See the module docstring."""
 
-    def __init__(self, history: int = 10_000, gauge: Gauge | None = None) -> None:
-        self.next_id = 1
-        self.history: deque[tuple[int, Record]] = deque(maxlen=history)
+    def __init__(self, history: int = 10_000, gauge: Gauge | None = None, log: EventLog | None = None,
+                 reserve: Callable[[int], None] | None = None) -> None:  # fmt: skip
+        self.log = log if log is not None else EventLog(history)
+        self.next_id = self.log.last_id + 1  # a restarted hub goes on numbering
+        # With durable state, ids are reserved in blocks in the store (``reserve(upto)``) so that
+        # after a restart they continue past every id handed out, never reused (DESIGN §10).
+        self.reserve = reserve
+        self.reserved = self.next_id - 1
+        self._reserve()
         self.subscribers: dict[int, MemoryObjectSendStream[Event]] = {}
         self.next_subscriber = 1
         self.builds: Counter[str] = Counter()
@@ -201,7 +306,7 @@ class EventHub(Actor):
         elif kind is Unsubscribe:
             self._drop(message.subscription)
         elif kind is History:
-            return [_event(i, r) for i, r in self.history if i > message.after]
+            return [kept.event for kept in self.log.read(message.after, self.log.capacity)]
         elif kind is Counters:
             return {"builds": dict(self.builds), "jobs": dict(self.jobs), "last_event_id": self.next_id - 1}
         else:
@@ -213,13 +318,21 @@ class EventHub(Actor):
         for subscription in list(self.subscribers):
             self._drop(subscription)
 
+    def _reserve(self, count: int = 0) -> None:
+        if self.reserve is not None and self.next_id + count + RESERVE_BLOCK // 2 > self.reserved:
+            self.reserved = self.next_id + count + RESERVE_BLOCK
+            self.reserve(self.reserved)
+
     def _publish(self, records: Iterable[Record]) -> None:
-        history, builds, jobs = self.history, self.builds, self.jobs
+        if self.reserve is not None:
+            self._reserve(len(records) if isinstance(records, tuple) else 0)
+        log, builds, jobs = self.log, self.builds, self.jobs
         subscribers = self.subscribers
         for record in records:
             event_id = self.next_id
             self.next_id += 1
-            history.append((event_id, record))
+            kept = Kept(event_id, record)
+            log.append(kept)
             kind, previous, status = record.kind, record.previous, record.status
             counter = builds if kind == _BUILD else jobs if kind == _JOB else None
             if counter is not None and previous != status:
@@ -230,7 +343,7 @@ class EventHub(Actor):
                 if counter is builds:
                     self.gauge.unfinished = builds[_QUEUE] + builds[_RUNNING]
             if subscribers:
-                event = _event(event_id, record)
+                event = kept.event
                 gone = None
                 for subscription, stream in subscribers.items():
                     try:
@@ -243,13 +356,14 @@ class EventHub(Actor):
                 if gone:
                     for subscription in gone:
                         self._drop(subscription)
+        log.notify()
 
     def _subscribe(self, message: Subscribe) -> Subscription:
-        backlog = [] if message.after is None else [(i, r) for i, r in self.history if i > message.after]
+        backlog = [] if message.after is None else self.log.read(message.after, self.log.capacity)
         size = max(message.buffer, len(backlog) + 1) if message.buffer != math.inf else math.inf
         send, receive = anyio.create_memory_object_stream[Event](size)
-        for event_id, record in backlog:
-            send.send_nowait(_event(event_id, record))
+        for kept in backlog:
+            send.send_nowait(kept.event)  # the same Event for every subscriber: no copy each
         subscription = self.next_subscriber
         self.next_subscriber += 1
         self.subscribers[subscription] = send

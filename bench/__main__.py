@@ -25,10 +25,11 @@ from ._report import Row, save
 
 __all__ = ["SCENARIOS", "available", "parse_args", "target_met", "main"]
 
-# In the order they run by default. ``http`` is optional: it runs when its module
-# exists and its load client (httpx, of the ``test`` extra) is installed.
-SCENARIOS = ("kernel", "dispatch", "groups", "scale", "timeouts", "chaos", "http", "dispatch_scale")
-OPTIONAL = {"http": ("httpx",)}
+# In the order they run by default. ``http``, ``abuse`` and ``store`` are optional: they run
+# when their module exists and their HTTP client (httpx, of the ``test`` extra) is installed.
+SCENARIOS = ("kernel", "dispatch", "groups", "scale", "timeouts", "chaos", "http", "dispatch_scale", "abuse",
+             "store")  # fmt: skip
+OPTIONAL = {"http": ("httpx",), "abuse": ("httpx",), "store": ("httpx",)}
 _TARGET = re.compile(r"^\s*(ratio|figure)?\s*(<=|>=|==)\s*([0-9.]+)")
 
 

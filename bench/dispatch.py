@@ -8,6 +8,12 @@ through the Python API. Baselines measured in the same run:
 - shared-lock design: a task per job under ``trio.Semaphore(8)`` taking an
   agent from a free list, the design DESIGN §2 rules out.
 
+The store-on variant (DESIGN §10) runs the same builds with a state
+directory, beside the same run in memory, both submitted by 64 concurrent
+clients: with a store each submission is answered only once it is committed,
+so one client submitting in a loop waits a commit per build, while many
+clients share commits (group commit). Target: store on >= 0.5x in memory.
+
     python -m bench.dispatch [--quick]
 """
 
@@ -15,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import shutil
+import tempfile
 import time
 
 import trio
@@ -34,6 +42,40 @@ jobs:
 CONFIG = {"pools": [{"name": "default", "nodes": [{"name": "n1", "agents": 8}]}], "max-queued-builds": 1_000_000}
 
 
+SUBMITTERS = 64
+
+
+async def _concurrent_run(builds: int, state_dir: str | None) -> float:
+    """µs per build, ``SUBMITTERS`` clients submitting at once, in memory or on a state directory."""
+    config = dict(CONFIG, **({"state-dir": state_dir} if state_dir else {}))
+    async with runtime.open_runtime(config) as rt:
+        pipeline = await rt.register_pipeline(PIPELINE)
+        last: list[str] = []
+
+        async def client(count: int) -> None:
+            for _ in range(count):
+                last.append((await rt.submit(pipeline.id)).id)
+
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for _ in range(SUBMITTERS):
+                nursery.start_soon(client, builds // SUBMITTERS)
+        for build_id in last[-SUBMITTERS:]:
+            await rt.wait(build_id)
+        while (await rt.stats()).builds_running:
+            await trio.sleep(0)
+        elapsed = time.perf_counter() - start
+    return elapsed / (builds // SUBMITTERS * SUBMITTERS) * 1e6
+
+
+def _store_run(builds: int) -> float:
+    directory = tempfile.mkdtemp(prefix="shunter-bench-store-")
+    try:
+        return trio.run(_concurrent_run, builds, directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def _parse(stamp: str) -> float:
     return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
@@ -50,7 +92,7 @@ async def _runtime_run(builds: int, latencies: list[float]) -> float:
         while (await rt.stats()).builds_running:
             await trio.sleep(0)
         elapsed = time.perf_counter() - start
-        # pipelines keep their last 5,000 finished builds: count them all in the stats
+        # pipelines keep their last retention.builds-per-pipeline finished builds: count them all in the stats
         assert (await rt.stats()).builds_by_status == {"SUCCEED": builds}
         done = await rt.builds(pipeline.id)
         latencies[:] = sorted(_parse(b.finished_at or "") - _parse(b.queued_at or "") for b in done)
@@ -87,12 +129,16 @@ def run(quick: bool = False) -> list[Row]:
     runtime_us = best_of(repeats, lambda: trio.run(_runtime_run, builds, latencies))
     floor_us = best_of(repeats, lambda: trio.run(channel_floor, builds))
     lock_us = best_of(repeats, lambda: trio.run(_shared_lock, builds))
+    memory_us = best_of(repeats, lambda: trio.run(_concurrent_run, builds, None))
+    store_us = best_of(repeats, lambda: _store_run(builds))
     p50 = latencies[len(latencies) // 2] * 1e3
     p99 = latencies[int(len(latencies) * 0.99)] * 1e3
     rows = [
         Row("runtime: µs per build", runtime_us, "µs", "raw floor: µs per job", floor_us, "ratio <= 5"),
         Row("runtime: µs per build", runtime_us, "µs", "shared-lock: µs per job", lock_us, "ratio <= 0.4"),
         Row("runtime: builds/s", 1e6 / runtime_us, "/s", "target builds/s", 50_000, ">= 1.0"),
+        Row(f"store on, {SUBMITTERS} clients: builds/s", 1e6 / store_us, "/s",
+            f"in memory, {SUBMITTERS} clients: builds/s", 1e6 / memory_us, ">= 0.5"),
     ]
     print_table(f"dispatch ({builds} builds, 1 node x 8 agents, total limit 8)", rows)
     print(f"submit-to-finish latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms")

@@ -41,7 +41,7 @@ from ._report import Row, print_table, save
 
 MAX_PARALLEL, QUEUE_LENGTH, REFUSED_EACH = 2, 50, 3
 ROUNDS = MAX_PARALLEL + QUEUE_LENGTH + REFUSED_EACH
-CONFIG = {"pools": [{"name": "hold", "nodes": []}], "max-queued-builds": 10_000_000}
+CONFIG = {"pools": [{"name": "hold", "nodes": []}], "max-queued-builds": 10_000_000, "max-agents-per-node": 100_000}
 
 
 def _pipeline(index: int, grouped: bool) -> dict[str, Any]:

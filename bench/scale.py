@@ -156,7 +156,7 @@ async def _nodes(sizes: list[int], builds: int) -> tuple[dict[int, float], dict[
     """(µs per build, µs per rt.add_node) at each node count."""
     dispatch: dict[int, float] = {}
     add_node: dict[int, float] = {}
-    config = {"pools": [{"name": "default", "nodes": []}], "max-queued-builds": 100_000_000}
+    config = {"pools": [{"name": "default", "nodes": []}], "max-queued-builds": 100_000_000, "max-nodes": 100_000}
     async with scratch_runtime(config) as rt:
         pool = rt.system.lookup("pool:default")
         pipeline_id = (await rt.register_pipeline(NOOP, id="noop")).id

@@ -1,48 +1,45 @@
 """The runtime facade: the ``Runtime`` users hold (``open_runtime()`` in ``_open.py`` makes one).
 
 It turns each API call into an ``ask`` to the actor that owns the answer
-(pipelines, pools, groups, mutexes, the event hub) and holds no scheduling
-state of its own. It knows nothing of HTTP: ``asgi_app`` is built by the
-factory ``open_runtime()`` hands it.
+(pipelines here; pools, groups and mutexes in ``_cluster.py``; the event
+hub) and holds no scheduling state of its own. With durable state
+(``_state.py``) it also writes what an answered call changed and reads
+builds the pipelines no longer hold back from the store. It knows nothing
+of HTTP: ``asgi_app`` is built by the factory ``open_runtime()`` hands it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
+import anyio.lowlevel
 import msgspec
 
-from actors.execution.actions import ActionInputs, ActionRegistry, StepContext
+from actors.admission.group import GroupSnapshot, QueuePosition
+from actors.builds.build import Build
+from actors.builds.listing import build_key
+from actors.builds.pipeline import PipelineActor
+from actors.builds.records import StepLog
+from actors.builds.resume import GetLogSources, NotHeld, Restore, log_sources
+from actors.builds.snapshot import build_info
 from actors.core import ActorStopped, ActorSystem, AskTimeout, Ref, Supervision
 from actors.directory import Directory
+from actors.events import EventLog, Gauge, History, Subscribe, Subscription
+from actors.execution.actions import ActionInputs, ActionRegistry, StepContext
 from actors.model.errors import Conflict, InvalidRequest, NotFound, Overloaded, SpecError
-from actors.events import Counters, Gauge, History, Subscribe, Subscription
-from actors.admission.group import GroupSnapshot, QueuePosition
-from actors.model.info import BuildInfo, Event, GroupInfo, NodeInfo, PipelineDeleted, PipelineInfo, Stats, WaitingJob
-from actors.admission.mutex import ListMutexWaiters
-from actors.dispatch.pool import (
-    AddNode,
-    HasNode,
-    InjectFault,
-    ListNodes,
-    ListWaiting,
-    PoolStats,
-    RemoveNode,
-    UpdateNode,
-)
+from actors.model.info import BuildInfo, Event, PipelineDeleted, PipelineInfo
 from actors.model.messages import (
     BuildKey,
     CancelRequest,
     DescribePipeline,
     GetBuild,
-    GetLog,
     ListBuilds,
     ReplaceSpec,
     RetirePipeline,
@@ -50,9 +47,14 @@ from actors.model.messages import (
     SubmitBuild,
     WaitBuild,
 )
-from actors.builds.pipeline import PipelineActor
-from actors.model.vocab import BUILD_FINAL, BuildStatus, FaultKind, values
+from actors.model.spec import PipelineSpec
+from actors.model.vocab import BuildStatus
+from actors.state.durable import Durable
+from actors.state.store import Batch
 
+from ._closing import Closing
+from ._cluster import Cluster, ask_running, word
+from ._state import FINISHED_CACHE, State, definition_key
 from .config import RuntimeConfig
 from .spec_loader import check_pipeline, read_source, slugify, validate_pipeline_id
 
@@ -60,13 +62,14 @@ __all__ = ["Runtime"]
 
 logger = logging.getLogger("shunter")
 
+STORE_LISTING = 1_000  # finished builds a listing reads back from the store at most
+
 # Pipeline state lives in its actor; a restarted instance would come back
 # empty and lose builds, so a pipeline crash fails the runtime loudly instead.
 _PIPELINE_SUPERVISION = Supervision(max_restarts=0, escalate=True)
-W = TypeVar("W", bound=StrEnum)
 
 
-class Runtime:
+class Runtime(Cluster, Closing):
     """A running shunter. Get one from ``open_runtime()``."""
 
     def __init__(
@@ -78,9 +81,11 @@ class Runtime:
         hub: Ref,
         gauge: Gauge,
         pipelines: Ref,
+        event_log: EventLog | None = None,
         pools: Directory,
         groups: Directory,
         mutexes: Directory,
+        state: State | None = None,
         app_factory: Callable[[Runtime], Any] | None = None,
     ) -> None:
         self.system = system
@@ -88,17 +93,25 @@ class Runtime:
         self.actions = actions
         self._hub = hub
         self._gauge = gauge
+        self.event_log = event_log if event_log is not None else EventLog()
+        """The hub's kept events, read by position (``EventLog``): what the HTTP event streams follow."""
         self._pipelines = pipelines
         self._pools = pools
         self._groups = groups
         self._mutexes = mutexes
-        self._app_factory = app_factory
-        self._app: Any = None
         self._adding_nodes: set[str] = set()
         self._deleted: set[str] = set()  # their actors stay (builds readable, numbering kept), unlisted
         # Pipelines being deleted or revived: one change at a time, or the replies' order could leave _deleted wrong.
         self._changing: set[str] = set()
+        self._app_factory = app_factory
+        self._app: Any = None
+        self._node_names: set[str] = set()  # for max-nodes; a node stops counting when its removal is asked
+        self._state = state
+        self._draining = False
+        self._drain_scope: anyio.CancelScope | None = None
+        self._hurry = False
         self.interrupted: list[str] = []
+        self.left_queued: list[str] = []  # with durable state: builds a stop left queued for the next start
 
     # -- pipelines -------------------------------------------------------------------
 
@@ -118,35 +131,51 @@ class Runtime:
         for node in await self.nodes():
             if not node.draining:
                 nodes.setdefault(node.pool, {})[node.name] = frozenset(node.labels)
-        spec, warnings = check_pipeline(read_source(source), known_actions=self.actions.declared_inputs(),
-                                        nodes=nodes)  # fmt: skip
+        raw = read_source(source)
+        spec, warnings = check_pipeline(raw, known_actions=self.actions.declared_inputs(), nodes=nodes,
+                                        secrets=self.config.secrets.names())  # fmt: skip
         pipeline_id = id if id is not None else slugify(spec.name)
         problem = validate_pipeline_id(pipeline_id)
         if problem is not None:
             raise SpecError([{"path": "id", "message": problem}])
+        state = self._state
+        text = spec.source or json.dumps(raw, default=str)  # a mapping is stored as JSON (which is YAML)
+        key = definition_key(pipeline_id, text) if state is not None else ""
         if pipeline_id in self._changing:
             self._begin_change(pipeline_id)  # refused: a delete or revive of it is on its way
         ref = self._pipeline_or_none(pipeline_id)
-        if ref is None:
-            ref = self.system.spawn(
-                lambda: PipelineActor(pipeline_id=pipeline_id, spec=spec, hub=self._hub, pools=self._pools,
-                                      groups=self._groups, mutexes=self._mutexes),  # fmt: skip
-                name=f"pipeline:{pipeline_id}",
-                parent=self._pipelines,
-                supervision=_PIPELINE_SUPERVISION,
-            )
-            info: PipelineInfo = await ref.ask(DescribePipeline())
-        else:
-            revive = pipeline_id in self._deleted
+        revive = ref is not None and pipeline_id in self._deleted
+        if revive:
+            self._begin_change(pipeline_id)
+        try:
+            if ref is not None:
+                info: PipelineInfo = await ref.ask(ReplaceSpec(spec, key))
+            else:
+                ref = self._spawn_pipeline(pipeline_id, spec, key)
+                info = await ref.ask(DescribePipeline())
+            if state is not None:
+                batch = state.pipeline_batch(pipeline_id, key, text)
+                batch.deleted[pipeline_id] = False
+                await state.write(batch)
+        finally:
             if revive:
-                self._begin_change(pipeline_id)
-            try:
-                info = await ref.ask(ReplaceSpec(spec))
-            finally:
-                if revive:
-                    self._deleted.discard(pipeline_id)  # the actor took it: it is live whatever the ask said
-                    self._changing.discard(pipeline_id)
+                self._deleted.discard(pipeline_id)  # the actor took it: it is live whatever the ask said
+                self._changing.discard(pipeline_id)
         return msgspec.structs.replace(info, warnings=warnings) if warnings else info
+
+    def _spawn_pipeline(self, pipeline_id: str, spec: PipelineSpec, key: str, next_number: int = 1) -> Ref:
+        state, config = self._state, self.config
+        durable = None if state is None else Durable(
+            state.journal, f"{state.logs}/{pipeline_id}", config.max_log_bytes)  # type: ignore[arg-type]  # fmt: skip
+        history = FINISHED_CACHE if state is not None else config.retention.builds_per_pipeline or 1_000_000_000
+        return self.system.spawn(
+            lambda: PipelineActor(pipeline_id=pipeline_id, spec=spec, hub=self._hub, pools=self._pools,
+                                  groups=self._groups, mutexes=self._mutexes, history=history, durable=durable,
+                                  definition=key, next_number=next_number),  # fmt: skip
+            name=f"pipeline:{pipeline_id}",
+            parent=self._pipelines,
+            supervision=_PIPELINE_SUPERVISION,
+        )
 
     def has_pipeline(self, pipeline_id: str) -> bool:
         return pipeline_id not in self._deleted and self._pipeline_or_none(pipeline_id) is not None
@@ -162,12 +191,14 @@ class Runtime:
         """Delete a pipeline: no longer listed, new builds refused (``NotFound``); ``Conflict`` naming its
         unfinished builds unless ``cancel`` (then they are cancelled and named in ``cancelled``). Its builds
         stay readable by id, unlisted and not retryable; registering the id again revives it and its
-        numbering goes on, so no build id is reused."""
+        numbering goes on, so no build id is reused. With a store, the deletion survives a restart."""
         self._begin_change(pipeline_id)
         try:
             ref = self._pipeline(pipeline_id)
             cancelled: list[str] = await ref.ask(RetirePipeline(cancel=cancel))
             self._deleted.add(pipeline_id)
+            if self._state is not None:
+                await self._state.write(Batch(deleted={pipeline_id: True}))
         finally:
             self._changing.discard(pipeline_id)
         return PipelineDeleted(id=pipeline_id, cancelled=cancelled)
@@ -188,6 +219,8 @@ class Runtime:
         """
         if variables is not None and not isinstance(variables, Mapping):
             raise InvalidRequest("variables must be a mapping of names to values")
+        if self._draining:
+            raise Overloaded("shunter is stopping: it admits no new builds; try again once it has restarted")
         if self._gauge.unfinished >= self.config.max_queued_builds:
             raise Overloaded(
                 f"{self._gauge.unfinished} builds are queued or running (max-queued-builds "
@@ -198,7 +231,10 @@ class Runtime:
 
     async def build(self, build_id: str) -> BuildInfo:
         """A snapshot of the build, with its queue position if it waits in a group."""
-        info: BuildInfo = await self._owner(build_id).ask(GetBuild(build_id))
+        try:
+            info: BuildInfo = await self._owner(build_id).ask(GetBuild(build_id))
+        except NotHeld:
+            return build_info(await self._stored(build_id))
         if info.status == BuildStatus.QUEUE and info.group is not None:
             group = self._groups.find(info.group)
             if group is not None:
@@ -215,35 +251,42 @@ class Runtime:
         """Builds (of one pipeline, with one status, or only the unfinished), newest first; not those of
         deleted pipelines. ``status`` is a ``BuildStatus`` (or its name), else ``InvalidRequest``.
         ``limit`` keeps the newest; ``before`` (a build id, ``NotFound`` if unknown) those submitted
-        before it, so the last id of one page gives the next."""
-        wanted = None if status is None else _word(BuildStatus, status, "build status", "status")
+        before it, so the last id of one page gives the next. With a store, finished builds that left
+        the pipelines' caches are read back from it (the latest ``STORE_LISTING`` of them)."""
+        wanted = None if status is None else word(BuildStatus, status, "build status", "status")
         refs = [self._pipeline(pipeline)] if pipeline is not None else self._live_pipelines()
-        return await self._with_positions(await self._list(refs, ListBuilds(wanted, unfinished, limit,
-                                                                            await self._key(before))))  # fmt: skip
+        request = ListBuilds(wanted, unfinished, limit, await self._key(before))
+        found: list[tuple[tuple[float, str, int], BuildInfo]] = []
+        for ref in refs:
+            found.extend(await ref.ask(request))
+        if self._state is not None and not unfinished and wanted not in (BuildStatus.QUEUE, BuildStatus.RUNNING):
+            held = {info.id for _, info in found}
+            for build in await self._state.read_builds(pipeline, wanted, STORE_LISTING):
+                key = build_key(build)
+                if (build.id not in held and build.pipeline_id not in self._deleted
+                        and (request.before is None or key < request.before)):  # fmt: skip
+                    found.append((key, build_info(build)))
+        found.sort(key=lambda pair: pair[0], reverse=True)
+        return await self._with_positions([info for _, info in found[:limit]])
 
     async def _key(self, build_id: str | None) -> tuple[float, str, int] | None:
+        """The listing key of ``build_id`` (held by its pipeline, or in the store)."""
         if build_id is None:
             return None
         try:
             key: tuple[float, str, int] = await self._owner(build_id).ask(BuildKey(build_id))
+        except NotHeld:
+            key = build_key(await self._stored(build_id))
         except NotFound:
             raise NotFound(f"no build {build_id!r} to list the builds before (it may have been forgotten)") from None
         return key
-
-    @staticmethod
-    async def _list(refs: list[Ref], request: ListBuilds) -> list[BuildInfo]:
-        found: list[tuple[tuple[float, str, int], BuildInfo]] = []
-        for ref in refs:
-            found.extend(await ref.ask(request))
-        found.sort(key=lambda pair: pair[0], reverse=True)
-        return [info for _, info in found[: request.limit]]
 
     async def _with_positions(self, builds: list[BuildInfo]) -> list[BuildInfo]:
         """Fill in queue positions, asking each group concerned once."""
         groups = {build.group for build in builds if build.status == BuildStatus.QUEUE and build.group is not None}
         positions: dict[str, int] = {}
         refs = [ref for ref in map(self._groups.find, groups) if ref is not None]
-        for snapshot in await _ask_running(refs, GroupSnapshot()):
+        for snapshot in await ask_running(refs, GroupSnapshot()):
             positions.update((entry.build_id, entry.position) for entry in snapshot.queue)
         if not positions:
             return builds
@@ -256,6 +299,8 @@ class Runtime:
             result: BuildInfo = await self._owner(build_id).ask(
                 WaitBuild(build_id), timeout=math.inf if timeout is None else timeout
             )
+        except NotHeld:
+            return build_info(await self._stored(build_id))
         except AskTimeout:
             raise TimeoutError(f"build {build_id!r} did not finish within {timeout:g}s") from None
         return result
@@ -268,111 +313,43 @@ class Runtime:
         a finished build is admitted again (``QueueFull`` possible).
         Raises ``NotRetryable`` with the reason when there is nothing to retry.
         """
-        result: BuildInfo = await self._owner(build_id).ask(RetryRequest(build_id, job, step, failed_only))
+        if self._draining:
+            raise Overloaded("shunter is stopping: it admits no retries; try again once it has restarted")
+        owner = self._owner(build_id)
+        try:
+            result: BuildInfo = await owner.ask(RetryRequest(build_id, job, step, failed_only))
+        except NotHeld:
+            owner.tell(Restore(await self._stored(build_id)))  # back from the store, then as usual
+            result = await owner.ask(RetryRequest(build_id, job, step, failed_only))
         return result
 
     async def cancel(self, build_id: str) -> BuildInfo:
         """Cancel a queued or running build; ``Conflict`` if it has finished."""
-        result: BuildInfo = await self._owner(build_id).ask(CancelRequest(build_id))
+        try:
+            result: BuildInfo = await self._owner(build_id).ask(CancelRequest(build_id))
+        except NotHeld:
+            build = await self._stored(build_id)
+            raise Conflict(f"build {build_id!r} has already finished ({build.status})") from None
         return result
 
     async def logs(self, build_id: str, job: str | None = None, step: str | None = None) -> str:
-        result: str = await self._owner(build_id).ask(GetLog(build_id, job, step))
-        return result
+        """The log text (see ``log_chunks`` to stream it instead)."""
+        return "".join([chunk async for chunk in await self.log_chunks(build_id, job, step)])
 
-    # -- groups, nodes, stats -------------------------------------------------------------
+    async def log_chunks(self, build_id: str, job: str | None = None, step: str | None = None
+                         ) -> AsyncIterator[str]:  # fmt: skip
+        """The log of a build (one job or step) in pieces, read from the log files as it goes.
 
-    async def groups(self) -> list[GroupInfo]:
-        """A snapshot of every running group; one idle for five minutes has retired and is not listed."""
-        result: list[GroupInfo] = await _ask_running(self._groups.all(), GroupSnapshot())
-        return result
-
-    async def add_node(self, name: str, pool: str = "default", agents: int = 1,
-                       labels: list[str] | tuple[str, ...] = ()) -> NodeInfo:  # fmt: skip
-        """Add a build node with ``agents`` agents; creates the pool if needed."""
-        if not isinstance(name, str) or not name or "/" in name:
-            raise InvalidRequest(f"node name must be a non-empty string without '/', got {name!r}")
-        # Reserved before the first await: two concurrent adds of one name
-        # (to different pools) cannot both pass the check below.
-        if name in self._adding_nodes:
-            raise Conflict(f"node {name!r} is being added")
-        self._adding_nodes.add(name)
+        Raises ``NotFound`` before the first piece for an unknown build, job or step.
+        """
+        owner = self._owner(build_id)
         try:
-            for ref in self._pools.all():  # one cheap ask per pool, not a listing of every node
-                if await ref.ask(HasNode(name)):
-                    raise Conflict(f"node {name!r} already exists")
-            result: NodeInfo = await self._pools.get(pool).ask(AddNode(name, pool, agents, tuple(labels)))
-        finally:
-            self._adding_nodes.discard(name)
-        return result
-
-    async def update_node(self, name: str, *, agents: int | None = None, labels: list[str] | tuple[str, ...] | None = None,
-                          pool: str | None = None) -> NodeInfo:  # fmt: skip
-        """Change a node's agents and/or labels (None keeps them). More agents start at once; with fewer,
-        idle ones leave at once and busy ones after their job (or lock chain): no running job is stopped.
-        New labels place waiting jobs at once. ``pool``, if given, must be the node's own (``Conflict``)."""
-        if agents is not None and (not isinstance(agents, int) or isinstance(agents, bool) or agents < 1):
-            raise InvalidRequest(f"agents must be an integer >= 1, got {agents!r}")
-        if labels is not None and (isinstance(labels, str) or not all(isinstance(x, str) and x for x in labels)):
-            raise InvalidRequest(f"labels must be a list of non-empty strings, got {labels!r}")
-        change = UpdateNode(name, agents, None if labels is None else tuple(labels), pool)
-        for ref in self._pools.all():
-            if await ref.ask(HasNode(name)):
-                result: NodeInfo = await ref.ask(change)
-                return result
-        raise NotFound(f"no node {name!r}")
-
-    async def remove_node(self, name: str) -> NodeInfo:
-        """Drain a node: running jobs finish, no new ones start, then it goes."""
-        for ref in self._pools.all():
-            if await ref.ask(HasNode(name)):
-                result: NodeInfo = await ref.ask(RemoveNode(name))
-                return result
-        raise NotFound(f"no node {name!r}")
-
-    async def nodes(self) -> list[NodeInfo]:
-        found: list[NodeInfo] = []
-        for ref in self._pools.all():
-            found.extend(await ref.ask(ListNodes()))
-        return found
-
-    async def waiting_jobs(self) -> list[WaitingJob]:
-        """Job attempts waiting for a slot, an agent or a mutex, each with its reason and deadline."""
-        found: list[WaitingJob] = []
-        for ref in self._pools.all():
-            found.extend(await ref.ask(ListWaiting()))
-        for waiters in await _ask_running(self._mutexes.all(), ListMutexWaiters()):
-            found.extend(waiters)
-        return found
-
-    def inject_fault(self, agent: str, kind: FaultKind | str) -> None:
-        """Make an agent ``crash``, ``hang`` or go silent (``silence``): tests, benchmarks, drills (``FaultKind``)."""
-        fault = _word(FaultKind, kind, "fault", "kind")
-        for ref in self._pools.all():
-            ref.tell(InjectFault(agent, fault))
-
-    async def stats(self) -> Stats:
-        counters = await self._hub.ask(Counters())
-        pools = [await ref.ask(PoolStats()) for ref in self._pools.all()]
-        builds = {status: count for status, count in counters["builds"].items() if count}
-        mutex_waiters = [len(waiters) for waiters in await _ask_running(self._mutexes.all(), ListMutexWaiters())]
-
-        def total(field: str) -> int:
-            return sum(pool[field] for pool in pools)
-
-        return Stats(
-            builds_running=builds.get(BuildStatus.RUNNING, 0),
-            builds_queued=builds.get(BuildStatus.QUEUE, 0),
-            builds_finished=sum(count for status, count in builds.items() if status in BUILD_FINAL),
-            jobs_running=total("jobs_running"),
-            jobs_queued=total("jobs_queued") + sum(mutex_waiters),
-            slots_held=total("slots_held"),
-            agents=total("agents"),
-            agents_busy=total("agents_busy"),
-            agents_locked=total("agents_locked"),
-            agents_lost=total("agents_lost"),
-            builds_by_status=builds,
-        )
+            sources: list[tuple[str, StepLog]] = await owner.ask(GetLogSources(build_id, job, step))
+        except NotHeld:
+            if self._state is None:
+                raise
+            sources = log_sources(await self._stored(build_id), job, step)
+        return _log_pieces(sources)
 
     # -- actions and events --------------------------------------------------------------
 
@@ -437,6 +414,17 @@ class Runtime:
             raise NotFound(f"no pipeline {pipeline_id!r}")
         return ref
 
+    def _live_pipelines(self) -> list[Ref]:
+        return [ref for ref in self.system.children(self._pipelines)
+                if ref.name.removeprefix("pipeline:") not in self._deleted]  # fmt: skip
+
+    async def _stored(self, build_id: str) -> Build:
+        """A build no pipeline holds any more, from the store; ``NotFound`` without one."""
+        build = await self._state.read_build(build_id) if self._state is not None else None
+        if build is None:
+            raise NotFound(f"no build {build_id!r}")
+        return build
+
     def _owner(self, build_id: str) -> Ref:
         pipeline_id, _, number = build_id.rpartition(".") if isinstance(build_id, str) else ("", "", "")
         ref = self._pipeline_or_none(pipeline_id) if number.isdigit() else None
@@ -444,52 +432,15 @@ class Runtime:
             raise NotFound(f"no build {build_id!r}")
         return ref
 
-    def _live_pipelines(self) -> list[Ref]:
-        return [ref for ref in self.system.children(self._pipelines)
-                if ref.name.removeprefix("pipeline:") not in self._deleted]  # fmt: skip
 
-    async def _close(self) -> None:
-        """Cancel what still runs and wait (bounded) for it to end."""
-        # Deleted pipelines' builds too: some may still be ending their cancel.
-        unfinished = await self._list(self.system.children(self._pipelines), ListBuilds(unfinished=True))
-        for build in unfinished:
-            try:
-                await self.cancel(build.id)
-            except Exception:  # it may have finished meanwhile
-                pass
-        self.interrupted = [build.id for build in unfinished]
-        # One deadline for all of them, not one each: 12k queued builds must
-        # not mean 12k timeouts in a row.
-        with anyio.move_on_after(self.config.shutdown_timeout):
-            for build in unfinished:
-                try:
-                    await self.wait(build.id)
-                except NotFound:
-                    pass
-        if unfinished:
-            logger.warning("runtime closed; cancelled %d build(s): %s", len(unfinished),
-                           ", ".join(self.interrupted))  # fmt: skip
-
-
-def _word(words: type[W], value: str, what: str, argument: str) -> W:
-    """``value`` as a member of the vocabulary ``words``, or ``InvalidRequest`` naming every allowed value."""
-    try:
-        return words(value)
-    except ValueError:
-        raise InvalidRequest(f"{argument}: unknown {what} {value!r} (expected one of "
-                             f"{', '.join(values(words))})") from None  # fmt: skip
-
-
-async def _ask_running(refs: list[Ref], message: Any) -> list[Any]:
-    """Ask each actor in turn, skipping those that stopped since they were listed.
-
-    A group or mutex may stop between the listing and its ask; it is left
-    out rather than failing the whole call.
-    """
-    replies = []
-    for ref in refs:
-        try:
-            replies.append(await ref.ask(message))
-        except ActorStopped:
-            continue
-    return replies
+async def _log_pieces(sources: list[tuple[str, StepLog]]) -> AsyncIterator[str]:
+    """Each attempt's header and its log, read a piece at a time."""
+    for header, log in sources:
+        yield header
+        ends_with_newline = True
+        for piece in log.chunks():
+            yield piece
+            ends_with_newline = piece.endswith("\n")
+            await anyio.lowlevel.checkpoint()
+        if not ends_with_newline:
+            yield "\n"

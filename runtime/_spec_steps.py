@@ -9,10 +9,11 @@ to its ``Checker`` by path, like the rest of the walk.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from actors.execution.actions import check_inputs
+from actors.execution.script import script_problems
 from actors.model import templates
 from actors.model.spec import Step, normalize_condition
 from actors.model.vocab import Condition, ContinueOnError, values
@@ -39,9 +40,10 @@ class StepReader:
     an action that accepts anything) also checks each step's ``with:``.
     """
 
-    def __init__(self, known_actions: Any) -> None:
+    def __init__(self, known_actions: Any, secrets: Collection[str] = ()) -> None:
         self.check = Checker()
         self.known_actions = known_actions
+        self.secrets = frozenset(secrets)  # the names ${{ secrets.NAME }} may use
         self.variables: dict[str, str] = {}  # declared variables, for checking templates
 
     def steps(self, value: Any, path: str) -> tuple[Step, ...]:
@@ -76,7 +78,9 @@ class StepReader:
             c.error(key_path(path, "id"), f"invalid step id {step_id!r}: {ID_RULE}")
         step_id = step_id or f"step-{position}"
         run = c.string(data, "run", path, non_empty=True)
-        self.templates(run, key_path(path, "run"))
+        self.templates(run, key_path(path, "run"), secrets=True)
+        for problem in script_problems(run or ""):
+            c.error(key_path(path, "run"), problem)
         uses = c.string(data, "uses", path, non_empty=True)
         action = self.action(uses, key_path(path, "uses")) if uses else None
         if data.get("run") is not None and data.get("uses") is not None:
@@ -89,7 +93,7 @@ class StepReader:
                 c.error(key_path(path, "with"), "is only for steps with 'uses' (an action)")
             with_ = c.mapping(with_, key_path(path, "with"), None)
             for text, where in c.strings(with_, key_path(path, "with"), _MAX_WITH_VALUES):
-                self.templates(text, where)
+                self.templates(text, where, secrets=True)
         if action is not None:
             self.action_inputs(action, with_ or {}, key_path(path, "with"))
         return Step(
@@ -101,7 +105,7 @@ class StepReader:
             with_=with_ or {},
             env=self.env(data.get("env"), key_path(path, "env")),
             if_=self.condition(data, path, Condition.SUCCESS),
-            timeout_minutes=c.positive(data, "timeout-minutes", path, default=None),
+            timeout_minutes=c.positive(data, "timeout-minutes", path, default=None, maximum=525_600.0),
             retry_times=c.integer(data, "retry-times", path, default=0, minimum=0, maximum=5) or 0,
             continue_on_error=self.step_continue(data.get("continue-on-error"), path),
         )
@@ -162,11 +166,11 @@ class StepReader:
         result = {}
         for name, item in self.check.named(value, path, NAME, NAME_RULE, VARIABLE).items():
             result[name] = self.check.scalar_text(item, key_path(path, name))
-            self.templates(result[name], key_path(path, name))
+            self.templates(result[name], key_path(path, name), secrets=True)
         return result
 
-    def templates(self, text: str | None, path: str) -> None:
-        """Report every template problem of ``text`` against the declared variables."""
+    def templates(self, text: str | None, path: str, *, secrets: bool = False) -> None:
+        """Report every template problem of ``text`` against the declared variables (and secrets, where allowed)."""
         if text:
-            for problem in templates.check(text, self.variables):
+            for problem in templates.check(text, self.variables, self.secrets if secrets else None):
                 self.check.error(path, problem)

@@ -37,7 +37,12 @@ __all__ = [
     "suggest",
     "find_cycles",
     "reaches",
+    "MAX_DEPTH",
+    "depth_exceeds",
 ]
+
+MAX_DEPTH = 64
+"""How deeply lists and mappings may nest in a document (pipelines and configs need under 15)."""
 
 _SIMPLE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -137,13 +142,21 @@ def parse_document(
         except UnicodeDecodeError as exc:
             return None, "", f"not UTF-8 text: byte {exc.start} is invalid"
     text = source
+    too_deep = f"nested deeper than {MAX_DEPTH} levels"
     if text.lstrip().startswith("{"):
         try:
-            return msgspec.json.decode(text), text, None
+            data = msgspec.json.decode(text)
         except msgspec.DecodeError:
             pass  # Let YAML parse it (or say where it is wrong, by line).
+        except RecursionError:
+            return None, text, f"invalid JSON: {too_deep}"
+        else:
+            return (None, text, f"invalid JSON: {too_deep}") if depth_exceeds(data, MAX_DEPTH) else (data, text, None)
     try:
-        return yaml.load(text, Loader=_StrictLoader), text, None
+        data = yaml.load(text, Loader=_StrictLoader)
+        if depth_exceeds(data, MAX_DEPTH):
+            return None, text, f"invalid YAML: {too_deep}"
+        return data, text, None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -153,7 +166,28 @@ def parse_document(
     except yaml.YAMLError as exc:
         return None, text, f"invalid YAML: {exc}"
     except RecursionError:
-        return None, text, "invalid YAML: nested too deeply"
+        return None, text, f"invalid YAML: {too_deep}"
+
+
+def depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether lists and mappings nest deeper than ``limit`` in ``value``.
+
+    Iterative; a YAML alias (the same object reached twice) is walked again
+    only when reached deeper than before, so at most ``limit`` times.
+    """
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    deepest: dict[int, int] = {}
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, (Mapping, list, tuple)):
+            if depth >= limit:
+                return True
+            if deepest.get(id(item), -1) >= depth:
+                continue
+            deepest[id(item)] = depth
+            children = item.values() if isinstance(item, Mapping) else item
+            pending.extend((child, depth + 1) for child in children)
+    return False
 
 
 class Checker:
@@ -248,12 +282,18 @@ class Checker:
             self.error(where, f"must be >= {minimum}")
         elif maximum is not None and value > maximum:
             self.error(where, f"must be <= {maximum}")
+            return default
         return value
 
     def positive(
-        self, data: Mapping[str, Any], key: str, path: str, *, default: float | None
+        self, data: Mapping[str, Any], key: str, path: str, *, default: float | None,
+        maximum: float | None = None,
     ) -> float | None:
-        """A finite number > 0 (fractions allowed) as a float; ``default`` if absent/invalid."""
+        """A finite number > 0 and <= ``maximum`` (fractions allowed) as a float; ``default`` if absent/invalid.
+
+        The upper bound keeps absurd values (a timeout of 1e29 minutes) from
+        being accepted now and overflowing later, when a deadline is formatted.
+        """
         value = data.get(key)
         if value is None:
             return default
@@ -266,6 +306,9 @@ class Checker:
             return default
         if value <= 0:
             self.error(where, "must be > 0")
+        elif maximum is not None and value > maximum:
+            self.error(where, f"must be <= {maximum:g}")
+            return default
         return float(value)
 
     def boolean(self, data: Mapping[str, Any], key: str, path: str, *, default: bool) -> bool:

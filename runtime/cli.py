@@ -1,4 +1,4 @@
-"""The ``shunter`` command line: ``serve``, ``run``, ``validate``, ``bench``, ``--version``.
+"""The ``shunter`` command line: ``serve``, ``run``, ``validate``, ``token``, ``bench``, ``--version``.
 
 Exit codes: 0 success; 1 a build did not succeed (``run``), a file had
 spec errors (``validate``) or the server could not start (``serve``: a bad
@@ -113,6 +113,11 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as error:
         print(f"cannot read config file {args.config}: {error.strerror or error}", file=sys.stderr)
         return 1
+    if args.ephemeral and args.state_dir:
+        print("--ephemeral and --state-dir exclude each other: keep state in memory or in a directory",
+              file=sys.stderr)  # fmt: skip
+        return USAGE_ERROR
+    config = _with_state_dir(config, args)
 
     def out(line: str) -> None:
         print(line, flush=True)
@@ -128,6 +133,50 @@ def _serve(args: argparse.Namespace) -> int:
         _print_spec_error((args.config or "config") if error.what == "config" else error.what, error)
         return 1
     return 0
+
+
+# -- token ---------------------------------------------------------------------------------------
+
+
+def _token(args: argparse.Namespace) -> int:
+    from .auth import digest_of, new_token
+
+    if args.hash:
+        token = sys.stdin.readline().strip()
+        if not token:
+            print("shunter token --hash reads a token on standard input", file=sys.stderr)
+            return USAGE_ERROR
+    else:
+        token = new_token()
+    digest = f"sha256:{digest_of(token)}"
+    if args.quiet:
+        print(digest if args.hash else token)
+        return 0
+    if not args.hash:
+        print(f"token (for the client: Authorization: Bearer ..., or SHUNTER_TOKEN): {token}")
+    print(f"sha256 form (for the server's config; only the hash is stored there): {digest}")
+    print("config:")
+    print("  auth:")
+    print(f"    tokens: [{{name: {args.name}, role: {args.role}, token: \"{digest}\"}}]")
+    return 0
+
+
+# -- state ---------------------------------------------------------------------------------------
+
+
+def _with_state_dir(config: Any, args: argparse.Namespace) -> Any:
+    """Where ``serve`` keeps its state (DESIGN §10): ``--state-dir``, else the config's ``state-dir``,
+    else ``$SHUNTER_HOME``, else ``~/.shunter``; ``--ephemeral``: in memory."""
+    import os
+
+    import msgspec
+
+    from ._state import default_state_dir
+
+    if args.ephemeral:
+        return msgspec.structs.replace(config, state_dir=None)
+    chosen = args.state_dir or config.state_dir or default_state_dir()
+    return msgspec.structs.replace(config, state_dir=os.path.abspath(os.path.expanduser(chosen)))
 
 
 # -- run -----------------------------------------------------------------------------------------
@@ -341,7 +390,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the scheduler and its HTTP API until Ctrl-C or SIGTERM")
     serve.add_argument("--config", metavar="FILE", help="runtime configuration (YAML); default: one local pool")
     serve.add_argument("--bind", metavar="HOST:PORT", help="listen here (default: server.bind, 127.0.0.1:8000)")
+    serve.add_argument("--state-dir", metavar="DIR",
+                       help="keep pipelines, builds and logs here (default: config state-dir, $SHUNTER_HOME, "
+                            "~/.shunter)")  # fmt: skip
+    serve.add_argument("--ephemeral", action="store_true", help="keep everything in memory (lost on exit)")
     serve.set_defaults(handler=_serve)
+
+    token = commands.add_parser("token", help="make an API token and the sha256 form the server's config stores")
+    token.add_argument("--name", default="ci", help="its name in the config snippet (default: ci)")
+    token.add_argument("--role", default="admin", choices=["read", "write", "admin", "agent"],
+                       help="its role in the config snippet (default: admin)")  # fmt: skip
+    token.add_argument("--hash", action="store_true", help="hash a token read on standard input instead")
+    token.add_argument("-q", "--quiet", action="store_true", help="print only the token (with --hash: the hash)")
+    token.set_defaults(handler=_token)
 
     run = commands.add_parser("run", help="run one build of a pipeline locally, with live progress")
     run.add_argument("pipeline", metavar="PIPELINE.yml")

@@ -6,25 +6,30 @@ or SIGTERM (or when ``shutdown`` is set), shuts down gracefully:
 
 1. the app closes its event streams and hypercorn stops accepting
    connections, finishing the requests in flight;
-2. the runtime closes: builds still queued or running are cancelled and
-   awaited (their running steps are stopped);
-3. every build is accounted for: the report lists the interrupted ones.
+2. the runtime closes: it admits nothing new and lets running jobs finish
+   for up to ``drain-timeout``; then, with a state directory, running jobs
+   are interrupted (their steps stopped) and queued builds stay queued for
+   the next start (DESIGN §10); in memory, what is left is cancelled;
+3. every build is accounted for: the report lists the interrupted ones and
+   those left queued.
 
-A second signal during shutdown is acknowledged and otherwise ignored: the
-shutdown is already bounded by hypercorn's graceful timeout and the
-runtime's ``shutdown-timeout``.
+A second signal during shutdown cuts the drain short: running builds are
+interrupted at once (the rest is bounded by hypercorn's graceful timeout and
+the runtime's ``shutdown-timeout``).
 
 Start-up errors come out as one exception, never as a group of nested
 task-group errors: ``StartupError`` when the address cannot be listened on
-(the socket is bound before the runtime opens, so nothing else starts),
-``SpecError`` when a pipeline the configuration names is invalid or cannot
-be read.
+(the socket is bound before the runtime opens, so nothing else starts) or
+the state directory is in use by another server, ``SpecError`` when a
+pipeline the configuration names is invalid or cannot be read.
 """
 
 from __future__ import annotations
 
 import functools
+import resource
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,16 +42,46 @@ from hypercorn.utils import wrap_app
 
 from actors.model.errors import SpecError
 
+from .auth import TokenTable, protected_mode_problem
 from .config import RuntimeConfig
 from ._open import open_runtime
+from ._state import StateDirInUse
 
-__all__ = ["ServeReport", "StartupError", "hypercorn_config", "serve"]
+__all__ = ["ProtectedMode", "ServeReport", "StartupError", "hypercorn_config", "serve"]
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+BACKLOG = 2048  # connections the kernel holds for accept(): a burst of 5,000 clients is not reset
+SEND_TIMEOUT = 60  # seconds sent data may stay unacknowledged before the kernel drops the connection
+_FILES = 65_536  # open files wanted (each connection is one): slow clients do not exhaust the default 1,024
 
 
 class StartupError(Exception):
     """``serve`` could not start; the message says why in one line."""
+
+
+class ProtectedMode(StartupError):
+    """Serving without a token on an address other than loopback (DESIGN §12)."""
+
+
+class _Settings(hypercorn.config.Config):
+    """hypercorn's configuration, whose listening sockets give up on peers that stop reading.
+
+    hypercorn writes to a connection in a shielded scope, so an event stream
+    whose client stopped reading (a zero TCP window) would hold its task
+    forever; ``TCP_USER_TIMEOUT`` (inherited by accepted sockets) makes the
+    kernel drop such a connection after ``SEND_TIMEOUT`` seconds.
+    """
+
+    def create_sockets(self) -> Any:
+        sockets = super().create_sockets()
+        option = getattr(socket, "TCP_USER_TIMEOUT", None)
+        for sock in sockets.insecure_sockets:
+            if option is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, option, SEND_TIMEOUT * 1000)
+                except OSError:
+                    pass  # not supported here: streams still end when the app closes
+        return sockets
 
 
 @dataclass
@@ -57,12 +92,15 @@ class ServeReport:
     signal: str | None = None
     builds: int = 0
     interrupted: list[str] = field(default_factory=list)
+    left_queued: list[str] = field(default_factory=list)
+    hurry: Callable[[], None] | None = field(default=None, repr=False)  # cuts the drain short
 
 
 def hypercorn_config(config: RuntimeConfig, **overrides: Any) -> hypercorn.config.Config:
-    """A hypercorn configuration for ``config.server`` (bind, body limit), quiet by default."""
-    settings = hypercorn.config.Config()
+    """A hypercorn configuration for ``config.server`` (bind, body limit, backlog), quiet by default."""
+    settings = _Settings()
     settings.bind = [config.server.bind]
+    settings.backlog = BACKLOG
     settings.accesslog = None
     settings.loglevel = "WARNING"  # the CLI prints where it listens itself
     # hypercorn's own limit for WSGI only; the app enforces max-body-bytes on every request.
@@ -92,8 +130,14 @@ async def serve(
     ``task_status.started`` receives the addresses hypercorn listens on
     (``http://127.0.0.1:8000``; with port 0 the port the system chose).
     ``out`` receives the human progress lines. Raises ``StartupError`` or
-    ``SpecError`` if it cannot start (see the module docstring).
+    ``SpecError`` if it cannot start (see the module docstring), and
+    ``ProtectedMode`` (a ``StartupError``) before binding when ``config``
+    has no token and binds an address other than loopback.
     """
+    problem = protected_mode_problem(config.server.bind, TokenTable.build(config.auth))
+    if problem is not None:
+        raise ProtectedMode(problem)
+    _raise_file_limit()
     try:
         return await _serve_until_stopped(config, shutdown, handle_signals, out, task_status)
     except BaseExceptionGroup as group:
@@ -162,7 +206,17 @@ async def _serve(config: RuntimeConfig, stop: trio.Event, report: ServeReport, o
 async def _serve_on(sockets: hypercorn.config.Sockets, settings: hypercorn.config.Config, config: RuntimeConfig,
                     stop: trio.Event, report: ServeReport, out: Callable[[str], None],
                     task_status: trio.TaskStatus[list[str]], *, handle_signals: bool) -> None:  # fmt: skip
+    try:
+        await _run(config, stop, report, out, settings, sockets, task_status, handle_signals=handle_signals)
+    except StateDirInUse as error:
+        raise StartupError(f"cannot serve: {error}") from None
+
+
+async def _run(config: RuntimeConfig, stop: trio.Event, report: ServeReport, out: Callable[[str], None],
+               settings: hypercorn.config.Config, sockets: hypercorn.config.Sockets,
+               task_status: trio.TaskStatus[list[str]], *, handle_signals: bool) -> None:  # fmt: skip
     async with open_runtime(config) as rt:
+        report.hurry = rt.stop_draining
         for pipeline in await rt.pipelines():
             out(f"pipeline {pipeline.id!r} registered ({pipeline.name})")
         app = rt.asgi_app
@@ -178,13 +232,21 @@ async def _serve_on(sockets: hypercorn.config.Sockets, settings: hypercorn.confi
             agents = sum(len(node.agents) for node in nodes)
             out(f"shunter serving on {', '.join(report.binds)} ({len(nodes)} node(s), {agents} agent(s))"
                 + ("; Ctrl-C to stop" if handle_signals else ""))  # fmt: skip
+            if config.state_dir is not None:
+                out(f"state: {config.state_dir} (pipelines, builds and logs survive a restart)")
+            else:
+                out("state: in memory (--ephemeral): everything is lost when the server stops")
             task_status.started(report.binds)
         builds = await rt.builds()
         report.builds = len(builds)
     report.interrupted = list(rt.interrupted)
-    finished = report.builds - len(report.interrupted)
+    report.left_queued = list(rt.left_queued)
+    finished = report.builds - len(report.interrupted) - len(report.left_queued)
     out(f"stopped: {report.builds} build(s), {finished} finished, {len(report.interrupted)} interrupted"
         + (f": {', '.join(report.interrupted)}" if report.interrupted else ""))  # fmt: skip
+    if report.left_queued:
+        shown = ", ".join(report.left_queued[:20]) + (", ..." if len(report.left_queued) > 20 else "")
+        out(f"left queued for the next start: {len(report.left_queued)}: {shown}")
 
 
 async def _http(app: Any, settings: hypercorn.config.Config, sockets: hypercorn.config.Sockets,
@@ -198,12 +260,27 @@ async def _http(app: Any, settings: hypercorn.config.Config, sockets: hypercorn.
         scope.cancel()  # hypercorn has stopped: nothing else in the server's nursery should outlive it
 
 
+def _raise_file_limit() -> None:
+    """Let this process hold more connections than the usual 1,024 open files, up to what it may."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = _FILES if hard == resource.RLIM_INFINITY else min(_FILES, hard)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (OSError, ValueError):
+        pass  # keep what we have
+
+
 async def _watch_signals(signals: Any, stop: trio.Event, report: ServeReport, out: Callable[[str], None]) -> None:
     async for signum in signals:
         name = signal.Signals(signum).name
         if stop.is_set():
-            out(f"{name}: already shutting down")
+            if report.hurry is not None:
+                report.hurry()
+                out(f"{name} again: interrupting the running builds now")
+            else:
+                out(f"{name}: already shutting down")
             continue
         report.signal = name
-        out(f"{name}: shutting down (finishing requests, cancelling unfinished builds)")
+        out(f"{name}: shutting down (finishing requests, draining running builds)")
         stop.set()

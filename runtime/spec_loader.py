@@ -62,6 +62,20 @@ _PLACEMENT_KEYS = ("pool-name", "node-name", "labels")
 _MUTEX_KEYS = ("label", "queue-length", "timeout-minutes")
 _VARIABLE_KEYS = ("value", "description")
 _VERSIONS = ("v3.0", "v3", "3.0", "3")
+# Upper bounds of every number (DESIGN §12): generous, and far from overflowing a deadline.
+MAX_MINUTES = 525_600.0  # a year
+MAX_PARALLEL = 100_000
+MAX_QUEUE_LENGTH = 10_000_000
+MAX_LIMIT = 1_000_000
+# A variable's value comes from whoever submits a build (the write role) and is
+# in every step's environment under its own name: names that make programs run
+# other code (or change which program runs) would turn that data into code.
+_UNSAFE_VARIABLES = frozenset({
+    "PATH", "IFS", "BASH_ENV", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND", "CDPATH", "GLOBIGNORE",
+    "PYTHONSTARTUP", "PYTHONPATH", "PYTHONHOME", "PERL5OPT", "PERL5LIB", "NODE_OPTIONS", "RUBYOPT",
+    "GIT_SSH_COMMAND", "GIT_EXEC_PATH",
+})  # fmt: skip
+_UNSAFE_PREFIXES = ("LD_", "DYLD_", "BASH_FUNC_", "SHUNTER_")
 
 _PIPELINE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 _NO_TRIGGERS = "'on' is not supported (shunter has no triggers; builds are submitted through the API)"
@@ -81,6 +95,7 @@ def load_pipeline(
     source: str | bytes | os.PathLike[str] | Mapping[str, Any],
     *,
     known_actions: KnownActions | None = None,
+    secrets: Collection[str] = (),
 ) -> PipelineSpec:
     """Parse and validate a pipeline; raise ``SpecError`` listing every problem.
 
@@ -88,8 +103,10 @@ def load_pipeline(
     or an already-parsed mapping. When ``known_actions`` is given, every
     ``uses`` must name one of them; when it maps names to declared inputs
     (``ActionRegistry.declared_inputs()``), every ``with:`` is checked too.
+    ``secrets`` are the names ``${{ secrets.NAME }}`` may use (in ``env``,
+    ``with`` and ``run``).
     """
-    return check_pipeline(source, known_actions=known_actions).spec
+    return check_pipeline(source, known_actions=known_actions, secrets=secrets).spec
 
 
 def check_pipeline(
@@ -97,6 +114,7 @@ def check_pipeline(
     *,
     known_actions: KnownActions | None = None,
     nodes: NodeMap | None = None,
+    secrets: Collection[str] = (),
 ) -> CheckedPipeline:
     """What registering a pipeline checks, in one place (``shunter validate`` uses it too).
 
@@ -111,7 +129,7 @@ def check_pipeline(
         data, text, problem = parse_document(source, "pipeline")
         if problem is not None:
             raise SpecError([{"path": "$", "message": problem}])
-    walker = _Walker(known_actions)
+    walker = _Walker(known_actions, secrets)
     spec = walker.pipeline(data, text)
     if walker.check.errors or spec is None:
         raise SpecError(walker.check.errors)
@@ -150,8 +168,8 @@ def validate_pipeline_id(pipeline_id: Any) -> str | None:
 class _Walker(StepReader):
     """Walks raw pipeline data once, recording errors and job drafts (steps: ``StepReader``)."""
 
-    def __init__(self, known_actions: KnownActions | None) -> None:
-        super().__init__(known_actions)
+    def __init__(self, known_actions: KnownActions | None, secrets: Collection[str] = ()) -> None:
+        super().__init__(known_actions, secrets)
         self.jobs: dict[str, JobDraft] = {}  # every job id of the pipeline
         self.lock_roots: dict[str, JobDraft] = {}  # job id -> first job of its lock chain
 
@@ -203,6 +221,9 @@ class _Walker(StepReader):
         result = {}
         for name, item in self.check.named(value, path, NAME, NAME_RULE, VARIABLE).items():
             where = key_path(path, name)
+            if name.upper() in _UNSAFE_VARIABLES or name.upper().startswith(_UNSAFE_PREFIXES):
+                self.check.error(where, f"variable name {name!r} is reserved: a submitted value there would "
+                                        "change which programs run; choose another name")  # fmt: skip
             if isinstance(item, Mapping):
                 entry = self.check.entries(item, where, _VARIABLE_KEYS)
                 self.check.string(entry, "description", where)
@@ -222,11 +243,12 @@ class _Walker(StepReader):
         c = self.check
         group = c.string(data, "group", path, required=True, non_empty=True)
         self.templates(group, key_path(path, "group"))
-        timeout = c.positive(data, "queue-timeout-minutes", path, default=480.0)
+        timeout = c.positive(data, "queue-timeout-minutes", path, default=480.0, maximum=MAX_MINUTES)
         return Concurrency(
             group=group or "",
-            max_parallel=c.integer(data, "max-parallel", path, default=1, minimum=1) or 1,
-            queue_length=c.integer(data, "queue-length", path, default=10, minimum=0) or 0,
+            max_parallel=c.integer(data, "max-parallel", path, default=1, minimum=1, maximum=MAX_PARALLEL) or 1,
+            queue_length=c.integer(data, "queue-length", path, default=10, minimum=0,
+                                   maximum=MAX_QUEUE_LENGTH) or 0,  # fmt: skip
             queue_timeout_minutes=timeout or 480.0,
             cancel_in_progress=c.boolean(data, "cancel-in-progress", path, default=False),
             on_queue_full=OnQueueFull(c.choice(data, "on-queue-full", path, values(OnQueueFull),
@@ -316,7 +338,7 @@ class _Walker(StepReader):
         c = self.check
         draft.fields = {
             "name": c.string(data, "name", path, default=job_id, non_empty=True) or job_id,
-            "timeout_minutes": c.positive(data, "timeout-minutes", path, default=900.0) or 900.0,
+            "timeout_minutes": c.positive(data, "timeout-minutes", path, default=900.0, maximum=MAX_MINUTES) or 900.0,
             "continue_on_error": c.boolean(data, "continue-on-error", path, default=False),
             "mutex": self.mutex(data.get("mutex"), key_path(path, "mutex")),
             "env": self.env(data.get("env"), key_path(path, "env")),
@@ -349,12 +371,13 @@ class _Walker(StepReader):
             "node_name": c.string(data, "node-name", path, non_empty=True),
             "labels": c.string_list(data, "labels", path),
             "concurrency_limit_per_node": c.integer(
-                data, "concurrency-limit-per-node", path, default=None, minimum=1
+                data, "concurrency-limit-per-node", path, default=None, minimum=1, maximum=MAX_LIMIT
             ),
             "concurrency_limit_total": c.integer(
-                data, "concurrency-limit-total", path, default=None, minimum=1
+                data, "concurrency-limit-total", path, default=None, minimum=1, maximum=MAX_LIMIT
             ),
-            "queue_timeout_minutes": c.positive(data, "queue-timeout-minutes", path, default=10.0),
+            "queue_timeout_minutes": c.positive(data, "queue-timeout-minutes", path, default=10.0,
+                                                maximum=MAX_MINUTES),  # fmt: skip
             "lock_resource_with": c.string(data, "lock-resource-with", path, non_empty=True),
         }
 
@@ -370,8 +393,8 @@ class _Walker(StepReader):
         self.templates(label, key_path(path, "label"))
         return Mutex(
             label=label or "",
-            queue_length=c.integer(data, "queue-length", path, default=10, minimum=0) or 0,
-            timeout_minutes=c.positive(data, "timeout-minutes", path, default=10.0) or 10.0,
+            queue_length=c.integer(data, "queue-length", path, default=10, minimum=0, maximum=MAX_QUEUE_LENGTH) or 0,
+            timeout_minutes=c.positive(data, "timeout-minutes", path, default=10.0, maximum=MAX_MINUTES) or 10.0,
         )
 
     def placements(self, spec: PipelineSpec) -> list[tuple[str, RunsOn]]:

@@ -66,7 +66,8 @@ README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 BIN = Path(sys.executable).parent
 CONFIG_KEYS = {"server", "pools", "pipelines", "heartbeat-interval", "heartbeat-timeout", "max-queued-builds",
-               "shutdown-timeout"}  # fmt: skip
+               "shutdown-timeout", "auth", "secrets", "max-nodes", "max-agents-per-node", "state-dir", "retention",
+               "max-log-bytes", "drain-timeout"}  # fmt: skip
 KNOWN_LANGUAGES = {"python", "yaml", "json", "sh", "text", ""}
 WAIT = 30.0  # seconds: the bound of every poll of a real process below
 
@@ -264,6 +265,10 @@ class Server:
     def stop(self) -> tuple[int, str, str]:
         """Ctrl-C, then what it printed; killed if it does not stop in time."""
         if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        try:  # running builds get drain-timeout (30 s) to finish; a second Ctrl-C interrupts them now
+            stdout, stderr = self.process.communicate(timeout=2)
+        except subprocess.TimeoutExpired:
             self.process.send_signal(signal.SIGINT)
         try:
             stdout, stderr = self.process.communicate(timeout=WAIT)

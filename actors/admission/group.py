@@ -45,6 +45,7 @@ longer listed by ``rt.groups()``.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import msgspec
@@ -180,7 +181,9 @@ class GroupActor(Actor):
             timeout = self._shared_timeout  # one object for all: a float of its own is 24 B per waiter
         else:
             self._shared_timeout = timeout
-        deadline = self.now() + timeout
+        # A build restored after a restart keeps what was left of its original wait (DESIGN §10).
+        left = timeout if admit.deadline is None else max(0.0, admit.deadline - time.time())
+        deadline = self.now() + left
         waiter = _Waiter(admit.build_id, admit.pipeline, admit.queued_at, timeout, deadline)
         if front:
             self.queue.appendleft(waiter)

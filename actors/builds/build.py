@@ -315,6 +315,7 @@ class Build:
         attempt.status, attempt.reason, attempt.exit_code = status, reason, exit_code
         attempt.outputs, attempt.exported_env = outputs, exported_env
         attempt.finished_at = now
+        attempt.log.close()
         step.status, step.reason = status, reason
 
     def step_not_run(self, job: JobRun, index: int, status: StepStatus, reason: str) -> None:
@@ -336,6 +337,8 @@ class Build:
                 last = step.attempts[-1] if step.attempts else None
                 if last is not None and last.status == StepStatus.RUNNING:
                     last.status, last.reason, last.finished_at = step.status, reason, now
+            if step.attempts:
+                step.attempts[-1].log.close()  # an attempt cut short never reported its end
         return self.advance(now)
 
     def retry_lost(self, job: JobRun, status: JobStatus, reason: str | None, now: float) -> bool:
@@ -361,6 +364,7 @@ class Build:
             return False
         step_attempt = step.attempts[-1]
         step_attempt.status, step_attempt.reason, step_attempt.finished_at = StepStatus.FAILED, reason, now
+        step_attempt.log.close()
         step.status, step.reason = StepStatus.FAILED, reason
         attempt.status, attempt.reason, attempt.finished_at = status, reason, now
         self._new_attempt(job, index, [], retry_of=attempt.number, after_lost_agent=True)

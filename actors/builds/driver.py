@@ -18,6 +18,8 @@ import time
 from collections import deque
 from typing import Any
 
+import msgspec
+
 from ..core import Actor, Ref, Reply
 from ..directory import Directory
 from ..events import Record
@@ -40,7 +42,9 @@ from ..model.messages import (
     Unlock,
     Withdraw,
 )
+from ..model.spec import Concurrency, PipelineSpec
 from ..model.templates import TemplateError, render
+from ..state.durable import Durable
 from .build import Build
 from .payload import chain_agent, job_payload, template_context
 from .records import JobRun
@@ -48,27 +52,35 @@ from .snapshot import build_info
 from .submission import RetryPlan
 from ..model.vocab import BuildStatus, EventKind, JobStatus
 
-__all__ = ["BuildDriver"]
+__all__ = ["BuildDriver", "NotHeld"]
 
 # A job whose status changed without an attempt of their own (see _emit_unrun).
 _UNRUN = frozenset({JobStatus.UNEXEC, JobStatus.SKIP, JobStatus.DEPENDENT_WAITING})
 
 
+class NotHeld(NotFound):
+    """The pipeline holds no such build (it may be in the store: finished, out of the cache)."""
+
+
 class BuildDriver(Actor):
     """Runs, cancels and settles a pipeline's admitted builds. See the module docstring."""
 
-    def __init__(self, *, pipeline_id: str, hub: Ref, pools: Directory, groups: Directory, mutexes: Directory,
-                 history: int = 5_000) -> None:  # fmt: skip
+    def __init__(self, *, pipeline_id: str, spec: PipelineSpec, hub: Ref, pools: Directory, groups: Directory,
+                 mutexes: Directory, history: int = 5_000, durable: Durable | None = None) -> None:  # fmt: skip
         self.pipeline_id = pipeline_id
+        self.spec = spec  # the current definition (a build runs on the one it started with)
         self.hub = hub
         self.pools = pools
         self.groups = groups
         self.mutexes = mutexes
-        self.history = history
+        self.history = history  # finished builds kept here; with a store, older ones are read from it
+        # With durable state (DESIGN §10): the journal of this pipeline's builds; replies wait for its commits.
+        self.durable = durable
+        self.resuming: set[str] = set()  # running builds restored at start, waiting for their group slot
         self.builds: dict[str, Build] = {}
         self.reruns: dict[str, RetryPlan] = {}  # finished builds whose retry awaits its group's answer
         self.waiters: dict[str, list[Reply]] = {}
-        self.finished_order: deque[str] = deque()
+        self.finished_order: deque[tuple[str, int]] = deque()  # (build id, seq of its last write)
         self.outbox: list[Record] = []
         self.stale_reports = 0
         # attempts waiting for their mutex: token -> (build, mutex label)
@@ -76,6 +88,12 @@ class BuildDriver(Actor):
 
     def _group(self, name: str) -> Ref:
         return self.groups.get(name)
+
+    def _group_config_of(self, build: Build) -> Concurrency:
+        """The limits of ``build``'s group as its own definition says (a restored build may predate a replace)."""
+        concurrency = build.spec.concurrency or self.spec.concurrency
+        assert concurrency is not None and build.group is not None
+        return msgspec.structs.replace(concurrency, group=build.group)
 
     # -- running -------------------------------------------------------------------------
 
@@ -108,8 +126,12 @@ class BuildDriver(Actor):
     def _request_agent(self, build: Build, job: JobRun, token: JobToken) -> None:
         runs_on = job.spec.runs_on
         in_chain = job.id in build.chains
+        payload = job_payload(build, job)
+        if self.durable is not None:
+            payload = msgspec.structs.replace(payload, log_dir=f"{self.durable.log_root}/{build.number}",
+                                              max_log_bytes=self.durable.max_log_bytes)  # fmt: skip
         self.pools.get(runs_on.pool_name).tell(
-            JobRequest(token, self.ref, job_payload(build, job), runs_on,
+            JobRequest(token, self.ref, payload, runs_on,
                        agent=chain_agent(build, job) if in_chain else None, lock=in_chain)  # fmt: skip
         )
 
@@ -243,12 +265,26 @@ class BuildDriver(Actor):
     def _settled(self, build: Build) -> None:
         """The build has ended and holds nothing: answer its waiters, forget the oldest past ``history``."""
         for reply in self.waiters.pop(build.id, ()):
-            reply.set_result(build_info(build))
-        self.finished_order.append(build.id)
-        while len(self.finished_order) > self.history:
-            old = self.finished_order.popleft()
+            self._answer(reply, build_info(build))
+        # the write at the end of this message holds its final state
+        self.finished_order.append((build.id, self.durable.seq + 1 if self.durable is not None else 0))
+        self._forget_old()
+
+    def _forget_old(self) -> None:
+        """Drop the oldest finished builds past ``history`` (with a store: once their final state is committed)."""
+        order = self.finished_order
+        committed = self.durable.committed if self.durable is not None else 0
+        while len(order) > self.history and order[0][1] <= committed:
+            old = order.popleft()[0]
             if old in self.builds and self.builds[old].finished and old not in self.reruns:
                 del self.builds[old]
+
+    def _answer(self, reply: Reply, value: Any) -> None:
+        """Answer now, or with a store once this message's changes are committed."""
+        if self.durable is not None:
+            self.durable.answer(reply, value)
+        else:
+            reply.set_result(value)
 
     def _store(self, build: Build) -> None:
         self.builds[build.id] = build
@@ -286,21 +322,27 @@ class BuildDriver(Actor):
     def _build(self, build_id: str) -> Build:
         build = self.builds.get(build_id)
         if build is None:
-            raise NotFound(f"no build {build_id!r}")
+            raise NotHeld(f"no build {build_id!r}")
         return build
 
     # -- events --------------------------------------------------------------------------
 
     def _emit_build(self, build: Build, previous: str | None) -> None:
+        if self.durable is not None:
+            self.durable.touch(build)
         self.outbox.append(Record(EventKind.BUILD, build.status, build.reason, pipeline_id=self.pipeline_id,
                                   build_id=build.id, attempt=build.execute_count, previous=previous))
 
     def _emit_job(self, build: Build, job: JobRun, previous: str | None) -> None:
+        if self.durable is not None:
+            self.durable.touch(build)
         attempt = job.attempts[-1].number if job.attempts else None
         self.outbox.append(Record(EventKind.JOB, job.status, job.reason, pipeline_id=self.pipeline_id,
                                   build_id=build.id, job_id=job.id, attempt=attempt, previous=previous))
 
     def _emit_step(self, build: Build, job: JobRun, index: int) -> None:
+        if self.durable is not None:
+            self.durable.touch(build)
         step = job.steps[index]
         attempt = step.attempts[-1].number if step.attempts else None
         self.outbox.append(Record(EventKind.STEP, step.status, step.reason, pipeline_id=self.pipeline_id,

@@ -15,9 +15,10 @@ import heapq
 from collections.abc import Iterable
 
 from ..model.info import BuildInfo, PipelineInfo
-from ..model.messages import GetLog, ListBuilds
+from ..model.messages import ListBuilds
 from ..model.spec import PipelineSpec
 from .build import Build
+from .resume import log_sources
 from .snapshot import build_info
 
 __all__ = ["BuildKeyT", "build_key", "build_log", "describe", "list_builds"]
@@ -41,19 +42,9 @@ def list_builds(builds: Iterable[Build], request: ListBuilds) -> list[tuple[Buil
     return [(build_key(b), build_info(b)) for b in chosen]
 
 
-def build_log(build: Build, request: GetLog) -> str:
-    """The log of a build, or of one job or step of it, attempt by attempt with a header each."""
-    jobs = [build.job(request.job)] if request.job is not None else list(build.all_jobs())
-    if request.step is not None:
-        jobs = [build.find_step(request.job, request.step)[0]]
-    parts: list[str] = []
-    for job in jobs:
-        for step in job.steps:
-            if request.step is not None and step.spec.id != request.step:
-                continue
-            for attempt in step.attempts:
-                header = f"=== {job.id} / {step.spec.id} attempt {attempt.number} ({attempt.status}) ==="
-                parts.append(header + "\n" + attempt.log.text())
+def build_log(build: Build, job: str | None, step: str | None) -> str:
+    """The whole log text of a build, or of one job or step: each attempt's header, then its log."""
+    parts = [header + log.text() for header, log in log_sources(build, job, step)]
     return "".join(part if part.endswith("\n") else part + "\n" for part in parts)
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 from .build import Build
 from .records import JobRun
 from ..model.messages import JobPayload
-from ..model.templates import render
 from ..model.vocab import StepStatus
 
 __all__ = ["job_payload", "template_context", "chain_agent"]
 
 
 def job_payload(build: Build, job: JobRun) -> JobPayload:
-    """The attempt's steps, env, template context and (for a retry) the context to restore."""
+    """The attempt's steps, env (variables and build context), template context and the context to restore."""
     attempt = job.attempts[-1]
     return JobPayload(
         pipeline_id=build.pipeline_id,
@@ -34,10 +33,8 @@ def template_context(build: Build) -> dict[str, dict[str, str]]:
 
 
 def _job_env(build: Build, job: JobRun) -> dict[str, str]:
+    # The job's own env is rendered by the agent, which alone holds the secrets it may name.
     env = dict(build.variables)
-    context = template_context(build)
-    for key, value in job.spec.env.items():
-        env[key] = render(value, context)
     env.update(
         SHUNTER_PIPELINE_ID=build.pipeline_id,
         SHUNTER_BUILD_ID=build.id,

@@ -54,9 +54,12 @@ from ..model.messages import (
     WaitBuild,
 )
 from ..model.spec import PipelineSpec
+from ..state.durable import Durable
+from ..state.journal import Committed
 from .build import Build
 from .driver import BuildDriver
 from .listing import build_key, build_log, describe, list_builds
+from .resume import Drain, GetLogSources, Restore, Resume, log_sources, resume, resume_running
 from .records import BuildShape
 from .snapshot import build_info
 from .submission import RetryPlan, check_variables, group_config, render_group
@@ -78,23 +81,33 @@ class PipelineActor(BuildDriver):
         groups: Directory,
         mutexes: Directory,
         history: int = 5_000,
+        durable: Durable | None = None,
+        definition: str = "",
+        next_number: int = 1,
     ) -> None:
-        super().__init__(pipeline_id=pipeline_id, hub=hub, pools=pools, groups=groups, mutexes=mutexes,
-                         history=history)  # fmt: skip
-        self.spec = spec
-        self.shape = BuildShape(spec)
-        self.next_number = 1
+        super().__init__(pipeline_id=pipeline_id, spec=spec, hub=hub, pools=pools, groups=groups, mutexes=mutexes,
+                         history=history, durable=durable)  # fmt: skip
+        self.shape = BuildShape(spec, definition)
+        self.next_number = next_number
+        self.draining = False  # stopping: queued builds stay queued (DESIGN §10)
         self.pending: dict[str, Build] = {}  # new builds waiting for their group's answer
         self.replies: dict[str, Reply] = {}  # submit or retry asks answered once the group has decided
         self.retired: str | None = None  # deleted: the reason its unfinished builds were cancelled with
 
     def receive(self, message: Any) -> Any:
         try:
-            return self._handle(message)
+            result = self._handle(message)
         finally:
             if self.outbox:
                 self.hub.tell(Publish(tuple(self.outbox)))
                 self.outbox.clear()
+        durable = self.durable
+        if durable is not None:
+            if durable.dirty and self._cell.ask_slot is not None:
+                durable.answer(self.defer_reply(), result)  # answered once this message's changes are committed
+                result = None
+            durable.flush(self.ref)
+        return result
 
     def _handle(self, message: Any) -> Any:
         kind = type(message)
@@ -144,7 +157,7 @@ class PipelineActor(BuildDriver):
             self.waiters[build.id] = waiting
         elif kind is ReplaceSpec:
             self.spec = message.spec
-            self.shape = BuildShape(message.spec)
+            self.shape = BuildShape(message.spec, message.definition)
             self.retired = None
             return describe(self.pipeline_id, self.spec, len(self.builds))
         elif kind is DescribePipeline:
@@ -152,7 +165,21 @@ class PipelineActor(BuildDriver):
         elif kind is RetirePipeline:
             return self._retire(message)
         elif kind is GetLog:
-            return build_log(self._build(message.build_id), message)
+            return build_log(self._build(message.build_id), message.job, message.step)
+        elif kind is Committed:
+            assert self.durable is not None
+            self.durable.on_committed(message.seq)
+            self._forget_old()
+        elif kind is Resume:
+            return resume(self, message.builds)
+        elif kind is Restore:
+            if message.build.id not in self.builds:
+                self.builds[message.build.id] = message.build
+                self.finished_order.append((message.build.id, 0))  # in the store already: may leave again
+        elif kind is Drain:
+            self.draining = True
+        elif kind is GetLogSources:
+            return log_sources(self._build(message.build_id), message.job, message.step)
         else:
             raise TypeError(f"pipeline {self.pipeline_id!r} got an unexpected {kind.__name__}")
         return None
@@ -188,6 +215,10 @@ class PipelineActor(BuildDriver):
             build = self.builds.get(message.build_id)
             if build is None:
                 return
+            if build.id in self.resuming:
+                self.resuming.discard(build.id)
+                resume_running(self, build)
+                return
             plan = self.reruns.pop(build.id, None)
             if plan is not None:
                 self._apply_rerun(build, plan)
@@ -196,10 +227,12 @@ class PipelineActor(BuildDriver):
                 if build.group is not None:
                     self._group(build.group).tell(Release(build.id))
                 return
+            elif self.draining:
+                return  # it stays queued in the store; the next start admits it again
         self._start(build)
         reply = self.replies.pop(build.id, None)  # none for a build admitted from the queue
         if reply is not None:
-            reply.set_result(build_info(build))
+            self._answer(reply, build_info(build))
 
     def _queued(self, message: Queued) -> None:
         build = self.pending.pop(message.build_id, None)
@@ -208,6 +241,10 @@ class PipelineActor(BuildDriver):
             self._emit_build(build, None)
         else:
             build = self.builds[message.build_id]
+            if build.id in self.resuming:  # more running than max-parallel now allows: it runs on regardless
+                self.resuming.discard(build.id)
+                resume_running(self, build)
+                return
             plan = self.reruns.pop(build.id, None)
             if plan is not None:
                 self._apply_rerun(build, plan)
@@ -215,16 +252,23 @@ class PipelineActor(BuildDriver):
             self._cancel(build, self.retired)
         reply = self.replies.pop(build.id, None)
         if reply is not None:
-            reply.set_result(build_info(build, message.position))
+            self._answer(reply, build_info(build, message.position))
 
     def _refused(self, message: Refused) -> None:
         build = self.pending.pop(message.build_id, None)
         if build is not None and build.number == self.next_number - 1:
             self.next_number -= 1  # the refused build never existed: keep numbers dense
-        self.reruns.pop(message.build_id, None)
+        rerun = self.reruns.pop(message.build_id, None)
         reply = self.replies.pop(message.build_id, None)
         if reply is not None:
             reply.set_error(QueueFull(message.message))
+        restored = self.builds.get(message.build_id)
+        if build is None and rerun is None and restored is not None and restored.status == BuildStatus.QUEUE:
+            # a queued build restored at start that its group no longer has room for
+            restored.end_unstarted(BuildStatus.CANCELED, f"refused after a restart: {message.message}",
+                                   time.time())  # fmt: skip
+            self._emit_build(restored, BuildStatus.QUEUE)
+            self._settled(restored)
 
     def _dequeued(self, message: Dequeued) -> None:
         """End the builds the group let go unstarted; their events leave in one Publish (the outbox)."""

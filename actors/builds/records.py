@@ -6,10 +6,15 @@ in ``build.py``.
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Iterator
+from typing import IO, Any
+
 from ..model.spec import Job, PipelineSpec, Step
 from ..model.vocab import JOB_FAILING, STEP_FAILING, STEP_FINAL, JobStatus, StepStatus
 
-__all__ = ["BuildShape", "JobRun", "StepRun", "JobAttempt", "StepAttempt", "StepLog"]
+__all__ = ["BuildShape", "JobRun", "StepRun", "JobAttempt", "StepAttempt", "StepLog", "step_log"]
 
 # Read on every transition: module globals, not enum class attributes (5 ns, not 50).
 _WAITING, _QUEUE, _SUCCEED = JobStatus.DEPENDENT_WAITING, JobStatus.QUEUE, JobStatus.SUCCEED
@@ -20,27 +25,78 @@ _NOTHING: dict[str, str] = {}
 class StepLog:
     """A step attempt's output: the agent appends, readers copy. Bounded.
 
-    Like a file the agent writes and the HTTP door reads; it keeps the first
-    and the last lines when a step is very chatty.
+    In memory (no state directory) it keeps the first and the last lines when
+    a step is very chatty, and at most ``max_bytes`` of text. With a ``path``
+    (durable state, DESIGN §10) lines go to that file instead, which is
+    created on the first line; past ``max_bytes`` a truncation marker is
+    written and the rest is dropped, so memory stays flat whatever the step
+    prints. Readers stream the file (``chunks``).
     """
 
-    __slots__ = ("lines", "dropped")
+    __slots__ = ("lines", "dropped", "path", "file", "size", "max_bytes", "truncated")
 
     MAX_LINES = 20_000
+    DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 
-    def __init__(self) -> None:
+    def __init__(self, path: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.lines: list[str] = []
         self.dropped = 0
+        self.path = path
+        self.file: IO[bytes] | None = None
+        self.size = 0
+        self.max_bytes = max_bytes
+        self.truncated = 0  # bytes dropped past max_bytes
 
     def append(self, line: str) -> None:
-        lines = self.lines
-        if len(lines) >= self.MAX_LINES:
-            # keep the head, drop from the middle of the tail
-            del lines[self.MAX_LINES // 2]
-            self.dropped += 1
-        lines.append(line)
+        if self.truncated:
+            self.truncated += len(line) + 1
+            return
+        data_size = len(line) + 1  # characters: close enough to bytes for a cap, and cheap
+        if self.size + data_size > self.max_bytes:
+            self.truncated = data_size
+            self._write(f"[shunter] log truncated: it reached max-log-bytes ({self.max_bytes}); "
+                        "further output of this step is dropped")  # fmt: skip
+            return
+        self.size += data_size
+        self._write(line)
+
+    def _write(self, line: str) -> None:
+        if self.path is None:
+            lines = self.lines
+            if len(lines) >= self.MAX_LINES:
+                # keep the head, drop from the middle of the tail
+                del lines[self.MAX_LINES // 2]
+                self.dropped += 1
+            lines.append(line)
+            return
+        if self.file is None:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            self.file = open(self.path, "ab")
+        self.file.write(line.encode("utf-8", "replace") + b"\n")
+
+    def close(self) -> None:
+        """The attempt has ended: no more lines; the file (if any) is closed."""
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+    def chunks(self, size: int = 65_536) -> Iterator[str]:
+        """The text in pieces, read from the file as it goes (never the whole log at once)."""
+        if self.path is None:
+            yield self.text()
+            return
+        if self.file is not None:
+            self.file.flush()
+        try:
+            with open(self.path, "rb") as handle:
+                while piece := handle.read(size):
+                    yield piece.decode("utf-8", "replace")
+        except FileNotFoundError:
+            return
 
     def text(self) -> str:
+        if self.path is not None:
+            return "".join(self.chunks())
         if not self.lines:
             return ""
         if self.dropped:
@@ -48,6 +104,14 @@ class StepLog:
             tail = self.lines[self.MAX_LINES // 2 :]
             return "\n".join([*head, f"[shunter] {self.dropped} line(s) dropped", *tail]) + "\n"
         return "\n".join(self.lines) + "\n"
+
+
+def step_log(payload: Any, step: Step) -> StepLog:
+    """A new log for an attempt of ``step``: a file under the payload's ``log_dir``, else in memory."""
+    if payload.log_dir is None:
+        return StepLog(max_bytes=payload.max_log_bytes)
+    name = f"{payload.job.id}.{step.id}.{time.time_ns():x}.log"  # unique across restarts too
+    return StepLog(os.path.join(payload.log_dir, name), payload.max_log_bytes)
 
 
 class StepAttempt:
@@ -173,10 +237,11 @@ class BuildShape:
     Read-only once made.
     """
 
-    __slots__ = ("spec", "phase_names", "chains", "step_index")
+    __slots__ = ("spec", "phase_names", "chains", "step_index", "definition")
 
-    def __init__(self, spec: PipelineSpec) -> None:
+    def __init__(self, spec: PipelineSpec, definition: str = "") -> None:
         self.spec = spec
+        self.definition = definition  # its key in the store, with durable state (DESIGN §10)
         self.phase_names = [stage.name for stage in spec.stages] + (["finally"] if spec.finally_ else [])
         self.chains = _lock_chains(spec)  # job id -> its lock-resource-with chain's first job
         self.step_index = {job.id: {step.id: i for i, step in enumerate(job.steps)} for job in spec.all_jobs()}

@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 
 from ..execution.actions import ActionRegistry
+from ..execution.secrets import Secrets
 from ..execution.agent import AgentActor
 from ..core import Actor, Ref, Supervision, TimerHandle
 from ..events import Publish, Record
@@ -125,11 +126,13 @@ class PoolActor(Actor):
         heartbeat_interval: float = 5.0,
         heartbeat_timeout: float = 30.0,
         kill_grace: float = 5.0,
+        secrets: Secrets | None = None,
         hub: Ref | None = None,
     ) -> None:
         self.pool = pool
         self.workdir = workdir
         self.actions = actions
+        self.secrets = secrets if secrets is not None else Secrets()  # handed to each agent
         self.heartbeat_interval = heartbeat_interval
         self.heartbeats = HeartbeatWatch(heartbeat_timeout)
         self.kill_grace = kill_grace
@@ -313,7 +316,7 @@ class PoolActor(Actor):
 
         def factory() -> AgentActor:
             return AgentActor(node=node, agent=name, workspace=workspace, pool=self.ref, actions=self.actions,
-                              kill_grace=self.kill_grace)  # fmt: skip
+                              kill_grace=self.kill_grace, secrets=self.secrets)  # fmt: skip
 
         self.agents[name] = self.system.spawn(factory, name=f"agent:{name}", parent=node_ref,
                                               supervision=_AGENT_SUPERVISION)  # fmt: skip

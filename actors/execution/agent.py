@@ -36,7 +36,7 @@ import anyio
 import anyio.to_thread
 
 from .actions import ActionFailed, ActionRegistry, StepContext
-from ..builds.records import StepLog
+from ..builds.records import StepLog, step_log
 from ..core import Actor, Ref
 from ..model.messages import (
     AgentIdle,
@@ -53,6 +53,8 @@ from ..model.messages import (
     StepNotRun,
     StepStarted,
 )
+from .script import render_script
+from .secrets import Secrets
 from .shell import StepStartError, run_shell
 from ..model.spec import Step
 from ..model.templates import TemplateError, render
@@ -152,8 +154,10 @@ class AgentActor(Actor):
         pool: Ref,
         actions: ActionRegistry,
         kill_grace: float = 5.0,
+        secrets: Secrets | None = None,
     ) -> None:
         self.node = node
+        self.secrets = secrets if secrets is not None else Secrets()
         self.agent = agent
         self.workspace = workspace
         self.pool = pool
@@ -227,7 +231,7 @@ class AgentActor(Actor):
         runner = JobRunner(run.payload, records)
         while (item := runner.next_step()) is not None:
             index, step = item
-            log = StepLog()
+            log = step_log(run.payload, step)
             records.append(StepStarted(index, log, time.time()))
             outcome = self._instant_action(run, step, log)
             self._record_end(records, index, outcome)
@@ -243,7 +247,7 @@ class AgentActor(Actor):
         with scope:
             while (item := runner.next_step()) is not None:
                 running, step = item
-                log = StepLog()
+                log = step_log(run.payload, step)
                 records.append(StepStarted(running, log, time.time()))
                 self._flush(run, records)
                 outcome = await self._execute(run, step, log)
@@ -265,9 +269,12 @@ class AgentActor(Actor):
     def _record_end(self, records: list[Record], index: int, outcome: StepOutcome) -> None:
         if outcome.status == StepStatus.SUCCEED and outcome.exported_env:
             self.context.update(outcome.exported_env)
+        # What is reported is shown (events, build JSON): secrets masked. The
+        # exported env stays as it is: later steps need the real values, and it is never shown.
+        mask = self.secrets.mask
         records.append(
-            StepEnded(index, outcome.status, outcome.reason, outcome.exit_code, outcome.outputs,
-                      outcome.exported_env, time.time())
+            StepEnded(index, outcome.status, outcome.reason and mask(outcome.reason), outcome.exit_code,
+                      self.secrets.mask_values(outcome.outputs), outcome.exported_env, time.time())
         )  # fmt: skip
 
     def _flush(self, run: RunJob, records: list[Record]) -> None:
@@ -276,7 +283,7 @@ class AgentActor(Actor):
         records.clear()
 
     def _finish(self, run: RunJob, records: list[Record], status: JobStatus, reason: str | None) -> None:
-        records.append(JobEnded(status, reason, time.time()))
+        records.append(JobEnded(status, reason and self.secrets.mask(reason), time.time()))
         self._flush(run, records)
         self.current = None
         if self.retiring:
@@ -286,12 +293,30 @@ class AgentActor(Actor):
 
     # -- steps --------------------------------------------------------------------------
 
+    def _template_context(self, run: RunJob) -> dict[str, Any]:
+        """``ci``, ``variables`` and, held by the agent alone, ``secrets``."""
+        context: dict[str, Any] = dict(run.payload.template_context)
+        if self.secrets:
+            context["secrets"] = self.secrets.values()
+        return context
+
+    def _log_writer(self, log: StepLog) -> Any:
+        """Where a step's output goes: its log, with secret values masked."""
+        if not self.secrets:
+            return log.append
+        mask = self.secrets.mask
+        return lambda line: log.append(mask(line))
+
     def _step_env(self, run: RunJob, step: Step) -> dict[str, str]:
         payload = run.payload
+        context = self._template_context(run)
         env = dict(payload.env)
+        for key, value in payload.job.env.items():
+            if not key.startswith("SHUNTER_"):  # the build's own context stays as the runtime set it
+                env[key] = render(value, context)
         env.update(self.context)
         for key, value in step.env.items():
-            env[key] = render(value, payload.template_context)
+            env[key] = render(value, context)
         env.update(
             SHUNTER_JOB_ID=run.token.job_id,
             SHUNTER_JOB_ATTEMPT=str(run.token.attempt),
@@ -305,8 +330,8 @@ class AgentActor(Actor):
     def _context_for(self, run: RunJob, step: Step, log: StepLog) -> StepContext:
         return StepContext(
             workspace=self.workspace,
-            log=log.append,
-            with_=_render_value(step.with_, run.payload.template_context),
+            log=self._log_writer(log),
+            with_=_render_value(step.with_, self._template_context(run)),
             # made on first use unless the step has env of its own, whose template errors fail the step now
             env=self._step_env(run, step) if step.env else functools.partial(self._step_env, run, step),
             step_id=step.id,
@@ -345,10 +370,13 @@ class AgentActor(Actor):
 
     async def _shell(self, run: RunJob, step: Step, log: StepLog) -> StepOutcome:
         assert step.run is not None
-        script = render(step.run, run.payload.template_context)
+        # References become environment variables, never pasted text (DESIGN §12; script.py).
+        script, values = render_script(step.run, self._template_context(run))
         env = self._step_env(run, step)
+        env.update(values)
         self._prepare_workspace()
-        result = await run_shell(script, cwd=self.workspace, env=env, on_output=log.append, kill_grace=self.kill_grace)
+        result = await run_shell(script, cwd=self.workspace, env=env, on_output=self._log_writer(log),
+                                 kill_grace=self.kill_grace, temp_root=self.workspace.parent)  # fmt: skip
         if result.exit_code == 0:
             return StepOutcome(StepStatus.SUCCEED, exit_code=0, outputs=result.outputs, exported_env=result.env)
         reason = f"exit code {result.exit_code}" if result.exit_code > 0 else f"killed by signal {-result.exit_code}"

@@ -7,7 +7,9 @@
    its own, with exactly the step's environment (plus ``PATH``, ``HOME`` and
    ``LANG`` from the agent when the step doesn't set them) and with
    ``SHUNTER_ENV`` / ``SHUNTER_OUTPUT`` naming two empty files in a private
-   temporary directory.
+   temporary directory. The shell is gated: it runs only once the watchdog
+   (``watchdog.py``) has its process group, so however the server dies, no
+   step's processes outlive it (DESIGN §10).
 2. Deliver stdout and stderr, merged, to ``on_output`` one line at a time as
    they arrive.
 3. When the shell exits, stop whatever it left running in its process group
@@ -46,6 +48,7 @@ import anyio.abc
 import msgspec
 
 from .output import MAX_LINE_BYTES, LineSplitter, OutputCallback, parse_exports, read_text
+from .watchdog import watchdog
 
 __all__ = ["MAX_LINE_BYTES", "ShellResult", "StepStartError", "parse_exports", "run_shell"]
 
@@ -83,6 +86,7 @@ async def run_shell(
     env: Mapping[str, str],
     on_output: OutputCallback,
     kill_grace: float = 5.0,
+    temp_root: str | os.PathLike[str] | None = None,
 ) -> ShellResult:
     """Run ``script`` as a shell step and return its exit code, env and outputs.
 
@@ -100,7 +104,10 @@ async def run_shell(
     (SIGTERM, up to ``kill_grace`` seconds, SIGKILL) while delivering what it
     still prints, reaps it, and propagates; the export files are not read
     then. Processes the shell leaves running when it exits are stopped the
-    same way, and the step ends when its shell does.
+    same way, and the step ends when its shell does. The private directory
+    is made under ``temp_root`` (default: the system's temporary directory);
+    the agent puts it beside its workspace, where a restart cleans it up
+    even after a ``kill -9``.
     """
     if kill_grace < 0:
         raise ValueError(f"kill_grace must be >= 0, got {kill_grace!r}")
@@ -108,7 +115,7 @@ async def run_shell(
     child_env = _child_env(env)
     argv = _shell_argv(script)
     # Private and outside the workspace: a step can't clobber another's files.
-    private_dir = tempfile.mkdtemp(prefix="shunter-step-")
+    private_dir = tempfile.mkdtemp(prefix="shunter-step-", dir=temp_root)
     try:
         env_file = os.path.join(private_dir, "env")
         output_file = os.path.join(private_dir, "output")
@@ -173,21 +180,43 @@ def _become_subreaper() -> None:
             pass  # no libc prctl: orphans go to PID 1 as usual
 
 
+# The gate: the step's shell starts only once the watchdog knows its process group. Until the
+# server writes a line to its stdin, ``sh`` waits; at end of file (the server died in between)
+# it exits without running anything. Then the shell replaces it (same pid, same group) with
+# stdin on /dev/null: a script reading stdin sees EOF instead of hanging.
+_GATE = 'read _ || exit 125; exec "$@" </dev/null'
+
+
 async def _start(
     argv: list[str], cwd: os.PathLike[str] | str, env: dict[str, str]
-) -> anyio.abc.Process:
+) -> tuple[anyio.abc.Process, int]:
+    """Start the gated shell; returns it and the gate (write end) to open once it is watched."""
+    gate_read, gate_write = os.pipe()
     try:
-        return await anyio.open_process(
-            argv,
+        process = await anyio.open_process(
+            ["/bin/sh", "-c", _GATE, "shunter-step", *argv],
             cwd=cwd,
             env=env,
-            stdin=subprocess.DEVNULL,  # a script reading stdin sees EOF instead of hanging
+            stdin=gate_read,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # own process group: it can be signalled as a whole
         )
     except (OSError, ValueError) as exc:
+        os.close(gate_write)
         raise StepStartError(f"cannot start the step's shell in {os.fspath(cwd)}: {exc}") from exc
+    finally:
+        os.close(gate_read)
+    return process, gate_write
+
+
+def _open_gate(gate: int) -> None:
+    try:
+        os.write(gate, b"go\n")
+    except OSError:
+        pass  # the shell is already gone: its exit status says why
+    finally:
+        os.close(gate)
 
 
 # --- running it ------------------------------------------------------------
@@ -204,8 +233,10 @@ async def _execute(
     # Shielded: if a cancellation interrupted the start, the script would run
     # on with nobody left to stop its process group.
     with anyio.CancelScope(shield=True):
-        process = await _start(argv, cwd, env)
+        process, gate = await _start(argv, cwd, env)
     pgid = process.pid  # a session leader's pid is its process group id
+    watchdog.register(pgid)  # if the server dies, the group dies with it
+    _open_gate(gate)  # only now may the script start (see _GATE)
     splitter = LineSplitter(on_output)
     try:
         await _supervise(process, pgid, splitter, kill_grace, on_output)
@@ -221,6 +252,7 @@ async def _execute(
     finally:
         with anyio.CancelScope(shield=True):
             await process.aclose()
+        watchdog.unregister(pgid)
     exit_code = process.returncode
     assert exit_code is not None  # _supervise waited for the shell
     return exit_code

@@ -105,12 +105,15 @@ class JobPayload(msgspec.Struct, frozen=True, gc=False):
     start_step: int
     # ci.* and variables.* for rendering step templates
     template_context: dict[str, dict[str, str]]
-    # variables + job env + SHUNTER_* build context
+    # variables + SHUNTER_* build context (the job's env: is rendered by the agent, with secrets)
     env: dict[str, str]
     # context to restore before a retry (snapshot + exports of the steps kept)
     restore: dict[str, str] | None
     # a step before start_step failed (for the `if` of the steps that run)
     failed_before: bool = False
+    # where step logs go (durable state, DESIGN §10; None: in memory) and their cap per attempt
+    log_dir: str | None = None
+    max_log_bytes: int = 32 * 1024 * 1024
 
 
 class JobRequest(_Message, frozen=True):
@@ -298,6 +301,8 @@ class Admit(_Message, frozen=True):
     pipeline: Ref
     config: Concurrency
     queued_at: float  # wall clock; the build reports the same instant
+    # wall clock; only for a build restored after a restart, which keeps its original queue deadline
+    deadline: float | None = None
 
 
 class Admitted(_Message, frozen=True, gc=False):
@@ -402,6 +407,7 @@ class WaitBuild(_Message, frozen=True):
 
 class ReplaceSpec(_Message, frozen=True):
     spec: PipelineSpec
+    definition: str = ""  # its key in the store (durable state)
 
 
 class DescribePipeline(_Message, frozen=True):

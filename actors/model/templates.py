@@ -1,11 +1,17 @@
 """``${{ namespace.name }}`` templates in pipeline fields (DESIGN §4).
 
-Two namespaces exist:
+Three namespaces exist:
 
 - ``ci``: ``${{ ci.pipeline_id }}``, ``${{ ci.build_id }}``,
   ``${{ ci.build_num }}``, filled in by the runtime for each build;
 - ``variables``: ``${{ variables.NAME }}``, the pipeline's declared
-  variables (with the values a build was submitted with).
+  variables (with the values a build was submitted with);
+- ``secrets``: ``${{ secrets.NAME }}``, values of the server's
+  configuration, only in ``env``, ``with`` and ``run`` (never in names that
+  are shown, like a group), substituted by the agent alone.
+
+In ``run:`` scripts references are not pasted but made environment
+variables (``actors.execution.script``), so values stay data.
 
 Whitespace inside the braces is optional (``${{ci.build_id}}`` works). There
 is no escaping and no expression language: a template is literal text with
@@ -31,7 +37,7 @@ __all__ = [
 CI_KEYS: tuple[str, ...] = ("pipeline_id", "build_id", "build_num")
 """The names the ``ci`` namespace provides."""
 
-NAMESPACES: tuple[str, ...] = ("ci", "variables")
+NAMESPACES: tuple[str, ...] = ("ci", "variables", "secrets")
 """The namespaces a template may reference."""
 
 _OPEN = "${{"
@@ -90,11 +96,12 @@ def references(template: str) -> list[tuple[str, str]]:
     return found
 
 
-def check(template: str, variables: Collection[str]) -> list[str]:
+def check(template: str, variables: Collection[str], secrets: Collection[str] | None = None) -> list[str]:
     """Return a message for every problem in ``template``; empty if it is valid.
 
     Problems: an unknown namespace, a ``ci`` name that does not exist, a
-    variable not in ``variables`` (the declared names), an expression that
+    variable not in ``variables`` (the declared names), a secret not in
+    ``secrets`` (None: no secret may be used here), an expression that
     is not ``namespace.name``, and a ``${{`` never closed by ``}}``. Where
     a close name exists the message suggests it.
     """
@@ -123,10 +130,18 @@ def check(template: str, variables: Collection[str]) -> list[str]:
                     f"undeclared variable {name!r} in {text!r}"
                     + _hint(name, variables, "declare it under 'variables'")
                 )
+        elif namespace == "secrets":
+            if secrets is None:
+                problems.append(f"{text!r}: secrets may be used only in env, with and run")
+            elif name not in secrets:
+                problems.append(
+                    f"unknown secret {name!r} in {text!r}"
+                    + _hint(name, secrets, "the server's configuration declares its secrets under 'secrets'")
+                )
         else:
             problems.append(
                 f"unknown namespace {namespace!r} in {text!r}"
-                + _hint(namespace, NAMESPACES, "use 'ci' or 'variables'")
+                + _hint(namespace, NAMESPACES, "use 'ci', 'variables' or 'secrets'")
             )
     for offset in _unclosed(template):
         problems.append(f"'${{{{' at offset {offset} is not closed by '}}}}'")

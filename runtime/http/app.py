@@ -1,10 +1,12 @@
 """The ASGI 3 application of the HTTP API (DESIGN §7), without a web framework.
 
 ``App(runtime)`` (or ``runtime.asgi_app``) answers ``http`` and ``lifespan``
-scopes. For each request it matches the route (404 ``not_found``, 405 with
-``Allow``), reads the body incrementally up to ``server.max-body-bytes``
-(413 ``body_too_large``, stopping at the first byte too many), calls the
-route's handler and writes its answer. Every refusal is a JSON
+scopes. For each request it runs the checks of ``guard.py`` (Host, Origin,
+token and role, body type: 400/403/401/403/415), matches the route (404
+``not_found``, 405 with ``Allow``), reads the body incrementally up to
+``server.max-body-bytes`` (413 ``body_too_large``, stopping at the first
+byte too many) within ``server.read-timeout`` (408 ``request_timeout``),
+calls the route's handler and writes its answer. Every refusal is a JSON
 ``{"error", "message", "details"}`` with the error's own status; an
 unexpected exception is logged and answered 500 ``internal`` with a generic
 message. ``GET /v1/events`` is streamed by ``sse.py``.
@@ -28,6 +30,7 @@ from .core import (
     BodyTooLarge,
     Internal,
     Request,
+    RequestTimeout,
     Response,
     Router,
     Unavailable,
@@ -35,6 +38,7 @@ from .core import (
     parse_query,
     parse_segments,
 )
+from .guard import Guard
 from .metrics import start_collector
 from .routes import ROUTES
 from .sse import Receive, Send, stream_events
@@ -56,6 +60,9 @@ class App:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.max_body_bytes = rt.config.server.max_body_bytes
+        self.read_timeout = rt.config.server.read_timeout
+        self.max_event_streams = rt.config.server.max_event_streams
+        self.guard = Guard(rt.config)
         self.closed = anyio.Event()
         self.sse_clients = 0
         self._metrics: Ref | None = None
@@ -100,13 +107,24 @@ class App:
             query=parse_query(scope.get("query_string", b"")),
             headers={name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]},
         )
+        cors: list[tuple[str, str]] = []
         try:
+            scheme = scope.get("scheme", "http")
+            self.guard.check(request, scheme)
+            cors = request.response_headers = self.guard.cors_headers(request, scheme)
+            preflight = self.guard.preflight(request, scheme)
+            if preflight is not None:
+                await _send(send, preflight, head=False)
+                return
             route, request.params = _ROUTER.match(method, request.segments)
             if route.stream:
                 await stream_events(self, request, receive, send)
                 return
             if method in _METHODS_WITH_BODY:
+                yaml_allowed = bool(route.body_types)
+                self.guard.check_media(request, yaml_allowed)
                 request.body = await self._read_body(request, receive)
+                self.guard.check_untyped_body(request, request.body, yaml_allowed)
             response = await route.handler(self, request)
         except _ClientGone:
             return  # a body cut short is never acted upon, and there is nobody to answer
@@ -118,10 +136,17 @@ class App:
         except Exception:
             logger.exception("internal error answering %s %s", method, scope["path"])
             response = error_response(Internal("internal error; the server log has the details"))
+        response.headers.extend(cors)
         await _send(send, response, head=method == "HEAD")
 
     async def _read_body(self, request: Request, receive: Receive) -> bytes:
-        """The whole body, refused (413) as soon as it is known to be too large."""
+        """The whole body, refused as soon as it is known to be too large (413) or late (408)."""
+        with anyio.move_on_after(self.read_timeout) as late:
+            return await self._receive_body(request, receive)
+        assert late.cancelled_caught
+        raise RequestTimeout(f"the request body did not arrive within {self.read_timeout:g} s (server.read-timeout)")
+
+    async def _receive_body(self, request: Request, receive: Receive) -> bytes:
         limit = self.max_body_bytes
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
@@ -145,10 +170,12 @@ class _ClientGone(Exception):
 
 
 async def _send(send: Send, response: Response, *, head: bool) -> None:
-    headers = [
-        (b"content-type", response.content_type.encode("latin-1")),
-        (b"content-length", str(len(response.body)).encode("latin-1")),
-    ]
+    headers = [(b"content-type", response.content_type.encode("latin-1"))]
+    if response.chunks is None:  # a streamed body has no length up front (chunked transfer)
+        headers.append((b"content-length", str(len(response.body)).encode("latin-1")))
     headers.extend((name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers)
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else response.body})
+    if response.chunks is not None and not head:
+        async for chunk in response.chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b"" if head or response.chunks is not None else response.body})

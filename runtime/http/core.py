@@ -9,7 +9,7 @@ testable without a server.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -30,6 +30,10 @@ __all__ = [
     "AppState",
     "BodyTooLarge",
     "ErrorBody",
+    "Forbidden",
+    "RequestTimeout",
+    "Unauthorized",
+    "json_too_deep",
     "Internal",
     "MethodNotAllowed",
     "Param",
@@ -83,6 +87,27 @@ class BodyTooLarge(ShunterError):
     http_status = 413
 
 
+class Unauthorized(ShunterError):
+    """No valid ``Authorization: Bearer <token>`` (DESIGN §12)."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
+class Forbidden(ShunterError):
+    """The token's role does not allow this, or the request comes from a foreign browser origin."""
+
+    code = "forbidden"
+    http_status = 403
+
+
+class RequestTimeout(ShunterError):
+    """The request body did not arrive within ``server.read-timeout``."""
+
+    code = "request_timeout"
+    http_status = 408
+
+
 class UnsupportedMediaType(ShunterError):
     """The body's content type is not one this route reads."""
 
@@ -115,6 +140,7 @@ class Request:
     headers: dict[str, str] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    response_headers: list[tuple[str, str]] = field(default_factory=list)  # CORS, for every answer
 
     @property
     def media_type(self) -> str:
@@ -134,6 +160,7 @@ class Response:
     body: bytes = b""
     content_type: str = JSON
     headers: list[tuple[str, str]] = field(default_factory=list)
+    chunks: AsyncIterator[bytes] | None = None  # a body streamed in pieces instead of ``body`` (logs)
 
 
 def json_response(status: int, value: Any, headers: Iterable[tuple[str, str]] = ()) -> Response:
@@ -152,6 +179,8 @@ def error_response(error: ShunterError) -> Response:
         headers.append(("allow", ", ".join(error.allow)))
     if error.http_status in (429, 503):
         headers.append(("retry-after", "1" if error.http_status == 503 else "5"))
+    if error.http_status == 401:
+        headers.append(("www-authenticate", 'Bearer realm="shunter"'))
     body = ErrorBody(error=error.code, message=error.message, details=list(error.details))
     return json_response(error.http_status, body, headers)
 
@@ -166,6 +195,9 @@ def decode_json(type_: type[T], body: bytes, *, what: str = "body") -> T:
     """
     if not body.strip():
         return type_()
+    if json_too_deep(body):
+        message = f"nested deeper than {MAX_JSON_DEPTH} levels"
+        raise InvalidRequest(f"invalid {what}: {message}", details=[{"path": "$", "message": message}])
     decoder = _DECODERS.get(type_)
     if decoder is None:
         decoder = _DECODERS[type_] = msgspec.json.Decoder(type_)
@@ -195,6 +227,32 @@ def _integral(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _integral(item) for key, item in value.items()}
     return value
+
+
+MAX_JSON_DEPTH = 32
+"""How deeply a JSON request body may nest (the API's bodies need 3 levels)."""
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
+
+
+def json_too_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON text nests lists and objects deeper than ``limit``.
+
+    Checked on the raw bytes before decoding: a decoder recurses once per
+    level, and 1,000 levels are enough to exhaust Python's stack. Brackets
+    inside strings do not count.
+    """
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False  # the common case, at C speed
+    depth = 0
+    for byte in _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS):
+        if byte in b"[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
 
 
 def split_validation_error(error: msgspec.ValidationError) -> tuple[str, str]:
@@ -305,6 +363,7 @@ class AppState(Protocol):
     rt: Runtime
     closed: anyio.Event
     sse_clients: int
+    max_event_streams: int
 
     @property
     def metrics(self) -> Ref | None: ...

@@ -28,10 +28,17 @@ __all__ = ["document", "build_document"]
 _REF = "#/components/schemas/{name}"
 _DESCRIPTIONS = {
     200: "OK", 201: "Created", 202: "Accepted", 400: "Bad request (the message and details say what and where)",
+    401: "No valid token (Authorization: Bearer <token>)", 403: "The token's role does not allow this, or a foreign Origin",
     404: "Not found", 405: "Method not allowed (the Allow header lists the methods of the path)",
+    408: "The body did not arrive within server.read-timeout",
     409: "Conflict with the current state (the message says which)", 413: "Body too large",
     415: "Unsupported media type", 429: "Queue full (policy reject)", 503: "Overloaded or unavailable; retry later",
 }  # fmt: skip
+# What every operation may answer at the door (DESIGN §12): a Host an open server does not
+# answer to (400), no token (401), a role or Origin refused (403), the runtime stopping (503);
+# 431 (headers too large) comes from the HTTP server itself. Bodies add 408, 413 and 415.
+_DOOR = (400, 401, 403, 405, 503)
+_BODY = (408, 413, 415)
 _HEADER_LIMIT = (
     "Request header fields too large: the server (hypercorn) refuses a request whose headers exceed its limit "
     "before the API sees it; the body is not the API's JSON error"
@@ -46,12 +53,12 @@ _EVENT_STREAM = (
 )
 
 
-def document(routes: Sequence[Route]) -> bytes:
-    """The document for ``routes`` as JSON bytes."""
-    return encode_json(build_document(routes))
+def document(routes: Sequence[Route], max_agents_per_node: int = 256) -> bytes:
+    """The document for ``routes`` (and this server's cap on agents per node) as JSON bytes."""
+    return encode_json(build_document(routes, max_agents_per_node))
 
 
-def build_document(routes: Sequence[Route]) -> dict[str, Any]:
+def build_document(routes: Sequence[Route], max_agents_per_node: int = 256) -> dict[str, Any]:
     types: list[Any] = [ErrorBody, Event]
     for route in routes:
         for type_ in (route.result, route.body):
@@ -66,6 +73,10 @@ def build_document(routes: Sequence[Route]) -> dict[str, Any]:
         for status in (route.status, *(status for status, _ in route.also)):
             if links and route.content_type == JSON:
                 operation["responses"][str(status)]["links"] = links
+    # The schema says what this server accepts: its own cap, not the type's widest bound.
+    node = components.get("NodeBody", {}).get("properties", {})
+    if "agents" in node:
+        node["agents"] = {"type": "integer", "minimum": 1, "maximum": max_agents_per_node}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -75,7 +86,9 @@ def build_document(routes: Sequence[Route]) -> dict[str, Any]:
             '{"error": code, "message": text, "details": [...]}.',
         },
         "paths": paths,
-        "components": {"schemas": components},
+        "components": {"schemas": components, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        # Without tokens the server is open (loopback only); with them every route but /healthz needs one.
+        "security": [{"bearer": []}, {}],
     }
 
 
@@ -107,6 +120,8 @@ def _operation(route: Route, schema_of: dict[str, Any]) -> dict[str, Any]:
         "parameters": _parameters(route),
         "responses": _responses(route, schema_of),
     }
+    if route.path == "/healthz":
+        operation["security"] = [{}]
     if route.body is not None:
         operation["requestBody"] = {
             "required": False,
@@ -167,7 +182,8 @@ def _responses(route: Route, schema_of: dict[str, Any]) -> dict[str, Any]:
         if headers:
             responses[str(status)]["headers"] = headers
     error = {JSON: {"schema": schema_of[repr(ErrorBody)]}}
-    for status in (*route.errors, 405):
+    statuses = (*route.errors, *_DOOR, *(_BODY if route.method in ("PUT", "POST", "DELETE") else ()))
+    for status in sorted(set(statuses)):
         responses[str(status)] = {"description": _DESCRIPTIONS[status], "content": error}
         if status == 405:
             responses["405"]["headers"] = {"allow": {"description": "the methods of this path",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -27,25 +28,24 @@ from runtime.spec_loader import validate_pipeline_id
 from . import metrics as metrics_module
 from .core import (
     JSON,
+    MAX_JSON_DEPTH,
     TEXT,
     AppState,
     Param,
     Request,
     Response,
     Route,
-    UnsupportedMediaType,
     decode_json,
     enum_schema,
     json_response,
+    json_too_deep,
 )
+from .guard import YAML_TYPES, is_json
 from .openapi import document
 from .sse import EVENT_PARAMS
 
 __all__ = ["ROUTES", "SubmitBody", "RetryBody", "CancelBody", "NodeBody", "Health"]
 
-YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain")
-# curl --data-binary sends this by default; such a body is read like an untyped one.
-_LENIENT_TYPES = ("", "application/x-www-form-urlencoded", "application/octet-stream")
 # Node and pool names follow the configuration file's rule (runtime/config.py).
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 _NAME = re.compile(NAME_PATTERN)
@@ -97,7 +97,8 @@ class NodeBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     (pool ``default``, 1 agent, no labels); an existing node's ``pool``, if given, must be its own."""
 
     pool: Name | UnsetType = UNSET
-    agents: Annotated[int, msgspec.Meta(ge=1, le=1024)] | UnsetType = UNSET
+    # The server's max-agents-per-node applies too (and is the document's maximum).
+    agents: Annotated[int, msgspec.Meta(ge=1, le=100_000)] | UnsetType = UNSET
     labels: Annotated[list[Label], msgspec.Meta(max_length=64)] | UnsetType = UNSET
 
 
@@ -128,16 +129,14 @@ async def put_pipeline(app: AppState, request: Request) -> Response:
     problem = validate_pipeline_id(pipeline_id)
     if problem is not None:
         raise InvalidRequest(problem, details=[{"path": "path.id", "message": problem}])
-    media = request.media_type
-    if media == "application/json" or media.endswith("+json"):
+    # The door has checked the type: JSON or YAML (guard.py).
+    if is_json(request.media_type):
+        if json_too_deep(request.body):
+            raise SpecError([{"path": "$", "message": f"malformed JSON: nested deeper than {MAX_JSON_DEPTH} levels"}])
         try:
             msgspec.json.decode(request.body)
         except msgspec.DecodeError as error:
             raise SpecError([{"path": "$", "message": f"malformed JSON: {error}"}]) from None
-    elif media not in YAML_TYPES and media not in _LENIENT_TYPES:
-        raise UnsupportedMediaType(
-            f"a pipeline is YAML ({', '.join(YAML_TYPES)}) or JSON (application/json), not {media!r}"
-        )
     existed = app.rt.has_pipeline(pipeline_id)
     # The raw bytes, never text: a one-line text body ending in .yml would be read as a path.
     info = await app.rt.register_pipeline(request.body, id=pipeline_id)
@@ -212,8 +211,13 @@ async def cancel(app: AppState, request: Request) -> Response:
 
 
 async def logs(app: AppState, request: Request) -> Response:
-    text = await app.rt.logs(request.params["id"], job=_JOB.read(request), step=_STEP.read(request))
-    return Response(200, text.encode("utf-8", "replace"), TEXT)
+    pieces = await app.rt.log_chunks(request.params["id"], job=_JOB.read(request), step=_STEP.read(request))
+
+    async def encoded() -> AsyncIterator[bytes]:
+        async for piece in pieces:  # read from the log files as it goes, never the whole log at once
+            yield piece.encode("utf-8", "replace")
+
+    return Response(200, content_type=TEXT, chunks=encoded())
 
 
 # -- groups, nodes, stats ---------------------------------------------------------------------
@@ -282,12 +286,12 @@ async def metrics(app: AppState, request: Request) -> Response:
 
 
 async def openapi(app: AppState, request: Request) -> Response:
-    return Response(200, _document())
+    return Response(200, _document(app.rt.config.max_agents_per_node))
 
 
 @functools.cache
-def _document() -> bytes:
-    return document(ROUTES)
+def _document(max_agents_per_node: int) -> bytes:
+    return document(ROUTES, max_agents_per_node)
 
 
 async def _streamed(app: AppState, request: Request) -> Response:  # pragma: no cover - never called

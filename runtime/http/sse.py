@@ -7,11 +7,19 @@ it reconnects) or ``?after=ID``: the events the hub still keeps after that id
 are replayed first, then live ones follow.
 
 A comment line goes out every ``HEARTBEAT`` seconds of silence so proxies
-keep the connection open. The stream reads the hub's subscription as fast
-as the socket takes it, several events per write; a client too slow to keep
-up makes the subscription's buffer fill, the hub drops it, and the stream
-ends (the client may reconnect and resume). The stream also ends when the
-client disconnects or the app is closed (server shutdown).
+keep the connection open.
+
+Streams follow the hub's ``EventLog`` by position (a cursor each), not
+through queues of their own: a replay of the whole history shares the kept
+events with every other stream, and each event is encoded once for all of
+them. A stream writes what has arrived every ``LINGER`` seconds at most,
+several events per write, so a thousand open streams cost the runtime a
+few writes per second each rather than one per event. A client that falls
+more than ``BUFFER`` events behind (it reads too slowly) is disconnected
+with a comment saying so; it may reconnect and resume. At most
+``server.max-event-streams`` streams are open at once; past it a new one
+gets 503. The stream also ends when the client disconnects or the app is
+closed (server shutdown).
 """
 
 from __future__ import annotations
@@ -22,19 +30,21 @@ from typing import Any
 
 import anyio
 
-from actors.events import Subscription
+from actors.events import EventLog, Kept
+from actors.model.errors import Overloaded
 from actors.model.info import Event
 from actors.model.vocab import EventKind
 
-from .core import AppState, Param, Request, encode_json, enum_schema
+from .core import AppState, Param, Request, Unavailable, encode_json, enum_schema
 
 __all__ = ["EVENT_PARAMS", "HEARTBEAT", "stream_events", "format_event", "parse_after"]
 
 logger = logging.getLogger("shunter.http")
 
 HEARTBEAT = 15.0  # seconds of silence before a keep-alive comment
-BUFFER = 10_000  # events a stream may fall behind before the hub drops it
+BUFFER = 5_000  # events a stream may fall behind the newest before it is disconnected
 BATCH = 512  # events per write at most
+LINGER = 0.2  # seconds a caught-up stream lets events gather before it writes again
 RETRY_MS = 1000  # what EventSource should wait before reconnecting
 
 MAX_EVENT_ID = 2**53 - 1  # what a JavaScript client holds exactly
@@ -81,55 +91,69 @@ def _filter(request: Request) -> Callable[[Event], bool] | None:
 
 
 async def stream_events(app: AppState, request: Request, receive: Receive, send: Send) -> None:
-    """Answer one events request; returns when the stream is over. Bad parameters raise before anything is sent."""
+    """Answer one events request; returns when the stream is over. Refusals raise before anything is sent."""
     after = parse_after(request)
     keep = _filter(request)
-    async with app.rt.subscribe(after=after, buffer=BUFFER) as events:
-        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    if app.sse_clients >= app.max_event_streams:
+        raise Overloaded(f"{app.sse_clients} event streams are open (server.max-event-streams "
+                         f"{app.max_event_streams}); try again later")  # fmt: skip
+    log = app.rt.event_log
+    if log.closed:
+        raise Unavailable("the runtime has stopped")
+    cursor = log.last_id if after is None else after
+    headers = HEADERS + [(name.encode("latin-1"), value.encode("latin-1")) for name, value in request.response_headers]
+    app.sse_clients += 1
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"retry: %d\n: shunter events\n\n" % RETRY_MS,
                     "more_body": True})  # fmt: skip
         if request.method == "HEAD":
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
-        app.sse_clients += 1
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(_until_disconnect, receive, group.cancel_scope)
                 group.start_soon(_until_closed, app, group.cancel_scope)
-                await _pump(events, send, keep, after)
+                await _pump(log, cursor, send, keep)
                 group.cancel_scope.cancel()
         except Exception:
             # The answer has started: nothing to report to the client but the end of the stream.
             logger.exception("event stream failed")
-        finally:
-            app.sse_clients -= 1
+    finally:
+        app.sse_clients -= 1
     # The client may be gone; a final empty body is harmless then.
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _pump(events: Subscription, send: Send, keep: Callable[[Event], bool] | None, after: int | None) -> None:
-    expected = None if after is None else after + 1
-    while True:
-        with anyio.move_on_after(HEARTBEAT) as quiet:
-            try:
-                first = await events.receive()
-            except (anyio.EndOfStream, anyio.ClosedResourceError):
-                break  # dropped by the hub (too slow) or the runtime closed
-        if quiet.cancelled_caught:
-            await send({"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True})
-            continue
-        batch = [first]
-        while len(batch) < BATCH:
-            try:
-                batch.append(events.receive_nowait())
-            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+async def _pump(log: EventLog, cursor: int, send: Send, keep: Callable[[Event], bool] | None) -> None:
+    """Write the log's events after ``cursor`` as they come, until the reader falls too far behind."""
+    if cursor + 1 < log.first_id:
+        # The client asked for events the log no longer keeps.
+        await send({"type": "http.response.body", "body": b": events %d to %d are no longer kept\n\n"
+                    % (cursor + 1, log.first_id - 1), "more_body": True})  # fmt: skip
+        cursor = log.first_id - 1
+    caught_up = False
+    while not log.closed:
+        if log.last_id <= cursor:
+            with anyio.move_on_after(HEARTBEAT) as quiet:
+                await log.wait(cursor)
+            if log.closed:
                 break
-        chunks = []
-        if expected is not None and batch[0].id > expected:
-            # The hub no longer keeps the events the client asked for.
-            chunks.append(b": events %d to %d are no longer kept\n\n" % (expected, batch[0].id - 1))
-        expected = None
-        chunks.extend(format_event(event) for event in batch if keep is None or keep(event))
+            if quiet.cancelled_caught:
+                await send({"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True})
+                continue
+        if caught_up:
+            # Let events gather: a stream that keeps up writes every LINGER seconds at most,
+            # however fast they come; one that is behind (a replay) writes batch after batch.
+            await anyio.sleep(LINGER)
+        if log.last_id - cursor > BUFFER or cursor + 1 < log.first_id:
+            await send({"type": "http.response.body", "more_body": True,
+                        "body": b": too slow: more than %d events behind\n\n" % BUFFER})  # fmt: skip
+            break
+        batch: list[Kept] = log.read(cursor, BATCH)
+        cursor = batch[-1].id
+        caught_up = len(batch) < BATCH
+        chunks = [kept.frame(format_event) for kept in batch if keep is None or keep(kept.event)]
         if chunks:
             await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": True})
     await send({"type": "http.response.body", "body": b": stream ended; reconnect with Last-Event-ID\n\n",

@@ -138,3 +138,38 @@ def test_version_prints_the_installed_version_and_exits_0(capsys: pytest.Capture
         main(["--version"])
     assert stop.value.code == 0
     assert capsys.readouterr().out == f"shunter {version('shunter')}\n"
+
+
+def test_serve_refuses_ephemeral_with_a_state_dir(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--ephemeral", "--state-dir", "somewhere"]) == 2
+    assert "--ephemeral and --state-dir exclude each other" in capsys.readouterr().err
+
+
+def test_serve_picks_its_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--state-dir, else the config's state-dir, else $SHUNTER_HOME, else ~/.shunter; --ephemeral: none."""
+    import argparse
+
+    from runtime.cli import _with_state_dir
+    from runtime.config import load_config
+
+    def chosen(config: dict[str, object], state_dir: str | None = None, ephemeral: bool = False) -> str | None:
+        args = argparse.Namespace(state_dir=state_dir, ephemeral=ephemeral)
+        return _with_state_dir(load_config(config), args).state_dir  # type: ignore[no-any-return]
+
+    monkeypatch.setenv("SHUNTER_HOME", str(tmp_path / "home"))
+    assert chosen({}, str(tmp_path / "flag")) == str(tmp_path / "flag")
+    assert chosen({"state-dir": str(tmp_path / "config")}) == str(tmp_path / "config")
+    assert chosen({}) == str(tmp_path / "home")
+    monkeypatch.delenv("SHUNTER_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert chosen({}) == str(tmp_path / ".shunter")
+    assert chosen({"state-dir": "/x"}, ephemeral=True) is None
+
+
+def test_serve_on_an_unusable_state_dir_says_so_in_one_line(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    (tmp_path / "file").write_text("not a directory")
+    assert main(["serve", "--state-dir", str(tmp_path / "file" / "state"), "--bind", "127.0.0.1:0"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip() == f"cannot serve: cannot use state directory {tmp_path}/file/state: Not a directory"
+    assert captured.out == ""

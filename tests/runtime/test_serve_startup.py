@@ -30,7 +30,8 @@ def busy_port() -> Iterator[int]:
 
 def _serve_all(cases: dict[str, list[str]]) -> dict[str, tuple[int, str, str]]:
     """Run ``shunter serve ARGS`` for every case at once: name -> (exit code, stdout, stderr)."""
-    processes = {name: subprocess.Popen([sys.executable, "-m", "runtime.cli", "serve", *args], cwd=ROOT,
+    # --ephemeral: side by side they would share (and contend for) one state directory
+    processes = {name: subprocess.Popen([sys.executable, "-m", "runtime.cli", "serve", "--ephemeral", *args], cwd=ROOT,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
                  for name, args in cases.items()}
     results = {}

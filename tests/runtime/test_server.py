@@ -88,7 +88,7 @@ async def test_embedding_hypercorn_in_your_own_nursery() -> None:
                 binds = await nursery.start(functools.partial(hypercorn.trio.serve, rt.asgi_app, config,
                                                               shutdown_trigger=stop.wait))  # fmt: skip
                 async with httpx.AsyncClient(base_url=binds[0]) as client:
-                    await client.put("/v1/pipelines/loop", content=PIPELINE)
+                    await client.put("/v1/pipelines/loop", content=PIPELINE, headers={"content-type": "application/yaml"})
                     build = (await client.post("/v1/pipelines/loop/builds")).json()
                     assert (await rt.wait(build["id"], timeout=10)).status == "SUCCEED"
                     async with client.stream("GET", "/v1/events") as events:
@@ -128,7 +128,8 @@ def test_shunter_serve_shuts_down_gracefully(signum: int, tmp_path: Path) -> Non
     config = tmp_path / "shunter.yml"
     pipeline = tmp_path / "slow.yml"
     pipeline.write_text(SLOW)
-    config.write_text(f"pools: [{{name: default, nodes: [{{name: n1, agents: 2}}]}}]\npipelines: [{pipeline}]\n")
+    config.write_text(f"pools: [{{name: default, nodes: [{{name: n1, agents: 2}}]}}]\npipelines: [{pipeline}]\n"
+                      "drain-timeout: 0.5\n")
     process = subprocess.Popen(
         [sys.executable, "-m", "runtime.cli", "serve", "--config", str(config), "--bind", "127.0.0.1:0"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

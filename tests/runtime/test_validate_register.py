@@ -77,7 +77,7 @@ def test_validate_accepts_good_inputs(step: str, tmp_path: Path, capsys: pytest.
 @pytest.mark.trio
 async def test_register_and_put_refuse_the_same_and_change_nothing() -> None:
     async with runtime.open_runtime(CONFIG) as rt:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=rt.asgi_app), base_url="http://t") as http:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=rt.asgi_app), base_url="http://localhost") as http:
             for name, (step, expected) in BAD.items():
                 errors = [{"path": path, "message": message} for path, message in expected]
                 with pytest.raises(SpecError) as refused:
@@ -95,7 +95,7 @@ async def test_register_and_put_refuse_the_same_and_change_nothing() -> None:
 @pytest.mark.trio
 async def test_put_returns_the_warnings_of_a_runs_on_no_node_matches() -> None:
     async with runtime.open_runtime(CONFIG) as rt:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=rt.asgi_app), base_url="http://t") as http:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=rt.asgi_app), base_url="http://localhost") as http:
             text = "name: p\njobs:\n  j: {runs-on: windows-pool, steps: [{uses: noop}]}\n"
             response = await http.put("/v1/pipelines/p", content=text, headers={"content-type": "application/yaml"})
             assert response.status_code == 201, response.text

@@ -92,7 +92,7 @@ class Api:
 async def api(config: Any = CONFIG) -> AsyncIterator[Api]:
     async with runtime.open_runtime(config) as rt:
         transport = httpx.ASGITransport(app=rt.asgi_app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://shunter") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             handle = Api(rt, client)
             rt.register_action("gate", handle.gate_action)
             yield handle

@@ -53,7 +53,7 @@ async def test_deleting_an_idle_pipeline_keeps_its_builds_readable(autojump_cloc
         with pytest.raises(runtime.NotFound):
             await a.rt.submit("app")
 
-        again = await a.client.put("/v1/pipelines/app", content=pipeline_yaml())
+        again = await a.client.put("/v1/pipelines/app", content=pipeline_yaml(), headers={"content-type": "application/yaml"})
         assert again.status_code == 201, again.text  # created again, as far as a client can tell
         second = await a.submit("app")
         assert (second["id"], second["number"]) == ("app.2", 2), "a build id is never used twice"

@@ -37,7 +37,8 @@ async def test_put_pipeline_creates_then_replaces(autojump_clock: trio.testing.M
         assert created.status_code == 201
         assert created.headers["location"] == "/v1/pipelines/app"
         assert created.json()["id"] == "app" and created.json()["jobs"] == ["build"]
-        replaced = await a.client.put("/v1/pipelines/app", content=pipeline_yaml(name="renamed"))
+        replaced = await a.client.put("/v1/pipelines/app", content=pipeline_yaml(name="renamed"),
+                                      headers={"content-type": "text/yaml"})  # fmt: skip
         assert replaced.status_code == 200 and replaced.json()["name"] == "renamed"
         listed = (await a.client.get("/v1/pipelines")).json()
         assert [p["id"] for p in listed] == ["app"]
@@ -46,13 +47,26 @@ async def test_put_pipeline_creates_then_replaces(autojump_clock: trio.testing.M
 
 
 @pytest.mark.trio
-@pytest.mark.parametrize("content_type", ["text/yaml", "text/plain; charset=utf-8", "application/x-yaml", None])
+@pytest.mark.parametrize("content_type", ["text/yaml", "application/yaml; charset=utf-8", "application/x-yaml"])
 async def test_put_pipeline_reads_yaml_content_types(autojump_clock: trio.testing.MockClock,
                                                      content_type: str | None) -> None:  # fmt: skip
     async with api() as a:
         headers = {"content-type": content_type} if content_type else {}
         response = await a.client.put("/v1/pipelines/app", content=pipeline_yaml().encode(), headers=headers)
         assert response.status_code == 201, response.text
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("content_type", ["text/plain; charset=utf-8", None, "application/x-www-form-urlencoded"])
+async def test_put_pipeline_refuses_bodies_not_typed_yaml_or_json(autojump_clock: trio.testing.MockClock,
+                                                                  content_type: str | None) -> None:  # fmt: skip
+    # A type a browser may send cross-site without asking first is never read as a pipeline (DESIGN §12).
+    async with api() as a:
+        headers = {"content-type": content_type} if content_type else {}
+        response = await a.client.put("/v1/pipelines/app", content=pipeline_yaml().encode(), headers=headers)
+        assert response.status_code == 415, response.text
+        assert response.json()["error"] == "unsupported_media_type"
+        assert not a.rt.has_pipeline("app")
 
 
 @pytest.mark.trio
@@ -82,11 +96,14 @@ async def test_bad_pipelines_are_refused_and_change_nothing(autojump_clock: trio
                400, "invalid_spec", "mapping")
         _error(await a.client.put("/v1/pipelines/app", content=pipeline_yaml(), headers={"content-type": "image/png"}),
                415, "unsupported_media_type", "image/png")
-        _error(await a.client.put("/v1/pipelines/.hidden", content=pipeline_yaml()), 400, "invalid_request", ".hidden")
-        _error(await a.client.put("/v1/pipelines/" + "x" * 65, content=pipeline_yaml()), 400, "invalid_request")
-        _error(await a.client.put("/v1/pipelines/app", content=b"\xff\xfe bad"), 400, "invalid_spec", "UTF-8")
+        _error(await a.client.put("/v1/pipelines/.hidden", content=pipeline_yaml(), headers=yaml_type),
+               400, "invalid_request", ".hidden")
+        _error(await a.client.put("/v1/pipelines/" + "x" * 65, content=pipeline_yaml(), headers=yaml_type),
+               400, "invalid_request")
+        _error(await a.client.put("/v1/pipelines/app", content=b"\xff\xfe bad", headers=yaml_type),
+               400, "invalid_spec", "UTF-8")
         # A one-line body that looks like a file name is YAML text, never a path to read.
-        _error(await a.client.put("/v1/pipelines/app", content="examples/pipelines/step-retry.yml"),
+        _error(await a.client.put("/v1/pipelines/app", content="examples/pipelines/step-retry.yml", headers=yaml_type),
                400, "invalid_spec", "mapping")
         assert await a.state() == before
 
@@ -109,16 +126,19 @@ async def test_huge_bodies_get_413_and_change_nothing(autojump_clock: trio.testi
         await a.put_pipeline("app", pipeline_yaml())
         before = await a.state()
         big = pipeline_yaml() + "#" * 2000
-        _error(await a.client.put("/v1/pipelines/app", content=big), 413, "body_too_large", "1000")
+        yaml_type, json_type = {"content-type": "application/yaml"}, {"content-type": "application/json"}
+        _error(await a.client.put("/v1/pipelines/app", content=big, headers=yaml_type), 413, "body_too_large", "1000")
 
         async def chunks() -> AsyncIterator[bytes]:
             for _ in range(100):  # no content-length: the limit holds while reading
                 yield b" " * 100
 
-        _error(await a.client.post("/v1/pipelines/app/builds", content=chunks()), 413, "body_too_large")
-        _error(await a.client.put("/v1/nodes/big", content=b"{" + b" " * 5000 + b"}"), 413, "body_too_large")
+        _error(await a.client.post("/v1/pipelines/app/builds", content=chunks(), headers=json_type),
+               413, "body_too_large")
+        _error(await a.client.put("/v1/nodes/big", content=b"{" + b" " * 5000 + b"}", headers=json_type),
+               413, "body_too_large")
         assert await a.state() == before
-        assert (await a.client.put("/v1/pipelines/app", content=pipeline_yaml())).status_code == 200
+        assert (await a.client.put("/v1/pipelines/app", content=pipeline_yaml(), headers=yaml_type)).status_code == 200
 
 
 # -- builds ---------------------------------------------------------------------------------------
@@ -157,8 +177,10 @@ async def test_bad_submissions_get_400_and_change_nothing(autojump_clock: trio.t
         _error(await post(url, json={"variables": ["X"]}), 400, "invalid_request", "$.variables", "array")
         _error(await post(url, json={"vars": {}}), 400, "invalid_request", "vars")
         _error(await post(url, json=[1]), 400, "invalid_request", "array")
-        _error(await post(url, content=b'{"variables": '), 400, "invalid_request", "malformed JSON")
-        _error(await post(url, content=b"\x00\xff"), 400, "invalid_request", "malformed JSON")
+        json_type = {"content-type": "application/json"}
+        _error(await post(url, content=b'{"variables": ', headers=json_type), 400, "invalid_request", "malformed JSON")
+        _error(await post(url, content=b"\x00\xff", headers=json_type), 400, "invalid_request", "malformed JSON")
+        _error(await post(url, content=b'{"variables": {}}'), 415, "unsupported_media_type", "Content-Type")
         assert await a.state() == before
 
 
@@ -395,7 +417,7 @@ async def test_a_closed_runtime_answers_503(autojump_clock: trio.testing.MockClo
 
 
 def client_for(app: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://shunter")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
 
 
 @pytest.mark.trio

@@ -1,0 +1,138 @@
+"""A pipeline after a restart: its unfinished builds come back (DESIGN §10).
+
+``resume`` takes the builds the store held (decoded by the runtime):
+
+- a queued build whose queue deadline passed while the server was down ends
+  ``QUEUE_TIMEOUT`` at once, with a reason naming its group and saying so;
+- the other queued builds, and the running ones, are returned as ``Admit``
+  messages that the runtime tells their groups in the original order
+  (running builds first, to take back their slots; then the queued ones by
+  the time they were queued), each with its original deadline;
+- a running build resumes once its group has it back (``resume_running``):
+  a job that was running is treated as one whose agent was lost — retried
+  from its running step when that step's ``retry-times`` allows, else ended
+  ``HEARTBEAT_TIMEOUT`` with the reason ``INTERRUPTED``; jobs that were
+  waiting for a slot or an agent ask again.
+
+Also here: the messages for restoring a build read back from the store
+(``Restore``: e.g. to retry it) and for streaming logs (``GetLogSources``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ..model.messages import Admit
+from ..model.vocab import BuildStatus, JobStatus
+from .build import Build
+from .driver import NotHeld
+from .records import JobRun, StepLog
+
+if TYPE_CHECKING:
+    from .driver import BuildDriver
+
+__all__ = ["INTERRUPTED", "Drain", "GetLogSources", "NotHeld", "Restore", "Resume", "log_sources", "resume",
+           "resume_running"]  # fmt: skip
+
+INTERRUPTED = "interrupted: the server stopped while it ran"
+
+
+class Resume(msgspec.Struct, frozen=True):
+    """Ask: take back these unfinished builds; answers [(running first, queued_at, group, Admit)]."""
+
+    builds: list[Any]  # Build
+
+
+class Restore(msgspec.Struct, frozen=True):
+    """Tell: a finished build read back from the store (its records are needed, e.g. for a retry)."""
+
+    build: Any  # Build
+
+
+class Drain(msgspec.Struct, frozen=True):
+    """Tell: the server is stopping: a queued build its group admits now stays queued for the next start."""
+
+
+class GetLogSources(msgspec.Struct, frozen=True):
+    """Ask: the logs of a build (one job or step): [(header, StepLog)], for streaming."""
+
+    build_id: str
+    job: str | None = None
+    step: str | None = None
+
+
+def resume(pipeline: BuildDriver, builds: list[Build]) -> list[tuple[bool, float, str, Admit]]:
+    """Take back ``builds``; return the admissions to tell their groups (see the module docstring)."""
+    now = time.time()
+    admits: list[tuple[bool, float, str, Admit]] = []
+    for build in builds:
+        pipeline.builds[build.id] = build
+        pipeline._emit_build(build, None)  # counted again as queued or running (the hub's counters start at 0)
+        if pipeline.durable is not None:
+            pipeline.durable.dirty.pop(build.id, None)  # unchanged so far: no need to write it again
+        if build.status == "RUNNING" and build.group is None:
+            resume_running(pipeline, build)
+            continue
+        if build.group is None:  # queued without a group cannot be: start it
+            pipeline._start(build)
+            continue
+        concurrency = build.spec.concurrency
+        assert build.queued_at is not None
+        deadline = build.queued_at + (concurrency.queue_timeout_minutes * 60 if concurrency else 0.0)
+        if build.status == "QUEUE" and deadline <= now:
+            minutes = concurrency.queue_timeout_minutes if concurrency else 0
+            build.end_unstarted(BuildStatus.QUEUE_TIMEOUT, (
+                f"waited longer than queue-timeout-minutes ({minutes:g}) in concurrency group {build.group!r}: "
+                "the server was down when the deadline passed"), now)  # fmt: skip
+            pipeline._emit_build(build, "QUEUE")
+            pipeline._settled(build)
+            continue
+        running = build.status == "RUNNING"
+        if running:
+            pipeline.resuming.add(build.id)
+        admit = Admit(build.id, pipeline.ref, pipeline._group_config_of(build), build.queued_at,
+                      deadline=None if running else deadline)  # fmt: skip
+        admits.append((not running, build.queued_at, build.group, admit))
+    return admits
+
+
+def resume_running(pipeline: BuildDriver, build: Build) -> None:
+    """Carry on a build that was running when the server stopped (see the module docstring)."""
+    now = time.time()
+    states = {job.id: job.status for job in build.all_jobs()}
+    dispatch: list[JobRun] = []
+    for job in list(build.all_jobs()):
+        if job.status == "QUEUE":
+            dispatch.append(job)
+        elif job.status == "RUNNING":
+            if build.retry_lost(job, JobStatus.HEARTBEAT_TIMEOUT, INTERRUPTED, now):
+                dispatch.append(job)
+            else:
+                dispatch.extend(build.job_ended(job, JobStatus.HEARTBEAT_TIMEOUT, INTERRUPTED, now))
+            pipeline._emit_job(build, job, states[job.id])
+    if not dispatch and not build.finished:
+        dispatch = build.advance(now)
+    pipeline._emit_unrun(build, states)
+    pipeline._dispatch(build, list({job.id: job for job in dispatch}.values()))  # each job once
+    if build.finished:
+        pipeline._emit_build(build, "RUNNING")
+        pipeline._finished(build)
+
+
+def log_sources(build: Build, job_id: str | None, step_id: str | None) -> list[tuple[str, StepLog]]:
+    """Every step attempt's log of ``build`` (one job or step), with the header the log text shows."""
+    jobs = [build.job(job_id)] if job_id is not None else list(build.all_jobs())
+    if step_id is not None:
+        jobs = [build.find_step(job_id, step_id)[0]]
+    found: list[tuple[str, StepLog]] = []
+    for job in jobs:
+        for step in job.steps:
+            if step_id is not None and step.spec.id != step_id:
+                continue
+            for attempt in step.attempts:
+                found.append((f"=== {job.id} / {step.spec.id} attempt {attempt.number} ({attempt.status}) ===\n",
+                              attempt.log))  # fmt: skip
+    return found
