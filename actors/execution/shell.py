@@ -93,6 +93,7 @@ async def run_shell(
     on_output: OutputCallback,
     kill_grace: float = 5.0,
     temp_root: str | os.PathLike[str] | None = None,
+    on_chunk: Callable[[], None] | None = None,
 ) -> ShellResult:
     """Run ``script`` as a shell step and return its exit code, env and outputs.
 
@@ -103,7 +104,9 @@ async def run_shell(
     from shunter itself (ignored export lines, processes that had to be
     killed) arrive through ``on_output`` too, prefixed ``[shunter]``.
     ``on_output`` should not raise; if it does, the step's processes are
-    stopped and the exception propagates.
+    stopped and the exception propagates. ``on_chunk``, if given, is called
+    after the lines of each read have been delivered (a log file flushes
+    there, so what a step printed survives a ``kill -9`` of the server).
 
     A non-zero exit is a result, not an exception. :class:`StepStartError` is
     raised when the shell cannot start. Cancellation stops the process group
@@ -130,7 +133,7 @@ async def run_shell(
         child_env["SHUNTER_ENV"] = env_file
         child_env["SHUNTER_OUTPUT"] = output_file
 
-        exit_code = await _execute(argv, cwd, child_env, on_output, kill_grace)
+        exit_code = await _execute(argv, cwd, child_env, on_output, kill_grace, on_chunk)
 
         exported = parse_exports(_read_text(env_file), source="SHUNTER_ENV", warn=on_output)
         outputs = parse_exports(_read_text(output_file), source="SHUNTER_OUTPUT", warn=on_output)
@@ -290,6 +293,7 @@ async def _execute(
     env: dict[str, str],
     on_output: OutputCallback,
     kill_grace: float,
+    on_chunk: Callable[[], None] | None = None,
 ) -> int:
     """Start the shell, pump its output until it is done, return its exit code."""
     # Shielded: if a cancellation interrupted the start, the script would run
@@ -299,7 +303,7 @@ async def _execute(
     pgid = process.pid  # a session leader's pid is its process group id
     watchdog.register(pgid)  # if the server dies, the group dies with it
     _open_gate(gate)  # only now may the script start (see _GATE)
-    splitter = _LineSplitter(on_output)
+    splitter = _LineSplitter(on_output, on_chunk)
     try:
         await _supervise(process, pgid, splitter, kill_grace, on_output)
     except anyio.get_cancelled_exc_class():
@@ -486,11 +490,12 @@ class _LineSplitter:
     to be chunked.
     """
 
-    __slots__ = ("_emit", "_pending")
+    __slots__ = ("_emit", "_pending", "_chunk_done")
 
-    def __init__(self, emit: OutputCallback) -> None:
+    def __init__(self, emit: OutputCallback, chunk_done: Callable[[], None] | None = None) -> None:
         self._emit = emit
         self._pending = bytearray()
+        self._chunk_done = chunk_done
 
     def feed(self, data: bytes) -> None:
         pending = self._pending
@@ -505,12 +510,16 @@ class _LineSplitter:
             cut = _utf8_cut(pending, MAX_LINE_BYTES)
             self._emit(pending[:cut].decode("utf-8", "replace"))
             del pending[:cut]
+        if self._chunk_done is not None:
+            self._chunk_done()
 
     def flush(self) -> None:
         """Deliver a last line that has no newline."""
         if self._pending:
             self._emit_line(self._pending)
             self._pending = bytearray()
+            if self._chunk_done is not None:
+                self._chunk_done()
 
     def _emit_line(self, raw: bytes | bytearray) -> None:
         if raw.endswith(b"\r"):
