@@ -294,6 +294,21 @@ async def test_retention_removes_old_builds_and_their_logs(tmp_path: Path, monke
         assert (tmp_path / "logs" / "quick" / "5").exists()
 
 
+@pytest.mark.trio
+async def test_a_restart_applies_retention_at_once(tmp_path: Path) -> None:
+    async with runtime.open_runtime(settings(tmp_path)) as rt:
+        await rt.register_pipeline(QUICK)
+        ids = [(await rt.wait((await rt.submit("quick")).id, timeout=10)).id for _ in range(4)]
+    keep = {"retention": {"days": None, "builds-per-pipeline": 2}}
+    async with runtime.open_runtime(settings(tmp_path, **keep)) as rt:
+        with trio.fail_after(10):  # not the minute between passes: the first one comes with the start
+            while (tmp_path / "logs" / "quick" / "2").exists():
+                await trio.sleep(0.01)
+        assert sorted(build.id for build in await rt.builds("quick")) == ids[2:]
+        with pytest.raises(runtime.NotFound):
+            await rt.build(ids[0])
+
+
 @pytest.mark.anyio
 async def test_a_restart_on_both_backends_streams_logs_over_http(tmp_path: Path) -> None:
     """trio and asyncio alike: a build, its log streamed by GET …/logs from the file, after a restart."""
