@@ -152,8 +152,8 @@ class SQLiteStore:
         nodes = [NodeRow(name, pool, agents, tuple(json.loads(labels)))
                  for name, pool, agents, labels in db.execute("SELECT * FROM nodes ORDER BY rowid")]  # fmt: skip
         meta = dict(db.execute("SELECT key, value FROM meta"))
-        finished = db.execute("SELECT COUNT(*) FROM builds WHERE finished = 1").fetchone()[0]
-        return Recovered(pipelines, definitions, unfinished, nodes, meta, finished)
+        by_status = dict(db.execute("SELECT status, COUNT(*) FROM builds WHERE finished = 1 GROUP BY status"))
+        return Recovered(pipelines, definitions, unfinished, nodes, meta, sum(by_status.values()), by_status)
 
     def build(self, build_id: str) -> BuildRow | None:
         found = self._reader().execute(f"SELECT {_COLUMNS} FROM builds WHERE id = ?", (build_id,)).fetchone()

@@ -79,6 +79,22 @@ async def test_pipelines_builds_logs_numbers_and_events_come_back(tmp_path: Path
 
 
 @pytest.mark.trio
+async def test_stats_after_a_restart_count_the_finished_builds_of_the_store(tmp_path: Path) -> None:
+    async with runtime.open_runtime(settings(tmp_path)) as rt:
+        await rt.register_pipeline(QUICK)
+        await rt.register_pipeline({"name": "broken", "steps": [{"uses": "fail", "with": {"message": "no"}}]})
+        for pipeline in ("quick", "quick", "broken"):
+            await rt.wait((await rt.submit(pipeline)).id, timeout=10)
+        before = await rt.stats()
+    async with runtime.open_runtime(settings(tmp_path)) as rt:
+        after = await rt.stats()
+        assert after.builds_finished == before.builds_finished == 3
+        assert after.builds_by_status == before.builds_by_status == {"SUCCEED": 2, "FAILED": 1}
+        await rt.wait((await rt.submit("quick")).id, timeout=10)
+        assert (await rt.stats()).builds_by_status == {"SUCCEED": 3, "FAILED": 1}
+
+
+@pytest.mark.trio
 async def test_an_answer_means_the_effect_is_committed(tmp_path: Path) -> None:
     async with runtime.open_runtime(settings(tmp_path)) as rt:
         await rt.register_pipeline(SLOW)
