@@ -118,7 +118,9 @@ async def open_runtime(
             first_event = recovered.meta.get("event_id", 0) + 1 if recovered is not None else 1
             event_log = EventLog(first_id=first_event)
             reserve = state.reserve_events if state is not None else None
-            hub = system.spawn(lambda: EventHub(gauge=gauge, log=event_log, reserve=reserve), name="events")
+            finished = recovered.finished_by_status if recovered is not None else None
+            hub = system.spawn(lambda: EventHub(gauge=gauge, log=event_log, reserve=reserve, finished=finished),
+                               name="events")  # fmt: skip
 
             def pool(name: str) -> Callable[[], PoolActor]:
                 return lambda: PoolActor(pool=name, workdir=root / name, actions=actions,

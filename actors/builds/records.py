@@ -74,6 +74,11 @@ class StepLog:
             self.file = open(self.path, "ab")
         self.file.write(line.encode("utf-8", "replace") + b"\n")
 
+    def sync(self) -> None:
+        """Hand what was written to the OS: it then survives a ``kill -9`` of the server."""
+        if self.file is not None:
+            self.file.flush()
+
     def close(self) -> None:
         """The attempt has ended: no more lines; the file (if any) is closed."""
         if self.file is not None:

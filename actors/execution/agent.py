@@ -376,7 +376,8 @@ class AgentActor(Actor):
         env.update(values)
         self._prepare_workspace()
         result = await run_shell(script, cwd=self.workspace, env=env, on_output=self._log_writer(log),
-                                 kill_grace=self.kill_grace, temp_root=self.workspace.parent)  # fmt: skip
+                                 kill_grace=self.kill_grace, temp_root=self.workspace.parent,
+                                 on_chunk=log.sync)  # fmt: skip
         if result.exit_code == 0:
             return StepOutcome(StepStatus.SUCCEED, exit_code=0, outputs=result.outputs, exported_env=result.env)
         reason = f"exit code {result.exit_code}" if result.exit_code > 0 else f"killed by signal {-result.exit_code}"

@@ -86,11 +86,12 @@ class LineSplitter:
     to be chunked.
     """
 
-    __slots__ = ("_emit", "_pending")
+    __slots__ = ("_emit", "_pending", "_chunk_done")
 
-    def __init__(self, emit: OutputCallback) -> None:
+    def __init__(self, emit: OutputCallback, chunk_done: Callable[[], None] | None = None) -> None:
         self._emit = emit
         self._pending = bytearray()
+        self._chunk_done = chunk_done  # called once the lines of each read have been delivered
 
     def feed(self, data: bytes) -> None:
         pending = self._pending
@@ -105,12 +106,16 @@ class LineSplitter:
             cut = _utf8_cut(pending, MAX_LINE_BYTES)
             self._emit(pending[:cut].decode("utf-8", "replace"))
             del pending[:cut]
+        if self._chunk_done is not None:
+            self._chunk_done()
 
     def flush(self) -> None:
         """Deliver a last line that has no newline."""
         if self._pending:
             self._emit_line(self._pending)
             self._pending = bytearray()
+            if self._chunk_done is not None:
+                self._chunk_done()
 
     def _emit_line(self, raw: bytes | bytearray) -> None:
         if raw.endswith(b"\r"):

@@ -87,6 +87,7 @@ async def run_shell(
     on_output: OutputCallback,
     kill_grace: float = 5.0,
     temp_root: str | os.PathLike[str] | None = None,
+    on_chunk: Callable[[], None] | None = None,
 ) -> ShellResult:
     """Run ``script`` as a shell step and return its exit code, env and outputs.
 
@@ -97,7 +98,9 @@ async def run_shell(
     from shunter itself (ignored export lines, processes that had to be
     killed) arrive through ``on_output`` too, prefixed ``[shunter]``.
     ``on_output`` should not raise; if it does, the step's processes are
-    stopped and the exception propagates.
+    stopped and the exception propagates. ``on_chunk``, if given, is called
+    after the lines of each read have been delivered (a log file flushes
+    there, so what a step printed survives a ``kill -9`` of the server).
 
     A non-zero exit is a result, not an exception. :class:`StepStartError` is
     raised when the shell cannot start. Cancellation stops the process group
@@ -124,7 +127,7 @@ async def run_shell(
         child_env["SHUNTER_ENV"] = env_file
         child_env["SHUNTER_OUTPUT"] = output_file
 
-        exit_code = await _execute(argv, cwd, child_env, on_output, kill_grace)
+        exit_code = await _execute(argv, cwd, child_env, on_output, kill_grace, on_chunk)
 
         exported = parse_exports(read_text(env_file), source="SHUNTER_ENV", warn=on_output)
         outputs = parse_exports(read_text(output_file), source="SHUNTER_OUTPUT", warn=on_output)
@@ -228,6 +231,7 @@ async def _execute(
     env: dict[str, str],
     on_output: OutputCallback,
     kill_grace: float,
+    on_chunk: Callable[[], None] | None = None,
 ) -> int:
     """Start the shell, pump its output until it is done, return its exit code."""
     # Shielded: if a cancellation interrupted the start, the script would run
@@ -237,7 +241,7 @@ async def _execute(
     pgid = process.pid  # a session leader's pid is its process group id
     watchdog.register(pgid)  # if the server dies, the group dies with it
     _open_gate(gate)  # only now may the script start (see _GATE)
-    splitter = LineSplitter(on_output)
+    splitter = LineSplitter(on_output, on_chunk)
     try:
         await _supervise(process, pgid, splitter, kill_grace, on_output)
     except anyio.get_cancelled_exc_class():

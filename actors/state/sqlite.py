@@ -156,9 +156,10 @@ class SQLiteStore:
         nodes = [NodeRow(name, pool, agents, tuple(json.loads(labels)))
                  for name, pool, agents, labels in db.execute("SELECT * FROM nodes ORDER BY rowid")]  # fmt: skip
         meta = dict(db.execute("SELECT key, value FROM meta"))
-        finished = db.execute("SELECT COUNT(*) FROM builds WHERE finished = 1").fetchone()[0]
+        by_status = dict(db.execute("SELECT status, COUNT(*) FROM builds WHERE finished = 1 GROUP BY status"))
         deleted = {pipeline_id for (pipeline_id,) in db.execute("SELECT id FROM deleted_pipelines")}
-        return Recovered(pipelines, definitions, unfinished, nodes, meta, finished, deleted)
+        return Recovered(pipelines, definitions, unfinished, nodes, meta, sum(by_status.values()), by_status,
+                         deleted)  # fmt: skip
 
     def build(self, build_id: str) -> BuildRow | None:
         found = self._reader().execute(f"SELECT {_COLUMNS} FROM builds WHERE id = ?", (build_id,)).fetchone()

@@ -99,6 +99,7 @@ class Recovered:
     nodes: list[NodeRow]
     meta: dict[str, int]
     finished: int  # how many finished builds the store holds
+    finished_by_status: dict[str, int] = field(default_factory=dict)  # the same, by final status
     deleted: set[str] = field(default_factory=set)  # pipelines deleted (their rows are in ``pipelines`` too)
 
 

@@ -79,6 +79,22 @@ async def test_pipelines_builds_logs_numbers_and_events_come_back(tmp_path: Path
 
 
 @pytest.mark.trio
+async def test_stats_after_a_restart_count_the_finished_builds_of_the_store(tmp_path: Path) -> None:
+    async with runtime.open_runtime(settings(tmp_path)) as rt:
+        await rt.register_pipeline(QUICK)
+        await rt.register_pipeline({"name": "broken", "steps": [{"uses": "fail", "with": {"message": "no"}}]})
+        for pipeline in ("quick", "quick", "broken"):
+            await rt.wait((await rt.submit(pipeline)).id, timeout=10)
+        before = await rt.stats()
+    async with runtime.open_runtime(settings(tmp_path)) as rt:
+        after = await rt.stats()
+        assert after.builds_finished == before.builds_finished == 3
+        assert after.builds_by_status == before.builds_by_status == {"SUCCEED": 2, "FAILED": 1}
+        await rt.wait((await rt.submit("quick")).id, timeout=10)
+        assert (await rt.stats()).builds_by_status == {"SUCCEED": 3, "FAILED": 1}
+
+
+@pytest.mark.trio
 async def test_an_answer_means_the_effect_is_committed(tmp_path: Path) -> None:
     async with runtime.open_runtime(settings(tmp_path)) as rt:
         await rt.register_pipeline(SLOW)
@@ -292,6 +308,21 @@ async def test_retention_removes_old_builds_and_their_logs(tmp_path: Path, monke
         kept = [build.id for build in await rt.builds("quick") if build.status == "SUCCEED"]
         assert set(ids[:3]).isdisjoint(kept) and ids[4] in kept and len(kept) <= 3  # the newest two (and a late one)
         assert (tmp_path / "logs" / "quick" / "5").exists()
+
+
+@pytest.mark.trio
+async def test_a_restart_applies_retention_at_once(tmp_path: Path) -> None:
+    async with runtime.open_runtime(settings(tmp_path)) as rt:
+        await rt.register_pipeline(QUICK)
+        ids = [(await rt.wait((await rt.submit("quick")).id, timeout=10)).id for _ in range(4)]
+    keep = {"retention": {"days": None, "builds-per-pipeline": 2}}
+    async with runtime.open_runtime(settings(tmp_path, **keep)) as rt:
+        with trio.fail_after(10):  # not the minute between passes: the first one comes with the start
+            while (tmp_path / "logs" / "quick" / "2").exists():
+                await trio.sleep(0.01)
+        assert sorted(build.id for build in await rt.builds("quick")) == ids[2:]
+        with pytest.raises(runtime.NotFound):
+            await rt.build(ids[0])
 
 
 @pytest.mark.anyio
