@@ -153,7 +153,7 @@ class EventLog:
         if capacity < 1:
             raise ValueError(f"an event log keeps at least 1 event, not {capacity}")
         self.capacity = capacity
-        # After a restart with durable state the ids go on from the store's watermark (DESIGN §10).
+        # After a restart with durable state the ids go on from the store's watermark (docs/design.md §10).
         self._origin = first_id
         self.last_id = first_id - 1
         self.closed = False  # the runtime has stopped: no event will come
@@ -287,7 +287,7 @@ class EventHub(Actor):
         self.log = log if log is not None else EventLog(history)
         self.next_id = self.log.last_id + 1  # a restarted hub goes on numbering
         # With durable state, ids are reserved in blocks in the store (``reserve(upto)``) so that
-        # after a restart they continue past every id handed out, never reused (DESIGN §10).
+        # after a restart they continue past every id handed out, never reused (docs/design.md §10).
         self.reserve = reserve
         self.reserved = self.next_id - 1
         self._reserve()

@@ -1,4 +1,4 @@
-"""How a runtime stops (DESIGN §10): drain, then cancel what is left, or leave it to the next start.
+"""How a runtime stops (docs/design.md §10): drain, then cancel what is left, or leave it to the next start.
 
 ``Closing`` is the part of the ``Runtime`` facade that ``open_runtime()``
 calls on the way out (``_close``) and ``shunter serve`` cuts short on a
@@ -58,7 +58,7 @@ class Closing:
         return found
 
     async def _close(self) -> None:
-        """Drain (DESIGN §10), then cancel what still runs (in memory) or leave it to the next start (durable)."""
+        """Drain (docs/design.md §10), then cancel what still runs (in memory) or leave it to the next start (durable)."""
         drain = self.config.drain_timeout
         if self._state is not None or drain is not None:
             self._draining = True
@@ -67,7 +67,7 @@ class Closing:
             await self._drain(30.0 if drain is None else drain)
         if self._state is not None:
             # Durable: what is left stays as the store has it; the next start re-queues the queued
-            # builds and treats the interrupted jobs as lost (DESIGN §10).
+            # builds and treats the interrupted jobs as lost (docs/design.md §10).
             unfinished = await self._unfinished()
             self.interrupted = [build.id for build in unfinished if build.status == "RUNNING"]
             self.left_queued = [build.id for build in unfinished if build.status == "QUEUE"]

@@ -90,7 +90,7 @@ async def open_runtime(
     ``workdir`` (by default the state directory's ``work/``, emptied at
     start, or in memory a temporary directory removed at the end).
 
-    In memory unless the config names a ``state-dir`` (DESIGN §10; see
+    In memory unless the config names a ``state-dir`` (docs/design.md §10; see
     ``_state``). On exit, in memory, builds still running are cancelled and
     awaited (bounded), then every actor stops; ``Runtime.interrupted``
     lists what was cancelled. With a state directory running builds get
@@ -186,7 +186,7 @@ def _alive(pid: int) -> bool:
 
 
 async def _recover(runtime: Runtime, state: State, recovered: Any, configured: set[str]) -> None:
-    """Bring back nodes, pipelines and unfinished builds from the store (DESIGN §10; see ``_state``)."""
+    """Bring back nodes, pipelines and unfinished builds from the store (docs/design.md §10; see ``_state``)."""
     for node in recovered.nodes:
         if node.name not in configured:  # the config's own nodes win
             await runtime.add_node(node.name, node.pool, node.agents, node.labels, persist=False)

@@ -386,7 +386,7 @@ class Runtime(Cluster, Closing):
 
     @property
     def asgi_app(self) -> Any:
-        """The HTTP API of DESIGN §7 for this runtime, as an ASGI 3 app (built on first use).
+        """The HTTP API of docs/design.md §7 for this runtime, as an ASGI 3 app (built on first use).
 
         Serve it with ``hypercorn.trio.serve(rt.asgi_app, config)`` (or
         ``hypercorn.asyncio.serve``); call ``rt.asgi_app.close()`` before

@@ -165,7 +165,7 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _with_state_dir(config: Any, args: argparse.Namespace) -> Any:
-    """Where ``serve`` keeps its state (DESIGN §10): ``--state-dir``, else the config's ``state-dir``,
+    """Where ``serve`` keeps its state (docs/design.md §10): ``--state-dir``, else the config's ``state-dir``,
     else ``$SHUNTER_HOME``, else ``~/.shunter``; ``--ephemeral``: in memory."""
     import os
 

@@ -6,7 +6,7 @@ JSONPath-like location::
 
     $.stages[0].jobs.compile.runs-on.concurrency-limit-total: must be >= 1
 
-Choices made where DESIGN §4 is silent:
+Choices made where docs/design.md §4 is silent:
 
 - ``version`` may be left out; ``v3.0``, ``v3``, ``3.0`` and ``3`` (string
   or number) are all read as ``v3.0``. Anything else is refused.
@@ -62,7 +62,7 @@ _PLACEMENT_KEYS = ("pool-name", "node-name", "labels")
 _MUTEX_KEYS = ("label", "queue-length", "timeout-minutes")
 _VARIABLE_KEYS = ("value", "description")
 _VERSIONS = ("v3.0", "v3", "3.0", "3")
-# Upper bounds of every number (DESIGN §12): generous, and far from overflowing a deadline.
+# Upper bounds of every number (docs/design.md §12): generous, and far from overflowing a deadline.
 MAX_MINUTES = 525_600.0  # a year
 MAX_PARALLEL = 100_000
 MAX_QUEUE_LENGTH = 10_000_000

@@ -172,7 +172,7 @@ def test_no_import_cycles() -> None:
 
 
 def test_layering() -> None:
-    """DESIGN §1: runtime -> actors -> actors.core; the kernel imports nothing of the rest."""
+    """docs/design.md §1: runtime -> actors -> actors.core; the kernel imports nothing of the rest."""
     for name, targets in import_graph().items():
         if name.startswith("actors.core"):
             assert all(t.startswith("actors.core") for t in targets), (name, targets)

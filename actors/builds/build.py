@@ -391,7 +391,7 @@ class Build:
         """Retry a failed job (or from a failed step) as part of this running build.
 
         Bypasses group admission: the build keeps its slot, its place and its
-        execute_count (DESIGN §3.1 item 4). Returns the job to dispatch.
+        execute_count (docs/design.md §3.1 item 4). Returns the job to dispatch.
         """
         if self.cancelling is not None:
             raise NotRetryable(f"build {self.id!r} is being cancelled")

@@ -74,7 +74,7 @@ class BuildDriver(Actor):
         self.groups = groups
         self.mutexes = mutexes
         self.history = history  # finished builds kept here; with a store, older ones are read from it
-        # With durable state (DESIGN §10): the journal of this pipeline's builds; replies wait for its commits.
+        # With durable state (docs/design.md §10): the journal of this pipeline's builds; replies wait for its commits.
         self.durable = durable
         self.resuming: set[str] = set()  # running builds restored at start, waiting for their group slot
         self.builds: dict[str, Build] = {}

@@ -7,7 +7,7 @@ and revived. Running the admitted builds (dispatching jobs, applying what
 agents report and what the pool ended itself, cancelling, settling) is the
 ``BuildDriver`` half it is built on (``driver.py``). Retries inside a running
 build never go through the group; retries of a finished build are new
-admissions (DESIGN §3.1 items 4 and 5).
+admissions (docs/design.md §3.1 items 4 and 5).
 
 While the group decides, the pipeline keeps what it will do with the
 answer: the deferred reply slot by build id, and for the retry of a
@@ -89,7 +89,7 @@ class PipelineActor(BuildDriver):
                          history=history, durable=durable)  # fmt: skip
         self.shape = BuildShape(spec, definition)
         self.next_number = next_number
-        self.draining = False  # stopping: queued builds stay queued (DESIGN §10)
+        self.draining = False  # stopping: queued builds stay queued (docs/design.md §10)
         self.pending: dict[str, Build] = {}  # new builds waiting for their group's answer
         self.replies: dict[str, Reply] = {}  # submit or retry asks answered once the group has decided
         self.retired: str | None = None  # deleted: the reason its unfinished builds were cancelled with

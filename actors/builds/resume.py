@@ -1,4 +1,4 @@
-"""A pipeline after a restart: its unfinished builds come back (DESIGN §10).
+"""A pipeline after a restart: its unfinished builds come back (docs/design.md §10).
 
 ``resume`` takes the builds the store held (decoded by the runtime):
 

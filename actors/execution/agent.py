@@ -370,7 +370,7 @@ class AgentActor(Actor):
 
     async def _shell(self, run: RunJob, step: Step, log: StepLog) -> StepOutcome:
         assert step.run is not None
-        # References become environment variables, never pasted text (DESIGN §12; script.py).
+        # References become environment variables, never pasted text (docs/design.md §12; script.py).
         script, values = render_script(step.run, self._template_context(run))
         env = self._step_env(run, step)
         env.update(values)

@@ -9,7 +9,7 @@
    ``SHUNTER_ENV`` / ``SHUNTER_OUTPUT`` naming two empty files in a private
    temporary directory. The shell is gated: it runs only once the watchdog
    (``watchdog.py``) has its process group, so however the server dies, no
-   step's processes outlive it (DESIGN §10).
+   step's processes outlive it (docs/design.md §10).
 2. Deliver stdout and stderr, merged, to ``on_output`` one line at a time as
    they arrive.
 3. When the shell exits, stop whatever it left running in its process group

@@ -1,6 +1,6 @@
 """Errors that cross the public API (re-exported by ``runtime``).
 
-Each carries a stable ``code`` (the HTTP error code of DESIGN §7) and a human
+Each carries a stable ``code`` (the HTTP error code of docs/design.md §7) and a human
 message that names what is wrong and where.
 """
 

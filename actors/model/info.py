@@ -1,7 +1,7 @@
 """Result types returned by the Python API and encoded as the HTTP API's JSON.
 
 They are snapshots: frozen msgspec Structs built by the owning actor and
-handed out, never live state. Field names are the public JSON of DESIGN §7.
+handed out, never live state. Field names are the public JSON of docs/design.md §7.
 None can be part of a reference cycle, so none is tracked by the cyclic
 garbage collector (``gc=False``): a snapshot per submitted build used to
 count towards every collection.

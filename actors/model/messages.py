@@ -3,7 +3,7 @@
 Everything about a job attempt carries a ``JobToken``; the attempt number in
 it is the fencing token: an actor drops a report whose attempt is not the
 job's current one, so a late message from a cancelled or lost attempt never
-touches its successor (DESIGN §2).
+touches its successor (docs/design.md §2).
 
 Flow of a build (arrows are ``tell``):
 
@@ -111,7 +111,7 @@ class JobPayload(msgspec.Struct, frozen=True, gc=False):
     restore: dict[str, str] | None
     # a step before start_step failed (for the `if` of the steps that run)
     failed_before: bool = False
-    # where step logs go (durable state, DESIGN §10; None: in memory) and their cap per attempt
+    # where step logs go (durable state, docs/design.md §10; None: in memory) and their cap per attempt
     log_dir: str | None = None
     max_log_bytes: int = 32 * 1024 * 1024
 

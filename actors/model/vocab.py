@@ -2,7 +2,7 @@
 
 Each word list is a ``StrEnum``. A member *is* its string (``JobStatus.FAILED
 == "FAILED"``, same hash, ``f"{member}"`` is the value), so members compare
-with, and stand in for, the strings of the public YAML and JSON (DESIGN §3.2,
+with, and stand in for, the strings of the public YAML and JSON (docs/design.md §3.2,
 §4, §7): JSON output is unchanged, and msgspec encodes a member as its value.
 Where a Struct field is typed with one of these, msgspec refuses any other
 value when decoding (``Invalid enum value 'X' - at `$.status```), and the
@@ -42,7 +42,7 @@ __all__ = [
 
 
 class BuildStatus(StrEnum):
-    """Where a build is (DESIGN §3.2). Every status but ``SUCCEED`` ends with a reason."""
+    """Where a build is (docs/design.md §3.2). Every status but ``SUCCEED`` ends with a reason."""
 
     QUEUE = "QUEUE"  # waiting in its concurrency group (or for its group's answer)
     RUNNING = "RUNNING"
@@ -53,7 +53,7 @@ class BuildStatus(StrEnum):
 
 
 class JobStatus(StrEnum):
-    """Where a job (and each of its attempts) is (DESIGN §3.2)."""
+    """Where a job (and each of its attempts) is (docs/design.md §3.2)."""
 
     QUEUE = "QUEUE"  # waiting for a slot, an agent or its mutex
     DEPENDENT_WAITING = "DEPENDENT_WAITING"  # its stage or a depend-on job has not finished
@@ -69,7 +69,7 @@ class JobStatus(StrEnum):
 
 
 class StepStatus(StrEnum):
-    """Where a step (and each of its attempts) is (DESIGN §3.2)."""
+    """Where a step (and each of its attempts) is (docs/design.md §3.2)."""
 
     QUEUE = "QUEUE"
     RUNNING = "RUNNING"
@@ -149,7 +149,7 @@ _CONTINUING = frozenset({ContinueOnError.TRUE, ContinueOnError.AUTO})
 
 
 class OnQueueFull(StrEnum):
-    """What a concurrency group does with a build arriving at a full queue (DESIGN §3.1 item 1)."""
+    """What a concurrency group does with a build arriving at a full queue (docs/design.md §3.1 item 1)."""
 
     REJECT = "reject"  # refuse the new build (queue_full)
     CANCEL_OLDEST = "cancel-oldest"  # cancel the oldest queued build to make room
@@ -224,7 +224,7 @@ class NodeChange(StrEnum):
     - ``AGENT_RETIRED``: an agent left a node that had more than it wants,
       at the change or once its job (or lock chain) ended; ``data.agent``.
 
-    Remote nodes (DESIGN §11) will add ``CONNECTED`` and ``DISCONNECTED``
+    Remote nodes (docs/design.md §11) will add ``CONNECTED`` and ``DISCONNECTED``
     with the same fields.
     """
 

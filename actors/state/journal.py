@@ -7,7 +7,7 @@ the next one (group commit: one transaction for many changes, however many
 actors wrote). After each commit it tells every writer that asked for an
 acknowledgement ``Committed(seq)``, and completes the reply of every
 :class:`Write` that came as an ``ask`` — that is how an API call answers
-only once its effect is durable (DESIGN §10).
+only once its effect is durable (docs/design.md §10).
 
 Retention runs here too, between commits, at start and then at most once a minute: finished
 builds past ``retention`` leave the store and their logs are deleted, a

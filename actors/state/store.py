@@ -1,6 +1,6 @@
 """The store interface: what the actors' journal writes and a restart reads back.
 
-Actors own live state; the store is their journal (DESIGN §10). Everything
+Actors own live state; the store is their journal (docs/design.md §10). Everything
 goes through a few plain records so that another database (PostgreSQL) can
 take SQLite's place by implementing :class:`Store`:
 

@@ -1,4 +1,4 @@
-"""The ASGI 3 application of the HTTP API (DESIGN §7), without a web framework.
+"""The ASGI 3 application of the HTTP API (docs/design.md §7), without a web framework.
 
 ``App(runtime)`` (or ``runtime.asgi_app``) answers ``http`` and ``lifespan``
 scopes. For each request it runs the checks of ``guard.py`` (Host, Origin,

@@ -88,7 +88,7 @@ class BodyTooLarge(ShunterError):
 
 
 class Unauthorized(ShunterError):
-    """No valid ``Authorization: Bearer <token>`` (DESIGN §12)."""
+    """No valid ``Authorization: Bearer <token>`` (docs/design.md §12)."""
 
     code = "unauthorized"
     http_status = 401
@@ -173,7 +173,7 @@ def encode_json(value: Any) -> bytes:
 
 
 def error_response(error: ShunterError) -> Response:
-    """The JSON error answer of DESIGN §7, with the headers its status calls for."""
+    """The JSON error answer of docs/design.md §7, with the headers its status calls for."""
     headers: list[tuple[str, str]] = []
     if isinstance(error, MethodNotAllowed):
         headers.append(("allow", ", ".join(error.allow)))

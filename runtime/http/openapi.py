@@ -34,7 +34,7 @@ _DESCRIPTIONS = {
     409: "Conflict with the current state (the message says which)", 413: "Body too large",
     415: "Unsupported media type", 429: "Queue full (policy reject)", 503: "Overloaded or unavailable; retry later",
 }  # fmt: skip
-# What every operation may answer at the door (DESIGN §12): a Host an open server does not
+# What every operation may answer at the door (docs/design.md §12): a Host an open server does not
 # answer to (400), no token (401), a role or Origin refused (403), the runtime stopping (503);
 # 431 (headers too large) comes from the HTTP server itself. Bodies add 408, 413 and 415.
 _DOOR = (400, 401, 403, 405, 503)
@@ -129,7 +129,7 @@ def _operation(route: Route, schema_of: dict[str, Any]) -> dict[str, Any]:
             "content": {JSON: {"schema": schema_of[repr(route.body)]}},
         }
     elif route.body_types:
-        yaml = {"schema": {"type": "string", "description": "pipeline YAML (DESIGN §4)"}}
+        yaml = {"schema": {"type": "string", "description": "pipeline YAML (docs/design.md §4)"}}
         pipeline = {"schema": {"type": "object", "description": "the pipeline YAML's mapping, as JSON"}}
         operation["requestBody"] = {
             "required": True,

@@ -1,4 +1,4 @@
-"""The operations of DESIGN §7: one small async handler each, and the route table.
+"""The operations of docs/design.md §7: one small async handler each, and the route table.
 
 A handler turns a ``Request`` into calls of the public ``Runtime`` API and
 the result into a ``Response``. Runtime errors (``NotFound``, ``QueueFull``,

@@ -1,4 +1,4 @@
-"""Agent reuse and retries (DESIGN §3.1 behaviours 9 and 10; seed 000).
+"""Agent reuse and retries (docs/design.md §3.1 behaviours 9 and 10; seed 000).
 
 - ``lock-resource-with: compile`` runs a job on the agent ``compile`` ran on
   in the same build, across stages; that agent is locked for the build from

@@ -1,4 +1,4 @@
-"""The crash test (DESIGN §10): a real ``shunter serve``, ``kill -9`` at a random moment, a restart.
+"""The crash test (docs/design.md §10): a real ``shunter serve``, ``kill -9`` at a random moment, a restart.
 
 Several client threads submit builds over HTTP (some with long ``sleep``
 steps, some queued in small concurrency groups) while the server is killed

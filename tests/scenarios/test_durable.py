@@ -1,4 +1,4 @@
-"""Durable state (DESIGN §10): what a runtime on a state directory brings back after a restart.
+"""Durable state (docs/design.md §10): what a runtime on a state directory brings back after a restart.
 
 Each test opens a runtime on a temporary state directory, does something,
 stops it (gracefully, with a tiny ``drain-timeout``: what still runs is

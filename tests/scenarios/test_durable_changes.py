@@ -1,4 +1,4 @@
-"""Durable state (DESIGN §10) for the changes of issue 11: a deleted pipeline, a changed node, pages of builds.
+"""Durable state (docs/design.md §10) for the changes of issue 11: a deleted pipeline, a changed node, pages of builds.
 
 - A deleted pipeline stays deleted after a restart: not listed, not
   submittable, its builds readable by id; registering it again goes on

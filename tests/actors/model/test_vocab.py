@@ -31,7 +31,7 @@ BUILD_JSON = {"id": "app.1", "pipeline_id": "app", "number": 1, "status": "RUNNI
 
 
 def test_the_words_are_those_of_the_design() -> None:
-    # DESIGN §3.2, spelled out here on purpose: renaming one is a change of the public interface.
+    # docs/design.md §3.2, spelled out here on purpose: renaming one is a change of the public interface.
     assert values(BuildStatus) == ["QUEUE", "RUNNING", "SUCCEED", "FAILED", "CANCELED", "QUEUE_TIMEOUT"]
     assert set(values(JobStatus)) == {"QUEUE", "DEPENDENT_WAITING", "RUNNING", "SUCCEED", "FAILED", "CANCELED",
                                       "SKIP", "UNEXEC", "QUEUE_TIMEOUT", "HEARTBEAT_TIMEOUT", "EXEC_TIMEOUT"}  # fmt: skip

@@ -1,4 +1,4 @@
-"""Every route of DESIGN §7 through the ASGI app in-process: statuses, bodies, error shapes.
+"""Every route of docs/design.md §7 through the ASGI app in-process: statuses, bodies, error shapes.
 
 Each refusal is checked for its status, its ``error`` code and a message
 that names what is wrong; requests that are refused must change nothing.
@@ -60,7 +60,7 @@ async def test_put_pipeline_reads_yaml_content_types(autojump_clock: trio.testin
 @pytest.mark.parametrize("content_type", ["text/plain; charset=utf-8", None, "application/x-www-form-urlencoded"])
 async def test_put_pipeline_refuses_bodies_not_typed_yaml_or_json(autojump_clock: trio.testing.MockClock,
                                                                   content_type: str | None) -> None:  # fmt: skip
-    # A type a browser may send cross-site without asking first is never read as a pipeline (DESIGN §12).
+    # A type a browser may send cross-site without asking first is never read as a pipeline (docs/design.md §12).
     async with api() as a:
         headers = {"content-type": content_type} if content_type else {}
         response = await a.client.put("/v1/pipelines/app", content=pipeline_yaml().encode(), headers=headers)
