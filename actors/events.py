@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -153,7 +153,7 @@ class EventLog:
         if capacity < 1:
             raise ValueError(f"an event log keeps at least 1 event, not {capacity}")
         self.capacity = capacity
-        # After a restart with durable state the ids go on from the store's watermark (DESIGN §10).
+        # After a restart with durable state the ids go on from the store's watermark (docs/design.md §10).
         self._origin = first_id
         self.last_id = first_id - 1
         self.closed = False  # the runtime has stopped: no event will come
@@ -282,17 +282,19 @@ class EventHub(Actor):
     """See the module docstring."""
 
     def __init__(self, history: int = 10_000, gauge: Gauge | None = None, log: EventLog | None = None,
-                 reserve: Callable[[int], None] | None = None) -> None:  # fmt: skip
+                 reserve: Callable[[int], None] | None = None,
+                 finished: Mapping[str, int] | None = None) -> None:  # fmt: skip
         self.log = log if log is not None else EventLog(history)
         self.next_id = self.log.last_id + 1  # a restarted hub goes on numbering
         # With durable state, ids are reserved in blocks in the store (``reserve(upto)``) so that
-        # after a restart they continue past every id handed out, never reused (DESIGN §10).
+        # after a restart they continue past every id handed out, never reused (docs/design.md §10).
         self.reserve = reserve
         self.reserved = self.next_id - 1
         self._reserve()
         self.subscribers: dict[int, MemoryObjectSendStream[Event]] = {}
         self.next_subscriber = 1
-        self.builds: Counter[str] = Counter()
+        # ``finished``: the store's finished builds by status, so that a restarted server still counts them.
+        self.builds: Counter[str] = Counter(finished or {})
         self.jobs: Counter[str] = Counter()
         self.dropped_subscribers = 0
         self.gauge = gauge if gauge is not None else Gauge()

@@ -20,7 +20,7 @@ from actors.model.info import Stats
 
 __all__ = ["scratch_runtime", "submit_many", "until", "LEAK_FIELDS", "leaks"]
 
-# What must be zero once every build has ended (DESIGN §3.1 item 8).
+# What must be zero once every build has ended (docs/design.md §3.1 item 8).
 LEAK_FIELDS = ("builds_running", "builds_queued", "jobs_running", "jobs_queued", "slots_held", "agents_busy",
                "agents_locked")  # fmt: skip
 

@@ -6,9 +6,9 @@ through the Python API. Baselines measured in the same run:
 
 - raw floor: one trio memory channel feeding 8 worker tasks (send_nowait);
 - shared-lock design: a task per job under ``trio.Semaphore(8)`` taking an
-  agent from a free list, the design DESIGN §2 rules out.
+  agent from a free list, the design docs/design.md §2 rules out.
 
-The store-on variant (DESIGN §10) runs the same builds with a state
+The store-on variant (docs/design.md §10) runs the same builds with a state
 directory, beside the same run in memory, both submitted by 64 concurrent
 clients: with a store each submission is answered only once it is committed,
 so one client submitting in a loop waits a commit per build, while many

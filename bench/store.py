@@ -1,4 +1,4 @@
-"""Durable state (DESIGN §10): a restart with a big store, memory with long history, a huge log.
+"""Durable state (docs/design.md §10): a restart with a big store, memory with long history, a huge log.
 
 - restart: 100,000 finished and 10,000 queued builds (``--quick``: 10,000
   and 1,000) written into a state directory the way the journal writes

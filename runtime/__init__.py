@@ -10,6 +10,7 @@ from actors.model.errors import (
     QueueFull,
     ShunterError,
     SpecError,
+    UndeclaredVariable,
 )
 from actors.model.info import (
     BuildInfo,
@@ -17,6 +18,7 @@ from actors.model.info import (
     GroupInfo,
     JobAttemptInfo,
     JobInfo,
+    PipelineDeleted,
     PipelineInfo,
     QueueEntry,
     StageInfo,
@@ -35,7 +37,8 @@ from actors.model.vocab import (
     StepStatus,
 )
 
-from ._runtime import Runtime, open_runtime
+from ._open import open_runtime
+from ._runtime import Runtime
 from .config import RuntimeConfig, load_config
 
 __all__ = [
@@ -55,6 +58,7 @@ __all__ = [
     "NotFound",
     "NotRetryable",
     "Overloaded",
+    "PipelineDeleted",
     "PipelineInfo",
     "QueueEntry",
     "QueueFull",
@@ -69,6 +73,7 @@ __all__ = [
     "StepInfo",
     "StepStatus",
     "Subscription",
+    "UndeclaredVariable",
     "load_config",
     "open_runtime",
 ]

@@ -1,4 +1,4 @@
-"""The server's side of the agent protocol (DESIGN §11), between the HTTP door and the actors.
+"""The server's side of the agent protocol (docs/design.md §11), between the HTTP door and the actors.
 
 Each call finds the node's ``RemoteNodeActor`` and asks it; the node owns
 the connection state. ``register`` adds the node to its pool the first

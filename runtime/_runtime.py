@@ -1,66 +1,64 @@
-"""The runtime facade: ``open_runtime()`` and the ``Runtime`` users hold.
+"""The runtime facade: the ``Runtime`` users hold (``open_runtime()`` in ``_open.py`` makes one).
 
-It opens an actor system, starts the event hub, the dispatcher (with the
-configured pools and nodes) and the supervisors of pipelines and groups,
-and turns each API call into an ``ask`` to the actor that owns the answer.
-It holds no scheduling state of its own.
+It turns each API call into an ``ask`` to the actor that owns the answer
+(pipelines here; pools, groups and mutexes in ``_cluster.py``; the event
+hub) and holds no scheduling state of its own. With durable state
+(``_state.py``) it also writes what an answered call changed and reads
+builds the pipelines no longer hold back from the store. It knows nothing
+of HTTP: ``asgi_app`` is built by the factory ``open_runtime()`` hands it.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from pathlib import Path
-from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import anyio.lowlevel
 import msgspec
 
-from actors.execution.actions import ActionInputs, ActionRegistry, StepContext
-from actors.core import Actor, ActorStopped, ActorSystem, AskTimeout, Ref, Supervision, open_system
+from actors.admission.group import GroupSnapshot, QueuePosition
+from actors.builds.build import Build
+from actors.builds.listing import build_key
+from actors.builds.pipeline import PipelineActor
+from actors.builds.records import StepLog
+from actors.builds.resume import GetLogSources, NotHeld, Restore, log_sources
+from actors.builds.snapshot import build_info
+from actors.core import ActorStopped, ActorSystem, AskTimeout, Ref, Supervision
 from actors.directory import Directory
+from actors.events import EventLog, Gauge, History, Subscribe, Subscription
+from actors.execution.actions import ActionInputs, ActionRegistry, StepContext
 from actors.model.errors import Conflict, InvalidRequest, NotFound, Overloaded, SpecError
-from actors.events import Counters, EventHub, EventLog, Gauge, History, Subscribe, Subscription
-from actors.admission.group import GroupActor, GroupSnapshot, QueuePosition
-from actors.model.info import BuildInfo, Event, GroupInfo, NodeInfo, PipelineInfo, Stats, WaitingJob
-from actors.admission.mutex import ListMutexWaiters, MutexActor
-from actors.dispatch.pool import AddNode, HasNode, InjectFault, ListNodes, ListWaiting, PoolActor, PoolStats, RemoveNode
+from actors.model.info import BuildInfo, Event, PipelineDeleted, PipelineInfo
 from actors.model.messages import (
+    BuildKey,
     CancelRequest,
     DescribePipeline,
     GetBuild,
-    GetLog,
     ListBuilds,
     ReplaceSpec,
+    RetirePipeline,
     RetryRequest,
     SubmitBuild,
     WaitBuild,
 )
-from actors.builds.build import Build
-from actors.builds.pipeline import PipelineActor
-from actors.model.vocab import BUILD_FINAL, BuildStatus, FaultKind, values
-from actors.builds.records import StepLog
-from actors.builds.resume import Drain, GetLogSources, NotHeld, Restore, Resume, log_sources
-from actors.builds.snapshot import build_info
 from actors.model.spec import PipelineSpec
+from actors.model.vocab import BuildStatus
 from actors.state.durable import Durable
-from actors.state.journal import JournalActor
-from actors.state.store import NodeRow
+from actors.state.store import Batch
 
-from ._state import FINISHED_CACHE, State, definition_key, tell_admissions
-from .config import RuntimeConfig, default_config, load_config
-from .spec_loader import check_pipeline, slugify, validate_pipeline_id
+from ._closing import Closing
+from ._cluster import Cluster, ask_running, word
+from ._state import FINISHED_CACHE, State, definition_key
+from .config import RuntimeConfig
+from .spec_loader import check_pipeline, read_source, slugify, validate_pipeline_id
 
-__all__ = ["Runtime", "open_runtime"]
+__all__ = ["Runtime"]
 
 logger = logging.getLogger("shunter")
 
@@ -69,14 +67,9 @@ STORE_LISTING = 1_000  # finished builds a listing reads back from the store at 
 # Pipeline state lives in its actor; a restarted instance would come back
 # empty and lose builds, so a pipeline crash fails the runtime loudly instead.
 _PIPELINE_SUPERVISION = Supervision(max_restarts=0, escalate=True)
-W = TypeVar("W", bound=StrEnum)
 
 
-class _Supervisor(Actor):
-    """Parent of a family of actors (pipelines, groups); handles no messages itself."""
-
-
-class Runtime:
+class Runtime(Cluster, Closing):
     """A running shunter. Get one from ``open_runtime()``."""
 
     def __init__(
@@ -93,6 +86,7 @@ class Runtime:
         groups: Directory,
         mutexes: Directory,
         state: State | None = None,
+        app_factory: Callable[[Runtime], Any] | None = None,
     ) -> None:
         self.system = system
         self.config = config
@@ -106,6 +100,11 @@ class Runtime:
         self._groups = groups
         self._mutexes = mutexes
         self._adding_nodes: set[str] = set()
+        self._deleted: set[str] = set()  # their actors stay (builds readable, numbering kept), unlisted
+        # Pipelines being deleted or revived: one change at a time, or the replies' order could leave _deleted wrong.
+        self._changing: set[str] = set()
+        self._app_factory = app_factory
+        self._app: Any = None
         self._node_names: set[str] = set()  # for max-nodes; a node stops counting when its removal is asked
         self._state = state
         self._draining = False
@@ -123,14 +122,16 @@ class Runtime:
         Raises ``SpecError`` listing every problem by path: unknown actions
         and ``with:`` inputs the action does not declare included. Replacing
         keeps the pipeline's builds and numbering; running builds keep the
-        definition they started with. The result's ``warnings`` name each
-        ``runs-on`` that no node matches now (its jobs would wait for one).
+        definition they started with. Registering a deleted pipeline's id
+        again brings its builds back and continues its numbering. The
+        result's ``warnings`` name each ``runs-on`` that no node matches now
+        (its jobs would wait for one).
         """
         nodes: dict[str, dict[str, frozenset[str]]] = {}
         for node in await self.nodes():
             if not node.draining:
                 nodes.setdefault(node.pool, {})[node.name] = frozenset(node.labels)
-        raw = _read_source(source)
+        raw = read_source(source)
         spec, warnings = check_pipeline(raw, known_actions=self.actions.declared_inputs(), nodes=nodes,
                                         secrets=self.config.secrets.names())  # fmt: skip
         pipeline_id = id if id is not None else slugify(spec.name)
@@ -140,14 +141,26 @@ class Runtime:
         state = self._state
         text = spec.source or json.dumps(raw, default=str)  # a mapping is stored as JSON (which is YAML)
         key = definition_key(pipeline_id, text) if state is not None else ""
+        if pipeline_id in self._changing:
+            self._begin_change(pipeline_id)  # refused: a delete or revive of it is on its way
         ref = self._pipeline_or_none(pipeline_id)
-        if ref is not None:
-            info: PipelineInfo = await ref.ask(ReplaceSpec(spec, key))
-        else:
-            ref = self._spawn_pipeline(pipeline_id, spec, key)
-            info = await ref.ask(DescribePipeline())
-        if state is not None:
-            await state.write(state.pipeline_batch(pipeline_id, key, text))
+        revive = ref is not None and pipeline_id in self._deleted
+        if revive:
+            self._begin_change(pipeline_id)
+        try:
+            if ref is not None:
+                info: PipelineInfo = await ref.ask(ReplaceSpec(spec, key))
+            else:
+                ref = self._spawn_pipeline(pipeline_id, spec, key)
+                info = await ref.ask(DescribePipeline())
+            if state is not None:
+                batch = state.pipeline_batch(pipeline_id, key, text)
+                batch.deleted[pipeline_id] = False
+                await state.write(batch)
+        finally:
+            if revive:
+                self._deleted.discard(pipeline_id)  # the actor took it: it is live whatever the ask said
+                self._changing.discard(pipeline_id)
         return msgspec.structs.replace(info, warnings=warnings) if warnings else info
 
     def _spawn_pipeline(self, pipeline_id: str, spec: PipelineSpec, key: str, next_number: int = 1) -> Ref:
@@ -165,14 +178,35 @@ class Runtime:
         )
 
     def has_pipeline(self, pipeline_id: str) -> bool:
-        return self._pipeline_or_none(pipeline_id) is not None
+        return pipeline_id not in self._deleted and self._pipeline_or_none(pipeline_id) is not None
 
     async def pipeline(self, pipeline_id: str) -> PipelineInfo:
         result: PipelineInfo = await self._pipeline(pipeline_id).ask(DescribePipeline())
         return result
 
     async def pipelines(self) -> list[PipelineInfo]:
-        return [await ref.ask(DescribePipeline()) for ref in self.system.children(self._pipelines)]
+        return [await ref.ask(DescribePipeline()) for ref in self._live_pipelines()]
+
+    async def delete_pipeline(self, pipeline_id: str, cancel: bool = False) -> PipelineDeleted:
+        """Delete a pipeline: no longer listed, new builds refused (``NotFound``); ``Conflict`` naming its
+        unfinished builds unless ``cancel`` (then they are cancelled and named in ``cancelled``). Its builds
+        stay readable by id, unlisted and not retryable; registering the id again revives it and its
+        numbering goes on, so no build id is reused. With a store, the deletion survives a restart."""
+        self._begin_change(pipeline_id)
+        try:
+            ref = self._pipeline(pipeline_id)
+            cancelled: list[str] = await ref.ask(RetirePipeline(cancel=cancel))
+            self._deleted.add(pipeline_id)
+            if self._state is not None:
+                await self._state.write(Batch(deleted={pipeline_id: True}))
+        finally:
+            self._changing.discard(pipeline_id)
+        return PipelineDeleted(id=pipeline_id, cancelled=cancelled)
+
+    def _begin_change(self, pipeline_id: str) -> None:
+        if pipeline_id in self._changing:
+            raise Conflict(f"pipeline {pipeline_id!r} is being deleted or registered again; try again")
+        self._changing.add(pipeline_id)
 
     # -- builds ------------------------------------------------------------------------
 
@@ -212,31 +246,47 @@ class Runtime:
         return info
 
     async def builds(self, pipeline: str | None = None, status: BuildStatus | str | None = None,
-                     unfinished: bool = False) -> list[BuildInfo]:  # fmt: skip
-        """Builds (of one pipeline, with one status, or only the unfinished), oldest first per pipeline.
-
-        ``status`` is a ``BuildStatus`` (or its name); anything else is ``InvalidRequest``.
-        """
-        wanted = None if status is None else _word(BuildStatus, status, "build status", "status")
-        refs = [self._pipeline(pipeline)] if pipeline is not None else self.system.children(self._pipelines)
-        found: list[BuildInfo] = []
+                     unfinished: bool = False, *, limit: int | None = None,
+                     before: str | None = None) -> list[BuildInfo]:  # fmt: skip
+        """Builds (of one pipeline, with one status, or only the unfinished), newest first; not those of
+        deleted pipelines. ``status`` is a ``BuildStatus`` (or its name), else ``InvalidRequest``.
+        ``limit`` keeps the newest; ``before`` (a build id, ``NotFound`` if unknown) those submitted
+        before it, so the last id of one page gives the next. With a store, finished builds that left
+        the pipelines' caches are read back from it (the latest ``STORE_LISTING`` of them)."""
+        wanted = None if status is None else word(BuildStatus, status, "build status", "status")
+        refs = [self._pipeline(pipeline)] if pipeline is not None else self._live_pipelines()
+        request = ListBuilds(wanted, unfinished, limit, await self._key(before))
+        found: list[tuple[tuple[float, str, int], BuildInfo]] = []
         for ref in refs:
-            found.extend(await ref.ask(ListBuilds(wanted, unfinished)))
+            found.extend(await ref.ask(request))
         if self._state is not None and not unfinished and wanted not in (BuildStatus.QUEUE, BuildStatus.RUNNING):
-            # finished builds that left the pipelines' caches, read back from the store (the latest ones)
-            held = {build.id for build in found}
-            older = [build_info(b) for b in await self._state.read_builds(pipeline, wanted, STORE_LISTING)
-                     if b.id not in held]  # fmt: skip
-            older.sort(key=lambda b: (b.pipeline_id, b.number))
-            found = older + found
-        return await self._with_positions(found)
+            held = {info.id for _, info in found}
+            for build in await self._state.read_builds(pipeline, wanted, STORE_LISTING):
+                key = build_key(build)
+                if (build.id not in held and build.pipeline_id not in self._deleted
+                        and (request.before is None or key < request.before)):  # fmt: skip
+                    found.append((key, build_info(build)))
+        found.sort(key=lambda pair: pair[0], reverse=True)
+        return await self._with_positions([info for _, info in found[:limit]])
+
+    async def _key(self, build_id: str | None) -> tuple[float, str, int] | None:
+        """The listing key of ``build_id`` (held by its pipeline, or in the store)."""
+        if build_id is None:
+            return None
+        try:
+            key: tuple[float, str, int] = await self._owner(build_id).ask(BuildKey(build_id))
+        except NotHeld:
+            key = build_key(await self._stored(build_id))
+        except NotFound:
+            raise NotFound(f"no build {build_id!r} to list the builds before (it may have been forgotten)") from None
+        return key
 
     async def _with_positions(self, builds: list[BuildInfo]) -> list[BuildInfo]:
         """Fill in queue positions, asking each group concerned once."""
         groups = {build.group for build in builds if build.status == BuildStatus.QUEUE and build.group is not None}
         positions: dict[str, int] = {}
         refs = [ref for ref in map(self._groups.find, groups) if ref is not None]
-        for snapshot in await _ask_running(refs, GroupSnapshot()):
+        for snapshot in await ask_running(refs, GroupSnapshot()):
             positions.update((entry.build_id, entry.position) for entry in snapshot.queue)
         if not positions:
             return builds
@@ -301,100 +351,6 @@ class Runtime:
             sources = log_sources(await self._stored(build_id), job, step)
         return _log_pieces(sources)
 
-    # -- groups, nodes, stats -------------------------------------------------------------
-
-    async def groups(self) -> list[GroupInfo]:
-        """A snapshot of every running group; one idle for five minutes has retired and is not listed."""
-        result: list[GroupInfo] = await _ask_running(self._groups.all(), GroupSnapshot())
-        return result
-
-    async def add_node(self, name: str, pool: str = "default", agents: int = 1,
-                       labels: list[str] | tuple[str, ...] = (), *, persist: bool = True) -> NodeInfo:  # fmt: skip
-        """Add a build node with ``agents`` agents; creates the pool if needed.
-
-        With durable state the node comes back after a restart (``persist``; nodes of the config need not).
-        """
-        if not isinstance(name, str) or not name or "/" in name:
-            raise InvalidRequest(f"node name must be a non-empty string without '/', got {name!r}")
-        limit = self.config.max_agents_per_node
-        if isinstance(agents, bool) or not isinstance(agents, int) or not 1 <= agents <= limit:
-            message = f"must be an integer from 1 to {limit} (max-agents-per-node), got {agents!r}"
-            raise InvalidRequest(f"agents: {message}", details=[{"path": "$.agents", "message": message}])
-        # Reserved before the first await: two concurrent adds of one name
-        # (to different pools) cannot both pass the check below.
-        if name in self._adding_nodes:
-            raise Conflict(f"node {name!r} is being added")
-        self._adding_nodes.add(name)
-        try:
-            for ref in self._pools.all():  # one cheap ask per pool, not a listing of every node
-                if await ref.ask(HasNode(name)):
-                    raise Conflict(f"node {name!r} already exists")
-            if len(self._node_names) + len(self._adding_nodes) > self.config.max_nodes:
-                raise Conflict(f"there are {len(self._node_names)} nodes already (max-nodes "
-                               f"{self.config.max_nodes}); remove one first")  # fmt: skip
-            result: NodeInfo = await self._pools.get(pool).ask(AddNode(name, pool, agents, tuple(labels)))
-            self._node_names.add(name)
-        finally:
-            self._adding_nodes.discard(name)
-        if persist and self._state is not None:
-            await self._state.write(self._state.node_batch(name, NodeRow(name, pool, agents, tuple(labels))))
-        return result
-
-    async def remove_node(self, name: str) -> NodeInfo:
-        """Drain a node: running jobs finish, no new ones start, then it goes."""
-        for ref in self._pools.all():
-            if await ref.ask(HasNode(name)):
-                result: NodeInfo = await ref.ask(RemoveNode(name))
-                self._node_names.discard(name)
-                if self._state is not None:
-                    await self._state.write(self._state.node_batch(name, None))
-                return result
-        raise NotFound(f"no node {name!r}")
-
-    async def nodes(self) -> list[NodeInfo]:
-        found: list[NodeInfo] = []
-        for ref in self._pools.all():
-            found.extend(await ref.ask(ListNodes()))
-        return found
-
-    async def waiting_jobs(self) -> list[WaitingJob]:
-        """Job attempts waiting for a slot, an agent or a mutex, each with its reason and deadline."""
-        found: list[WaitingJob] = []
-        for ref in self._pools.all():
-            found.extend(await ref.ask(ListWaiting()))
-        for waiters in await _ask_running(self._mutexes.all(), ListMutexWaiters()):
-            found.extend(waiters)
-        return found
-
-    def inject_fault(self, agent: str, kind: FaultKind | str) -> None:
-        """Make an agent ``crash``, ``hang`` or go silent (``silence``): tests, benchmarks, drills (``FaultKind``)."""
-        fault = _word(FaultKind, kind, "fault", "kind")
-        for ref in self._pools.all():
-            ref.tell(InjectFault(agent, fault))
-
-    async def stats(self) -> Stats:
-        counters = await self._hub.ask(Counters())
-        pools = [await ref.ask(PoolStats()) for ref in self._pools.all()]
-        builds = {status: count for status, count in counters["builds"].items() if count}
-        mutex_waiters = [len(waiters) for waiters in await _ask_running(self._mutexes.all(), ListMutexWaiters())]
-
-        def total(field: str) -> int:
-            return sum(pool[field] for pool in pools)
-
-        return Stats(
-            builds_running=builds.get(BuildStatus.RUNNING, 0),
-            builds_queued=builds.get(BuildStatus.QUEUE, 0),
-            builds_finished=sum(count for status, count in builds.items() if status in BUILD_FINAL),
-            jobs_running=total("jobs_running"),
-            jobs_queued=total("jobs_queued") + sum(mutex_waiters),
-            slots_held=total("slots_held"),
-            agents=total("agents"),
-            agents_busy=total("agents_busy"),
-            agents_locked=total("agents_locked"),
-            agents_lost=total("agents_lost"),
-            builds_by_status=builds,
-        )
-
     # -- actions and events --------------------------------------------------------------
 
     def register_action(self, name: str, fn: Callable[[StepContext], Awaitable[None]],
@@ -430,18 +386,17 @@ class Runtime:
 
     @property
     def asgi_app(self) -> Any:
-        """The HTTP API of DESIGN §7 for this runtime, as an ASGI 3 app (built on first use).
+        """The HTTP API of docs/design.md §7 for this runtime, as an ASGI 3 app (built on first use).
 
         Serve it with ``hypercorn.trio.serve(rt.asgi_app, config)`` (or
         ``hypercorn.asyncio.serve``); call ``rt.asgi_app.close()`` before
         shutting the server down so open event streams end at once.
         """
-        app = self.__dict__.get("_asgi_app")
-        if app is None:
-            from .http import App
-
-            app = self.__dict__["_asgi_app"] = App(self)
-        return app
+        if self._app is None:
+            if self._app_factory is None:
+                raise RuntimeError("this Runtime was made without an app factory; use open_runtime()")
+            self._app = self._app_factory(self)
+        return self._app
 
     # -- internals ------------------------------------------------------------------------
 
@@ -452,10 +407,16 @@ class Runtime:
             return None
 
     def _pipeline(self, pipeline_id: str) -> Ref:
-        ref = self._pipeline_or_none(pipeline_id) if isinstance(pipeline_id, str) else None
+        """A live pipeline's actor; ``NotFound`` for an unknown or deleted one."""
+        live = isinstance(pipeline_id, str) and pipeline_id not in self._deleted
+        ref = self._pipeline_or_none(pipeline_id) if live else None
         if ref is None:
             raise NotFound(f"no pipeline {pipeline_id!r}")
         return ref
+
+    def _live_pipelines(self) -> list[Ref]:
+        return [ref for ref in self.system.children(self._pipelines)
+                if ref.name.removeprefix("pipeline:") not in self._deleted]  # fmt: skip
 
     async def _stored(self, build_id: str) -> Build:
         """A build no pipeline holds any more, from the store; ``NotFound`` without one."""
@@ -471,61 +432,6 @@ class Runtime:
             raise NotFound(f"no build {build_id!r}")
         return ref
 
-    async def _close(self) -> None:
-        """Drain (DESIGN §10), then cancel what still runs (in memory) or leave it to the next start (durable)."""
-        drain = self.config.drain_timeout
-        if self._state is not None or drain is not None:
-            self._draining = True
-            for ref in self.system.children(self._pipelines):
-                ref.tell(Drain())
-            await self._drain(30.0 if drain is None else drain)
-        if self._state is not None:
-            # Durable: what is left stays as the store has it; the next start re-queues the queued
-            # builds and treats the interrupted jobs as lost (DESIGN §10).
-            unfinished = await self.builds(unfinished=True)
-            self.interrupted = [build.id for build in unfinished if build.status == "RUNNING"]
-            self.left_queued = [build.id for build in unfinished if build.status == "QUEUE"]
-            await self._state.seal()
-            if unfinished:
-                logger.warning("runtime closed; %d build(s) interrupted, %d left queued for the next start",
-                               len(self.interrupted), len(self.left_queued))  # fmt: skip
-            return
-        unfinished = await self.builds(unfinished=True)
-        for build in unfinished:
-            try:
-                await self.cancel(build.id)
-            except Exception:  # it may have finished meanwhile
-                pass
-        self.interrupted = [build.id for build in unfinished]
-        # One deadline for all of them, not one each: 12k queued builds must
-        # not mean 12k timeouts in a row.
-        with anyio.move_on_after(self.config.shutdown_timeout):
-            for build in unfinished:
-                try:
-                    await self.wait(build.id)
-                except NotFound:
-                    pass
-        if unfinished:
-            logger.warning("runtime closed; cancelled %d build(s): %s", len(unfinished),
-                           ", ".join(self.interrupted))  # fmt: skip
-
-
-    def stop_draining(self) -> None:
-        """Cut a graceful stop's drain short (a second Ctrl-C): running builds are interrupted now."""
-        self._hurry = True
-        if self._drain_scope is not None:
-            self._drain_scope.cancel()
-
-    async def _drain(self, timeout: float) -> None:
-        """Let running builds finish for up to ``timeout`` seconds (nothing new is admitted meanwhile)."""
-        running = [build.id for build in await self.builds(status="RUNNING", unfinished=True)]
-        with anyio.move_on_after(0 if self._hurry else timeout) as self._drain_scope:
-            for build_id in running:
-                try:
-                    await self.wait(build_id)
-                except NotFound:
-                    pass
-
 
 async def _log_pieces(sources: list[tuple[str, StepLog]]) -> AsyncIterator[str]:
     """Each attempt's header and its log, read a piece at a time."""
@@ -538,188 +444,3 @@ async def _log_pieces(sources: list[tuple[str, StepLog]]) -> AsyncIterator[str]:
             await anyio.lowlevel.checkpoint()
         if not ends_with_newline:
             yield "\n"
-
-
-def _word(words: type[W], value: str, what: str, argument: str) -> W:
-    """``value`` as a member of the vocabulary ``words``, or ``InvalidRequest`` naming every allowed value."""
-    try:
-        return words(value)
-    except ValueError:
-        raise InvalidRequest(f"{argument}: unknown {what} {value!r} (expected one of "
-                             f"{', '.join(values(words))})") from None  # fmt: skip
-
-
-async def _ask_running(refs: list[Ref], message: Any) -> list[Any]:
-    """Ask each actor in turn, skipping those that stopped since they were listed.
-
-    A group or mutex may stop between the listing and its ask; it is left
-    out rather than failing the whole call.
-    """
-    replies = []
-    for ref in refs:
-        try:
-            replies.append(await ref.ask(message))
-        except ActorStopped:
-            continue
-    return replies
-
-
-async def _register_configured(runtime: Runtime, path: str, where: str) -> None:
-    """Register a pipeline file the configuration names; its warnings are logged.
-
-    Raises ``SpecError``: the pipeline's own errors (``what`` names the
-    file), or a configuration error at ``where`` if the file cannot be read.
-    """
-    try:
-        info = await runtime.register_pipeline(Path(path))
-    except SpecError as error:
-        raise SpecError(error.errors, what=f"pipeline {path}") from None
-    except OSError as error:
-        problem = f"cannot read pipeline file {path!r}: {error.strerror or error}"
-        raise SpecError([{"path": where, "message": problem}], what="config") from None
-    for warning in info.warnings:
-        logger.warning("pipeline %s: %s: %s", path, warning["path"], warning["message"])
-
-
-def _read_source(source: str | bytes | os.PathLike[str] | Mapping[str, Any]) -> Any:
-    if isinstance(source, os.PathLike):
-        return Path(source).read_text(encoding="utf-8")
-    if isinstance(source, str) and "\n" not in source and source.endswith((".yml", ".yaml", ".json")):
-        path = Path(source)
-        if path.is_file():
-            return path.read_text(encoding="utf-8")
-    return source
-
-
-def _config(config: RuntimeConfig | str | bytes | os.PathLike[str] | Mapping[str, Any] | None) -> RuntimeConfig:
-    if config is None:
-        return default_config()
-    if isinstance(config, RuntimeConfig):
-        return config
-    return load_config(config)
-
-
-@asynccontextmanager
-async def open_runtime(
-    config: RuntimeConfig | str | bytes | os.PathLike[str] | Mapping[str, Any] | None = None,
-    *,
-    workdir: str | os.PathLike[str] | None = None,
-) -> AsyncIterator[Runtime]:
-    """Run shunter inside the ``async with`` block (trio or asyncio).
-
-    ``config`` is a ``RuntimeConfig``, a mapping, YAML text or a path (see
-    README); None is one pool ``default`` with one local node of as many
-    agents as the machine has cores. Agents' workspaces live under
-    ``workdir`` (by default the state directory's ``work/``, emptied at
-    start, or in memory a temporary directory removed at the end).
-
-    In memory unless the config names a ``state-dir`` (DESIGN §10; see
-    ``_state``). On exit, in memory, builds still running are cancelled and
-    awaited (bounded), then every actor stops; ``Runtime.interrupted``
-    lists what was cancelled. With a state directory running builds get
-    ``drain-timeout`` to finish, then what still runs is interrupted and
-    queued builds stay queued for the next start (``Runtime.left_queued``).
-    """
-    settings = _config(config)
-    state = State(settings.state_dir) if settings.state_dir is not None else None
-    own_workdir = workdir is None and state is None
-    if workdir is not None:
-        root = Path(workdir)
-    else:
-        root = state.work if state is not None else _fresh_workdir()
-    actions = ActionRegistry.with_builtins()
-    try:
-        recovered = await state.recovered() if state is not None else None
-        async with open_system(shutdown_timeout=settings.shutdown_timeout) as system:
-            gauge = Gauge()
-            if state is not None:
-                store = state.store
-                # A store that cannot commit breaks the promise of every answer: fail loudly, like a pipeline.
-                state.journal = system.spawn(lambda: JournalActor(store, retention=settings.retention,
-                                                                  log_root=state.logs), name="journal",
-                                             supervision=_PIPELINE_SUPERVISION)  # fmt: skip
-            first_event = recovered.meta.get("event_id", 0) + 1 if recovered is not None else 1
-            event_log = EventLog(first_id=first_event)
-            reserve = state.reserve_events if state is not None else None
-            hub = system.spawn(lambda: EventHub(gauge=gauge, log=event_log, reserve=reserve), name="events")
-
-            def pool(name: str) -> Callable[[], PoolActor]:
-                return lambda: PoolActor(pool=name, workdir=root / name, actions=actions,
-                                         heartbeat_interval=settings.heartbeat_interval,
-                                         heartbeat_timeout=settings.heartbeat_timeout, hub=hub,
-                                         secrets=settings.secrets)  # fmt: skip
-
-            # Pools hold slots and agents: a crash past its limit fails the runtime loudly.
-            pools = Directory(system, "pool", system.spawn(_Supervisor, name="pools"), pool,
-                              Supervision(max_restarts=0))  # fmt: skip
-            groups = Directory(system, "group", system.spawn(_Supervisor, name="groups"),
-                               lambda name: lambda: GroupActor(name, hub=hub), Supervision(max_restarts=0))  # fmt: skip
-            mutexes = Directory(system, "mutex", system.spawn(_Supervisor, name="mutexes"),
-                                lambda name: lambda: MutexActor(name), Supervision(max_restarts=0))  # fmt: skip
-            pipelines = system.spawn(_Supervisor, name="pipelines")
-            runtime = Runtime(system=system, config=settings, actions=actions, hub=hub, gauge=gauge,
-                              pipelines=pipelines, pools=pools, groups=groups, mutexes=mutexes,
-                              event_log=event_log, state=state)  # fmt: skip
-            configured = set()
-            for pool_config in settings.pools:
-                pools.get(pool_config.name)
-                for node in pool_config.nodes:
-                    configured.add(node.name)
-                    await runtime.add_node(node.name, pool_config.name, node.agents, node.labels, persist=False)
-            if state is not None and recovered is not None:
-                await _recover(runtime, state, recovered, configured)
-            for index, pattern in enumerate(settings.pipelines):
-                for path in sorted(glob.glob(pattern)) or [pattern]:
-                    await _register_configured(runtime, path, f"$.pipelines[{index}]")
-            try:
-                yield runtime
-            finally:
-                try:
-                    await runtime._close()
-                finally:
-                    event_log.close()  # the event streams end
-    finally:
-        if state is not None:
-            state.close()
-        if own_workdir:
-            shutil.rmtree(root, ignore_errors=True)
-
-
-def _fresh_workdir() -> Path:
-    """A temporary work directory named after this process; those of dead processes are removed
-    (a server killed with ``kill -9`` leaves its own behind)."""
-    temp = Path(tempfile.gettempdir())
-    for old in temp.glob("shunter-pid*-*"):
-        pid = old.name[len("shunter-pid"):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"shunter-pid{os.getpid()}-"))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-async def _recover(runtime: Runtime, state: State, recovered: Any, configured: set[str]) -> None:
-    """Bring back nodes, pipelines and unfinished builds from the store (DESIGN §10; see ``_state``)."""
-    for node in recovered.nodes:
-        if node.name not in configured:  # the config's own nodes win
-            await runtime.add_node(node.name, node.pool, node.agents, node.labels, persist=False)
-    for row in recovered.pipelines:
-        spec = state.shape(row.definition, recovered.definitions.get(row.definition)).spec
-        runtime._spawn_pipeline(row.id, spec, row.definition, row.next_number)
-    admits: list[Any] = []
-    for pipeline_id, builds in state.group_unfinished(recovered).items():
-        ref = runtime._pipeline_or_none(pipeline_id)
-        if ref is not None:
-            admits.extend(await ref.ask(Resume(builds)))
-    await tell_admissions(runtime._groups, admits)
-    if recovered.pipelines or recovered.unfinished:
-        logger.info("recovered %d pipeline(s), %d unfinished build(s), %d finished in the store",
-                    len(recovered.pipelines), len(recovered.unfinished), recovered.finished)  # fmt: skip

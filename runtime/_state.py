@@ -1,4 +1,4 @@
-"""The runtime's durable state (DESIGN §10): the state directory, recovery, reads from the store.
+"""The runtime's durable state (docs/design.md §10): the state directory, recovery, reads from the store.
 
 Layout of a state directory::
 

@@ -1,4 +1,4 @@
-"""Tokens, roles and protected mode (DESIGN §12): who may do what.
+"""Tokens, roles and protected mode (docs/design.md §12): who may do what.
 
 Tokens come from the configuration (``auth: {tokens: [{name, token, role}]}``)
 and from the ``SHUNTER_TOKEN`` environment variable, which adds an admin
@@ -64,7 +64,7 @@ PUBLIC_PATHS = frozenset({"/healthz"})
 
 ROLE_RULES: tuple[tuple[str, frozenset[str] | None, str], ...] = (
     # (path prefix, methods (None: any), role needed); the first matching row wins.
-    ("/v1/agent/", None, "agent"),  # remote build agents (DESIGN §11)
+    ("/v1/agent/", None, "agent"),  # remote build agents (docs/design.md §11)
     ("/", frozenset({"GET", "HEAD"}), "read"),
     ("/v1/pipelines/", frozenset({"POST"}), "write"),  # submit
     ("/v1/builds/", frozenset({"POST"}), "write"),  # retry, cancel

@@ -165,7 +165,7 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _with_state_dir(config: Any, args: argparse.Namespace) -> Any:
-    """Where ``serve`` keeps its state (DESIGN §10): ``--state-dir``, else the config's ``state-dir``,
+    """Where ``serve`` keeps its state (docs/design.md §10): ``--state-dir``, else the config's ``state-dir``,
     else ``$SHUNTER_HOME``, else ``~/.shunter``; ``--ephemeral``: in memory."""
     import os
 
@@ -206,7 +206,7 @@ def _run(args: argparse.Namespace) -> int:
 async def _run_build(path: str, variables: dict[str, str], config: Any) -> int:
     import trio
 
-    from ._runtime import open_runtime
+    from ._open import open_runtime
 
     async with open_runtime(config) as rt:
         try:
@@ -403,7 +403,7 @@ def _duration(text: str) -> float:
 
 
 def _agent(args: argparse.Namespace) -> int:
-    """Serve a remote server as node ``--name`` until SIGTERM drains it (DESIGN §11)."""
+    """Serve a remote server as node ``--name`` until SIGTERM drains it (docs/design.md §11)."""
     import os
     import re
 

@@ -1,4 +1,4 @@
-"""Runtime configuration (DESIGN §5): server, pools of nodes, pipelines, heartbeats.
+"""Runtime configuration (docs/design.md §5): server, pools of nodes, pipelines, heartbeats.
 
 No configuration is needed: ``default_config()`` is one pool ``default``
 with one node ``local`` of as many agents as the machine has cores. A YAML
@@ -25,7 +25,7 @@ with one node ``local`` of as many agents as the machine has cores. A YAML
     shutdown-timeout: 10            # seconds to let cancelled builds stop on close
     max-nodes: 1000                 # nodes across all pools (PUT /v1/nodes past it: 409)
     max-agents-per-node: 256        # agents of one node (more: 400)
-    state-dir: ~/.shunter           # durable state (DESIGN §10); absent: in memory
+    state-dir: ~/.shunter           # durable state (docs/design.md §10); absent: in memory
     retention: {days: 90, builds-per-pipeline: 10000}   # finished builds kept in the store
     max-log-bytes: 33554432         # per step attempt; past it a truncation marker
     drain-timeout: 30               # on a graceful stop, how long running jobs may finish
@@ -128,7 +128,7 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the runtime is started with (see the module docstring).
 
     ``heartbeat_interval`` and ``heartbeat_timeout`` are in seconds; an
-    agent silent for ``heartbeat_timeout`` is lost (DESIGN §3.1 behaviour
+    agent silent for ``heartbeat_timeout`` is lost (docs/design.md §3.1 behaviour
     11). ``max_queued_builds`` bounds admission: past it ``submit`` raises
     ``Overloaded``. ``auth`` holds the tokens' digests only; ``secrets``
     never shows its values.
@@ -145,7 +145,7 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     secrets: Secrets = msgspec.field(default_factory=Secrets)
     max_nodes: int = 1000
     max_agents_per_node: int = 256
-    # Durable state (DESIGN §10): None keeps everything in memory.
+    # Durable state (docs/design.md §10): None keeps everything in memory.
     state_dir: str | None = None
     retention: Retention = msgspec.field(default_factory=Retention)
     max_log_bytes: int = 32 * 1024 * 1024

@@ -9,7 +9,7 @@ or SIGTERM (or when ``shutdown`` is set), shuts down gracefully:
 2. the runtime closes: it admits nothing new and lets running jobs finish
    for up to ``drain-timeout``; then, with a state directory, running jobs
    are interrupted (their steps stopped) and queued builds stay queued for
-   the next start (DESIGN §10); in memory, what is left is cancelled;
+   the next start (docs/design.md §10); in memory, what is left is cancelled;
 3. every build is accounted for: the report lists the interrupted ones and
    those left queued.
 
@@ -44,7 +44,7 @@ from actors.model.errors import SpecError
 
 from .auth import TokenTable, protected_mode_problem
 from .config import RuntimeConfig
-from ._runtime import open_runtime
+from ._open import open_runtime
 from ._state import StateDirInUse
 
 __all__ = ["ProtectedMode", "ServeReport", "StartupError", "hypercorn_config", "serve"]
@@ -60,7 +60,7 @@ class StartupError(Exception):
 
 
 class ProtectedMode(StartupError):
-    """Serving without a token on an address other than loopback (DESIGN §12)."""
+    """Serving without a token on an address other than loopback (docs/design.md §12)."""
 
 
 class _Settings(hypercorn.config.Config):

@@ -6,7 +6,7 @@ JSONPath-like location::
 
     $.stages[0].jobs.compile.runs-on.concurrency-limit-total: must be >= 1
 
-Choices made where DESIGN §4 is silent:
+Choices made where docs/design.md §4 is silent:
 
 - ``version`` may be left out; ``v3.0``, ``v3``, ``3.0`` and ``3`` (string
   or number) are all read as ``v3.0``. Anything else is refused.
@@ -35,6 +35,7 @@ import os
 import re
 import unicodedata
 from collections.abc import Collection, Mapping
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from actors.execution.actions import ActionInputs
@@ -46,8 +47,8 @@ from runtime._spec_references import JobDraft, check_references
 from runtime._spec_steps import ID, ID_RULE, NAME, NAME_RULE, VARIABLE, StepReader
 from runtime._validate import index_path, key_path, parse_document, type_name
 
-__all__ = ["CheckedPipeline", "KnownActions", "NodeMap", "check_pipeline", "load_pipeline", "slugify",
-           "validate_pipeline_id"]
+__all__ = ["CheckedPipeline", "KnownActions", "NodeMap", "check_pipeline", "load_pipeline", "read_source",
+           "slugify", "validate_pipeline_id"]
 
 _TOP_KEYS = ("version", "name", "variables", "concurrency", "stages", "jobs", "steps", "finally")
 _CONCURRENCY_KEYS = ("group", "max-parallel", "queue-length", "queue-timeout-minutes",
@@ -61,7 +62,7 @@ _PLACEMENT_KEYS = ("pool-name", "node-name", "labels")
 _MUTEX_KEYS = ("label", "queue-length", "timeout-minutes")
 _VARIABLE_KEYS = ("value", "description")
 _VERSIONS = ("v3.0", "v3", "3.0", "3")
-# Upper bounds of every number (DESIGN §12): generous, and far from overflowing a deadline.
+# Upper bounds of every number (docs/design.md §12): generous, and far from overflowing a deadline.
 MAX_MINUTES = 525_600.0  # a year
 MAX_PARALLEL = 100_000
 MAX_QUEUE_LENGTH = 10_000_000
@@ -426,3 +427,14 @@ class _Walker(StepReader):
             **draft.fields,
         )
 
+
+def read_source(source: str | bytes | os.PathLike[str] | Mapping[str, Any]) -> Any:
+    """What ``load_pipeline`` should read: a file's text for a path (a ``PathLike``, or a one-line
+    string ending in .yml, .yaml or .json that names a file), else ``source`` itself."""
+    if isinstance(source, os.PathLike):
+        return Path(source).read_text(encoding="utf-8")
+    if isinstance(source, str) and "\n" not in source and source.endswith((".yml", ".yaml", ".json")):
+        path = Path(source)
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+    return source

@@ -425,6 +425,17 @@ def test_design_sections_cited_by_the_code_exist() -> None:
     assert not missing, f"cited but not in docs/design.md: {missing}"
 
 
+def test_code_cites_the_design_by_its_path_in_the_repository() -> None:
+    """A bare "DESIGN §N" names a file a reader of the repository cannot find."""
+    bare = [
+        str(file.relative_to(ROOT))
+        for pattern in ("actors/**/*.py", "runtime/**/*.py", "tests/**/*.py", "bench/**/*.py", "examples/**/*.py")
+        for file in ROOT.glob(pattern)
+        if file != Path(__file__) and re.search(r"\bDESIGN\s+§", file.read_text(encoding="utf-8"))
+    ]
+    assert not bare, f"cite docs/design.md §N instead of DESIGN §N in: {bare}"
+
+
 # -- the reference pages cover what the code has ------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ the head of the queue until the cancelled ones have released their places:
 
 The limits come with each ``Admit`` (the latest wins), since pipelines that
 render the same group name share it. Retries inside a running build never
-come here (DESIGN §3.1 item 4).
+come here (docs/design.md §3.1 item 4).
 
 Queue timeouts: a waiter times out exactly ``queue-timeout-minutes`` after
 it was queued, with the timeout it was queued with (a later ``Admit`` may
@@ -181,7 +181,7 @@ class GroupActor(Actor):
             timeout = self._shared_timeout  # one object for all: a float of its own is 24 B per waiter
         else:
             self._shared_timeout = timeout
-        # A build restored after a restart keeps what was left of its original wait (DESIGN §10).
+        # A build restored after a restart keeps what was left of its original wait (docs/design.md §10).
         left = timeout if admit.deadline is None else max(0.0, admit.deadline - time.time())
         deadline = self.now() + left
         waiter = _Waiter(admit.build_id, admit.pipeline, admit.queued_at, timeout, deadline)

@@ -39,8 +39,8 @@ class Build:
 
     __slots__ = (
         "id", "pipeline_id", "spec", "shape", "number", "variables", "group", "status", "reason",
-        "execute_count", "queued_at", "started_at", "finished_at", "cancelling", "_phases", "_jobs", "phase",
-        "locked",
+        "execute_count", "created_at", "queued_at", "started_at", "finished_at", "cancelling", "_phases", "_jobs",
+        "phase", "locked",
     )  # fmt: skip
 
     def __init__(
@@ -64,6 +64,7 @@ class Build:
         self.status: BuildStatus = BuildStatus.QUEUE
         self.reason: str | None = None
         self.execute_count = 1
+        self.created_at = now  # submitted; unlike queued_at, a retry leaves it alone
         self.queued_at: float | None = now
         self.started_at: float | None = None
         self.finished_at: float | None = None
@@ -395,7 +396,7 @@ class Build:
         """Retry a failed job (or from a failed step) as part of this running build.
 
         Bypasses group admission: the build keeps its slot, its place and its
-        execute_count (DESIGN §3.1 item 4). Returns the job to dispatch.
+        execute_count (docs/design.md §3.1 item 4). Returns the job to dispatch.
         """
         if self.cancelling is not None:
             raise NotRetryable(f"build {self.id!r} is being cancelled")

@@ -1,40 +1,38 @@
-"""The pipeline actor: owns its builds and drives their state machines.
+"""The pipeline actor: one registered pipeline and all its builds.
 
 It numbers builds, renders their concurrency group, asks the group for
 admission (answering the submitter only once the group has decided, through
-the deferred reply slot), requests agents for runnable jobs, applies what
-agents report and what the pool ended itself (dropping both for stale
-attempts), and tells the group when a build ends. Retries inside a running
+the deferred reply slot), retries builds, answers queries, and is deleted
+and revived. Running the admitted builds (dispatching jobs, applying what
+agents report and what the pool ended itself, cancelling, settling) is the
+``BuildDriver`` half it is built on (``driver.py``). Retries inside a running
 build never go through the group; retries of a finished build are new
-admissions (DESIGN §3.1 items 4 and 5).
+admissions (docs/design.md §3.1 items 4 and 5).
 
 While the group decides, the pipeline keeps what it will do with the
 answer: the deferred reply slot by build id, and for the retry of a
 finished build its ``RetryPlan``. The group is told only build ids and limits.
+
+A deleted pipeline (``RetirePipeline``) refuses new builds and retries but
+keeps its builds readable and its numbering; registering it again
+(``ReplaceSpec``) revives it, so a build id is never used twice.
 """
 
 from __future__ import annotations
 
-import sys
 import time
-from collections import deque
 from typing import Any
 
-import msgspec
-
-from .build import Build
-from .records import BuildShape, JobRun
-from ..core import Actor, Ref, Reply
-from ..state.durable import Durable
-from ..state.journal import Committed
-from .resume import Drain, GetLogSources, NotHeld, Restore, Resume, log_sources, resume, resume_running
+from ..core import Ref, Reply
 from ..directory import Directory
-from ..model.errors import Conflict, InvalidRequest, NotFound, NotRetryable, QueueFull
-from ..events import Publish, Record
+from ..events import Publish
+from ..model.errors import Conflict, NotFound, NotRetryable, QueueFull
+from ..model.info import BuildInfo
 from ..model.messages import (
     Admit,
     Admitted,
     AgentReport,
+    BuildKey,
     CancelBuild,
     CancelRequest,
     Dequeued,
@@ -42,58 +40,35 @@ from ..model.messages import (
     EndJob,
     GetBuild,
     GetLog,
-    JobEnded,
-    JobRequest,
-    JobStarted,
-    JobToken,
     JobWaiting,
     ListBuilds,
-    MutexAcquire,
     MutexGranted,
     MutexRefused,
-    MutexRelease,
     Queued,
     Refused,
     Release,
     ReplaceSpec,
+    RetirePipeline,
     RetryRequest,
-    StepEnded,
-    StepNotRun,
-    StepStarted,
     SubmitBuild,
-    Unlock,
     WaitBuild,
-    Withdraw,
 )
-from ..model.info import BuildInfo, PipelineInfo
-from .payload import chain_agent, job_payload, template_context
+from ..model.spec import PipelineSpec
+from ..state.durable import Durable
+from ..state.journal import Committed
+from .build import Build
+from .driver import BuildDriver
+from .listing import build_key, build_log, describe, list_builds
+from .resume import Drain, GetLogSources, Restore, Resume, log_sources, resume, resume_running
+from .records import BuildShape
 from .snapshot import build_info
-from ..model.spec import Concurrency, PipelineSpec
-from ..model.templates import TemplateError, render
-from ..model.vocab import BuildStatus, EventKind, JobStatus
-
-# A job whose status changed without an attempt of its own (see _emit_unrun).
-_UNRUN = frozenset({JobStatus.UNEXEC, JobStatus.SKIP, JobStatus.DEPENDENT_WAITING})
+from .submission import RetryPlan, check_variables, group_config, render_group
+from ..model.vocab import BuildStatus
 
 __all__ = ["PipelineActor", "RetryPlan"]
 
 
-class RetryPlan(msgspec.Struct, frozen=True, gc=False):
-    """A retry of a finished build: what runs again, applied once its group admits it.
-
-    ``job``, ``step`` and ``failed_only`` are as asked (``Build.rerun_plan``
-    says what they select); ``group`` is the group name rendered again for
-    this execution; ``queued_at`` is when the retry was asked (wall clock).
-    """
-
-    job: str | None
-    step: str | None
-    failed_only: bool
-    group: str | None
-    queued_at: float
-
-
-class PipelineActor(Actor):
+class PipelineActor(BuildDriver):
     """One registered pipeline and all its builds. See the module docstring."""
 
     def __init__(
@@ -110,29 +85,14 @@ class PipelineActor(Actor):
         definition: str = "",
         next_number: int = 1,
     ) -> None:
-        self.pipeline_id = pipeline_id
-        self.spec = spec
+        super().__init__(pipeline_id=pipeline_id, spec=spec, hub=hub, pools=pools, groups=groups, mutexes=mutexes,
+                         history=history, durable=durable)  # fmt: skip
         self.shape = BuildShape(spec, definition)
-        self.hub = hub
-        self.pools = pools
-        self.groups = groups
-        self.mutexes = mutexes
-        self.history = history  # finished builds kept here; with a store, older ones are read from it
         self.next_number = next_number
-        # With durable state (DESIGN §10): the journal of this pipeline's builds; replies wait for its commits.
-        self.durable = durable
-        self.draining = False  # stopping: queued builds stay queued (DESIGN §10)
-        self.resuming: set[str] = set()  # running builds restored at start, waiting for their group slot
-        self.builds: dict[str, Build] = {}
+        self.draining = False  # stopping: queued builds stay queued (docs/design.md §10)
         self.pending: dict[str, Build] = {}  # new builds waiting for their group's answer
-        self.reruns: dict[str, RetryPlan] = {}  # finished builds whose retry awaits its group's answer
         self.replies: dict[str, Reply] = {}  # submit or retry asks answered once the group has decided
-        self.waiters: dict[str, list[Reply]] = {}
-        self.finished_order: deque[tuple[str, int]] = deque()  # (build id, seq of its last write)
-        self.outbox: list[Record] = []
-        self.stale_reports = 0
-        # attempts waiting for their mutex: token -> (build, mutex label)
-        self.mutex_waits: dict[JobToken, tuple[Build, str]] = {}
+        self.retired: str | None = None  # deleted: the reason its unfinished builds were cancelled with
 
     def receive(self, message: Any) -> Any:
         try:
@@ -174,12 +134,15 @@ class PipelineActor(Actor):
             if build is not None and not build.finished:
                 self._cancel(build, message.reason)
         elif kind is SubmitBuild:
+            if self.retired is not None:
+                raise NotFound(f"no pipeline {self.pipeline_id!r} (it was deleted)")
             return self._submit(message)
         elif kind is GetBuild:
             return build_info(self._build(message.build_id))
         elif kind is ListBuilds:
-            return [build_info(b) for b in self.builds.values()
-                    if message.status in (None, b.status) and not (message.unfinished and b.finished)]  # fmt: skip
+            return list_builds(self.builds.values(), message)
+        elif kind is BuildKey:
+            return build_key(self._build(message.build_id))
         elif kind is CancelRequest:
             return self._user_cancel(message)
         elif kind is RetryRequest:
@@ -195,11 +158,14 @@ class PipelineActor(Actor):
         elif kind is ReplaceSpec:
             self.spec = message.spec
             self.shape = BuildShape(message.spec, message.definition)
-            return self._describe()
+            self.retired = None
+            return describe(self.pipeline_id, self.spec, len(self.builds))
         elif kind is DescribePipeline:
-            return self._describe()
+            return describe(self.pipeline_id, self.spec, len(self.builds))
+        elif kind is RetirePipeline:
+            return self._retire(message)
         elif kind is GetLog:
-            return self._log(message)
+            return build_log(self._build(message.build_id), message.job, message.step)
         elif kind is Committed:
             assert self.durable is not None
             self.durable.on_committed(message.seq)
@@ -213,7 +179,7 @@ class PipelineActor(Actor):
         elif kind is Drain:
             self.draining = True
         elif kind is GetLogSources:
-            return self._log_sources(message)
+            return log_sources(self._build(message.build_id), message.job, message.step)
         else:
             raise TypeError(f"pipeline {self.pipeline_id!r} got an unexpected {kind.__name__}")
         return None
@@ -222,10 +188,10 @@ class PipelineActor(Actor):
 
     def _submit(self, message: SubmitBuild) -> BuildInfo | None:
         """Reply at once without a group; otherwise once the group has decided."""
-        variables = self._variables(message.variables)
+        variables = check_variables(self.pipeline_id, self.spec, message.variables)
         number = self.next_number
         build_id = f"{self.pipeline_id}.{number}"
-        group = self._render_group(build_id, number, variables)
+        group = render_group(self.pipeline_id, self.spec, build_id, number, variables)
         self.next_number += 1
         build = Build(build_id=build_id, spec=self.shape, number=number, variables=variables, group=group,
                       now=time.time())  # fmt: skip
@@ -237,60 +203,8 @@ class PipelineActor(Actor):
         self.pending[build_id] = build
         assert build.queued_at is not None
         self.replies[build_id] = self.defer_reply()
-        self._group(group).tell(Admit(build_id, self.ref, self._group_config(group), build.queued_at))
+        self._group(group).tell(Admit(build_id, self.ref, group_config(self.spec, group), build.queued_at))
         return None
-
-    def _variables(self, given: dict[str, Any]) -> dict[str, str]:
-        declared = self.spec.variables
-        unknown = sorted(set(given) - set(declared))
-        if unknown:
-            names = ", ".join(sorted(declared)) or "none"
-            raise InvalidRequest(
-                f"pipeline {self.pipeline_id!r} declares no variable {', '.join(map(repr, unknown))} "
-                f"(declared: {names})",
-                details=[{"path": f"$.variables.{name}", "message": "not declared by the pipeline"} for name in unknown],
-            )
-        values = dict(declared)
-        for name, value in given.items():
-            if isinstance(value, bool):
-                value = "true" if value else "false"
-            elif isinstance(value, (int, float)):
-                value = str(value)
-            elif not isinstance(value, str):
-                raise InvalidRequest(
-                    f"variable {name!r} must be a string, number or boolean, got {type(value).__name__}",
-                    details=[{"path": f"$.variables.{name}", "message": "must be a string, number or boolean"}],
-                )
-            values[name] = value
-        return values
-
-    def _render_group(self, build_id: str, number: int, variables: dict[str, str]) -> str | None:
-        concurrency = self.spec.concurrency
-        if concurrency is None:
-            return None
-        context = {"ci": {"pipeline_id": self.pipeline_id, "build_id": build_id, "build_num": str(number)},
-                   "variables": variables}  # fmt: skip
-        try:
-            name = render(concurrency.group, context).strip()
-        except TemplateError as error:
-            raise InvalidRequest(f"concurrency group of pipeline {self.pipeline_id!r}: {error}") from None
-        if not name:
-            raise InvalidRequest(f"concurrency group of pipeline {self.pipeline_id!r} rendered to an empty name")
-        return sys.intern(name)  # builds of one group share its name, not a copy each
-
-    def _group_config(self, name: str) -> Concurrency:
-        concurrency = self.spec.concurrency
-        assert concurrency is not None
-        return msgspec.structs.replace(concurrency, group=name)
-
-    def _group_config_of(self, build: Build) -> Concurrency:
-        """The limits of ``build``'s group as its own definition says (a restored build may predate a replace)."""
-        concurrency = build.spec.concurrency or self.spec.concurrency
-        assert concurrency is not None and build.group is not None
-        return msgspec.structs.replace(concurrency, group=build.group)
-
-    def _group(self, name: str) -> Ref:
-        return self.groups.get(name)
 
     def _admitted(self, message: Admitted) -> None:
         build = self.pending.pop(message.build_id, None)
@@ -334,6 +248,8 @@ class PipelineActor(Actor):
             plan = self.reruns.pop(build.id, None)
             if plan is not None:
                 self._apply_rerun(build, plan)
+        if self.retired is not None:  # deleted while its admission was on its way
+            self._cancel(build, self.retired)
         reply = self.replies.pop(build.id, None)
         if reply is not None:
             self._answer(reply, build_info(build, message.position))
@@ -347,11 +263,11 @@ class PipelineActor(Actor):
         if reply is not None:
             reply.set_error(QueueFull(message.message))
         restored = self.builds.get(message.build_id)
-        if build is None and rerun is None and restored is not None and restored.status == "QUEUE":
+        if build is None and rerun is None and restored is not None and restored.status == BuildStatus.QUEUE:
             # a queued build restored at start that its group no longer has room for
             restored.end_unstarted(BuildStatus.CANCELED, f"refused after a restart: {message.message}",
                                    time.time())  # fmt: skip
-            self._emit_build(restored, "QUEUE")
+            self._emit_build(restored, BuildStatus.QUEUE)
             self._settled(restored)
 
     def _dequeued(self, message: Dequeued) -> None:
@@ -366,197 +282,13 @@ class PipelineActor(Actor):
             # It never started: it holds no agent, and the group has let it go.
             self._settled(build)
 
-    # -- running ---------------------------------------------------------------------------
-
     def _start(self, build: Build) -> None:
-        previous = build.status
-        dispatch = build.start(time.time())
-        self._emit_build(build, previous)
-        self._dispatch(build, dispatch)
-        if build.finished:
-            self._finished(build)
-
-    def _dispatch(self, build: Build, jobs: list[JobRun]) -> None:
-        for job in jobs:
-            self._emit_job(build, job, None)
-            token = JobToken(build.id, job.id, job.attempts[-1].number)
-            mutex = job.spec.mutex
-            if mutex is None:
-                self._request_agent(build, job, token)
-                continue
-            try:
-                label = render(mutex.label, template_context(build))
-            except TemplateError as error:
-                self._end_job(build, job, JobStatus.FAILED, f"mutex label: {error}")
-                continue
-            self.mutex_waits[token] = (build, label)
-            self.mutexes.get(label).tell(
-                MutexAcquire(token, self.ref, label, mutex.queue_length, mutex.timeout_minutes)
-            )
-
-    def _request_agent(self, build: Build, job: JobRun, token: JobToken) -> None:
-        runs_on = job.spec.runs_on
-        in_chain = job.id in build.chains
-        payload = job_payload(build, job)
-        if self.durable is not None:
-            payload = msgspec.structs.replace(payload, log_dir=f"{self.durable.log_root}/{build.number}",
-                                              max_log_bytes=self.durable.max_log_bytes)  # fmt: skip
-        self.pools.get(runs_on.pool_name).tell(
-            JobRequest(token, self.ref, payload, runs_on,
-                       agent=chain_agent(build, job) if in_chain else None, lock=in_chain)  # fmt: skip
-        )
-
-    def _job_waiting(self, message: JobWaiting) -> None:
-        """The pool says why the attempt waits (no node can run it), or that it no longer does."""
-        token = message.token
-        build = self.builds.get(token.build_id)
-        job = build.live_attempt(token.job_id, token.attempt) if build is not None else None
-        if build is not None and job is not None and job.status == JobStatus.QUEUE and job.reason != message.reason:
-            job.reason = message.reason
-            self._emit_job(build, job, JobStatus.QUEUE)
-
-    def _mutex_granted(self, token: JobToken) -> None:
-        waiting = self.mutex_waits.pop(token, None)
-        if waiting is None:
-            return  # withdrawn meanwhile; our MutexRelease hands it back
-        build, _ = waiting
-        job = build.live_attempt(token.job_id, token.attempt)
-        if job is not None:
-            self._request_agent(build, job, token)
-
-    def _mutex_refused(self, message: MutexRefused) -> None:
-        waiting = self.mutex_waits.pop(message.token, None)
-        if waiting is None:
+        if self.retired is not None:  # deleted while its admission was on its way
+            self._cancel(build, self.retired)
             return
-        build, _ = waiting
-        job = build.live_attempt(message.token.job_id, message.token.attempt)
-        if job is not None:
-            status = JobStatus.QUEUE_TIMEOUT if message.timed_out else JobStatus.FAILED
-            self._end_job(build, job, status, message.reason, mutex_held=False)
+        super()._start(build)
 
-    def _end_job(self, build: Build, job: JobRun, status: JobStatus, reason: str, mutex_held: bool = True) -> None:
-        """End an attempt here, no agent or pool involved (its mutex refused it, a cancel found it waiting)."""
-        token = JobToken(build.id, job.id, job.attempts[-1].number)
-        self._job_ended(build, job, token, status, reason, time.time(), mutex_held)
-
-    def _live(self, token: JobToken) -> tuple[Build, JobRun] | None:
-        """The build and job of ``token`` if it is their current attempt; None (counted) if it is over."""
-        build = self.builds.get(token.build_id)
-        job = build.live_attempt(token.job_id, token.attempt) if build is not None else None
-        if build is None or job is None:
-            self.stale_reports += 1  # fenced: a message about an attempt that is over
-            return None
-        return build, job
-
-    def _report(self, report: AgentReport) -> None:
-        live = self._live(report.token)
-        if live is not None:
-            build, job = live
-            for record in report.records:
-                self._apply(build, job, report.token, record)
-
-    def _pool_ended(self, message: EndJob) -> None:
-        """The pool ended the attempt itself (see ``EndJob``): it ends as its agent's JobEnded would end it."""
-        live = self._live(message.token)
-        if live is not None:
-            build, job = live
-            self._job_ended(build, job, message.token, message.status, message.reason, message.time)
-
-    def _apply(self, build: Build, job: JobRun, token: JobToken, record: Any) -> None:
-        """Apply one record of an agent's report."""
-        kind = type(record)
-        if kind is StepStarted:
-            build.step_started(job, record.index, record.log, record.time)
-            self._emit_step(build, job, record.index)
-        elif kind is StepEnded:
-            build.step_ended(job, record.index, record.status, record.reason, record.exit_code,
-                             record.outputs, record.exported_env, record.time)  # fmt: skip
-            self._emit_step(build, job, record.index)
-        elif kind is StepNotRun:
-            build.step_not_run(job, record.index, record.status, record.reason)
-            self._emit_step(build, job, record.index)
-        elif kind is JobStarted:
-            previous = job.status
-            build.job_started(job, record.node, record.agent, record.context, record.time)
-            build.lock_agent(job, job.spec.runs_on.pool_name, record.agent)
-            self._emit_job(build, job, previous)
-        elif kind is JobEnded:
-            self._job_ended(build, job, token, record.status, record.reason, record.time)
-
-    def _job_ended(self, build: Build, job: JobRun, token: JobToken, status: JobStatus, reason: str | None, now: float,
-                   mutex_held: bool = True) -> None:  # fmt: skip
-        """The attempt ended (its agent said so, the pool or this actor ended it): free its mutex,
-        retry it elsewhere if its agent was lost and its step allows, else move the build on."""
-        previous_build, previous_job = build.status, job.status
-        states = {other.id: other.status for other in build.all_jobs()}
-        if job.spec.mutex is not None and mutex_held:
-            self._release_mutex(build, token)
-        if status == JobStatus.HEARTBEAT_TIMEOUT and build.retry_lost(job, status, reason, now):
-            self._dispatch(build, [job])  # the step allows it: again, on another agent
-            return
-        dispatch = build.job_ended(job, status, reason, now)
-        self._emit_job(build, job, previous_job)
-        self._emit_unrun(build, states)
-        self._unlock_finished_chains(build)
-        self._dispatch(build, dispatch)
-        if build.finished:
-            self._emit_build(build, previous_build)
-            self._finished(build)
-
-    def _release_mutex(self, build: Build, token: JobToken) -> None:
-        waiting = self.mutex_waits.pop(token, None)
-        label = waiting[1] if waiting is not None else self._mutex_label(build, token.job_id)
-        if label is not None:
-            self.mutexes.get(label).tell(MutexRelease(token))
-
-    def _mutex_label(self, build: Build, job_id: str) -> str | None:
-        mutex = build.jobs[job_id].spec.mutex
-        if mutex is None:
-            return None
-        try:
-            return render(mutex.label, template_context(build))
-        except TemplateError:
-            return None
-
-    def _unlock_finished_chains(self, build: Build, everything: bool = False) -> None:
-        """A lock chain whose jobs have all ended (or a build that ended) frees its agent."""
-        for pool, agent in build.agents_to_unlock(everything):
-            self.pools.get(pool).tell(Unlock(build.id, agent))
-
-    def _finished(self, build: Build) -> None:
-        self._unlock_finished_chains(build, everything=True)
-        if build.group is not None:
-            self._group(build.group).tell(Release(build.id))
-        self._settled(build)
-
-    def _settled(self, build: Build) -> None:
-        """The build has ended and holds nothing: answer its waiters, forget the oldest past ``history``."""
-        for reply in self.waiters.pop(build.id, ()):
-            self._answer(reply, build_info(build))
-        # the write at the end of this message holds its final state
-        self.finished_order.append((build.id, self.durable.seq + 1 if self.durable is not None else 0))
-        self._forget_old()
-
-    def _forget_old(self) -> None:
-        """Drop the oldest finished builds past ``history`` (with a store: once their final state is committed)."""
-        order = self.finished_order
-        committed = self.durable.committed if self.durable is not None else 0
-        while len(order) > self.history and order[0][1] <= committed:
-            old = order.popleft()[0]
-            if old in self.builds and self.builds[old].finished and old not in self.reruns:
-                del self.builds[old]
-
-    def _answer(self, reply: Reply, value: Any) -> None:
-        """Answer now, or with a store once this message's changes are committed."""
-        if self.durable is not None:
-            self.durable.answer(reply, value)
-        else:
-            reply.set_result(value)
-
-    def _store(self, build: Build) -> None:
-        self.builds[build.id] = build
-
-    # -- cancel and retry ------------------------------------------------------------------
+    # -- cancel, retry, delete ---------------------------------------------------------------
 
     def _user_cancel(self, request: CancelRequest) -> BuildInfo:
         build = self._build(request.build_id)
@@ -565,34 +297,28 @@ class PipelineActor(Actor):
         self._cancel(build, request.reason)
         return build_info(build)
 
-    def _cancel(self, build: Build, reason: str) -> None:
-        previous = build.status
-        states = {job.id: job.status for job in build.all_jobs()}
-        stop = build.cancel(reason, time.time())
-        for job in stop:
-            token = JobToken(build.id, job.id, job.attempts[-1].number)
-            waiting = self.mutex_waits.pop(token, None)
-            if waiting is not None:  # still waiting for its mutex: no agent to stop
-                self.mutexes.get(waiting[1]).tell(MutexRelease(token))
-                self._end_job(build, job, JobStatus.CANCELED, reason, mutex_held=False)
-            else:
-                self.pools.get(job.spec.runs_on.pool_name).tell(Withdraw(token, reason))
-        if build.finished and previous == BuildStatus.RUNNING:
-            return  # the last job ended just now (mutex waiters), _apply finished the build
-        if build.finished:  # it was queued
-            self._emit_build(build, previous)
-            self._emit_unrun(build, states)
-            self._finished(build)
-            return
-        dispatch = build.advance(time.time())
-        self._emit_unrun(build, states)
-        self._dispatch(build, dispatch)
-        if build.finished:
-            self._emit_build(build, previous)
-            self._finished(build)
+    def _retire(self, request: RetirePipeline) -> list[str]:
+        """Delete: refused while builds are unfinished unless asked to cancel them (their ids are answered)."""
+        if self.retired is not None:
+            raise NotFound(f"no pipeline {self.pipeline_id!r} (it was deleted)")
+        live = [b for b in self.builds.values() if not b.finished]
+        unfinished = sorted({*self.pending, *self.reruns, *(b.id for b in live)},
+                            key=lambda build_id: int(build_id.rpartition(".")[2]))  # fmt: skip
+        if unfinished and not request.cancel:
+            raise Conflict(
+                f"pipeline {self.pipeline_id!r} has unfinished builds: {', '.join(unfinished)}; cancel them "
+                "first, or delete with cancel=true",
+                details=[{"build_id": build_id} for build_id in unfinished],
+            )
+        self.retired = request.reason
+        for build in live:  # those still on their way to a group are cancelled when its answer comes
+            self._cancel(build, request.reason)
+        return unfinished
 
     def _retry(self, request: RetryRequest) -> BuildInfo | None:
         build = self._build(request.build_id)
+        if self.retired is not None:
+            raise NotRetryable(f"pipeline {self.pipeline_id!r} was deleted; register it again to retry its builds")
         if build.id in self.reruns:
             raise NotRetryable(f"a retry of build {build.id!r} is already waiting for admission")
         if not build.finished:
@@ -607,7 +333,7 @@ class PipelineActor(Actor):
             self._dispatch(build, [job])
             return build_info(build)
         build.rerun_plan(job_id=request.job, step_id=request.step, failed_only=request.failed_only)  # validates
-        group = self._render_group(build.id, build.number, build.variables)
+        group = render_group(self.pipeline_id, self.spec, build.id, build.number, build.variables)
         plan = RetryPlan(request.job, request.step, request.failed_only, group, time.time())
         if group is None:
             self._apply_rerun(build, plan)
@@ -615,7 +341,7 @@ class PipelineActor(Actor):
             return build_info(build)
         self.reruns[build.id] = plan
         self.replies[build.id] = self.defer_reply()
-        self._group(group).tell(Admit(build.id, self.ref, self._group_config(group), plan.queued_at))
+        self._group(group).tell(Admit(build.id, self.ref, group_config(self.spec, group), plan.queued_at))
         return None
 
     def _apply_rerun(self, build: Build, plan: RetryPlan) -> None:
@@ -624,62 +350,3 @@ class PipelineActor(Actor):
         build.prepare_rerun(job_id=plan.job, step_id=plan.step, failed_only=plan.failed_only, now=plan.queued_at)
         build.group = plan.group
         self._emit_build(build, previous)
-
-    # -- queries ------------------------------------------------------------------------
-
-    def _build(self, build_id: str) -> Build:
-        build = self.builds.get(build_id)
-        if build is None:
-            raise NotHeld(f"no build {build_id!r}")
-        return build
-
-    def _describe(self) -> PipelineInfo:
-        spec = self.spec
-        return PipelineInfo(
-            id=self.pipeline_id,
-            name=spec.name,
-            version=spec.version,
-            stages=[stage.name for stage in spec.stages],
-            jobs=[job.id for job in spec.all_jobs()],
-            group=spec.concurrency.group if spec.concurrency else None,
-            builds=len(self.builds),
-            source=spec.source,
-        )
-
-    def _log_sources(self, request: GetLogSources) -> list[tuple[str, Any]]:
-        return log_sources(self._build(request.build_id), request.job, request.step)
-
-    def _log(self, request: GetLog) -> str:
-        """The whole text (``GetLogSources`` streams it instead): each attempt's header, then its log."""
-        parts = [header + log.text() for header, log in log_sources(self._build(request.build_id), request.job,
-                                                                   request.step)]  # fmt: skip
-        return "".join(part if part.endswith("\n") else part + "\n" for part in parts)
-
-    # -- events -------------------------------------------------------------------------
-
-    def _emit_build(self, build: Build, previous: str | None) -> None:
-        if self.durable is not None:
-            self.durable.touch(build)
-        self.outbox.append(Record(EventKind.BUILD, build.status, build.reason, pipeline_id=self.pipeline_id,
-                                  build_id=build.id, attempt=build.execute_count, previous=previous))
-
-    def _emit_job(self, build: Build, job: JobRun, previous: str | None) -> None:
-        if self.durable is not None:
-            self.durable.touch(build)
-        attempt = job.attempts[-1].number if job.attempts else None
-        self.outbox.append(Record(EventKind.JOB, job.status, job.reason, pipeline_id=self.pipeline_id,
-                                  build_id=build.id, job_id=job.id, attempt=attempt, previous=previous))
-
-    def _emit_step(self, build: Build, job: JobRun, index: int) -> None:
-        if self.durable is not None:
-            self.durable.touch(build)
-        step = job.steps[index]
-        attempt = step.attempts[-1].number if step.attempts else None
-        self.outbox.append(Record(EventKind.STEP, step.status, step.reason, pipeline_id=self.pipeline_id,
-                                  build_id=build.id, job_id=job.id, step_id=step.spec.id, attempt=attempt))
-
-    def _emit_unrun(self, build: Build, before: dict[str, JobStatus]) -> None:
-        """Events for jobs whose status changed without an attempt of their own."""
-        for job in build.all_jobs():
-            if before.get(job.id) != job.status and job.status in _UNRUN:
-                self._emit_job(build, job, before.get(job.id))

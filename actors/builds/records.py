@@ -27,7 +27,7 @@ class StepLog:
 
     In memory (no state directory) it keeps the first and the last lines when
     a step is very chatty, and at most ``max_bytes`` of text. With a ``path``
-    (durable state, DESIGN §10) lines go to that file instead, which is
+    (durable state, docs/design.md §10) lines go to that file instead, which is
     created on the first line; past ``max_bytes`` a truncation marker is
     written and the rest is dropped, so memory stays flat whatever the step
     prints. Readers stream the file (``chunks``).
@@ -73,6 +73,11 @@ class StepLog:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             self.file = open(self.path, "ab")
         self.file.write(line.encode("utf-8", "replace") + b"\n")
+
+    def sync(self) -> None:
+        """Hand what was written to the OS: it then survives a ``kill -9`` of the server."""
+        if self.file is not None:
+            self.file.flush()
 
     def close(self) -> None:
         """The attempt has ended: no more lines; the file (if any) is closed."""
@@ -241,7 +246,7 @@ class BuildShape:
 
     def __init__(self, spec: PipelineSpec, definition: str = "") -> None:
         self.spec = spec
-        self.definition = definition  # its key in the store, with durable state (DESIGN §10)
+        self.definition = definition  # its key in the store, with durable state (docs/design.md §10)
         self.phase_names = [stage.name for stage in spec.stages] + (["finally"] if spec.finally_ else [])
         self.chains = _lock_chains(spec)  # job id -> its lock-resource-with chain's first job
         self.step_index = {job.id: {step.id: i for i, step in enumerate(job.steps)} for job in spec.all_jobs()}

@@ -1,4 +1,4 @@
-"""A pipeline after a restart: its unfinished builds come back (DESIGN §10).
+"""A pipeline after a restart: its unfinished builds come back (docs/design.md §10).
 
 ``resume`` takes the builds the store held (decoded by the runtime):
 
@@ -25,23 +25,19 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..model.errors import NotFound
 from ..model.messages import Admit
 from ..model.vocab import BuildStatus, JobStatus
 from .build import Build
+from .driver import NotHeld
 from .records import JobRun, StepLog
 
 if TYPE_CHECKING:
-    from .pipeline import PipelineActor
+    from .driver import BuildDriver
 
 __all__ = ["INTERRUPTED", "Drain", "GetLogSources", "NotHeld", "Restore", "Resume", "log_sources", "resume",
            "resume_running"]  # fmt: skip
 
 INTERRUPTED = "interrupted: the server stopped while it ran"
-
-
-class NotHeld(NotFound):
-    """The pipeline holds no such build (it may be in the store: finished, out of the cache)."""
 
 
 class Resume(msgspec.Struct, frozen=True):
@@ -68,7 +64,7 @@ class GetLogSources(msgspec.Struct, frozen=True):
     step: str | None = None
 
 
-def resume(pipeline: PipelineActor, builds: list[Build]) -> list[tuple[bool, float, str, Admit]]:
+def resume(pipeline: BuildDriver, builds: list[Build]) -> list[tuple[bool, float, str, Admit]]:
     """Take back ``builds``; return the admissions to tell their groups (see the module docstring)."""
     now = time.time()
     admits: list[tuple[bool, float, str, Admit]] = []
@@ -103,7 +99,7 @@ def resume(pipeline: PipelineActor, builds: list[Build]) -> list[tuple[bool, flo
     return admits
 
 
-def resume_running(pipeline: PipelineActor, build: Build) -> None:
+def resume_running(pipeline: BuildDriver, build: Build) -> None:
     """Carry on a build that was running when the server stopped (see the module docstring)."""
     now = time.time()
     states = {job.id: job.status for job in build.all_jobs()}

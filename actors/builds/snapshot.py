@@ -1,4 +1,4 @@
-"""Public snapshots of builds (DESIGN §7 JSON), made from the pipeline's state."""
+"""Public snapshots of builds (docs/design.md §7 JSON), made from the pipeline's state."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ __all__ = ["build_info"]
 
 
 def build_info(build: Build, queue_position: int | None = None) -> BuildInfo:
-    """The public snapshot of a build (DESIGN §7)."""
+    """The public snapshot of a build (docs/design.md §7)."""
     stages = []
     for index, jobs in enumerate(build.records_for_reading()):
         job_infos = [_job_info(job) for job in jobs]
@@ -34,6 +34,7 @@ def build_info(build: Build, queue_position: int | None = None) -> BuildInfo:
         queue_position=queue_position if build.status == BuildStatus.QUEUE else None,
         reason=build.reason,
         variables=build.variables,
+        created_at=rfc3339(build.created_at),
         queued_at=rfc3339(build.queued_at),
         started_at=rfc3339(build.started_at),
         finished_at=rfc3339(build.finished_at),

@@ -1,7 +1,7 @@
 """The few backend primitives the kernel needs, picked once per system.
 
 anyio's portable primitives cost about twice trio's own on the trio backend
-(DESIGN §2), so the hot ones — parking a task until a message arrives and a
+(docs/design.md §2), so the hot ones — parking a task until a message arrives and a
 fairness checkpoint — are implemented directly per backend.
 """
 

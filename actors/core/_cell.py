@@ -1,7 +1,7 @@
 """The machinery behind one actor: its mailbox, its task loop and its ref.
 
 A cell owns the mailbox (a deque plus a parker: the cheapest mailbox on both
-backends, DESIGN §2) and runs the actor's single task. The loop drains the
+backends, docs/design.md §2) and runs the actor's single task. The loop drains the
 mailbox in batches and yields once per batch rather than once per message,
 which is where the kernel's throughput comes from.
 """
@@ -154,7 +154,7 @@ class Ref:
         cell.queue.append(_Ask(message, slot))
         cell.parker.unpark()
         # The deadline is a timer-service entry, not a cancel scope: a scope
-        # enter+exit costs as much as the rest of the round trip (DESIGN §2).
+        # enter+exit costs as much as the rest of the round trip (docs/design.md §2).
         timer = cell.system.timers.call_later(timeout, slot.expire, cell.name, message, timeout)
         try:
             await slot.parker.park()

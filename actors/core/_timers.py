@@ -1,7 +1,7 @@
 """One timer service per system: a heap of deadlines served by a single task.
 
 A pending timer is a heap entry, never a sleeping task, so 100,000 queued
-timeouts cost 100,000 small objects and one task (DESIGN §2). Cancelling is
+timeouts cost 100,000 small objects and one task (docs/design.md §2). Cancelling is
 lazy (the entry is skipped when it surfaces); the heap is compacted when
 cancelled entries outnumber live ones, so cancel-heavy workloads (queue
 timeouts of builds that got admitted) do not grow it without bound.

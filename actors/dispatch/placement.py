@@ -24,92 +24,13 @@ from collections import Counter
 from collections.abc import Hashable, Iterator
 from typing import Any
 
-from ..queues.fifo import Fifo
 from .matching import Matches, no_node_reason
+from .records import Agent as _Agent
+from .records import Grant, JobKey, Request
+from .records import Node as _Node
+from .records import RequestClass as _Class
 
 __all__ = ["Placement", "Request", "Grant", "JobKey"]
-
-JobKey = tuple[str, str]  # (pipeline id, job id)
-
-
-class Request:
-    """One job attempt waiting for (or holding) an agent."""
-
-    __slots__ = (
-        "token", "build_id", "key", "node_pin", "labels", "agent_pin", "lock", "per_node", "total",
-        "seq", "since", "data", "class_key",
-    )  # fmt: skip
-
-    def __init__(
-        self,
-        *,
-        token: Hashable,
-        build_id: str,
-        key: JobKey,
-        node_pin: str | None = None,
-        labels: frozenset[str] = frozenset(),
-        agent_pin: str | None = None,
-        lock: bool = False,
-        per_node: int | None = None,
-        total: int | None = None,
-        since: float = 0.0,
-        data: Any = None,
-    ) -> None:
-        self.token = token
-        self.build_id = build_id
-        self.key = key
-        self.node_pin = node_pin
-        self.labels = labels
-        self.agent_pin = agent_pin
-        self.lock = lock  # lock the agent for the build (lock-resource-with chain)
-        self.per_node = per_node
-        self.total = total
-        self.seq = 0
-        self.since = since
-        self.data = data
-        self.class_key: tuple[Any, ...] = (key, node_pin, labels, agent_pin, per_node, total)
-
-
-class Grant:
-    __slots__ = ("request", "node", "agent")
-
-    def __init__(self, request: Request, node: str, agent: str) -> None:
-        self.request = request
-        self.node = node
-        self.agent = agent
-
-
-class _Agent:
-    __slots__ = ("name", "node", "held", "locked_by")
-
-    def __init__(self, name: str, node: _Node) -> None:
-        self.name = name
-        self.node = node
-        self.held: Request | None = None
-        self.locked_by: str | None = None
-
-
-class _Node:
-    __slots__ = ("name", "labels", "agents", "idle", "draining", "running")
-
-    def __init__(self, name: str, labels: frozenset[str]) -> None:
-        self.name = name
-        self.labels = labels
-        self.agents: dict[str, _Agent] = {}
-        self.idle: dict[str, None] = {}  # idle and unlocked, in order
-        self.draining = False
-        self.running: Counter[JobKey] = Counter()
-
-
-class _Class:
-    __slots__ = ("key", "requests", "head")
-
-    def __init__(self, key: tuple[Any, ...], first: Request) -> None:
-        self.key = key
-        self.requests: Fifo[Hashable, Request] = Fifo()
-        self.requests.append(first.token, first)
-        self.head = first  # the oldest request, kept at hand: read on every dispatch
-
 
 class Placement:
     """The state of one pool: nodes, agents, slots held, requests waiting."""
@@ -148,6 +69,34 @@ class Placement:
         self.agents[agent_name] = agent
         self._set_idle(agent)
         return self._serve_node(node)
+
+    def set_labels(self, name: str, labels: frozenset[str]) -> list[Grant]:
+        """New labels for ``name``: waiting jobs that fit now get its idle agents; running ones go on."""
+        node = self.nodes[name]
+        self._matches.removed(name, node.labels)
+        node.labels = labels
+        self._matches.added(name, labels)
+        for wanted, index in self._free.items():
+            index.pop(name, None)
+            if node.idle and not node.draining and wanted <= labels:
+                index[name] = None
+        return self._serve_node(node)
+
+    def resize(self, name: str, count: int) -> list[str]:
+        """Ask for ``count`` agents; returns idle ones to retire now. Busy ones past it (or held by a lock
+        chain) retire once free (``retirable``); the caller adds agents while ``wants_agent``."""
+        node = self.nodes[name]
+        node.want = count
+        return list(reversed(node.idle))[: max(0, len(node.agents) - count)]
+
+    def retirable(self, agent_name: str) -> bool:
+        """Free (no job, no lock) on a node that has more agents than it wants."""
+        agent = self.agents.get(agent_name)
+        return agent is not None and agent.held is None and agent.locked_by is None and agent.node.surplus
+
+    def wants_agent(self, name: str) -> bool:
+        node = self.nodes[name]
+        return not node.draining and (node.want is None or len(node.agents) < node.want)
 
     def drain_node(self, name: str) -> list[str]:
         """Stop placing on ``name``; returns its agents that are idle now (to retire)."""
@@ -247,7 +196,7 @@ class Placement:
         assert held is not None
         grants = self._release_slots(agent, held)
         grants.extend(self._serve_pinned(agent))  # a lock chain's next job first
-        if agent.held is None and agent.locked_by is None and not agent.node.draining:
+        if agent.held is None and agent.locked_by is None and not agent.node.draining and not agent.node.surplus:
             self._set_idle(agent)
             grants.extend(self._serve_node(agent.node))
         return held, grants
@@ -260,7 +209,7 @@ class Placement:
         agent.locked_by = None
         if agent.held is None and not agent.node.draining:
             grants = self._serve_pinned(agent)
-            if agent.held is None:
+            if agent.held is None and not agent.node.surplus:
                 self._set_idle(agent)
                 grants.extend(self._serve_node(agent.node))
             return grants

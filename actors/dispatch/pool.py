@@ -55,7 +55,8 @@ from .node import NodeActor
 from . import remote
 from .placement import Grant, Placement, Request
 
-__all__ = ["PoolActor", "AddNode", "RemoveNode", "HasNode", "ListNodes", "PoolStats", "ListWaiting", "InjectFault"]
+__all__ = ["PoolActor", "AddNode", "UpdateNode", "RemoveNode", "HasNode", "ListNodes", "PoolStats", "ListWaiting",
+           "InjectFault"]
 
 # An agent crash is reported and the agent replaced under a new name (its
 # workspace and context cannot be trusted), never restarted in place.
@@ -68,6 +69,15 @@ class AddNode(msgspec.Struct, frozen=True):
     agents: int = 1
     labels: tuple[str, ...] = ()
     remote: bool = False  # a ``shunter agent`` process brings the agents (``remote.py``)
+
+
+class UpdateNode(msgspec.Struct, frozen=True):
+    """Change a node's agent count and/or labels (None keeps them); ``pool``, if given, must be its own."""
+
+    name: str
+    agents: int | None = None
+    labels: tuple[str, ...] | None = None
+    pool: str | None = None
 
 
 class RemoveNode(msgspec.Struct, frozen=True):
@@ -153,6 +163,8 @@ class PoolActor(Actor):
             self._queue_timeout(message.token)
         elif kind is Unlock:
             self._run_all(self.placement.unlock(message.build_id, message.agent))
+            if self.placement.retirable(message.agent):
+                self._retire(message.agent)
         elif kind is AgentLost:
             self._lost(message)
         elif kind is _CheckHeartbeats:
@@ -160,6 +172,8 @@ class PoolActor(Actor):
             self.send_after(self.heartbeat_interval, _CHECK_HEARTBEATS)
         elif kind is AddNode:
             return self._add_node(message)
+        elif kind is UpdateNode:
+            return self._update_node(message)
         elif kind is RemoveNode:
             return self._remove_node(message.name)
         elif kind is HasNode:
@@ -224,7 +238,7 @@ class PoolActor(Actor):
         node = agent.node
         held, grants = self.placement.release(message.token)
         self._run_all(grants)
-        if node.draining:
+        if node.draining or self.placement.retirable(message.agent):
             self._retire(message.agent)
 
     def _withdraw(self, message: Withdraw) -> None:
@@ -259,21 +273,46 @@ class PoolActor(Actor):
             raise Conflict(f"node {spec.name!r} already exists in pool {self.pool!r}")
         if spec.agents < 1:
             raise InvalidRequest(f"node {spec.name!r}: agents must be >= 1, got {spec.agents}")
-        if spec.remote:
-            node_ref = remote.spawn_node(self, spec.name)
-        else:
-            node_ref = self.spawn(lambda: NodeActor(node=spec.name, pool=self.ref), name=f"node:{spec.name}")
+        node_ref = remote.spawn_node(self, spec.name) if spec.remote else self.spawn(
+            lambda: NodeActor(node=spec.name, pool=self.ref), name=f"node:{spec.name}")
         self.nodes[spec.name] = node_ref
         unmatched = self.placement.unmatched()
         self.placement.add_node(spec.name, frozenset(spec.labels))
         self.next_agent[spec.name] = 0
-        # a remote node's agents come when its process registers (remote.py)
-        agents = [self._spawn_agent(spec.name) for _ in range(0 if spec.remote else spec.agents)]
+        agents = [self._spawn_agent(spec.name) for _ in range(0 if spec.remote else spec.agents)]  # remote: later
         self._tell_match_changes(unmatched)
         self._event(NodeChange.ADDED, spec.name, agents=agents, labels=sorted(spec.labels),
                     kind="remote" if spec.remote else "local")  # fmt: skip
         self._publish()
         return self._node_info(spec.name)
+
+    def _update_node(self, change: UpdateNode) -> NodeInfo:
+        """New labels place waiting jobs at once; fewer agents retire idle ones now and busy ones when free."""
+        name = change.name
+        if name not in self.nodes:
+            raise NotFound(f"no node {name!r} in pool {self.pool!r}")
+        if change.pool is not None and change.pool != self.pool:
+            raise Conflict(f"node {name!r} is in pool {self.pool!r}, not {change.pool!r}: a node cannot move "
+                           "between pools (delete it, then add it to the other pool)")  # fmt: skip
+        if self.placement.nodes[name].draining:
+            raise Conflict(f"node {name!r} is draining (it was deleted); add it again once it has left")
+        remote.check_update(self, name, change.agents, change.labels)
+        if change.agents is not None and change.agents < 1:
+            raise InvalidRequest(f"node {name!r}: agents must be >= 1, got {change.agents}")
+        if change.labels is not None:
+            unmatched = self.placement.unmatched()
+            self._run_all(self.placement.set_labels(name, frozenset(change.labels)))
+            self._tell_match_changes(unmatched)
+        if change.agents is not None:
+            for agent in self.placement.resize(name, change.agents):
+                self._retire(agent)
+            while self.placement.wants_agent(name):
+                self._spawn_agent(name)
+        info = self._node_info(name)
+        self._event(NodeChange.CHANGED, name, labels=info.labels, agents=[agent.name for agent in info.agents],
+                    agents_wanted=info.agents_wanted)  # fmt: skip
+        self._publish()
+        return info
 
     def _spawn_agent(self, node: str) -> str:
         """Start a new agent on ``node``; returns its name."""
@@ -322,12 +361,16 @@ class PoolActor(Actor):
                 request.data.pipeline.tell(JobWaiting(request.data.token, reason))
 
     def _retire(self, agent: str) -> None:
-        """An idle agent of a draining node leaves; the node goes with its last agent."""
+        """An idle agent of a draining node, or one past a resized node's count, leaves; the node goes with
+        its last agent."""
         _, node = self._detach(agent)
+        if not self.placement.nodes[node].draining:
+            self._event(NodeChange.AGENT_RETIRED, node, agent=agent)
         if self.placement.remove_node_if_empty(node):
             self._forget_node(node)
 
     def _forget_node(self, node: str) -> None:
+        """The node is gone: stop its actor."""
         self.system.stop_nowait(self.nodes.pop(node))
         del self.next_agent[node]
         self.remote.pop(node, None)
@@ -344,11 +387,9 @@ class PoolActor(Actor):
             _end(held.data, message.status, message.reason)
         self._event(NodeChange.AGENT_LOST, node, message.reason, agent=message.agent,
                     job=str(held.token) if held is not None else None)  # fmt: skip
-        if node in self.remote:
+        if node in self.remote:  # its agents come back with its process
             remote.lost(self, node, message.agent, held.token if held is not None else None, tell_node)
-            if self.placement.nodes[node].draining and self.placement.remove_node_if_empty(node):
-                self._forget_node(node)
-        elif not self.placement.nodes[node].draining:
+        elif self.placement.wants_agent(node):
             fresh = self._spawn_agent(node)  # a fresh agent, under a new name
             self._event(NodeChange.AGENT_REPLACED, node, agent=fresh, replaces=message.agent)
         elif self.placement.remove_node_if_empty(node):
@@ -421,13 +462,9 @@ class PoolActor(Actor):
             for agent, held, locked_by in self.placement.iter_agents(name)
         ]
         running = {f"{pipeline}/{job}": count for (pipeline, job), count in node.running.items()}
-        state = self.remote.get(name)
-        if state is None:
-            return NodeInfo(name=name, pool=self.pool, labels=sorted(node.labels), draining=node.draining,
-                            agents=agents, running=running)  # fmt: skip
-        return NodeInfo(name=name, pool=self.pool, labels=sorted(node.labels), draining=node.draining,
-                        agents=agents, running=running, kind="remote", connected=state.connected,
-                        last_seen=rfc3339(state.last_seen))  # fmt: skip
+        return remote.with_state(self, NodeInfo(name=name, pool=self.pool, labels=sorted(node.labels),
+                                                draining=node.draining, agents=agents, running=running,
+                                                agents_wanted=node.want))  # fmt: skip
 
     def _stats(self) -> dict[str, int]:
         placement = self.placement

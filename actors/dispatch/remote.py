@@ -1,4 +1,4 @@
-"""The pool's side of remote nodes (DESIGN §11): joining, silence, loss, leaving.
+"""The pool's side of remote nodes (docs/design.md §11): joining, silence, loss, leaving.
 
 A remote node is placed like a local one; only its agents come and go with
 its connection. These functions run inside the pool actor's ``receive``
@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import msgspec
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..core import Supervision
 from ..model.messages import AgentLost
-from ..model.info import rfc3339
+from ..model.errors import Conflict
+from ..model.info import NodeInfo, rfc3339
 from ..model.vocab import JobStatus, NodeChange
 from ..remote.agent import RemoteAgentActor
 from ..remote.node import (
@@ -33,10 +34,10 @@ from ..remote.node import (
     RemoteSilent,
 )
 
-if TYPE_CHECKING:
-    from .pool import PoolActor
+# The pool is typed loosely here: importing its module back would make a cycle.
+PoolActor = Any
 
-__all__ = ["MESSAGES", "RemoteState", "handle", "spawn_node", "lost", "draining"]
+__all__ = ["MESSAGES", "RemoteState", "handle", "spawn_node", "lost", "draining", "with_state", "check_update"]
 
 MESSAGES = frozenset({RemoteJoin, RemoteLost, RemoteSilent, RemoteHeard, RemoteSeen, RemoteLeave})
 _AGENT_SUPERVISION = Supervision(max_restarts=0, escalate=False)
@@ -90,12 +91,29 @@ def lost(pool: PoolActor, node: str, agent: str, token: Any, tell_node: bool) ->
     """A remote agent was declared lost: the node forgets its attempt and shows disconnected."""
     if tell_node:
         pool.nodes[node].tell(Disconnected(int(agent.rsplit("/", 1)[1]), token))
+    if pool.placement.nodes[node].draining and pool.placement.remove_node_if_empty(node):
+        pool._forget_node(node)  # a draining node goes with its last agent
 
 
 def draining(pool: PoolActor, node: str) -> None:
     """The node is drained: its agent process is told so with its next lease, and exits once idle."""
     if node in pool.remote:
         pool.nodes[node].tell(Draining())
+
+
+def with_state(pool: PoolActor, info: NodeInfo) -> NodeInfo:
+    """A remote node's info says so, with its connection state."""
+    state = pool.remote.get(info.name)
+    if state is None:
+        return info
+    return msgspec.structs.replace(info, kind="remote", connected=state.connected, last_seen=rfc3339(state.last_seen))
+
+
+def check_update(pool: PoolActor, node: str, agents: int | None, labels: Any) -> None:
+    """A remote node's agents and labels are its process's to say, not a PUT's."""
+    if node in pool.remote and (agents is not None or labels is not None):
+        raise Conflict(f"node {node!r} is a remote node: its agents and labels are set by its shunter agent "
+                       "process (--agents, --labels); restart that with new ones")  # fmt: skip
 
 
 def _spawn_agent(pool: PoolActor, node: str, index: int) -> None:

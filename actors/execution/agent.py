@@ -370,13 +370,14 @@ class AgentActor(Actor):
 
     async def _shell(self, run: RunJob, step: Step, log: StepLog) -> StepOutcome:
         assert step.run is not None
-        # References become environment variables, never pasted text (DESIGN §12; script.py).
+        # References become environment variables, never pasted text (docs/design.md §12; script.py).
         script, values = render_script(step.run, self._template_context(run))
         env = self._step_env(run, step)
         env.update(values)
         self._prepare_workspace()
         result = await run_shell(script, cwd=self.workspace, env=env, on_output=self._log_writer(log),
-                                 kill_grace=self.kill_grace, temp_root=self.workspace.parent)  # fmt: skip
+                                 kill_grace=self.kill_grace, temp_root=self.workspace.parent,
+                                 on_chunk=log.sync)  # fmt: skip
         if result.exit_code == 0:
             return StepOutcome(StepStatus.SUCCEED, exit_code=0, outputs=result.outputs, exported_env=result.env)
         reason = f"exit code {result.exit_code}" if result.exit_code > 0 else f"killed by signal {-result.exit_code}"

@@ -1,4 +1,4 @@
-"""Render a ``run:`` script so that template values stay data, never code (DESIGN §12).
+"""Render a ``run:`` script so that template values stay data, never code (docs/design.md §12).
 
 Pasting a value into a shell script lets the value run: ``$(id)``, a
 backtick, a quote that closes the script's own quotes, a newline. So a

@@ -1,4 +1,4 @@
-"""Secrets: named values that steps may use and nobody may read back (DESIGN §12).
+"""Secrets: named values that steps may use and nobody may read back (docs/design.md §12).
 
 A ``Secrets`` holds the values the configuration resolved (``secrets:`` in
 the runtime config). Pipelines refer to them as ``${{ secrets.NAME }}`` in

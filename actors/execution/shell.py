@@ -9,7 +9,7 @@
    ``SHUNTER_ENV`` / ``SHUNTER_OUTPUT`` naming two empty files in a private
    temporary directory. The shell is gated: it runs only once the watchdog
    (``watchdog.py``) has its process group, so however the server dies, no
-   step's processes outlive it (DESIGN §10).
+   step's processes outlive it (docs/design.md §10).
 2. Deliver stdout and stderr, merged, to ``on_output`` one line at a time as
    they arrive.
 3. When the shell exits, stop whatever it left running in its process group
@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -48,22 +47,17 @@ import anyio
 import anyio.abc
 import msgspec
 
+from .output import MAX_LINE_BYTES, LineSplitter, OutputCallback, parse_exports, read_text
 from .watchdog import watchdog
 
 __all__ = ["MAX_LINE_BYTES", "ShellResult", "StepStartError", "parse_exports", "run_shell"]
 
-MAX_LINE_BYTES = 64 * 1024
-"""Longer output lines are delivered in pieces of at most this many bytes."""
-
 _INHERITED = ("PATH", "HOME", "LANG")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _READ_CHUNK = 64 * 1024
 _POLL_INTERVAL = 0.01  # how often to look whether a stopped process group is gone
 _KILL_WAIT = 5.0  # after SIGKILL, how long to wait for the group to vanish
 _DRAIN_WAIT = 1.0  # once the group is gone, how long to wait for the end of its output
 _PR_SET_CHILD_SUBREAPER = 36  # from <linux/prctl.h>
-
-OutputCallback = Callable[[str], None]
 
 
 class ShellResult(msgspec.Struct, frozen=True):
@@ -93,6 +87,7 @@ async def run_shell(
     on_output: OutputCallback,
     kill_grace: float = 5.0,
     temp_root: str | os.PathLike[str] | None = None,
+    on_chunk: Callable[[], None] | None = None,
 ) -> ShellResult:
     """Run ``script`` as a shell step and return its exit code, env and outputs.
 
@@ -103,7 +98,9 @@ async def run_shell(
     from shunter itself (ignored export lines, processes that had to be
     killed) arrive through ``on_output`` too, prefixed ``[shunter]``.
     ``on_output`` should not raise; if it does, the step's processes are
-    stopped and the exception propagates.
+    stopped and the exception propagates. ``on_chunk``, if given, is called
+    after the lines of each read have been delivered (a log file flushes
+    there, so what a step printed survives a ``kill -9`` of the server).
 
     A non-zero exit is a result, not an exception. :class:`StepStartError` is
     raised when the shell cannot start. Cancellation stops the process group
@@ -130,69 +127,13 @@ async def run_shell(
         child_env["SHUNTER_ENV"] = env_file
         child_env["SHUNTER_OUTPUT"] = output_file
 
-        exit_code = await _execute(argv, cwd, child_env, on_output, kill_grace)
+        exit_code = await _execute(argv, cwd, child_env, on_output, kill_grace, on_chunk)
 
-        exported = parse_exports(_read_text(env_file), source="SHUNTER_ENV", warn=on_output)
-        outputs = parse_exports(_read_text(output_file), source="SHUNTER_OUTPUT", warn=on_output)
+        exported = parse_exports(read_text(env_file), source="SHUNTER_ENV", warn=on_output)
+        outputs = parse_exports(read_text(output_file), source="SHUNTER_OUTPUT", warn=on_output)
     finally:
         shutil.rmtree(private_dir, ignore_errors=True)
     return ShellResult(exit_code=exit_code, env=exported, outputs=outputs)
-
-
-def parse_exports(text: str, *, source: str, warn: OutputCallback) -> dict[str, str]:
-    """Parse the contents of a ``SHUNTER_ENV`` or ``SHUNTER_OUTPUT`` file.
-
-    Two forms, as in GitHub Actions: ``NAME=value`` (the value runs to the end
-    of the line and may contain ``=``), and a multi-line value::
-
-        NAME<<DELIMITER
-        line one
-        line two
-        DELIMITER
-
-    A line holding both ``=`` and ``<<`` uses whichever comes first. Blank
-    lines are skipped, a later assignment replaces an earlier one, and a
-    trailing ``\\r`` is dropped from each line. Names must match
-    ``[A-Za-z_][A-Za-z0-9_]*``; anything malformed is reported through
-    ``warn`` as one ``[shunter] warning: <source> line N: ...`` line and ignored.
-    """
-    lines = [line.removesuffix("\r") for line in text.split("\n")]
-    if lines[-1] == "":
-        lines.pop()
-    result: dict[str, str] = {}
-    index = 0
-    while index < len(lines):
-        line = lines[index]
-        where = f"[shunter] warning: {source} line {index + 1}"
-        index += 1
-        if not line.strip():
-            continue
-        equals, heredoc = line.find("="), line.find("<<")
-        if equals != -1 and (heredoc == -1 or equals < heredoc):
-            name, value = line[:equals], line[equals + 1 :]
-        elif heredoc != -1:
-            name, delimiter = line[:heredoc], line[heredoc + 2 :]
-            if not delimiter:
-                warn(f"{where}: missing delimiter after '<<' in {_preview(line)}; ignored")
-                continue
-            try:
-                end = lines.index(delimiter, index)
-            except ValueError:
-                warn(f"{where}: no line {_preview(delimiter)} closes {_preview(line)}; ignored")
-                break
-            value = "\n".join(lines[index:end])
-            index = end + 1
-        else:
-            warn(f"{where}: expected NAME=value or NAME<<DELIMITER, got {_preview(line)}; ignored")
-            continue
-        if not _NAME.match(name):
-            warn(
-                f"{where}: invalid name {_preview(name)} "
-                "(names match [A-Za-z_][A-Za-z0-9_]*); ignored"
-            )
-            continue
-        result[name] = value
-    return result
 
 
 # --- starting the shell ---------------------------------------------------
@@ -290,6 +231,7 @@ async def _execute(
     env: dict[str, str],
     on_output: OutputCallback,
     kill_grace: float,
+    on_chunk: Callable[[], None] | None = None,
 ) -> int:
     """Start the shell, pump its output until it is done, return its exit code."""
     # Shielded: if a cancellation interrupted the start, the script would run
@@ -299,7 +241,7 @@ async def _execute(
     pgid = process.pid  # a session leader's pid is its process group id
     watchdog.register(pgid)  # if the server dies, the group dies with it
     _open_gate(gate)  # only now may the script start (see _GATE)
-    splitter = _LineSplitter(on_output)
+    splitter = LineSplitter(on_output, on_chunk)
     try:
         await _supervise(process, pgid, splitter, kill_grace, on_output)
     except anyio.get_cancelled_exc_class():
@@ -323,7 +265,7 @@ async def _execute(
 async def _supervise(
     process: anyio.abc.Process,
     pgid: int,
-    splitter: _LineSplitter,
+    splitter: LineSplitter,
     kill_grace: float,
     say: OutputCallback,
 ) -> None:
@@ -356,7 +298,7 @@ async def _supervise(
         say(note)
 
 
-async def _pump(stream: anyio.abc.ByteReceiveStream, splitter: _LineSplitter) -> None:
+async def _pump(stream: anyio.abc.ByteReceiveStream, splitter: LineSplitter) -> None:
     try:
         while True:
             splitter.feed(await stream.receive(_READ_CHUNK))
@@ -380,7 +322,7 @@ async def _stop_leftovers(
 async def _stop_and_drain(
     process: anyio.abc.Process,
     pgid: int,
-    splitter: _LineSplitter,
+    splitter: LineSplitter,
     grace: float,
     say: OutputCallback,
 ) -> None:
@@ -473,69 +415,3 @@ def _signal_group(pgid: int, signum: int) -> bool:
 
 def _discard(_line: str) -> None:
     pass
-
-
-# --- output ------------------------------------------------------------------------
-
-
-class _LineSplitter:
-    """Turns chunks of bytes into text lines for ``on_output``, in bounded memory.
-
-    Lines longer than :data:`MAX_LINE_BYTES` are cut into pieces, never inside
-    a UTF-8 character, and the pieces don't depend on how the reads happened
-    to be chunked.
-    """
-
-    __slots__ = ("_emit", "_pending")
-
-    def __init__(self, emit: OutputCallback) -> None:
-        self._emit = emit
-        self._pending = bytearray()
-
-    def feed(self, data: bytes) -> None:
-        pending = self._pending
-        pending += data
-        start = 0
-        while (end := pending.find(b"\n", start)) != -1:
-            self._emit_line(pending[start:end])
-            start = end + 1
-        del pending[:start]
-        # +1 keeps a possible '\r' (of a '\r\n' still to come) with its line.
-        while len(pending) > MAX_LINE_BYTES + 1:
-            cut = _utf8_cut(pending, MAX_LINE_BYTES)
-            self._emit(pending[:cut].decode("utf-8", "replace"))
-            del pending[:cut]
-
-    def flush(self) -> None:
-        """Deliver a last line that has no newline."""
-        if self._pending:
-            self._emit_line(self._pending)
-            self._pending = bytearray()
-
-    def _emit_line(self, raw: bytes | bytearray) -> None:
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        while len(raw) > MAX_LINE_BYTES:
-            cut = _utf8_cut(raw, MAX_LINE_BYTES)
-            self._emit(raw[:cut].decode("utf-8", "replace"))
-            raw = raw[cut:]
-        self._emit(raw.decode("utf-8", "replace"))
-
-
-def _utf8_cut(data: bytes | bytearray, limit: int) -> int:
-    """Where to cut ``data`` (longer than ``limit``) at most ``limit`` bytes in,
-    backing up over UTF-8 continuation bytes so no character is split."""
-    cut = limit
-    while cut > limit - 3 and data[cut] & 0xC0 == 0x80:
-        cut -= 1
-    return cut
-
-
-def _read_text(path: str) -> str:
-    with open(path, "rb") as file:
-        return file.read().decode("utf-8", "replace")
-
-
-def _preview(text: str, limit: int = 80) -> str:
-    """``repr`` of text, shortened for a one-line warning."""
-    return repr(text if len(text) <= limit else text[:limit] + "...")

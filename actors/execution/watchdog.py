@@ -4,7 +4,7 @@ However the server dies (``kill -9`` included), the kernel closes its end of
 a pipe. A tiny helper process, started on the first shell step, reads that
 pipe: ``+PGID`` when a step's process group starts, ``-PGID`` when it has
 been reaped. At end of file — the server is gone — it sends SIGKILL to every
-group still registered, then exits (DESIGN §10).
+group still registered, then exits (docs/design.md §10).
 
 The helper runs in a session of its own (a Ctrl-C to the server's terminal
 does not reach it) and ignores SIGINT/SIGTERM/SIGHUP, so it outlives the

@@ -1,6 +1,6 @@
 """Errors that cross the public API (re-exported by ``runtime``).
 
-Each carries a stable ``code`` (the HTTP error code of DESIGN §7) and a human
+Each carries a stable ``code`` (the HTTP error code of docs/design.md §7) and a human
 message that names what is wrong and where.
 """
 
@@ -17,6 +17,7 @@ __all__ = [
     "Overloaded",
     "InvalidRequest",
     "Conflict",
+    "UndeclaredVariable",
 ]
 
 
@@ -91,4 +92,16 @@ class Conflict(ShunterError):
     """The request conflicts with the current state (e.g. cancel a finished build)."""
 
     code = "conflict"
+    http_status = 409
+
+
+class UndeclaredVariable(InvalidRequest):
+    """A submission names a variable its pipeline does not declare.
+
+    The body is well formed (any names are valid JSON); what refuses it is the
+    pipeline's current definition, so HTTP answers 409 like other conflicts
+    with the current state. Still an ``InvalidRequest`` for Python callers.
+    """
+
+    code = "undeclared_variable"
     http_status = 409

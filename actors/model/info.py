@@ -1,7 +1,7 @@
 """Result types returned by the Python API and encoded as the HTTP API's JSON.
 
 They are snapshots: frozen msgspec Structs built by the owning actor and
-handed out, never live state. Field names are the public JSON of DESIGN §7.
+handed out, never live state. Field names are the public JSON of docs/design.md §7.
 None can be part of a reference cycle, so none is tracked by the cyclic
 garbage collector (``gc=False``): a snapshot per submitted build used to
 count towards every collection.
@@ -35,6 +35,7 @@ __all__ = [
     "StepInfo",
     "StepAttemptInfo",
     "PipelineInfo",
+    "PipelineDeleted",
     "GroupInfo",
     "QueueEntry",
     "Stats",
@@ -118,6 +119,7 @@ class BuildInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     queue_position: int | None
     reason: str | None
     variables: dict[str, str]
+    created_at: str | None = None  # when it was submitted (the order of GET /v1/builds); never changes
     queued_at: str | None
     started_at: str | None
     finished_at: str | None
@@ -149,6 +151,13 @@ class PipelineInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     builds: int
     source: str
     warnings: list[dict[str, str]] = msgspec.field(default_factory=list)
+
+
+class PipelineDeleted(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """What deleting a pipeline did: its id and the unfinished builds it cancelled (asked with ``cancel``)."""
+
+    id: str
+    cancelled: list[str] = msgspec.field(default_factory=list)
 
 
 class QueueEntry(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -185,7 +194,8 @@ class NodeInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     draining: bool
     agents: list[AgentInfo]
     running: dict[str, int]  # job key "pipeline/job" -> running here now
-    kind: str = "local"  # "remote": a ``shunter agent`` process (DESIGN §11)
+    agents_wanted: int | None = None  # set by a resize: agents past it leave as their jobs (or lock chains) end
+    kind: str = "local"  # "remote": a ``shunter agent`` process (docs/design.md §11)
     connected: bool = True  # a remote node's process is heard from
     last_seen: str | None = None  # when a remote node's process was last heard from
 

@@ -3,7 +3,7 @@
 Everything about a job attempt carries a ``JobToken``; the attempt number in
 it is the fencing token: an actor drops a report whose attempt is not the
 job's current one, so a late message from a cancelled or lost attempt never
-touches its successor (DESIGN §2).
+touches its successor (docs/design.md §2).
 
 Flow of a build (arrows are ``tell``):
 
@@ -35,6 +35,8 @@ __all__ = [
     "SubmitBuild",
     "GetBuild",
     "ListBuilds",
+    "BuildKey",
+    "RetirePipeline",
     "CancelRequest",
     "RetryRequest",
     "WaitBuild",
@@ -109,7 +111,7 @@ class JobPayload(msgspec.Struct, frozen=True, gc=False):
     restore: dict[str, str] | None
     # a step before start_step failed (for the `if` of the steps that run)
     failed_before: bool = False
-    # where step logs go (durable state, DESIGN §10; None: in memory) and their cap per attempt
+    # where step logs go (durable state, docs/design.md §10; None: in memory) and their cap per attempt
     log_dir: str | None = None
     max_log_bytes: int = 32 * 1024 * 1024
 
@@ -361,8 +363,30 @@ class GetBuild(_Message, frozen=True):
 
 
 class ListBuilds(_Message, frozen=True):
+    """Answered with ``[(key, BuildInfo)]``, newest first; a key is (created time, pipeline id, number)."""
+
     status: BuildStatus | None = None
     unfinished: bool = False  # only QUEUE and RUNNING builds
+    limit: int | None = None  # only the newest ``limit``
+    before: tuple[float, str, int] | None = None  # only those whose key is smaller (older)
+
+
+class BuildKey(_Message, frozen=True):
+    """The key of a build in ``ListBuilds`` order (to page from it); ``NotFound`` if unknown."""
+
+    build_id: str
+
+
+class RetirePipeline(_Message, frozen=True):
+    """Delete the pipeline: refuse new builds and retries; builds stay readable; ``ReplaceSpec`` revives it.
+
+    With unfinished builds it is refused (``Conflict`` naming them) unless
+    ``cancel``; then they are cancelled with ``reason``. Answers the ids of
+    the builds it cancelled.
+    """
+
+    cancel: bool = False
+    reason: str = "the pipeline was deleted"
 
 
 class CancelRequest(_Message, frozen=True):

@@ -1,4 +1,4 @@
-"""The validated pipeline model (DESIGN §4): what a registered pipeline means.
+"""The validated pipeline model (docs/design.md §4): what a registered pipeline means.
 
 ``runtime.spec_loader.load_pipeline`` turns YAML or JSON into these types and
 refuses anything invalid, so code holding a ``PipelineSpec`` can trust every
@@ -88,7 +88,7 @@ class Mutex(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RunsOn(msgspec.Struct, frozen=True, kw_only=True):
-    """Where a job runs, and the job limits of DESIGN §3 (seed 002).
+    """Where a job runs, and the job limits of docs/design.md §3 (seed 002).
 
     The job needs an agent on a node of ``pool_name``, on ``node_name`` if
     set, on a node having every label in ``labels``. At most

@@ -1,4 +1,4 @@
-"""``${{ namespace.name }}`` templates in pipeline fields (DESIGN §4).
+"""``${{ namespace.name }}`` templates in pipeline fields (docs/design.md §4).
 
 Three namespaces exist:
 

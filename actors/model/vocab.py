@@ -2,7 +2,7 @@
 
 Each word list is a ``StrEnum``. A member *is* its string (``JobStatus.FAILED
 == "FAILED"``, same hash, ``f"{member}"`` is the value), so members compare
-with, and stand in for, the strings of the public YAML and JSON (DESIGN §3.2,
+with, and stand in for, the strings of the public YAML and JSON (docs/design.md §3.2,
 §4, §7): JSON output is unchanged, and msgspec encodes a member as its value.
 Where a Struct field is typed with one of these, msgspec refuses any other
 value when decoding (``Invalid enum value 'X' - at `$.status```), and the
@@ -42,7 +42,7 @@ __all__ = [
 
 
 class BuildStatus(StrEnum):
-    """Where a build is (DESIGN §3.2). Every status but ``SUCCEED`` ends with a reason."""
+    """Where a build is (docs/design.md §3.2). Every status but ``SUCCEED`` ends with a reason."""
 
     QUEUE = "QUEUE"  # waiting in its concurrency group (or for its group's answer)
     RUNNING = "RUNNING"
@@ -53,7 +53,7 @@ class BuildStatus(StrEnum):
 
 
 class JobStatus(StrEnum):
-    """Where a job (and each of its attempts) is (DESIGN §3.2)."""
+    """Where a job (and each of its attempts) is (docs/design.md §3.2)."""
 
     QUEUE = "QUEUE"  # waiting for a slot, an agent or its mutex
     DEPENDENT_WAITING = "DEPENDENT_WAITING"  # its stage or a depend-on job has not finished
@@ -69,7 +69,7 @@ class JobStatus(StrEnum):
 
 
 class StepStatus(StrEnum):
-    """Where a step (and each of its attempts) is (DESIGN §3.2)."""
+    """Where a step (and each of its attempts) is (docs/design.md §3.2)."""
 
     QUEUE = "QUEUE"
     RUNNING = "RUNNING"
@@ -149,7 +149,7 @@ _CONTINUING = frozenset({ContinueOnError.TRUE, ContinueOnError.AUTO})
 
 
 class OnQueueFull(StrEnum):
-    """What a concurrency group does with a build arriving at a full queue (DESIGN §3.1 item 1)."""
+    """What a concurrency group does with a build arriving at a full queue (docs/design.md §3.1 item 1)."""
 
     REJECT = "reject"  # refuse the new build (queue_full)
     CANCEL_OLDEST = "cancel-oldest"  # cancel the oldest queued build to make room
@@ -218,7 +218,11 @@ class NodeChange(StrEnum):
       ``data.job`` the attempt it ran (``build/job#attempt``) or null.
     - ``AGENT_REPLACED``: a fresh agent took a lost one's place;
       ``data.agent`` is the new one, ``data.replaces`` the lost one.
-
+    - ``CHANGED``: its labels or agent count were changed (``rt.update_node``);
+      ``data.labels``, ``data.agents`` (names, new ones included, busy ones
+      still leaving too) and ``data.agents_wanted``.
+    - ``AGENT_RETIRED``: an agent left a node that had more than it wants,
+      at the change or once its job (or lock chain) ended; ``data.agent``.
     - ``CONNECTED``: a remote node's process registered or was heard again
       after a disconnection; its agents (``data.agents``) are back.
     - ``DISCONNECTED``: a remote node's agents were lost (silent past the
@@ -233,6 +237,8 @@ class NodeChange(StrEnum):
     AGENT_REPLACED = "AGENT_REPLACED"
     CONNECTED = "CONNECTED"
     DISCONNECTED = "DISCONNECTED"
+    CHANGED = "CHANGED"
+    AGENT_RETIRED = "AGENT_RETIRED"
 
 
 class FaultKind(StrEnum):

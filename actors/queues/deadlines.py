@@ -2,7 +2,7 @@
 
 A concurrency group keeps one timer in the system's timer service for its
 whole queue, armed for ``earliest()``; when it fires, ``pop_due(now)``
-hands over every entry due (DESIGN §2: one deadline structure per actor).
+hands over every entry due (docs/design.md §2: one deadline structure per actor).
 
 Usually the queue's own order is its deadline order: entries are appended
 with ``now + timeout`` and the timeout seldom changes, so the head is the

@@ -1,1 +1,1 @@
-"""Remote build agents (DESIGN §11): the wire protocol and the server-side actors."""
+"""Remote build agents (docs/design.md §11): the wire protocol and the server-side actors."""

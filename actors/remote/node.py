@@ -1,4 +1,4 @@
-"""A remote node: the actor that owns one ``shunter agent`` connection (DESIGN §11).
+"""A remote node: the actor that owns one ``shunter agent`` connection (docs/design.md §11).
 
 It stands where a local ``NodeActor`` stands: child of its pool, supervisor
 of its agents. Its agents are ``RemoteAgentActor`` proxies that the pool

@@ -1,4 +1,4 @@
-"""The agent protocol under ``/v1/agent/`` (DESIGN §11): what a ``shunter agent``
+"""The agent protocol under ``/v1/agent/`` (docs/design.md §11): what a ``shunter agent``
 process and the server say to each other, as msgspec Structs.
 
 The server never connects to an agent; the agent makes every request:

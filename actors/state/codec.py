@@ -47,7 +47,7 @@ def encode_build(build: Build) -> bytes:
     jobs = None if phases is None else [_job(job) for phase in phases for job in phase]
     return _encoder.encode([_VERSION, build.variables, build.status, build.reason, build.execute_count,
                             build.queued_at, build.started_at, build.finished_at, build.cancelling, build.phase,
-                            jobs])  # fmt: skip
+                            jobs, build.created_at])  # fmt: skip
 
 
 def build_row(build: Build, definition: str) -> BuildRow:
@@ -58,9 +58,10 @@ def build_row(build: Build, definition: str) -> BuildRow:
 def decode_build(row: BuildRow, shape: BuildShape) -> Build:
     """The build of ``row``, on its definition's ``shape``."""
     (_, variables, status, reason, execute_count, queued_at, started_at, finished_at, cancelling, phase,
-     jobs) = _decoder.decode(row.data)  # fmt: skip
+     jobs, *rest) = _decoder.decode(row.data)  # fmt: skip
+    # created_at came later: a build stored without it was created when it was first queued
     build = Build(build_id=row.id, spec=shape, number=row.number, variables=variables, group=row.group,
-                  now=queued_at)  # fmt: skip
+                  now=rest[0] if rest else queued_at)  # fmt: skip
     build.status, build.reason, build.execute_count = BuildStatus(status), reason, execute_count
     build.queued_at, build.started_at, build.finished_at = queued_at, started_at, finished_at
     build.cancelling, build.phase = cancelling, phase

@@ -6,7 +6,7 @@ encodes the changed builds into one :class:`~actors.journal.Write` (one per
 handled message, whatever it changed) and holds the replies until the
 journal says that write is committed (``committed``): a caller of submit,
 retry or cancel hears back only once its effect survives ``kill -9``
-(DESIGN §10). Many replies share one commit; the actor never waits.
+(docs/design.md §10). Many replies share one commit; the actor never waits.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ the next one (group commit: one transaction for many changes, however many
 actors wrote). After each commit it tells every writer that asked for an
 acknowledgement ``Committed(seq)``, and completes the reply of every
 :class:`Write` that came as an ``ask`` — that is how an API call answers
-only once its effect is durable (DESIGN §10).
+only once its effect is durable (docs/design.md §10).
 
-Retention runs here too, between commits, at most once a minute: finished
+Retention runs here too, between commits, at start and then at most once a minute: finished
 builds past ``retention`` leave the store and their logs are deleted, a
 thousand at a time between commits (memory stays flat however many go).
 """
@@ -17,6 +17,7 @@ thousand at a time between commits (memory stays flat however many go).
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import time
 from pathlib import Path
@@ -72,7 +73,8 @@ class JournalActor(Actor):
         self.sealed = False
         self.commits = 0
         self.writes = 0
-        self.last_prune = time.monotonic()
+        # The first pass comes with the first commit: a restart applies a (changed) retention at once.
+        self.last_prune = -math.inf
         self.pruning = False  # a retention pass has more to remove
 
     def receive(self, message: Any) -> Any:

@@ -35,6 +35,7 @@ CREATE INDEX IF NOT EXISTS builds_by_end ON builds (finished_at) WHERE finished 
 CREATE TABLE IF NOT EXISTS nodes (name TEXT PRIMARY KEY, pool TEXT NOT NULL, agents INTEGER NOT NULL,
     labels TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS deleted_pipelines (id TEXT PRIMARY KEY);
 """
 _COLUMNS = "id, pipeline_id, number, status, grp, queued_at, finished_at, definition, data"
 
@@ -106,6 +107,9 @@ class SQLiteStore:
                 else:
                     db.execute("INSERT OR REPLACE INTO nodes VALUES (?, ?, ?, ?)",
                                (node.name, node.pool, node.agents, json.dumps(list(node.labels))))  # fmt: skip
+            for pipeline_id, deleted in batch.deleted.items():
+                db.execute("INSERT OR IGNORE INTO deleted_pipelines VALUES (?)" if deleted else
+                           "DELETE FROM deleted_pipelines WHERE id = ?", (pipeline_id,))  # fmt: skip
             for key, counter in batch.meta.items():
                 db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
                            "value = MAX(value, excluded.value)", (key, counter))  # fmt: skip
@@ -152,8 +156,10 @@ class SQLiteStore:
         nodes = [NodeRow(name, pool, agents, tuple(json.loads(labels)))
                  for name, pool, agents, labels in db.execute("SELECT * FROM nodes ORDER BY rowid")]  # fmt: skip
         meta = dict(db.execute("SELECT key, value FROM meta"))
-        finished = db.execute("SELECT COUNT(*) FROM builds WHERE finished = 1").fetchone()[0]
-        return Recovered(pipelines, definitions, unfinished, nodes, meta, finished)
+        by_status = dict(db.execute("SELECT status, COUNT(*) FROM builds WHERE finished = 1 GROUP BY status"))
+        deleted = {pipeline_id for (pipeline_id,) in db.execute("SELECT id FROM deleted_pipelines")}
+        return Recovered(pipelines, definitions, unfinished, nodes, meta, sum(by_status.values()), by_status,
+                         deleted)  # fmt: skip
 
     def build(self, build_id: str) -> BuildRow | None:
         found = self._reader().execute(f"SELECT {_COLUMNS} FROM builds WHERE id = ?", (build_id,)).fetchone()

@@ -1,6 +1,6 @@
 """The store interface: what the actors' journal writes and a restart reads back.
 
-Actors own live state; the store is their journal (DESIGN §10). Everything
+Actors own live state; the store is their journal (docs/design.md §10). Everything
 goes through a few plain records so that another database (PostgreSQL) can
 take SQLite's place by implementing :class:`Store`:
 
@@ -12,6 +12,8 @@ take SQLite's place by implementing :class:`Store`:
 - a build: its id, pipeline, number, status, group, wall-clock times and an
   opaque blob (the build codec's encoding of jobs, steps and attempts);
 - a node registered over the API (name, pool, agents, labels);
+- which pipelines are deleted (their row and builds stay: ids are never
+  reused, and the builds stay readable);
 - counters (``meta``): the event-id watermark.
 
 Writes arrive as a :class:`Batch` from one writer (the journal actor's
@@ -72,9 +74,11 @@ class Batch:
     builds: dict[str, BuildRow] = field(default_factory=dict)
     nodes: dict[str, NodeRow | None] = field(default_factory=dict)  # None: removed
     meta: dict[str, int] = field(default_factory=dict)
+    deleted: dict[str, bool] = field(default_factory=dict)  # pipeline id -> deleted (True) or registered again
 
     def merge(self, other: Batch) -> None:
         self.pipelines.update(other.pipelines)
+        self.deleted.update(other.deleted)
         self.definitions.update(other.definitions)
         self.builds.update(other.builds)
         self.nodes.update(other.nodes)
@@ -82,7 +86,7 @@ class Batch:
             self.meta[key] = max(value, self.meta.get(key, value))
 
     def __bool__(self) -> bool:
-        return bool(self.pipelines or self.definitions or self.builds or self.nodes or self.meta)
+        return bool(self.pipelines or self.definitions or self.builds or self.nodes or self.meta or self.deleted)
 
 
 @dataclass
@@ -95,6 +99,8 @@ class Recovered:
     nodes: list[NodeRow]
     meta: dict[str, int]
     finished: int  # how many finished builds the store holds
+    finished_by_status: dict[str, int] = field(default_factory=dict)  # the same, by final status
+    deleted: set[str] = field(default_factory=set)  # pipelines deleted (their rows are in ``pipelines`` too)
 
 
 class Store(Protocol):

@@ -1,4 +1,4 @@
-"""``shunter agent``: a build machine's process that joins a server (DESIGN §11)."""
+"""``shunter agent``: a build machine's process that joins a server (docs/design.md §11)."""
 
 from .main import AgentOptions, RemoteNode, run_agent, serve_node
 

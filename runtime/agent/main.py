@@ -1,4 +1,4 @@
-"""``shunter agent``: run a node's agents here and serve a remote server (DESIGN §11).
+"""``shunter agent``: run a node's agents here and serve a remote server (docs/design.md §11).
 
 The process runs a small actor system of its own: ``N`` ``AgentActor``
 (the server's agent code, unchanged), each with a workspace

@@ -1,4 +1,4 @@
-"""The HTTP front door (DESIGN §7): a hand-written ASGI 3 app over the public ``Runtime`` API.
+"""The HTTP front door (docs/design.md §7): a hand-written ASGI 3 app over the public ``Runtime`` API.
 
 ``core`` (requests, responses, errors, routing; no I/O), ``routes`` (the
 handlers and the route table), ``app`` (the ASGI callable), ``sse``

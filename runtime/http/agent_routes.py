@@ -1,19 +1,16 @@
-"""The agent protocol's routes, under ``/v1/agent/`` (DESIGN §11; the messages are
-``actors.remote.protocol``). A token with the ``agent`` role (DESIGN §12)
+"""The agent protocol's routes, under ``/v1/agent/`` (docs/design.md §11; the messages are
+``actors.remote.protocol``). A token with the ``agent`` role (docs/design.md §12)
 reaches these routes and no others."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from actors.model.errors import InvalidRequest
 from actors.remote.protocol import LeaseBody, LeaseReply, LeaveBody, Register, ReportBody, ReportReply, Session
 from runtime import _remote
 
-from .core import Request, Response, Route, decode_json, json_response
-
-if TYPE_CHECKING:
-    from .app import App
+from .core import AppState, Request, Response, Route, decode_json, json_response
 
 __all__ = ["AGENT_ROUTES"]
 
@@ -27,19 +24,19 @@ def _body(kind: type[T], request: Request) -> T:
     return decode_json(kind, request.body)
 
 
-async def agent_register(app: App, request: Request) -> Response:
+async def agent_register(app: AppState, request: Request) -> Response:
     return json_response(200, await _remote.register(app.rt, _body(Register, request)))
 
 
-async def agent_lease(app: App, request: Request) -> Response:
+async def agent_lease(app: AppState, request: Request) -> Response:
     return json_response(200, await _remote.lease(app.rt, _body(LeaseBody, request)))
 
 
-async def agent_report(app: App, request: Request) -> Response:
+async def agent_report(app: AppState, request: Request) -> Response:
     return json_response(200, await _remote.report(app.rt, _body(ReportBody, request)))
 
 
-async def agent_leave(app: App, request: Request) -> Response:
+async def agent_leave(app: AppState, request: Request) -> Response:
     body: Any = await _remote.leave(app.rt, _body(LeaveBody, request))
     return json_response(200, body)
 

@@ -1,4 +1,4 @@
-"""The ASGI 3 application of the HTTP API (DESIGN §7), without a web framework.
+"""The ASGI 3 application of the HTTP API (docs/design.md §7), without a web framework.
 
 ``App(runtime)`` (or ``runtime.asgi_app``) answers ``http`` and ``lifespan``
 scopes. For each request it runs the checks of ``guard.py`` (Host, Origin,
@@ -39,6 +39,7 @@ from .core import (
     parse_segments,
 )
 from .guard import Guard
+from .metrics import start_collector
 from .routes import ROUTES
 from .sse import Receive, Send, stream_events
 
@@ -70,8 +71,6 @@ class App:
     def metrics(self) -> Ref | None:
         """The metrics collector, started by the first ``/metrics`` scrape (None if the runtime is closing)."""
         if self._metrics is None:
-            from .metrics import start_collector
-
             self._metrics = start_collector(self.rt)
         return self._metrics
 

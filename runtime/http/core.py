@@ -11,14 +11,23 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, unquote
 
 import msgspec
 
+from actors.core import Ref
 from actors.model.errors import InvalidRequest, NotFound, ShunterError
+from actors.model.vocab import values
+
+if TYPE_CHECKING:
+    import anyio
+
+    from runtime._runtime import Runtime
 
 __all__ = [
+    "AppState",
     "BodyTooLarge",
     "ErrorBody",
     "Forbidden",
@@ -27,6 +36,7 @@ __all__ = [
     "json_too_deep",
     "Internal",
     "MethodNotAllowed",
+    "Param",
     "Request",
     "Response",
     "Route",
@@ -34,12 +44,14 @@ __all__ = [
     "Unavailable",
     "UnsupportedMediaType",
     "decode_json",
+    "enum_schema",
     "error_response",
     "json_response",
     "parse_segments",
 ]
 
 T = TypeVar("T")
+
 
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
@@ -76,7 +88,7 @@ class BodyTooLarge(ShunterError):
 
 
 class Unauthorized(ShunterError):
-    """No valid ``Authorization: Bearer <token>`` (DESIGN §12)."""
+    """No valid ``Authorization: Bearer <token>`` (docs/design.md §12)."""
 
     code = "unauthorized"
     http_status = 401
@@ -161,7 +173,7 @@ def encode_json(value: Any) -> bytes:
 
 
 def error_response(error: ShunterError) -> Response:
-    """The JSON error answer of DESIGN §7, with the headers its status calls for."""
+    """The JSON error answer of docs/design.md §7, with the headers its status calls for."""
     headers: list[tuple[str, str]] = []
     if isinstance(error, MethodNotAllowed):
         headers.append(("allow", ", ".join(error.allow)))
@@ -176,6 +188,8 @@ def error_response(error: ShunterError) -> Response:
 def decode_json(type_: type[T], body: bytes, *, what: str = "body") -> T:
     """Decode a JSON request body into ``type_``; an empty body is ``type_()``.
 
+    A number with no fraction is an integer wherever one is expected (``31.0``).
+
     Raises ``InvalidRequest`` naming where the body is wrong
     (``$.variables.X: Expected `str | int | float | bool`, got `null```).
     """
@@ -188,7 +202,13 @@ def decode_json(type_: type[T], body: bytes, *, what: str = "body") -> T:
     if decoder is None:
         decoder = _DECODERS[type_] = msgspec.json.Decoder(type_)
     try:
-        return decoder.decode(body)
+        try:
+            return decoder.decode(body)
+        except msgspec.ValidationError as error:
+            if not str(error).startswith("Expected `int`, got `float`"):
+                raise
+            # JSON has one number type: 31.0 is the integer 31 (as JSON Schema's "integer" says).
+            return msgspec.convert(_integral(msgspec.json.decode(body)), type_)
     except msgspec.ValidationError as error:
         message, path = split_validation_error(error)
         details = [{"path": path, "message": message}]
@@ -196,6 +216,17 @@ def decode_json(type_: type[T], body: bytes, *, what: str = "body") -> T:
     except msgspec.DecodeError as error:
         details = [{"path": "$", "message": str(error)}]
         raise InvalidRequest(f"malformed JSON {what}: {error}", details=details) from None
+
+
+def _integral(value: Any) -> Any:
+    """``value`` with every float that has no fraction made an int."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_integral(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _integral(item) for key, item in value.items()}
+    return value
 
 
 MAX_JSON_DEPTH = 32
@@ -256,12 +287,86 @@ Handler = Callable[[Any, Request], Awaitable[Response]]
 
 @dataclass(frozen=True)
 class Param:
-    """A query (or header) parameter, for validation messages and OpenAPI."""
+    """A path, query or header parameter: how it is read and checked, and how OpenAPI describes it.
+
+    One object does both, so the document and the server cannot disagree:
+    ``read`` accepts exactly what ``schema`` describes (``type`` string,
+    integer or boolean; ``enum``, ``pattern``, ``minimum``, ``maximum``).
+    An absent parameter is None; an empty one is absent too when the schema
+    allows an empty string (a plain string) and refused (400) otherwise.
+    """
 
     name: str
     description: str
     schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
     where: str = "query"
+
+    def read(self, request: Request) -> Any:
+        """The parameter's value in ``request`` (None when absent); ``InvalidRequest`` naming it if bad."""
+        if self.where == "header":
+            raw = request.headers.get(self.name.lower())
+        elif self.where == "path":
+            raw = request.params.get(self.name)
+        else:
+            raw = request.query.get(self.name)
+        if raw is None:
+            return None
+        kind = self.schema.get("type", "string")
+        if kind == "string" and raw == "" and not ({"enum", "pattern", "minLength"} & set(self.schema)):
+            return None
+        try:
+            return self._check(kind, raw)
+        except ValueError as error:
+            where = f"{self.where}.{self.name}"
+            message = f"{error}, got {raw[:40]!r}"
+            raise InvalidRequest(f"{where}: {message}", details=[{"path": where, "message": message}]) from None
+
+    def _check(self, kind: str, raw: str) -> Any:
+        schema = self.schema
+        if kind == "boolean":
+            if raw not in ("true", "false"):
+                raise ValueError("must be true or false")
+            return raw == "true"
+        if kind == "integer":
+            low, high = schema.get("minimum"), schema.get("maximum")
+            value = int(raw) if _INTEGER.match(raw) else None
+            if value is None or (low is not None and value < low) or (high is not None and value > high):
+                raise ValueError(f"must be an integer{_bounds(low, high)}")
+            return value
+        if "enum" in schema and raw not in schema["enum"]:
+            empty = " (an empty value is none of them)" if not raw else ""
+            raise ValueError(f"must be one of {', '.join(schema['enum'])}{empty}")
+        if "pattern" in schema and not re.search(schema["pattern"], raw):
+            raise ValueError(f"must match {schema['pattern']}")
+        if len(raw) < schema.get("minLength", 0):
+            raise ValueError("must not be empty")
+        return raw
+
+
+_INTEGER = re.compile(r"-?[0-9]{1,30}\Z")
+
+
+def _bounds(low: int | None, high: int | None) -> str:
+    if low is not None and high is not None:
+        return f" from {low} to {high}"
+    return f" >= {low}" if low is not None else (f" <= {high}" if high is not None else "")
+
+
+def enum_schema(words: type[StrEnum]) -> dict[str, Any]:
+    """The JSON schema of a parameter taking one of ``words`` (a vocabulary type)."""
+    return {"type": "string", "enum": values(words)}
+
+
+class AppState(Protocol):
+    """What a handler uses of the ASGI app (``app.App`` is one): handlers never import the app itself."""
+
+    rt: Runtime
+    closed: anyio.Event
+    sse_clients: int
+    max_event_streams: int
+
+    @property
+    def metrics(self) -> Ref | None: ...
 
 
 @dataclass(frozen=True)
@@ -277,9 +382,12 @@ class Route:
     content_type: str = JSON  # of the success body
     body: Any = None  # msgspec type of a JSON request body
     body_types: tuple[str, ...] = ()  # for bodies that are not a msgspec type (YAML pipelines)
-    query: tuple[Param, ...] = ()
+    query: tuple[Param, ...] = ()  # query and header parameters
     errors: tuple[int, ...] = ()
     stream: bool = False  # answered by the server-sent events loop, not a handler's Response
+    path_params: tuple[Param, ...] = ()  # schemas of path parameters (default: a non-empty string)
+    also: tuple[tuple[int, str], ...] = ()  # other success statuses (status, description), same body
+    headers: tuple[tuple[str, str], ...] = ()  # response headers (name, description)
 
     @property
     def template(self) -> list[str]:

@@ -1,6 +1,6 @@
-"""What the HTTP door checks before any handler runs (DESIGN §12).
+"""What the HTTP door checks before any handler runs (docs/design.md §12).
 
-In this order, each refusal in the error shape of DESIGN §7:
+In this order, each refusal in the error shape of docs/design.md §7:
 
 1. ``Host`` (open servers only): a server without tokens answers only
    requests addressed to a loopback name (``localhost``, ``127.0.0.1``,

@@ -26,22 +26,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
 from actors.events import EventLog, Kept
-from actors.model.errors import InvalidRequest, Overloaded
+from actors.model.errors import Overloaded
 from actors.model.info import Event
 from actors.model.vocab import EventKind
 
-from .core import Request, Unavailable, encode_json
-from .routes import choice
+from .core import AppState, Param, Request, Unavailable, encode_json, enum_schema
 
-if TYPE_CHECKING:
-    from .app import App
-
-__all__ = ["HEARTBEAT", "stream_events", "format_event", "parse_after"]
+__all__ = ["EVENT_PARAMS", "HEARTBEAT", "stream_events", "format_event", "parse_after"]
 
 logger = logging.getLogger("shunter.http")
 
@@ -50,6 +46,17 @@ BUFFER = 5_000  # events a stream may fall behind the newest before it is discon
 BATCH = 512  # events per write at most
 LINGER = 0.2  # seconds a caught-up stream lets events gather before it writes again
 RETRY_MS = 1000  # what EventSource should wait before reconnecting
+
+MAX_EVENT_ID = 2**53 - 1  # what a JavaScript client holds exactly
+
+_EVENT_ID = {"type": "integer", "minimum": 0, "maximum": MAX_EVENT_ID}
+_AFTER = Param("after", "replay the kept events after this id first", _EVENT_ID)
+_LAST_EVENT_ID = Param("Last-Event-ID", "resume after this event id (what EventSource sends on reconnect; "
+                       "?after= wins)", _EVENT_ID, where="header")  # fmt: skip
+_PIPELINE = Param("pipeline", "only events of this pipeline")
+_BUILD = Param("build", "only events of this build")
+_KIND = Param("kind", "only events of this kind", enum_schema(EventKind))
+EVENT_PARAMS = (_AFTER, _PIPELINE, _BUILD, _KIND, _LAST_EVENT_ID)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -67,29 +74,23 @@ def format_event(event: Event) -> bytes:
 
 
 def parse_after(request: Request) -> int | None:
-    """The id to resume after: ``?after=`` wins over ``Last-Event-ID``; None for live only."""
-    for where, value in (("query.after", request.query.get("after")),
-                         ("header.Last-Event-ID", request.headers.get("last-event-id"))):  # fmt: skip
-        if value is None or not value.strip():
-            continue
-        text = value.strip()
-        if not text.isdigit() or len(text) > 18:
-            message = f"must be a non-negative event id, got {value[:40]!r}"
-            raise InvalidRequest(f"{where}: {message}", details=[{"path": where, "message": message}])
-        return int(text)
-    return None
+    """The id to resume after: ``?after=`` wins over ``Last-Event-ID``; None for live only.
+
+    Both are checked when both are sent: a bad one is refused even if the other would do.
+    """
+    after, last = _AFTER.read(request), _LAST_EVENT_ID.read(request)
+    return after if after is not None else last
 
 
 def _filter(request: Request) -> Callable[[Event], bool] | None:
-    kind = choice(request, "kind", EventKind, "event kind")
-    pipeline, build = request.query_value("pipeline"), request.query_value("build")
+    kind, pipeline, build = _KIND.read(request), _PIPELINE.read(request), _BUILD.read(request)
     if kind is None and pipeline is None and build is None:
         return None
     return lambda e: ((kind is None or e.kind == kind) and (pipeline is None or e.pipeline_id == pipeline)
                       and (build is None or e.build_id == build))  # fmt: skip
 
 
-async def stream_events(app: App, request: Request, receive: Receive, send: Send) -> None:
+async def stream_events(app: AppState, request: Request, receive: Receive, send: Send) -> None:
     """Answer one events request; returns when the stream is over. Refusals raise before anything is sent."""
     after = parse_after(request)
     keep = _filter(request)
@@ -165,6 +166,6 @@ async def _until_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
     scope.cancel()
 
 
-async def _until_closed(app: App, scope: anyio.CancelScope) -> None:
+async def _until_closed(app: AppState, scope: anyio.CancelScope) -> None:
     await app.closed.wait()
     scope.cancel()

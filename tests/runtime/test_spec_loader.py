@@ -1,4 +1,4 @@
-"""Pipeline loading: the DESIGN §4 example, defaults, and every kind of error by path."""
+"""Pipeline loading: the docs/design.md §4 example, defaults, and every kind of error by path."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def one_job(job: str = "{steps: [{run: x}]}", extra: str = "") -> str:
     return f"name: p\n{extra}jobs:\n  j: {job}\n"
 
 
-# -- the DESIGN example and defaults ------------------------------------------
+# -- the design's example and defaults ------------------------------------------
 
 
 def test_design_example_loads_with_every_field() -> None:

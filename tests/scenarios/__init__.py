@@ -1,1 +1,1 @@
-"""Scenario tests: the behaviours of DESIGN §3.1, driven through ``runtime.open_runtime``."""
+"""Scenario tests: the behaviours of docs/design.md §3.1, driven through ``runtime.open_runtime``."""

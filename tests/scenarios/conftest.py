@@ -1,4 +1,4 @@
-"""Helpers for the scenario tests of DESIGN §3.1 behaviours 1-5.
+"""Helpers for the scenario tests of docs/design.md §3.1 behaviours 1-5.
 
 - :func:`scenario` opens a runtime (``runtime.open_runtime``) with one pool
   ``default`` of one node ``n1`` and registers the probe actions ``hold``

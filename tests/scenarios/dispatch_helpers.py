@@ -1,4 +1,4 @@
-"""Helpers for the dispatch scenarios of DESIGN §3.1 behaviours 6-12 (issue 4).
+"""Helpers for the dispatch scenarios of docs/design.md §3.1 behaviours 6-12 (issue 4).
 
 - :func:`dispatch_scenario` opens a runtime with any pools, nodes and
   heartbeat settings, and registers the probe actions of

@@ -1,4 +1,4 @@
-"""Agent reuse and retries (DESIGN §3.1 behaviours 9 and 10; seed 000).
+"""Agent reuse and retries (docs/design.md §3.1 behaviours 9 and 10; seed 000).
 
 - ``lock-resource-with: compile`` runs a job on the agent ``compile`` ran on
   in the same build, across stages; that agent is locked for the build from
@@ -42,7 +42,7 @@ LOCK = {"lock-resource-with": "compile"}
 
 @pytest.fixture(autouse=True, params=KINDS)
 def agents(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Every scenario here runs on local agents and on remote ones (DESIGN §11)."""
+    """Every scenario here runs on local agents and on remote ones (docs/design.md §11)."""
     AGENTS[0] = request.param
     try:
         yield request.param

@@ -1,4 +1,4 @@
-"""Cancelling builds: ``cancel-in-progress`` groups (DESIGN §3.1 behaviour 3)
+"""Cancelling builds: ``cancel-in-progress`` groups (docs/design.md §3.1 behaviour 3)
 and ``rt.cancel`` of queued, running and finished builds."""
 
 from __future__ import annotations

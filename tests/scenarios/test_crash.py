@@ -1,4 +1,4 @@
-"""The crash test (DESIGN §10): a real ``shunter serve``, ``kill -9`` at a random moment, a restart.
+"""The crash test (docs/design.md §10): a real ``shunter serve``, ``kill -9`` at a random moment, a restart.
 
 Several client threads submit builds over HTTP (some with long ``sleep``
 steps, some queued in small concurrency groups) while the server is killed
@@ -217,4 +217,45 @@ def test_kill_9_loses_no_build(seed: int, tmp_path: Path) -> None:
         if server.process.poll() is None:
             server.kill()
         for pid in _marked(marker):  # never leave a sleeper behind, even when the test failed
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the process table from /proc")
+def test_output_printed_before_a_kill_9_is_in_the_log(tmp_path: Path) -> None:
+    """A step that printed, then was killed with the server: its log keeps what it printed.
+
+    The log file must be written as output arrives, not held in the server's
+    buffers: those die with a ``kill -9``, and the interrupted build's log
+    would come back empty.
+    """
+    marker = f"3600.{os.getpid()}{time.monotonic_ns() % 10**6}"
+    pipeline = tmp_path / "talk.yml"
+    pipeline.write_text(f"name: talk\nsteps:\n  - id: say\n    run: echo said-before-the-kill; sleep {marker}\n")
+    config = tmp_path / "shunter.yml"
+    config.write_text(f"pipelines: [{pipeline}]\n")
+    state = tmp_path / "state"
+    server = Server(config, state)
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            build = client.post("/v1/pipelines/talk/builds", json={}).json()
+        # Wait (bounded) until the line is in the log file on disk; not through the API, which flushes.
+        deadline = time.monotonic() + 10
+        while not any(b"said-before-the-kill" in path.read_bytes() for path in state.glob("logs/talk/**/*.log")):
+            assert time.monotonic() < deadline, "the step's output never reached its log file"
+            time.sleep(0.05)
+        server.kill()
+        assert not _wait_for_no_marked(marker, 10), "a step process outlived the killed server"
+
+        server = Server(config, state)
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            after = client.get(f"/v1/builds/{build['id']}").json()
+            assert after["status"] == "FAILED", after
+            assert after["stages"][0]["jobs"][0]["reason"] == "interrupted: the server stopped while it ran"
+            log = client.get(f"/v1/builds/{build['id']}/logs").text
+        assert "said-before-the-kill" in log, log
+        server.stop()
+    finally:
+        if server.process.poll() is None:
+            server.kill()
+        for pid in _marked(marker):
             os.kill(pid, signal.SIGKILL)

@@ -1,4 +1,4 @@
-"""Variables and secrets are data, never code (DESIGN §12), with real shells.
+"""Variables and secrets are data, never code (docs/design.md §12), with real shells.
 
 The four payloads of issue 14 (``$(…)``, a quote that closes the script's
 own, backticks, a quote and a newline) are submitted as a variable and

@@ -1,4 +1,4 @@
-"""Durable state (DESIGN §10): what a runtime on a state directory brings back after a restart.
+"""Durable state (docs/design.md §10): what a runtime on a state directory brings back after a restart.
 
 Each test opens a runtime on a temporary state directory, does something,
 stops it (gracefully, with a tiny ``drain-timeout``: what still runs is
@@ -71,11 +71,27 @@ async def test_pipelines_builds_logs_numbers_and_events_come_back(tmp_path: Path
         assert await rt.build(mapped.id) == mapped
         assert "hello from 2" in await rt.logs(second.id, job="job-1", step="hello")
         assert "from a mapping" in await rt.logs(mapped.id)
-        assert [b.id for b in await rt.builds("quick")] == ["quick.1", "quick.2"]
+        assert [b.id for b in await rt.builds("quick")] == ["quick.2", "quick.1"]  # newest first
         third = await rt.submit("quick")
         assert third.number == 3  # numbering continues
         await rt.wait(third.id, timeout=10)
         assert min(event.id for event in await rt.events()) > last_event  # event ids are never reused
+
+
+@pytest.mark.trio
+async def test_stats_after_a_restart_count_the_finished_builds_of_the_store(tmp_path: Path) -> None:
+    async with runtime.open_runtime(settings(tmp_path)) as rt:
+        await rt.register_pipeline(QUICK)
+        await rt.register_pipeline({"name": "broken", "steps": [{"uses": "fail", "with": {"message": "no"}}]})
+        for pipeline in ("quick", "quick", "broken"):
+            await rt.wait((await rt.submit(pipeline)).id, timeout=10)
+        before = await rt.stats()
+    async with runtime.open_runtime(settings(tmp_path)) as rt:
+        after = await rt.stats()
+        assert after.builds_finished == before.builds_finished == 3
+        assert after.builds_by_status == before.builds_by_status == {"SUCCEED": 2, "FAILED": 1}
+        await rt.wait((await rt.submit("quick")).id, timeout=10)
+        assert (await rt.stats()).builds_by_status == {"SUCCEED": 3, "FAILED": 1}
 
 
 @pytest.mark.trio
@@ -292,6 +308,21 @@ async def test_retention_removes_old_builds_and_their_logs(tmp_path: Path, monke
         kept = [build.id for build in await rt.builds("quick") if build.status == "SUCCEED"]
         assert set(ids[:3]).isdisjoint(kept) and ids[4] in kept and len(kept) <= 3  # the newest two (and a late one)
         assert (tmp_path / "logs" / "quick" / "5").exists()
+
+
+@pytest.mark.trio
+async def test_a_restart_applies_retention_at_once(tmp_path: Path) -> None:
+    async with runtime.open_runtime(settings(tmp_path)) as rt:
+        await rt.register_pipeline(QUICK)
+        ids = [(await rt.wait((await rt.submit("quick")).id, timeout=10)).id for _ in range(4)]
+    keep = {"retention": {"days": None, "builds-per-pipeline": 2}}
+    async with runtime.open_runtime(settings(tmp_path, **keep)) as rt:
+        with trio.fail_after(10):  # not the minute between passes: the first one comes with the start
+            while (tmp_path / "logs" / "quick" / "2").exists():
+                await trio.sleep(0.01)
+        assert sorted(build.id for build in await rt.builds("quick")) == ids[2:]
+        with pytest.raises(runtime.NotFound):
+            await rt.build(ids[0])
 
 
 @pytest.mark.anyio

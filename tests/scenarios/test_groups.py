@@ -1,5 +1,5 @@
 """Concurrency groups: FIFO admission, overflow policies, max-parallel, shared
-and rendered group names, queue introspection and queue timeouts (DESIGN
+and rendered group names, queue introspection and queue timeouts (docs/design.md
 §3.1 behaviours 1 and 2), and idle groups retiring without losing a build."""
 
 from __future__ import annotations

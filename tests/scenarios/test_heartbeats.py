@@ -1,4 +1,4 @@
-"""Heartbeats, lost agents, fencing and all-or-nothing grants (DESIGN §3.1
+"""Heartbeats, lost agents, fencing and all-or-nothing grants (docs/design.md §3.1
 behaviours 11 and 12), driven by ``rt.inject_fault``:
 
 - ``hang``: the agent stops doing anything; its job ends HEARTBEAT_TIMEOUT

@@ -1,4 +1,4 @@
-"""Randomized invariants of dispatch (DESIGN §3.1 behaviours 6 and 8, §9).
+"""Randomized invariants of dispatch (docs/design.md §3.1 behaviours 6 and 8, §9).
 
 Hypothesis draws a program of operations: submits of five pipelines (job
 limits, a concurrency group with a job mutex, a three-stage lock chain, a

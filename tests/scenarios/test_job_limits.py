@@ -1,5 +1,5 @@
 """Job limits, job queue timeouts, exact slot accounting and job mutexes
-(DESIGN §3.1 behaviours 6, 7 and 8; seed 002).
+(docs/design.md §3.1 behaviours 6, 7 and 8; seed 002).
 
 - ``concurrency-limit-per-node`` / ``concurrency-limit-total`` hold for the
   job key (pipeline id, job id) across all builds at every instant; other

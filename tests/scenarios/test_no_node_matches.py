@@ -1,4 +1,4 @@
-"""A ``runs-on`` that no node matches (DESIGN §13: "says so at once").
+"""A ``runs-on`` that no node matches (docs/design.md §13: "says so at once").
 
 - Registering warns, by the path of the ``runs-on``, in the words the
   pool will use (``PipelineInfo.warnings``); the pipeline is still valid.

@@ -1,4 +1,4 @@
-"""Retries and concurrency groups (DESIGN §3.1 behaviours 4 and 5).
+"""Retries and concurrency groups (docs/design.md §3.1 behaviours 4 and 5).
 
 - A failed step or job of a RUNNING build is retried inside that run: no
   group admission, no new slot, no queue movement, same execute_count, the

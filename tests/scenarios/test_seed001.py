@@ -1,5 +1,5 @@
 """Seed 001, literally: a step retry of a RUNNING build in a full group is part
-of that run (DESIGN §3.1 behaviour 4), never refused ``queue_full``.
+of that run (docs/design.md §3.1 behaviour 4), never refused ``queue_full``.
 
 BK-CI's case: group ``${{ ci.pipeline_id }}``, one running build, a queue of
 two, a one-minute queue timeout. Build A has two parallel jobs; job1 fails

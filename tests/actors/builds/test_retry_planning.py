@@ -1,7 +1,7 @@
 """Retry planning of the pure build state machine, table by table.
 
 ``Build.rerun_plan`` says which jobs a retry of a finished build runs again
-and from which step (DESIGN §3.1 item 5); ``Build.retry_in_run`` starts a
+and from which step (docs/design.md §3.1 item 5); ``Build.retry_in_run`` starts a
 new attempt of a failed job inside a running build (item 4). Each row of a
 table names a build played to some outcome, the retry asked, and the plan or
 the refusal expected. One pipeline serves every row:

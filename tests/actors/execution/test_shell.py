@@ -15,11 +15,11 @@ import tempfile
 import anyio
 import pytest
 
+from actors.execution.output import LineSplitter
 from actors.execution.shell import (
     MAX_LINE_BYTES,
     ShellResult,
     StepStartError,
-    _LineSplitter,
     parse_exports,
     run_shell,
 )
@@ -275,7 +275,7 @@ def test_line_splitting_does_not_depend_on_read_sizes() -> None:
     expected: list[str] | None = None
     for size in (3, 1000, MAX_LINE_BYTES - 1, MAX_LINE_BYTES + 2, len(data)):
         lines: list[str] = []
-        splitter = _LineSplitter(lines.append)
+        splitter = LineSplitter(lines.append)
         for start in range(0, len(data), size):
             splitter.feed(data[start : start + size])
         splitter.flush()

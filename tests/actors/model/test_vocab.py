@@ -25,12 +25,13 @@ from actors.model.vocab import (
 )
 
 BUILD_JSON = {"id": "app.1", "pipeline_id": "app", "number": 1, "status": "RUNNING", "execute_count": 1,
-              "group": None, "queue_position": None, "reason": None, "variables": {}, "queued_at": None,
+              "group": None, "queue_position": None, "reason": None, "variables": {}, "created_at": None,
+              "queued_at": None,
               "started_at": None, "finished_at": None, "stages": []}  # fmt: skip
 
 
 def test_the_words_are_those_of_the_design() -> None:
-    # DESIGN §3.2, spelled out here on purpose: renaming one is a change of the public interface.
+    # docs/design.md §3.2, spelled out here on purpose: renaming one is a change of the public interface.
     assert values(BuildStatus) == ["QUEUE", "RUNNING", "SUCCEED", "FAILED", "CANCELED", "QUEUE_TIMEOUT"]
     assert set(values(JobStatus)) == {"QUEUE", "DEPENDENT_WAITING", "RUNNING", "SUCCEED", "FAILED", "CANCELED",
                                       "SKIP", "UNEXEC", "QUEUE_TIMEOUT", "HEARTBEAT_TIMEOUT", "EXEC_TIMEOUT"}  # fmt: skip

@@ -1,4 +1,4 @@
-"""The SQLite store, the build codec and the journal actor's group commit (DESIGN §10)."""
+"""The SQLite store, the build codec and the journal actor's group commit (docs/design.md §10)."""
 
 from __future__ import annotations
 

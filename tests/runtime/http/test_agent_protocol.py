@@ -1,4 +1,4 @@
-"""The agent protocol under /v1/agent/ (DESIGN §11), spoken in-process on the MockClock.
+"""The agent protocol under /v1/agent/ (docs/design.md §11), spoken in-process on the MockClock.
 
 The test plays the ``shunter agent`` process: it registers, leases, reports
 and falls silent exactly when it wants, so heartbeats, fencing and rejoining

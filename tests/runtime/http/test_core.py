@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 import pytest
 
 from actors.model.errors import InvalidRequest, NotFound, QueueFull
 from runtime.http.core import (
     MethodNotAllowed,
+    Param,
+    Request,
     Router,
     decode_json,
     error_response,
@@ -30,7 +34,7 @@ def test_routes_match_exact_paths_and_capture_ids() -> None:
         ROUTER.match("GET", ["v1", "builds", "app.1", "nope"])
     with pytest.raises(MethodNotAllowed) as refused:
         ROUTER.match("PATCH", ["v1", "pipelines", "app"])
-    assert set(refused.value.allow) == {"PUT", "GET", "HEAD"}
+    assert set(refused.value.allow) == {"PUT", "GET", "DELETE", "HEAD"}
 
 
 def test_segments_are_decoded_one_by_one() -> None:
@@ -57,3 +61,50 @@ def test_error_answers_have_the_design_shape() -> None:
                                                   "details": [{"path": "x"}]}  # fmt: skip
     allow = error_response(MethodNotAllowed("no", ["GET", "HEAD"]))
     assert allow.status == 405 and ("allow", "GET, HEAD") in allow.headers
+
+
+@pytest.mark.parametrize(("schema", "raw", "expected"), [
+    ({"type": "string"}, None, None),
+    ({"type": "string"}, "", None),  # a plain string filter: empty is no filter
+    ({"type": "string"}, "x", "x"),
+    ({"type": "string", "enum": ["A", "B"]}, "B", "B"),
+    ({"type": "string", "enum": ["A", "B"]}, "", InvalidRequest),
+    ({"type": "string", "enum": ["A", "B"]}, "a", InvalidRequest),
+    ({"type": "string", "pattern": r"^[a-z]+\.[0-9]+$"}, "app.3", "app.3"),
+    ({"type": "string", "pattern": r"^[a-z]+\.[0-9]+$"}, "app", InvalidRequest),
+    ({"type": "integer", "minimum": 1, "maximum": 10}, "10", 10),
+    ({"type": "integer", "minimum": 1, "maximum": 10}, "11", InvalidRequest),
+    ({"type": "integer", "minimum": 1, "maximum": 10}, "0", InvalidRequest),
+    ({"type": "integer", "minimum": 1, "maximum": 10}, "2.0", InvalidRequest),
+    ({"type": "integer", "minimum": 1, "maximum": 10}, "", InvalidRequest),
+    ({"type": "integer", "minimum": 0}, "9" * 40, InvalidRequest),
+    ({"type": "boolean"}, "true", True),
+    ({"type": "boolean"}, "false", False),
+    ({"type": "boolean"}, "1", InvalidRequest),
+    ({"type": "boolean"}, "", InvalidRequest),
+])  # fmt: skip
+def test_a_param_reads_what_its_schema_allows(schema: dict[str, Any], raw: str | None, expected: Any) -> None:
+    param = Param("p", "a parameter", schema)
+    request = Request("GET", "/", [], query={} if raw is None else {"p": raw})
+    if expected is InvalidRequest:
+        with pytest.raises(InvalidRequest) as refused:
+            param.read(request)
+        assert refused.value.details == [{"path": "query.p", "message": refused.value.message.split(": ", 1)[1]}]
+    else:
+        assert param.read(request) == expected
+
+
+def test_headers_are_read_case_insensitively() -> None:
+    param = Param("Last-Event-ID", "resume", {"type": "integer", "minimum": 0}, where="header")
+    assert param.read(Request("GET", "/", [], headers={"last-event-id": "7"})) == 7
+    with pytest.raises(InvalidRequest, match="header.Last-Event-ID"):
+        param.read(Request("GET", "/", [], headers={"last-event-id": "x"}))
+
+
+def test_a_number_without_fraction_is_an_integer() -> None:
+    assert decode_json(NodeBody, b'{"agents": 31.0}').agents == 31
+    assert decode_json(NodeBody, b'{"labels": ["a"], "agents": 2e1}').agents == 20
+    with pytest.raises(InvalidRequest, match=r"\$\.agents"):
+        decode_json(NodeBody, b'{"agents": 31.5}')
+    with pytest.raises(InvalidRequest, match=r"\$\.agents"):
+        decode_json(NodeBody, b'{"agents": 1e9}')  # an integer, past the bound

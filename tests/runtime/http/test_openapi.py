@@ -22,7 +22,7 @@ from runtime.http.routes import ROUTES
 
 from .conftest import FAILING, api, pipeline_yaml
 
-DOC = build_document()
+DOC = build_document(ROUTES)
 
 
 def _resolve(schema: dict[str, Any]) -> dict[str, Any]:
@@ -77,6 +77,68 @@ def test_statuses_match_the_design() -> None:
     assert {"202", "409"} <= statuses("post", "/v1/builds/{id}/retry")
     assert {"202", "409"} <= statuses("post", "/v1/builds/{id}/cancel")
     assert {"201", "409"} <= statuses("put", "/v1/nodes/{name}")
+
+
+def test_the_new_operations_are_described() -> None:
+    paths = DOC["paths"]
+    delete = paths["/v1/pipelines/{id}"]["delete"]
+    assert {"200", "400", "404", "409"} <= set(delete["responses"])
+    assert [(p["name"], p["in"], p["schema"]["type"]) for p in delete["parameters"]][1:] == [
+        ("cancel", "query", "boolean")]
+    assert _resolve(delete["responses"]["200"]["content"]["application/json"]["schema"])["required"] == ["id"]
+    put_node = paths["/v1/nodes/{name}"]["put"]["responses"]
+    assert {"200", "201", "409"} <= set(put_node) and "location" in put_node["201"]["headers"]
+    assert {"200", "202", "404"} <= set(paths["/v1/nodes/{name}"]["delete"]["responses"])
+    builds = paths["/v1/builds"]["get"]
+    params = {p["name"]: p["schema"] for p in builds["parameters"]}
+    assert params["limit"] == {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}
+    assert params["before"]["pattern"].endswith(r"\.[0-9]{1,18}$")
+    assert "link" in builds["responses"]["200"]["headers"]
+    assert "409" in paths["/v1/pipelines/{id}/builds"]["post"]["responses"]  # an undeclared variable
+
+
+def test_what_the_handlers_refuse_the_schemas_exclude() -> None:
+    retry = DOC["paths"]["/v1/builds/{id}/retry"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert retry["if"] == {"properties": {"failed_only": {"const": True}}, "required": ["failed_only"]}
+    assert retry["then"] == {"properties": {"job": {"type": "null"}, "step": {"type": "null"}}}
+    status = next(p for p in DOC["paths"]["/v1/builds"]["get"]["parameters"] if p["name"] == "status")
+    assert "" not in status["schema"]["enum"]  # and ?status= is refused (test_routes)
+    events = {p["name"]: p for p in DOC["paths"]["/v1/events"]["get"]["parameters"]}
+    assert events["Last-Event-ID"]["in"] == "header"
+    assert events["after"]["schema"]["maximum"] == events["Last-Event-ID"]["schema"]["maximum"] == 2**53 - 1
+
+
+def test_the_event_stream_is_described_event_by_event() -> None:
+    content = DOC["paths"]["/v1/events"]["get"]["responses"]["200"]["content"]
+    schema = content["text/event-stream"]["schema"]
+    assert schema["type"] == "object" and schema["required"] == ["id", "event", "data"]
+    assert schema["properties"]["event"]["enum"] == ["build", "job", "step", "group", "node"]
+    data = schema["properties"]["data"]
+    assert data["contentMediaType"] == "application/json"
+    assert _resolve(data["contentSchema"])["title"] == "Event"
+
+
+def test_answers_link_to_the_operations_on_what_they_name() -> None:
+    submit = DOC["paths"]["/v1/pipelines/{id}/builds"]["post"]["responses"]["201"]["links"]
+    assert set(submit) == {"get_build", "retry", "cancel", "logs"}
+    assert submit["retry"] == {"operationId": "retry", "parameters": {"id": "$response.body#/id"}}
+    assert set(DOC["paths"]["/v1/pipelines/{id}"]["put"]["responses"]["200"]["links"]) == {
+        "get_pipeline", "delete_pipeline", "submit"}
+    node = DOC["paths"]["/v1/nodes/{name}"]["put"]["responses"]["201"]["links"]
+    assert node["delete_node"]["parameters"] == {"name": "$response.body#/name"}
+    ids = {op["operationId"] for item in DOC["paths"].values() for op in item.values()}
+    for item in DOC["paths"].values():
+        for operation in item.values():
+            for response in operation["responses"].values():
+                assert {link["operationId"] for link in response.get("links", {}).values()} <= ids
+
+
+def test_every_operation_documents_405_and_the_servers_431() -> None:
+    for path, item in DOC["paths"].items():
+        for method, operation in item.items():
+            responses = operation["responses"]
+            assert "allow" in responses["405"]["headers"], (method, path)
+            assert "content" not in responses["431"] and "hypercorn" in responses["431"]["description"]
 
 
 @pytest.mark.trio

@@ -1,4 +1,4 @@
-"""Every route of DESIGN §7 through the ASGI app in-process: statuses, bodies, error shapes.
+"""Every route of docs/design.md §7 through the ASGI app in-process: statuses, bodies, error shapes.
 
 Each refusal is checked for its status, its ``error`` code and a message
 that names what is wrong; requests that are refused must change nothing.
@@ -60,7 +60,7 @@ async def test_put_pipeline_reads_yaml_content_types(autojump_clock: trio.testin
 @pytest.mark.parametrize("content_type", ["text/plain; charset=utf-8", None, "application/x-www-form-urlencoded"])
 async def test_put_pipeline_refuses_bodies_not_typed_yaml_or_json(autojump_clock: trio.testing.MockClock,
                                                                   content_type: str | None) -> None:  # fmt: skip
-    # A type a browser may send cross-site without asking first is never read as a pipeline (DESIGN §12).
+    # A type a browser may send cross-site without asking first is never read as a pipeline (docs/design.md §12).
     async with api() as a:
         headers = {"content-type": content_type} if content_type else {}
         response = await a.client.put("/v1/pipelines/app", content=pipeline_yaml().encode(), headers=headers)
@@ -172,7 +172,8 @@ async def test_bad_submissions_get_400_and_change_nothing(autojump_clock: trio.t
         message = "must be a string, number or boolean, got null"
         assert body["details"] == [{"path": "$.variables.X", "message": message}]
         _error(await post(url, json={"variables": {"X": {"a": 1}}}), 400, "invalid_request", "$.variables.X", "mapping")
-        _error(await post(url, json={"variables": {"Y": "1"}}), 400, "invalid_request", "$.variables.Y")
+        # Well-formed, but the pipeline's definition does not declare Y: a conflict with its state.
+        _error(await post(url, json={"variables": {"Y": "1"}}), 409, "undeclared_variable", "$.variables.Y")
         _error(await post(url, json={"variables": ["X"]}), 400, "invalid_request", "$.variables", "array")
         _error(await post(url, json={"vars": {}}), 400, "invalid_request", "vars")
         _error(await post(url, json=[1]), 400, "invalid_request", "array")
@@ -358,7 +359,7 @@ async def test_nodes_add_get_remove(autojump_clock: trio.testing.MockClock) -> N
 async def test_bad_node_requests_change_nothing(autojump_clock: trio.testing.MockClock) -> None:
     async with api() as a:
         before = await a.state()
-        _error(await a.client.put("/v1/nodes/n1"), 409, "conflict", "n1")
+        _error(await a.client.put("/v1/nodes/n1", json={"pool": "other"}), 409, "conflict", "n1", "default")
         _error(await a.client.put("/v1/nodes/-bad"), 400, "invalid_request", "-bad")
         _error(await a.client.put("/v1/nodes/a%2Fb"), 400, "invalid_request", "a/b")
         _error(await a.client.put("/v1/nodes/n9", json={"agents": 0}), 400, "invalid_request", "$.agents", ">= 1")

@@ -1,4 +1,4 @@
-"""DESIGN §12 at the HTTP door: tokens and roles, browsers (body type, Origin, Host), limits.
+"""docs/design.md §12 at the HTTP door: tokens and roles, browsers (body type, Origin, Host), limits.
 
 Each probe of issue 14 that concerns the door has its regression here:
 a submit with ``text/plain`` from a foreign origin, a PUT with a foreign

@@ -110,6 +110,10 @@ async def test_group_and_node_events_are_streamed_and_filtered(autojump_clock: t
     ("/v1/events?kind=stage", [], "query.kind"),
     ("/v1/events?kind=", [], "query.kind"),  # present but empty is not "every kind"
     ("/v1/events?kind=BUILD", [], "query.kind"),
+    ("/v1/events?after=", [], "query.after"),
+    ("/v1/events?after=9007199254740992", [], "query.after"),  # past the documented maximum (2**53 - 1)
+    # ?after= wins, but a bad Last-Event-ID is refused all the same, as the document says it must be valid.
+    ("/v1/events?after=0", [("Last-Event-ID", "-1")], "header.Last-Event-ID"),
 ])  # fmt: skip
 async def test_bad_parameters_are_400_before_streaming(autojump_clock: trio.testing.MockClock, target: str,
                                                        headers: list[tuple[str, str]], where: str) -> None:  # fmt: skip

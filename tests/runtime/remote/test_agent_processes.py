@@ -1,4 +1,4 @@
-"""Remote build agents with real ``shunter serve`` and ``shunter agent`` processes (DESIGN §11).
+"""Remote build agents with real ``shunter serve`` and ``shunter agent`` processes (docs/design.md §11).
 
 Heartbeats are small here (interval 0.2 s, timeout 1.5 s). A step that must
 be found afterwards writes its process group id to ``<name>.pgid`` in the
@@ -30,7 +30,7 @@ def _pgid(cluster: Cluster, name: str) -> int:
 
 
 def _clean(cluster: Cluster) -> None:
-    """Invariant 8 of DESIGN §3.1, as the server reports it."""
+    """Invariant 8 of docs/design.md §3.1, as the server reports it."""
     stats = cluster.stats()
     assert (stats["jobs_running"], stats["jobs_queued"], stats["slots_held"], stats["agents_busy"],
             stats["agents_locked"], stats["builds_running"], stats["builds_queued"]) == (0, 0, 0, 0, 0, 0, 0), stats  # fmt: skip

@@ -1,0 +1,110 @@
+"""What a pool's placement keeps: waiting and granted requests, agents, nodes, classes of requests.
+
+Plain records with ``__slots__``, read and changed only by ``Placement``
+(``placement.py``), the pure core of a pool. A node also knows how many
+agents a resize asked for (``want``): those past it retire once free.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Hashable
+from typing import Any
+
+from ..queues.fifo import Fifo
+
+__all__ = ["Agent", "Grant", "JobKey", "Node", "Request", "RequestClass"]
+
+JobKey = tuple[str, str]  # (pipeline id, job id)
+
+
+class Request:
+    """One job attempt waiting for (or holding) an agent."""
+
+    __slots__ = (
+        "token", "build_id", "key", "node_pin", "labels", "agent_pin", "lock", "per_node", "total",
+        "seq", "since", "data", "class_key",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        token: Hashable,
+        build_id: str,
+        key: JobKey,
+        node_pin: str | None = None,
+        labels: frozenset[str] = frozenset(),
+        agent_pin: str | None = None,
+        lock: bool = False,
+        per_node: int | None = None,
+        total: int | None = None,
+        since: float = 0.0,
+        data: Any = None,
+    ) -> None:
+        self.token = token
+        self.build_id = build_id
+        self.key = key
+        self.node_pin = node_pin
+        self.labels = labels
+        self.agent_pin = agent_pin
+        self.lock = lock  # lock the agent for the build (lock-resource-with chain)
+        self.per_node = per_node
+        self.total = total
+        self.seq = 0
+        self.since = since
+        self.data = data
+        self.class_key: tuple[Any, ...] = (key, node_pin, labels, agent_pin, per_node, total)
+
+
+class Grant:
+    """A request given its agent (and so its node slot and total slot)."""
+
+    __slots__ = ("request", "node", "agent")
+
+    def __init__(self, request: Request, node: str, agent: str) -> None:
+        self.request = request
+        self.node = node
+        self.agent = agent
+
+
+class Agent:
+    """One agent: the request it runs, and the build whose lock chain holds it."""
+
+    __slots__ = ("name", "node", "held", "locked_by")
+
+    def __init__(self, name: str, node: Node) -> None:
+        self.name = name
+        self.node = node
+        self.held: Request | None = None
+        self.locked_by: str | None = None
+
+
+class Node:
+    """One node: its labels, agents (idle ones in order), running jobs per key, drain and wanted count."""
+
+    __slots__ = ("name", "labels", "agents", "idle", "draining", "running", "want")
+
+    def __init__(self, name: str, labels: frozenset[str]) -> None:
+        self.name = name
+        self.labels = labels
+        self.agents: dict[str, Agent] = {}
+        self.idle: dict[str, None] = {}  # idle and unlocked, in order
+        self.draining = False
+        self.running: Counter[JobKey] = Counter()
+        self.want: int | None = None  # agents asked for by a resize; those past it retire once free
+
+    @property
+    def surplus(self) -> bool:
+        return self.want is not None and len(self.agents) > self.want
+
+
+class RequestClass:
+    """The waiting requests of one set of constraints, oldest first."""
+
+    __slots__ = ("key", "requests", "head")
+
+    def __init__(self, key: tuple[Any, ...], first: Request) -> None:
+        self.key = key
+        self.requests: Fifo[Hashable, Request] = Fifo()
+        self.requests.append(first.token, first)
+        self.head = first  # the oldest request, kept at hand: read on every dispatch
