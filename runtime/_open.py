@@ -98,7 +98,8 @@ async def open_runtime(
     queued builds stay queued for the next start (``Runtime.left_queued``).
     """
     settings = _config(config)
-    state = State(settings.state_dir) if settings.state_dir is not None else None
+    mask = settings.secrets.mask if settings.secrets else None
+    state = State(settings.state_dir, mask) if settings.state_dir is not None else None
     own_workdir = workdir is None and state is None
     if workdir is not None:
         root = Path(workdir)

@@ -171,7 +171,8 @@ class Runtime(Cluster, Closing):
         return self.system.spawn(
             lambda: PipelineActor(pipeline_id=pipeline_id, spec=spec, hub=self._hub, pools=self._pools,
                                   groups=self._groups, mutexes=self._mutexes, history=history, durable=durable,
-                                  definition=key, next_number=next_number),  # fmt: skip
+                                  definition=key, next_number=next_number,
+                                  mask=config.secrets.mask if config.secrets else None),  # fmt: skip
             name=f"pipeline:{pipeline_id}",
             parent=self._pipelines,
             supervision=_PIPELINE_SUPERVISION,

@@ -22,6 +22,7 @@ import hashlib
 import os
 import shutil
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -60,8 +61,9 @@ def definition_key(pipeline_id: str, source: str) -> str:
 class State:
     """An open state directory: the store, the journal's ref, and reads of builds no actor holds."""
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], mask: Callable[[str], str] | None = None) -> None:
         self.directory = Path(directory).expanduser()
+        self.mask = mask  # secrets' masker, for the shapes of builds read back
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._lock: IO[str] | None = open(self.directory / "lock", "a+")
@@ -129,7 +131,7 @@ class State:
             text = source if source is not None else self.store.definition(key)
             if text is None:
                 raise LookupError(f"definition {key} is not in the store")
-            shape = self._shapes[key] = BuildShape(load_pipeline(text), key)
+            shape = self._shapes[key] = BuildShape(load_pipeline(text), key, self.mask)
         return shape
 
     def decode(self, row: BuildRow) -> Build:

@@ -21,6 +21,7 @@ keeps its builds readable and its numbering; registering it again
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..core import Ref, Reply
@@ -84,10 +85,12 @@ class PipelineActor(BuildDriver):
         durable: Durable | None = None,
         definition: str = "",
         next_number: int = 1,
+        mask: Callable[[str], str] | None = None,
     ) -> None:
         super().__init__(pipeline_id=pipeline_id, spec=spec, hub=hub, pools=pools, groups=groups, mutexes=mutexes,
                          history=history, durable=durable)  # fmt: skip
-        self.shape = BuildShape(spec, definition)
+        self.mask = mask  # secrets' masker for what builds show
+        self.shape = BuildShape(spec, definition, mask)
         self.next_number = next_number
         self.draining = False  # stopping: queued builds stay queued (docs/design.md §10)
         self.pending: dict[str, Build] = {}  # new builds waiting for their group's answer
@@ -157,7 +160,7 @@ class PipelineActor(BuildDriver):
             self.waiters[build.id] = waiting
         elif kind is ReplaceSpec:
             self.spec = message.spec
-            self.shape = BuildShape(message.spec, message.definition)
+            self.shape = BuildShape(message.spec, message.definition, self.mask)
             self.retired = None
             return describe(self.pipeline_id, self.spec, len(self.builds))
         elif kind is DescribePipeline:

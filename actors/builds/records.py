@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from ..model.spec import Job, PipelineSpec, Step
@@ -242,11 +242,16 @@ class BuildShape:
     Read-only once made.
     """
 
-    __slots__ = ("spec", "phase_names", "chains", "step_index", "definition")
+    __slots__ = ("spec", "phase_names", "chains", "step_index", "definition", "mask")
 
-    def __init__(self, spec: PipelineSpec, definition: str = "") -> None:
+    def __init__(
+        self, spec: PipelineSpec, definition: str = "", mask: Callable[[str], str] | None = None
+    ) -> None:
         self.spec = spec
         self.definition = definition  # its key in the store, with durable state (docs/design.md §10)
+        # hides secret values in what a build shows (variables, group, reason):
+        # a submitter may pass a secret's value as a variable (docs/design.md §12)
+        self.mask = mask
         self.phase_names = [stage.name for stage in spec.stages] + (["finally"] if spec.finally_ else [])
         self.chains = _lock_chains(spec)  # job id -> its lock-resource-with chain's first job
         self.step_index = {job.id: {step.id: i for i, step in enumerate(job.steps)} for job in spec.all_jobs()}

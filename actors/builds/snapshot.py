@@ -24,16 +24,21 @@ def build_info(build: Build, queue_position: int | None = None) -> BuildInfo:
     for index, jobs in enumerate(build.records_for_reading()):
         job_infos = [_job_info(job) for job in jobs]
         stages.append(StageInfo(name=build.phase_names[index], status=_stage_status(jobs), jobs=job_infos))
+    variables, group, reason, mask = build.variables, build.group, build.reason, build.shape.mask
+    if mask is not None:  # only with secrets configured
+        variables = {name: mask(value) for name, value in variables.items()}
+        group = group and mask(group)
+        reason = reason and mask(reason)
     return BuildInfo(
         id=build.id,
         pipeline_id=build.pipeline_id,
         number=build.number,
         status=build.status,
         execute_count=build.execute_count,
-        group=build.group,
+        group=group,
         queue_position=queue_position if build.status == BuildStatus.QUEUE else None,
-        reason=build.reason,
-        variables=build.variables,
+        reason=reason,
+        variables=variables,
         created_at=rfc3339(build.created_at),
         queued_at=rfc3339(build.queued_at),
         started_at=rfc3339(build.started_at),

@@ -186,6 +186,40 @@ async def test_secrets_reach_steps_and_are_masked_everywhere(tmp_path: Path, mon
     assert done.stages[0].jobs[0].steps[0].attempts[-1].outputs == {"out": "***"}
 
 
+@pytest.mark.trio
+@pytest.mark.parametrize("durable", [False, True], ids=["memory", "store"])
+async def test_a_secret_submitted_as_a_variable_is_masked_in_what_the_build_shows(
+    tmp_path: Path, durable: bool
+) -> None:
+    """Whoever knows a secret may pass it as a variable; a reader of the
+    build (read token) must still not see it: variables, the group rendered
+    from them, and the reason are masked; the step gets the real value. With
+    a store, the same holds for the build read back after a restart."""
+    config: dict[str, Any] = {**CONFIG, "secrets": {"TOKEN": SECRET}}
+    if durable:
+        config["state-dir"] = str(tmp_path / "state")
+    pipeline = """\
+name: leaky
+variables: {X: plain}
+concurrency: {group: "deploy-${{ variables.X }}"}
+jobs:
+  j: {steps: [{run: 'test "$X" = "%s"'}]}
+""" % SECRET
+    async with runtime.open_runtime(config) as rt:
+        await rt.register_pipeline(pipeline)
+        build = await rt.submit("leaky", variables={"X": SECRET})
+        done = await rt.wait(build.id, timeout=60)
+        listed = await rt.builds(pipeline="leaky")
+    assert done.status == "SUCCEED", "the step saw the real value"
+    assert done.variables == {"X": "***"} and done.group == "deploy-***"
+    for shown in (build, done, *listed):
+        assert SECRET not in msgspec.json.encode(shown).decode()
+    if durable:
+        async with runtime.open_runtime(config) as rt:
+            again = await rt.build(done.id)
+        assert again.variables == {"X": "***"} and SECRET not in msgspec.json.encode(again).decode()
+
+
 @pytest.mark.parametrize("secrets, problem", [
     ({"A": {"env": "SHUNTER_NOT_SET_ANYWHERE"}}, "not set"),
     ({"A": {"file": "/nonexistent/secret"}}, "cannot read"),
