@@ -194,7 +194,7 @@ class PipelineActor(BuildDriver):
         variables = check_variables(self.pipeline_id, self.spec, message.variables)
         number = self.next_number
         build_id = f"{self.pipeline_id}.{number}"
-        group = render_group(self.pipeline_id, self.spec, build_id, number, variables)
+        group = render_group(self.pipeline_id, self.spec, build_id, number, variables, self.mask)
         self.next_number += 1
         build = Build(build_id=build_id, spec=self.shape, number=number, variables=variables, group=group,
                       now=time.time())  # fmt: skip
@@ -336,7 +336,7 @@ class PipelineActor(BuildDriver):
             self._dispatch(build, [job])
             return build_info(build)
         build.rerun_plan(job_id=request.job, step_id=request.step, failed_only=request.failed_only)  # validates
-        group = render_group(self.pipeline_id, self.spec, build.id, build.number, build.variables)
+        group = render_group(self.pipeline_id, self.spec, build.id, build.number, build.variables, self.mask)
         plan = RetryPlan(request.job, request.step, request.failed_only, group, time.time())
         if group is None:
             self._apply_rerun(build, plan)

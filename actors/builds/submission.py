@@ -10,6 +10,7 @@ answer as a ``RetryPlan``.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -66,8 +67,12 @@ def check_variables(pipeline_id: str, spec: PipelineSpec, given: dict[str, Any])
 
 
 def render_group(pipeline_id: str, spec: PipelineSpec, build_id: str, number: int,
-                 variables: dict[str, str]) -> str | None:  # fmt: skip
-    """The build's concurrency group name (None without ``concurrency``); ``InvalidRequest`` if it renders badly."""
+                 variables: dict[str, str], mask: Callable[[str], str] | None = None) -> str | None:  # fmt: skip
+    """The build's concurrency group name (None without ``concurrency``); ``InvalidRequest`` if it renders badly.
+
+    A secret value in it (a variable holding one) is masked: the name is shown
+    in groups, events and metrics, so the group is known by its masked name.
+    """
     concurrency = spec.concurrency
     if concurrency is None:
         return None
@@ -79,6 +84,8 @@ def render_group(pipeline_id: str, spec: PipelineSpec, build_id: str, number: in
         raise InvalidRequest(f"concurrency group of pipeline {pipeline_id!r}: {error}") from None
     if not name:
         raise InvalidRequest(f"concurrency group of pipeline {pipeline_id!r} rendered to an empty name")
+    if mask is not None:
+        name = mask(name)
     return sys.intern(name)  # builds of one group share its name, not a copy each
 
 

@@ -210,9 +210,12 @@ jobs:
         build = await rt.submit("leaky", variables={"X": SECRET})
         done = await rt.wait(build.id, timeout=60)
         listed = await rt.builds(pipeline="leaky")
+        groups = await rt.groups()
+        events = await rt.events(after=0)
     assert done.status == "SUCCEED", "the step saw the real value"
     assert done.variables == {"X": "***"} and done.group == "deploy-***"
-    for shown in (build, done, *listed):
+    assert [group.name for group in groups] == ["deploy-***"], "the group is known by its masked name"
+    for shown in (build, done, *listed, *groups, *events):
         assert SECRET not in msgspec.json.encode(shown).decode()
     if durable:
         async with runtime.open_runtime(config) as rt:
