@@ -12,6 +12,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, TypeVar
 
+import msgspec
+
 from actors.admission.group import GroupSnapshot
 from actors.admission.mutex import ListMutexWaiters
 from actors.core import ActorStopped, Ref
@@ -26,7 +28,7 @@ from actors.state.store import NodeRow
 from ._state import State
 from .config import RuntimeConfig
 
-__all__ = ["Cluster", "ask_running", "word"]
+__all__ = ["Cluster", "ask_running", "blocked_by", "word"]
 
 W = TypeVar("W", bound=StrEnum)
 
@@ -119,13 +121,18 @@ class Cluster:
         return found
 
     async def waiting_jobs(self) -> list[WaitingJob]:
-        """Job attempts waiting for a slot, an agent or a mutex, each with its reason and deadline."""
-        found: list[WaitingJob] = []
-        for ref in self._pools.all():
-            found.extend(await ref.ask(ListWaiting()))
-        for waiters in await ask_running(self._mutexes.all(), ListMutexWaiters()):
-            found.extend(waiters)
-        return found
+        """Job attempts waiting for a slot, an agent or a mutex, each with its reason and deadline.
+
+        ``position`` is the place in line where the job waits (its pool, or
+        its mutex), 1 first, in the order the pool or mutex serves them;
+        ``blocked_by`` names what holds it, read from the reason's words
+        (docs/design.md §3.1): ``total``, ``per-node``, ``no-node``,
+        ``no-free-agent``, ``agent`` (lock-resource-with) or ``mutex``.
+        """
+        lines: list[list[WaitingJob]] = [await ref.ask(ListWaiting()) for ref in self._pools.all()]
+        lines.extend(await ask_running(self._mutexes.all(), ListMutexWaiters()))
+        return [msgspec.structs.replace(job, position=place, blocked_by=blocked_by(job.reason))
+                for line in lines for place, job in enumerate(line, 1)]  # fmt: skip
 
     def inject_fault(self, agent: str, kind: FaultKind | str) -> None:
         """Make an agent ``crash``, ``hang`` or go silent (``silence``): tests, benchmarks, drills (``FaultKind``)."""
@@ -156,6 +163,25 @@ class Cluster:
             builds_by_status=builds,
         )
 
+
+
+# The reasons start with these words (pool: placement.why_waiting and matching.no_node_reason; mutex: its waiters).
+_BLOCKERS = (("mutex ", "mutex"), ("concurrency-limit-per-node", "per-node"), ("concurrency-limit-total", "total"),
+             ("no node", "no-node"), ("node ", "no-node"), ("no free agent", "no-free-agent"),
+             ("agent ", "agent"))  # fmt: skip
+_BLOCKER_WORDS = (("per-node", "per-node"), ("total", "total"), ("no node", "no-node"),
+                  ("no free agent", "no-free-agent"), ("lock-resource-with", "agent"), ("mutex", "mutex"))  # fmt: skip
+
+
+def blocked_by(reason: str) -> str:
+    """What a waiting job's reason says holds it (see ``Runtime.waiting_jobs``); "" if none of the words."""
+    for words, kind in _BLOCKERS:
+        if reason.startswith(words):
+            return kind
+    for words, kind in _BLOCKER_WORDS:
+        if words in reason:
+            return kind
+    return ""
 
 
 def word(words: type[W], value: str, what: str, argument: str) -> W:

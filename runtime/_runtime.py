@@ -53,6 +53,7 @@ from actors.state.durable import Durable
 from actors.state.store import Batch
 
 from ._closing import Closing
+from ._logs import LogFollowing
 from ._cluster import Cluster, ask_running, word
 from ._state import FINISHED_CACHE, State, definition_key
 from .config import RuntimeConfig
@@ -69,7 +70,7 @@ STORE_LISTING = 1_000  # finished builds a listing reads back from the store at 
 _PIPELINE_SUPERVISION = Supervision(max_restarts=0, escalate=True)
 
 
-class Runtime(Cluster, Closing):
+class Runtime(Cluster, Closing, LogFollowing):
     """A running shunter. Get one from ``open_runtime()``."""
 
     def __init__(

@@ -58,4 +58,5 @@ def describe(pipeline_id: str, spec: PipelineSpec, builds: int) -> PipelineInfo:
         group=spec.concurrency.group if spec.concurrency else None,
         builds=builds,
         source=spec.source,
+        variables=dict(spec.variables),
     )

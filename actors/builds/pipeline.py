@@ -41,6 +41,7 @@ from ..model.messages import (
     EndJob,
     GetBuild,
     GetLog,
+    ReadLog,
     JobWaiting,
     ListBuilds,
     MutexGranted,
@@ -60,6 +61,7 @@ from ..state.journal import Committed
 from .build import Build
 from .driver import BuildDriver
 from .listing import build_key, build_log, describe, list_builds
+from .logfollow import read_log
 from .resume import Drain, GetLogSources, Restore, Resume, log_sources, resume, resume_running
 from .records import BuildShape
 from .snapshot import build_info
@@ -183,6 +185,8 @@ class PipelineActor(BuildDriver):
             self.draining = True
         elif kind is GetLogSources:
             return log_sources(self._build(message.build_id), message.job, message.step)
+        elif kind is ReadLog:
+            return read_log(self._build(message.build_id), message.job, message.step, message.cursor)
         else:
             raise TypeError(f"pipeline {self.pipeline_id!r} got an unexpected {kind.__name__}")
         return None

@@ -99,6 +99,69 @@ class StepLog:
         except FileNotFoundError:
             return
 
+    @property
+    def written(self) -> int:
+        """The end position for ``read``: lines ever appended (dropped ones included) in memory,
+        bytes written to a file."""
+        if self.path is None:
+            return len(self.lines) + self.dropped
+        if self.file is not None:
+            self.file.flush()
+        try:
+            return os.path.getsize(self.path)
+        except FileNotFoundError:
+            return 0  # no line yet: the file is made on the first
+
+    def read(self, position: int, max_lines: int) -> tuple[list[str], int]:
+        """Up to ``max_lines`` lines appended at or after ``position``, and the position after them.
+
+        In memory a position counts appended lines, so a follower reads on
+        from where it stopped whatever was dropped meanwhile; lines dropped
+        before it got to them read as one ``[shunter] N line(s) dropped``
+        line, as in ``text()``. In a file it is a byte offset, and only whole
+        lines are read.
+        """
+        if self.path is not None:
+            return self._read_file(position, max_lines)
+        lines, half = self.lines, self.MAX_LINES // 2
+        found: list[str] = []
+        if max_lines <= 0:
+            return found, position
+        if position < half:  # the head is never dropped
+            found = lines[position : min(half, position + max_lines)]
+            position += len(found)
+            if position < half or len(found) == max_lines:
+                return found, position
+        first_kept = half + self.dropped  # appended line i >= first_kept is lines[i - dropped]
+        if position < first_kept:
+            found.append(f"[shunter] {first_kept - position} line(s) dropped")
+            position = first_kept
+        start = position - self.dropped
+        tail = lines[start : start + max(0, max_lines - len(found))]
+        found.extend(tail)
+        return found, position + len(tail)
+
+    def _read_file(self, position: int, max_lines: int) -> tuple[list[str], int]:
+        found: list[str] = []
+        path = self.path
+        if max_lines <= 0 or path is None:
+            return found, position
+        if self.file is not None:
+            self.file.flush()
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(position)
+                for raw in handle:
+                    if not raw.endswith(b"\n"):
+                        break  # a line still being written: the next read has it whole
+                    found.append(raw[:-1].decode("utf-8", "replace"))
+                    position += len(raw)
+                    if len(found) >= max_lines:
+                        break
+        except FileNotFoundError:
+            pass
+        return found, position
+
     def text(self) -> str:
         if self.path is not None:
             return "".join(self.chunks())

@@ -151,6 +151,7 @@ class PipelineInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     builds: int
     source: str
     warnings: list[dict[str, str]] = msgspec.field(default_factory=list)
+    variables: dict[str, str] = msgspec.field(default_factory=dict)  # declared, with their defaults
 
 
 class PipelineDeleted(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -210,6 +211,8 @@ class WaitingJob(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     reason: str
     since: str
     deadline: str
+    position: int = 0  # 1 = next in line where it waits (its pool, or its mutex)
+    blocked_by: str = ""  # total | per-node | no-node | no-free-agent | agent | mutex (from the reason)
 
 
 class Stats(msgspec.Struct, frozen=True, kw_only=True, gc=False):

@@ -43,6 +43,7 @@ __all__ = [
     "ReplaceSpec",
     "DescribePipeline",
     "GetLog",
+    "ReadLog",
 
     "JobToken",
     "JobPayload",
@@ -418,3 +419,12 @@ class GetLog(_Message, frozen=True):
     build_id: str
     job: str | None = None
     step: str | None = None
+
+
+class ReadLog(_Message, frozen=True):
+    """The log written since ``cursor`` (a ``LogCursor``), for following it; answered with a ``LogChunk``."""
+
+    build_id: str
+    job: str | None
+    step: str | None
+    cursor: Any
