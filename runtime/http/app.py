@@ -38,9 +38,10 @@ from .core import (
     parse_query,
     parse_segments,
 )
+from .follow import follow_logs, wants_follow
 from .guard import Guard
 from .metrics import start_collector
-from .routes import ROUTES
+from .routes import LOGS_PATH, ROUTES
 from .sse import Receive, Send, stream_events
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ class App:
         self.guard = Guard(rt.config)
         self.closed = anyio.Event()
         self.sse_clients = 0
+        self.log_followers = 0
         self._metrics: Ref | None = None
 
     @property
@@ -119,6 +121,9 @@ class App:
             route, request.params = _ROUTER.match(method, request.segments)
             if route.stream:
                 await stream_events(self, request, receive, send)
+                return
+            if route.path == LOGS_PATH and wants_follow(request):
+                await follow_logs(self, request, receive, send)
                 return
             if method in _METHODS_WITH_BODY:
                 yaml_allowed = bool(route.body_types)

@@ -364,6 +364,7 @@ class AppState(Protocol):
     closed: anyio.Event
     sse_clients: int
     max_event_streams: int
+    log_followers: int
 
     @property
     def metrics(self) -> Ref | None: ...

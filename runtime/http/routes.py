@@ -20,13 +20,14 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from actors.model.errors import InvalidRequest, NotFound, SpecError
-from actors.model.info import BuildInfo, Event, GroupInfo, NodeInfo, PipelineDeleted, PipelineInfo, Stats
+from actors.model.info import BuildInfo, Event, GroupInfo, NodeInfo, PipelineDeleted, PipelineInfo, Stats, WaitingJob
 from actors.model.vocab import BuildStatus
 from runtime._validate import type_name
 from runtime.spec_loader import validate_pipeline_id
 
 from .agent_routes import AGENT_ROUTES
 from . import metrics as metrics_module
+from . import ui
 from .core import (
     JSON,
     MAX_JSON_DEPTH,
@@ -41,15 +42,17 @@ from .core import (
     json_response,
     json_too_deep,
 )
+from .follow import FOLLOW
 from .guard import YAML_TYPES, is_json
 from .openapi import document
 from .sse import EVENT_PARAMS
 
-__all__ = ["ROUTES", "SubmitBody", "RetryBody", "CancelBody", "NodeBody", "Health"]
+__all__ = ["ROUTES", "LOGS_PATH", "SubmitBody", "RetryBody", "CancelBody", "NodeBody", "Health"]
 
 # Node and pool names follow the configuration file's rule (runtime/config.py).
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 _NAME = re.compile(NAME_PATTERN)
+LOGS_PATH = "/v1/builds/{id}/logs"
 PIPELINE_ID_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$"
 BUILD_ID_PATTERN = PIPELINE_ID_PATTERN[:-1] + r"\.[0-9]{1,18}$"  # "<pipeline id>.<number>"
 DEFAULT_PAGE, MAX_PAGE = 100, 1000  # builds per GET /v1/builds page
@@ -118,6 +121,7 @@ _BEFORE = Param("before", "only builds older than this one (a build id: the next
 _CANCEL = Param("cancel", "cancel the pipeline's queued and running builds and delete it; without it a pipeline "
                 "with unfinished builds is not deleted (409)", {"type": "boolean", "default": False})
 _JOB, _STEP = Param("job", "only this job"), Param("step", "only this step")
+_WAITING_BUILD, _WAITING_POOL = Param("build", "only jobs of this build"), Param("pool", "only jobs waiting in this pool")
 _PIPELINE_ID = Param("id", "the pipeline's id", {"type": "string", "pattern": PIPELINE_ID_PATTERN}, where="path")
 _NODE_NAME = Param("name", "the node's name", {"type": "string", "pattern": NAME_PATTERN}, where="path")
 
@@ -212,6 +216,7 @@ async def cancel(app: AppState, request: Request) -> Response:
 
 
 async def logs(app: AppState, request: Request) -> Response:
+    # follow=true is streamed by follow.py before this handler is reached.
     pieces = await app.rt.log_chunks(request.params["id"], job=_JOB.read(request), step=_STEP.read(request))
 
     async def encoded() -> AsyncIterator[bytes]:
@@ -226,6 +231,13 @@ async def logs(app: AppState, request: Request) -> Response:
 
 async def groups(app: AppState, request: Request) -> Response:
     return json_response(200, await app.rt.groups())
+
+
+async def waiting_jobs(app: AppState, request: Request) -> Response:
+    build, pool = _WAITING_BUILD.read(request), _WAITING_POOL.read(request)
+    waiting = [job for job in await app.rt.waiting_jobs()
+               if (build is None or job.build_id == build) and (pool is None or job.pool == pool)]  # fmt: skip
+    return json_response(200, waiting)
 
 
 async def list_nodes(app: AppState, request: Request) -> Response:
@@ -325,10 +337,14 @@ ROUTES: tuple[Route, ...] = (
           result=BuildInfo, body=_RetryRequest, errors=(400, 404, 409, 413, 429, 503)),
     Route("POST", "/v1/builds/{id}/cancel", cancel, "Cancel a queued or running build", status=202,
           result=BuildInfo, body=CancelBody, errors=(400, 404, 409, 413)),
-    Route("GET", "/v1/builds/{id}/logs", logs, "The build's log as plain text (one job or step with job=, step=)",
-          content_type=TEXT, query=(_JOB, _STEP), errors=(404,)),
+    Route("GET", LOGS_PATH, logs, "The build's log as plain text (one job or step with job=, step=); with "
+          "follow=true streamed as it is written until the step, job or build has ended", content_type=TEXT,
+          query=(_JOB, _STEP, FOLLOW), errors=(400, 404, 503)),
     Route("GET", "/v1/groups", groups, "Every concurrency group in use (idle 5 min: retired): limits, running, queue",
           result=list[GroupInfo]),
+    Route("GET", "/v1/jobs/waiting", waiting_jobs, "Jobs waiting for a slot, an agent or a mutex: pool, position, "
+          "what blocks each and its deadline", result=list[WaitingJob],
+          query=(_WAITING_BUILD, _WAITING_POOL)),
     Route("GET", "/v1/nodes", list_nodes, "Every node with its agents", result=list[NodeInfo]),
     Route("GET", "/v1/nodes/{name}", get_node, "One node", result=NodeInfo, errors=(404,)),
     Route("PUT", "/v1/nodes/{name}", put_node,
@@ -346,4 +362,5 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/metrics", metrics, "Prometheus metrics", content_type="text/plain; version=0.0.4"),
     Route("GET", "/openapi.json", openapi, "This document (OpenAPI 3.1)", result=dict[str, Any]),
     *AGENT_ROUTES,
+    *ui.ROUTES,
 )  # fmt: skip
