@@ -1,11 +1,14 @@
-"""The ``shunter`` command line: ``serve``, ``agent``, ``run``, ``validate``, ``token``, ``bench``, ``--version``.
+"""The ``shunter`` command line: ``serve``, ``agent``, ``run``, ``validate``, ``token``, ``bench``,
+``--version``, and the client commands of ``cli_client`` (``apply``, ``submit``, ``builds``, ``logs``,
+``retry``, ``cancel``, ``nodes``) that talk to a running server.
 
-Exit codes: 0 success; 1 a build did not succeed (``run``), a file had
-spec errors (``validate``) or the server could not start (``serve``: a bad
+Exit codes: 0 success; 1 a build did not succeed (``run``, ``submit --wait``), a file had
+spec errors (``validate``), the server could not start (``serve``: a bad
 or unreadable configuration, an invalid or unreadable pipeline it names, an
 address it cannot listen on; each said in one line, or spec errors by
-path); 2 a usage error, or a spec or configuration error before a build
-(``run``); 130 interrupted before anything started.
+path) or a server refused a request (client commands); 2 a usage error, or a
+spec or configuration error before a build (``run``); 3 no server could be
+reached (client commands); 130 interrupted before anything started.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import Any
 
 from actors.model.errors import InvalidRequest, ShunterError, SpecError
 from actors.model.vocab import JOB_FINAL, BuildStatus, EventKind, JobStatus, StageStatus, StepStatus
+
+from .cli_client import add_commands as add_client_commands
 
 USAGE_ERROR = 2
 _UNDERWAY = (JobStatus.QUEUE, JobStatus.RUNNING)  # a build, job or stage not ended (the same words for each)
@@ -200,10 +205,10 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as error:
         print(f"{args.config}: cannot read: {error.strerror or error}", file=sys.stderr)
         return USAGE_ERROR
-    return int(trio.run(_run_build, args.pipeline, dict(args.var or []), config))
+    return int(trio.run(_run_build, args.pipeline, dict(args.var or []), config, args.verbose))
 
 
-async def _run_build(path: str, variables: dict[str, str], config: Any) -> int:
+async def _run_build(path: str, variables: dict[str, str], config: Any, verbose: bool = False) -> int:
     import trio
 
     from ._open import open_runtime
@@ -226,7 +231,7 @@ async def _run_build(path: str, variables: dict[str, str], config: Any) -> int:
                 print(f"{path}: {error.message}", file=sys.stderr)
                 return USAGE_ERROR
             print(f"build {build.id} of {path}", flush=True)
-            progress = _Progress(rt, build.id)
+            progress = _Progress(rt, build.id, verbose)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_cancel_on_signal, rt, build.id)
                 async for event in events:
@@ -259,9 +264,10 @@ class _Progress:
     build snapshot, which knows about continue-on-error).
     """
 
-    def __init__(self, rt: Any, build_id: str) -> None:
+    def __init__(self, rt: Any, build_id: str, verbose: bool = False) -> None:
         self.rt = rt
         self.build_id = build_id
+        self.verbose = verbose  # every step's output, not only a failed step's tail
         self.origin: float | None = None
         self.began: dict[Any, float] = {}  # what is running -> when it started
         self.layout: list[tuple[str, list[str]]] | None = None  # stage name -> its job ids
@@ -303,7 +309,10 @@ class _Progress:
                 self.began[step_key] = now
             self._line(at, f"      step {event.job_id}/{event.step_id} {event.status}{attempt}"
                            f"{self._took(step_key, event, now)}{_because(event)}")  # fmt: skip
-            if event.status in (StepStatus.FAILED, StepStatus.EXEC_TIMEOUT):
+            if self.verbose and event.status not in (StepStatus.QUEUE, StepStatus.RUNNING, StepStatus.SKIP,
+                                                     StepStatus.UNEXEC):  # fmt: skip
+                await self._log_tail(event, limit=None)
+            elif event.status in (StepStatus.FAILED, StepStatus.EXEC_TIMEOUT):
                 await self._log_tail(event)
         return False
 
@@ -342,19 +351,32 @@ class _Progress:
                 return str(stage.status)
         return None  # the build has moved on (a retry): shown when it ends again
 
-    async def _log_tail(self, event: Any) -> None:
+    async def _log_tail(self, event: Any, limit: int | None = LOG_TAIL) -> None:
+        """Print the output of the step attempt ``event`` ended: its last ``limit`` lines (None: all)."""
         try:
             text = await self.rt.logs(self.build_id, job=event.job_id, step=event.step_id)
         except ShunterError:
             return
-        last_attempt = text.rsplit("\n=== ", 1)[-1].split("\n", 1)[1:]  # the text after its header
-        lines = [line for line in "".join(last_attempt).splitlines() if line.strip()][-LOG_TAIL:]
-        for line in lines:
+        lines = [line for line in _attempt_lines(text, event.job_id, event.step_id, event.attempt) if line.strip()]
+        for line in lines[-limit:] if limit is not None else lines:
             print(f"          | {line}", flush=True)
 
     @staticmethod
     def _line(at: str, text: str) -> None:
         print(f"{at}{text}", flush=True)
+
+
+def _attempt_lines(text: str, job: str, step: str, attempt: int | None) -> list[str]:
+    """The lines of one attempt in a step's plain log (between its header and the next attempt's)."""
+    lines = text.splitlines()
+    number = attempt or 1
+    start = next((i for i, line in enumerate(lines) if line.startswith(f"=== {job} / {step} attempt {number} (")),
+                 None)  # fmt: skip
+    if start is None:
+        return []
+    after = f"=== {job} / {step} attempt {number + 1} ("
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith(after)), len(lines))
+    return lines[start + 1 : end]
 
 
 def _because(event: Any) -> str:
@@ -452,6 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--var", action="append", type=_variable, metavar="NAME=VALUE",
                      help="a value for a declared variable (repeatable)")  # fmt: skip
     run.add_argument("--config", metavar="FILE", help="runtime configuration (YAML); default: one local pool")
+    run.add_argument("-v", "--verbose", action="store_true", help="print every step's output (not only a failed "
+                                                                  "step's last lines)")  # fmt: skip
     run.set_defaults(handler=_run)
 
     validate = commands.add_parser("validate", help="check pipeline YAML files as registering does; "
@@ -472,6 +496,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     agent.add_argument("--drain-timeout", type=_duration, default=600.0, metavar="S",
                        help="on SIGTERM, how long running jobs may take before they are cancelled (default 600)")
     agent.set_defaults(handler=_agent)
+
+    add_client_commands(commands)
 
     bench = commands.add_parser("bench", help="run the benchmark suite (results in bench/results/ of a checkout, "
                                              "else in ./bench-results/)")  # fmt: skip

@@ -63,7 +63,8 @@ async def test_follow_of_what_has_ended_is_the_whole_plain_log(autojump_clock: t
         with_talk(a)
         await a.put_pipeline("talk", TALK)
         build = await a.submit("talk")
-        a.open("a"), a.open("b")
+        a.open("a")
+        a.open("b")
         await a.until(build["id"], "SUCCEED")
         for query in ("", "&job=build", "&job=build&step=talk", "&step=after"):
             plain = await a.client.get(f"/v1/builds/{build['id']}/logs?{query}")
@@ -175,7 +176,8 @@ async def test_waiting_jobs_say_where_they_stand_and_why(autojump_clock: trio.te
         only = (await a.client.get(f"/v1/jobs/waiting?build={running[2]['id']}")).json()
         assert [w["build_id"] for w in only] == [running[2]["id"]]
         assert (await a.client.get("/v1/jobs/waiting?pool=elsewhere")).json() == []
-        a.open("g"), a.open("m")
+        a.open("g")
+        a.open("m")
         for build in running + held:
             await a.until(build["id"], "SUCCEED")
         assert [w["build_id"] for w in (await a.client.get("/v1/jobs/waiting")).json()] == [stray["id"]]
