@@ -182,7 +182,10 @@ def _retry(client: Client, args: argparse.Namespace) -> int:
 
 def _cancel(client: Client, args: argparse.Namespace) -> int:
     build = client.cancel(args.build)
-    print(f"build {build['id']} {build['status']}{_reason(build)}")
+    if build["status"] in ("QUEUE", "RUNNING"):  # its running steps are being stopped
+        print(f"build {build['id']} cancelling (was {build['status']})")
+    else:
+        print(f"build {build['id']} {build['status']}{_reason(build)}")
     return 0
 
 

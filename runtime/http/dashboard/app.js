@@ -383,6 +383,7 @@
     if (document.querySelector("form.submit")) return refreshPipelineCounts();  // keep what is being typed
     state.pipelines = listOf(await api("GET", "v1/pipelines"));
     if (state.route.name !== "pipelines") return;
+    if (document.querySelector("form.submit")) return refreshPipelineCounts();  // opened meanwhile
     if (state.pipelines.length === 0) {
       $("#view").replaceChildren(h("section", { class: "panel" }, h("header", {}, h("h2", {}, "Pipelines")),
         h("div", { class: "empty" }, "No pipelines registered. Register one with ",
@@ -502,12 +503,13 @@
     const meta = [
       ["pipeline", b.pipeline_id], ["number", b.number], ["run", b.execute_count],
       ["group", b.group || "—"], ["queued", ago(b.queued_at)], ["started", ago(b.started_at)],
-      ["took", duration(b.started_at, b.finished_at)],
+      ["duration", duration(b.started_at, b.finished_at)],
     ];
     const parts = [h("div", { class: "build-head" },
       h("div", { class: "main" },
         h("div", { class: "title" }, h("h1", {}, b.id), badge(b.status, { id: "build-status" })),
-        h("div", { class: "meta" }, meta.map(([k, v]) => h("div", {}, h("span", {}, k), h("span", {}, v)))),
+        h("div", { class: "meta" }, meta.map(([k, v]) => h("div", { "data-meta": k }, h("span", {}, k), " ",
+          h("span", {}, v)))),
         Object.keys(b.variables || {}).length ? h("div", { class: "row small vars-line" },
           h("span", { class: "muted" }, "variables"),
           Object.entries(b.variables).map(([k, v]) => h("span", { class: "chip" }, `${k}=${v}`))) : null),
@@ -548,8 +550,8 @@
 
   function jobCard(b, job, wait) {
     const where = job.agent ? `on ${job.agent}` : job.node ? `on ${job.node}` : null;
-    const retryable = FAILING.has(job.status) || (FINAL_BUILD.has(b.status) && job.status !== "SUCCEED" &&
-                                                  job.status !== "SKIP");
+    // A finished build retries any job (a new run); a running one only a job that failed.
+    const retryable = FINAL_BUILD.has(b.status) || FAILING.has(job.status);
     const card = h("div", { class: "job", "data-job": job.id, "data-status": job.status },
       h("div", { class: "job-head" }, h("span", { class: "name" }, job.name || job.id), badge(job.status),
         h("span", { class: "spacer" }),
@@ -580,7 +582,8 @@
     const last = step.attempts[step.attempts.length - 1];
     const key = `${job.id}\u0000${step.id}`;
     const selected = state.log && state.log.key === key;
-    const failing = ["FAILED", "EXEC_TIMEOUT", "CANCELED"].includes(step.status);
+    // Only a step that failed or never ran can be retried (the server says so too).
+    const failing = ["FAILED", "EXEC_TIMEOUT", "CANCELED", "UNEXEC"].includes(step.status) && job.status !== "RUNNING";
     const row = h("li", { class: `step${selected ? " selected" : ""}`, "data-step": step.id, "data-status": step.status,
                           onclick: () => selectLog(b.id, job.id, step.id, false) },
       h("span", { class: `icon s-${step.status}`, title: step.status }, STEP_ICON[step.status] || "·"),
