@@ -24,6 +24,8 @@ How each kind of fenced block is run, the way a reader would run it:
     SIGINT, as Ctrl-C would, and checks that it exits 0;
   - ``curl -N`` reads an event stream ("Ctrl-C to stop"): it runs in the
     background, is read until it has shown what the walk expects, then stopped;
+  - ``export NAME=value`` sets NAME for the commands after it (``localhost:8000``
+    in the value becomes the server's address too);
   - every other command must exit 0, and an answer that is JSON must not be
     an error body (``{"error": ...}``), since curl exits 0 on HTTP errors too.
 
@@ -98,9 +100,10 @@ def commands(block: Block) -> list[str]:
     return [line.strip() for line in joined.splitlines() if line.strip() and not line.strip().startswith("#")]
 
 
-def _env() -> dict[str, str]:
+def _env(exported: dict[str, str] | None = None) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if "proxy" not in key.lower()}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(exported or {})
     return env
 
 
@@ -278,8 +281,8 @@ class Server:
         return self.process.returncode, "\n".join(self.lines) + stdout.decode(), stderr.decode()
 
 
-def _run(command: str) -> str:
-    done = subprocess.run(["bash", "-c", command], cwd=ROOT, env=_env(), capture_output=True, timeout=120)
+def _run(command: str, exported: dict[str, str] | None = None) -> str:
+    done = subprocess.run(["bash", "-c", command], cwd=ROOT, env=_env(exported), capture_output=True, timeout=120)
     out, err = done.stdout.decode(), done.stderr.decode()
     assert done.returncode == 0, f"{command!r} exited {done.returncode}\n{out}\n{err}"
     try:
@@ -295,6 +298,7 @@ def test_shell_blocks_run_against_a_real_server() -> None:
     server: Server | None = None
     streams: list[Stream] = []
     outputs: dict[str, str] = {}
+    exported: dict[str, str] = {}
     try:
         for block in blocks:
             for command in commands(block):
@@ -305,10 +309,13 @@ def test_shell_blocks_run_against_a_real_server() -> None:
                 address = server.address if server is not None else None
                 assert address is not None or "localhost:8000" not in command, f"{command!r} before the server"
                 local = _local(command, address)
-                if re.search(r"\bcurl\b.*\s-N\b", command):
+                export = re.fullmatch(r"export (\w+)=(\S+)(?:\s+#.*)?", local)
+                if export:
+                    exported[export.group(1)] = export.group(2)
+                elif re.search(r"\bcurl\b.*\s-N\b", command):
                     streams.append(Stream(local))
                 else:
-                    outputs[command] = _run(local)
+                    outputs[command] = _run(local, exported)
         assert server is not None, "README.md starts no server"
         _check_walk(server, outputs, streams)
     finally:
@@ -347,6 +354,19 @@ def _check_walk(server: Server, outputs: dict[str, str], streams: list[Stream]) 
     assert _answer(outputs, "/v1/groups")[0]["queue"][0]["build_id"] == "step-retry.2"
     assert _answer(outputs, "/cancel")["id"] == "step-retry.1"
     assert "builds_running" in _answer(outputs, "/v1/stats")
+
+    # The command-line client, against the same server (SHUNTER_SERVER).
+    cli = {command.split("#")[0].split("shunter ", 1)[1].strip(): out for command, out in outputs.items()
+           if "bin/shunter " in command and "validate" not in command and " run " not in command}  # fmt: skip
+    assert cli["apply examples/pipelines/build-and-deploy.yml"] == \
+        "examples/pipelines/build-and-deploy.yml: pipeline 'build-and-deploy' created (3 jobs)\n"  # fmt: skip
+    waited = cli["submit build-and-deploy --var DEPLOY_ENV=prod --wait"].splitlines()
+    assert waited[0] == "build build-and-deploy.1 RUNNING" and waited[-1].startswith("build build-and-deploy.1 SUCCEED")
+    followed = cli["submit build-and-deploy --follow"]
+    assert "packaging for test" in followed and followed.splitlines()[-1].startswith("build build-and-deploy.2 SUCCEED")
+    assert "=== compile / " in cli["logs build-and-deploy.1 --job compile"]
+    assert cli["cancel step-retry.2"] == "build step-retry.2 cancelling (was RUNNING)\n"
+    assert cli["nodes"].splitlines()[0].split()[:3] == ["NODE", "POOL", "KIND"]
 
     replay, live = [s for s in streams if "build=step-retry.2" in s.command], [s for s in streams if "?" not in s.command]
     assert len(replay) == 1 and len(live) == 1
