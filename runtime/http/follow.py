@@ -55,36 +55,37 @@ async def follow_logs(app: AppState, request: Request, receive: Receive, send: S
     build_id, job, step = request.params["id"], request.query_value("job"), request.query_value("step")
     if app.log_followers >= MAX_FOLLOWERS:
         raise Unavailable(f"{MAX_FOLLOWERS} clients are following logs already; try again later")
-    chunk = await rt.read_log(build_id, job, step)  # NotFound is answered 404 by app.py
-    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-    if request.method == "HEAD":
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-        return
-    app.log_followers += 1
+    app.log_followers += 1  # counted from here: the first read below may take a while
     slow = None
     try:
-        async with anyio.create_task_group() as group:
-            group.start_soon(_until_disconnect, receive, group.cancel_scope)
-            group.start_soon(_until_closed, app, group.cancel_scope)
-            while True:
-                if chunk.text:
-                    with anyio.move_on_after(SEND_TIMEOUT) as slow:
-                        await send({"type": "http.response.body", "body": chunk.text.encode("utf-8", "replace"),
-                                    "more_body": True})  # fmt: skip
-                    if slow.cancelled_caught:
-                        logger.warning("log follower of %s too slow (a piece not taken in %gs): disconnected",
-                                       build_id, SEND_TIMEOUT)  # fmt: skip
+        chunk = await rt.read_log(build_id, job, step)  # NotFound is answered 404 by app.py
+        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+        if request.method == "HEAD":
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(_until_disconnect, receive, group.cancel_scope)
+                group.start_soon(_until_closed, app, group.cancel_scope)
+                while True:
+                    if chunk.text:
+                        with anyio.move_on_after(SEND_TIMEOUT) as slow:
+                            await send({"type": "http.response.body", "more_body": True,
+                                        "body": chunk.text.encode("utf-8", "replace")})  # fmt: skip
+                        if slow.cancelled_caught:
+                            logger.warning("log follower of %s too slow (a piece not taken in %gs): disconnected",
+                                           build_id, SEND_TIMEOUT)  # fmt: skip
+                            break
+                    if chunk.finished:
                         break
-                if chunk.finished:
-                    break
-                if not chunk.more:
-                    await anyio.sleep(rt.log_poll)
-                chunk = await rt.read_log(build_id, job, step, chunk.cursor)
-            group.cancel_scope.cancel()
-    except ShunterError as error:
-        logger.info("log follow of %s ended: %s", build_id, error.message)  # e.g. the build is gone
-    except Exception:
-        logger.exception("log follow failed")  # the answer has started: only its end can be sent
+                    if not chunk.more:
+                        await anyio.sleep(rt.log_poll)
+                    chunk = await rt.read_log(build_id, job, step, chunk.cursor)
+                group.cancel_scope.cancel()
+        except ShunterError as error:
+            logger.info("log follow of %s ended: %s", build_id, error.message)  # e.g. the build is gone
+        except Exception:
+            logger.exception("log follow failed")  # the answer has started: only its end can be sent
     finally:
         app.log_followers -= 1
     if slow is None or not slow.cancelled_caught:  # else leave the answer unfinished: the connection closes
