@@ -231,6 +231,10 @@ def test_nodes_and_waiting_jobs(page: Page, server: tuple[str, Path]) -> None:
     waiting = page.locator(f'#waiting-jobs tr[data-build-id="{held[2]["id"]}"]')
     expect(waiting).to_contain_text("no-free-agent")
     expect(waiting.locator(".deadline")).to_contain_text("in ")
+    waiting.locator("a").first.click()  # the build page says why its job waits
+    why = page.locator('.job[data-job="hold"] [data-testid="job-waiting"]')
+    expect(why).to_contain_text(re.compile(r"#1 waiting \(no-free-agent\): no free agent .* deadline .*\(in "))
+    page.go_back()
     (tmp / "unblock").touch()
     expect(page.locator("#waiting-jobs")).to_contain_text("No job is waiting.")
     for build in held:

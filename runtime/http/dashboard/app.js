@@ -559,7 +559,7 @@
                       onclick: () => retryOrCancel(b.id, { job: job.id }, `job ${job.id}`) }, "↻ job")),
       where ? h("div", { class: "where" }, where, job.attempts.length > 1 ? ` · attempt ${job.attempts.length}` : "") : null);
     if (wait) {
-      card.append(h("div", { class: "why", "data-testid": "job-waiting" },
+      card.append(h("div", { class: `why${wait.blocked_by === "no-node" ? " bad" : ""}`, "data-testid": "job-waiting" },
         h("strong", {}, `#${wait.position} waiting`), wait.blocked_by ? [" (", wait.blocked_by, ")"] : "", ": ",
         wait.reason, " · deadline ", deadline(wait.deadline)));
     } else if (job.reason && job.status !== "SUCCEED") {
