@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import functools
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import Any
 
 from .core import Handler, Request, Response, Route
-
-if TYPE_CHECKING:
-    from .app import App
 
 __all__ = ["ROUTES", "asset"]
 
@@ -52,7 +49,7 @@ def asset(name: str) -> bytes:
 def _handler(path: str) -> Handler:
     name, content_type, operation = FILES[path]
 
-    async def serve(app: App, request: Request) -> Response:
+    async def serve(app: Any, request: Request) -> Response:  # the files need nothing of the app
         return Response(200, asset(name), content_type, list(HEADERS))
 
     serve.__name__ = serve.__qualname__ = operation
