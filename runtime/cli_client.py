@@ -135,6 +135,8 @@ def _apply(client: Client, args: argparse.Namespace) -> int:
         jobs = len(pipeline.get("jobs", []))
         print(f"{path}: pipeline {pipeline_id!r} {'created' if code == 201 else 'replaced'} "
               f"({jobs} job{'s' if jobs != 1 else ''})")  # fmt: skip
+        for warning in pipeline.get("warnings", []):  # a runs-on no node of the server matches
+            print(f"  warning: {warning.get('path', '$')}: {warning.get('message', '')}")
     return status
 
 

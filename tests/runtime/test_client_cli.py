@@ -70,6 +70,10 @@ def test_apply_registers_then_replaces_and_lists_spec_errors(server: tuple[str, 
     assert f"{tmp_path / 'bad.yml'}: 2 error(s)" in err and "$.jobs.make.stepz: unknown key 'stepz'" in err
     assert f"{tmp_path / 'missing.yml'}: cannot read" in err
     assert shunter(url, capsys, "apply", str(tmp_path / "bad.yml"))[0] == 1
+    (tmp_path / "arm.yml").write_text(HELLO.replace("name: hello", "name: arm").replace(
+        "  greet:\n", "  greet:\n    runs-on: {labels: [arm64]}\n"))
+    code, out, _ = shunter(url, capsys, "apply", str(tmp_path / "arm.yml"))
+    assert code == 0 and out.splitlines()[1].startswith("  warning: $.jobs.greet.runs-on") and "arm64" in out
     assert "bad" not in [pipeline["id"] for pipeline in Client(url)._json("GET", "/v1/pipelines")]
 
 
