@@ -27,6 +27,7 @@ from actors.model.info import (
     StepInfo,
 )
 from actors.model.vocab import (
+    Blocker,
     BuildStatus,
     EventKind,
     FaultKind,
@@ -42,6 +43,7 @@ from ._runtime import Runtime
 from .config import RuntimeConfig, load_config
 
 __all__ = [
+    "Blocker",
     "BuildInfo",
     "BuildStatus",
     "Conflict",

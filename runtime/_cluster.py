@@ -22,7 +22,7 @@ from actors.dispatch.pool import AddNode, HasNode, InjectFault, ListNodes, ListW
 from actors.events import Counters
 from actors.model.errors import Conflict, InvalidRequest, NotFound
 from actors.model.info import GroupInfo, NodeInfo, Stats, WaitingJob
-from actors.model.vocab import BUILD_FINAL, BuildStatus, FaultKind, values
+from actors.model.vocab import BUILD_FINAL, Blocker, BuildStatus, FaultKind, values
 from actors.state.store import NodeRow
 
 from ._state import State
@@ -166,22 +166,23 @@ class Cluster:
 
 
 # The reasons start with these words (pool: placement.why_waiting and matching.no_node_reason; mutex: its waiters).
-_BLOCKERS = (("mutex ", "mutex"), ("concurrency-limit-per-node", "per-node"), ("concurrency-limit-total", "total"),
-             ("no node", "no-node"), ("node ", "no-node"), ("no free agent", "no-free-agent"),
-             ("agent ", "agent"))  # fmt: skip
-_BLOCKER_WORDS = (("per-node", "per-node"), ("total", "total"), ("no node", "no-node"),
-                  ("no free agent", "no-free-agent"), ("lock-resource-with", "agent"), ("mutex", "mutex"))  # fmt: skip
+_BLOCKERS = (("mutex ", Blocker.MUTEX), ("concurrency-limit-per-node", Blocker.PER_NODE),
+             ("concurrency-limit-total", Blocker.TOTAL), ("no node", Blocker.NO_NODE), ("node ", Blocker.NO_NODE),
+             ("no free agent", Blocker.NO_FREE_AGENT), ("agent ", Blocker.AGENT))  # fmt: skip
+_BLOCKER_WORDS = (("per-node", Blocker.PER_NODE), ("total", Blocker.TOTAL), ("no node", Blocker.NO_NODE),
+                  ("no free agent", Blocker.NO_FREE_AGENT), ("lock-resource-with", Blocker.AGENT),
+                  ("mutex", Blocker.MUTEX))  # fmt: skip
 
 
-def blocked_by(reason: str) -> str:
-    """What a waiting job's reason says holds it (see ``Runtime.waiting_jobs``); "" if none of the words."""
+def blocked_by(reason: str) -> Blocker | None:
+    """What a waiting job's reason says holds it (see ``Runtime.waiting_jobs``); None if none of the words."""
     for words, kind in _BLOCKERS:
         if reason.startswith(words):
             return kind
     for words, kind in _BLOCKER_WORDS:
         if words in reason:
             return kind
-    return ""
+    return None
 
 
 def word(words: type[W], value: str, what: str, argument: str) -> W:

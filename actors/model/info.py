@@ -19,6 +19,7 @@ from .vocab import (
     JOB_FINAL,
     STEP_FINAL,
     AgentStatus,
+    Blocker,
     BuildStatus,
     EventKind,
     JobStatus,
@@ -212,7 +213,7 @@ class WaitingJob(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     since: str
     deadline: str
     position: int = 0  # 1 = next in line where it waits (its pool, or its mutex)
-    blocked_by: str = ""  # total | per-node | no-node | no-free-agent | agent | mutex (from the reason)
+    blocked_by: Blocker | None = None  # what holds it, read from the reason (None: the words are new)
 
 
 class Stats(msgspec.Struct, frozen=True, kw_only=True, gc=False):

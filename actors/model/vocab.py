@@ -32,6 +32,7 @@ __all__ = [
     "GroupChange",
     "NodeChange",
     "FaultKind",
+    "Blocker",
     "BUILD_FINAL",
     "JOB_FINAL",
     "STEP_FINAL",
@@ -247,6 +248,24 @@ class FaultKind(StrEnum):
     CRASH = "crash"  # the agent raises: its node reports it lost at once
     HANG = "hang"  # the agent stops handling messages and heartbeats
     SILENCE = "silence"  # only its heartbeats stop; it goes on working
+
+
+class Blocker(StrEnum):
+    """What holds a waiting job (``WaitingJob.blocked_by``, ``GET /v1/jobs/waiting``).
+
+    Read from the words its reason has (DESIGN §3.1): the pool's
+    ``concurrency-limit-total ...``, ``concurrency-limit-per-node ...``,
+    ``no node ...`` / ``node ... does not have labels ...``,
+    ``no free agent ...``, ``agent ... (lock-resource-with) ...``, and the
+    mutex's ``mutex '<label>' held by ...``.
+    """
+
+    TOTAL = "total"  # concurrency-limit-total of its job key
+    PER_NODE = "per-node"  # concurrency-limit-per-node on every matching node
+    NO_NODE = "no-node"  # no node of its pool matches runs-on (pool, node-name, labels)
+    NO_FREE_AGENT = "no-free-agent"  # matching nodes, every agent busy
+    AGENT = "agent"  # the agent of its lock-resource-with chain is busy, locked or gone
+    MUTEX = "mutex"  # its mutex label is held
 
 
 BUILD_FINAL = frozenset({BuildStatus.SUCCEED, BuildStatus.FAILED, BuildStatus.CANCELED, BuildStatus.QUEUE_TIMEOUT})

@@ -23,8 +23,8 @@ NODES = {"n1": {"linux"}, "n2": {"linux", "gpu"}}
     (no_node_reason("default", "n9", frozenset(), NODES), "no-node"),
     (no_node_reason("default", "n1", frozenset({"gpu"}), NODES), "no-node"),
     (no_node_reason("empty", None, frozenset(), {}), "no-node"),
-    ("something new", ""),
+    ("something new", None),
 ])  # fmt: skip
-def test_every_reason_names_what_holds_the_job(reason: str | None, kind: str) -> None:
+def test_every_reason_names_what_holds_the_job(reason: str | None, kind: str | None) -> None:
     assert reason is not None
     assert blocked_by(reason) == kind
