@@ -16,6 +16,8 @@ built on it; scripts may use it too::
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import os
 import socket
@@ -107,7 +109,7 @@ class Client:
         """The log as it is written, piece by piece, until the step (job, build) has ended."""
         query = {**_selection(job, step), "follow": "true"}
         response = self._open("GET", f"/v1/builds/{_quote(build_id)}/logs", query=query, timeout=None)
-        with response:
+        with response, self._cut_off():
             while True:
                 piece = response.read1(65536)
                 if not piece:
@@ -120,7 +122,7 @@ class Client:
         while True:
             query = {"build": build_id, **({"after": str(after)} if after is not None else {})}
             response = self._open("GET", "/v1/events", query=query, timeout=EVENTS_TIMEOUT)
-            with response:
+            with response, self._cut_off():
                 # The stream's first lines are sent once the server has subscribed: from
                 # here on no change is missed, so a finished build is seen either way.
                 response.readline()
@@ -134,6 +136,15 @@ class Client:
             # The stream ended (the server dropped a slow reader, or restarts): resume after the last event.
 
     # -- plumbing ---------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _cut_off(self) -> Iterator[None]:
+        """A stream that breaks off (the server died, or went silent past the timeout) is ``Unreachable``."""
+        try:
+            yield
+        except (OSError, http.client.HTTPException) as error:
+            detail = "no answer in time" if isinstance(error, TimeoutError) else str(error) or type(error).__name__
+            raise Unreachable(f"the server at {self.server} broke off the answer: {detail}") from None
 
     def _json(self, method: str, path: str, body: Any = None, query: Mapping[str, str] | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode("utf-8")

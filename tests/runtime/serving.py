@@ -34,6 +34,14 @@ def gate_script(path: Path, before: str = "started", after: str = "released") ->
 
 @contextmanager
 def served(tmp: Path, pipelines: Mapping[str, str], *, agents: int = 2, extra: str = "") -> Iterator[str]:
+    with served_process(tmp, pipelines, agents=agents, extra=extra) as (url, _):
+        yield url
+
+
+@contextmanager
+def served_process(tmp: Path, pipelines: Mapping[str, str], *, agents: int = 2,
+                   extra: str = "") -> Iterator[tuple[str, subprocess.Popen[bytes]]]:  # fmt: skip
+    """``served``, also yielding the server's process (to kill it under a client)."""
     tmp.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, text in pipelines.items():
@@ -52,7 +60,7 @@ def served(tmp: Path, pipelines: Mapping[str, str], *, agents: int = 2, extra: s
     try:
         seen = _read_until(process, b"serving on", STARTUP)
         url = seen.split(b"serving on ", 1)[1].split()[0].decode()
-        yield url
+        yield url, process
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)

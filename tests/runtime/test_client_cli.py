@@ -23,7 +23,7 @@ import pytest
 from runtime.cli import main
 from runtime.client import Client
 
-from .serving import ROOT, gate_script, served, wait_for
+from .serving import ROOT, gate_script, served, served_process, wait_for
 
 HELLO = """\
 version: v3.0
@@ -161,6 +161,27 @@ def test_builds_retry_cancel_and_nodes(server: tuple[str, Path], capsys: pytest.
     assert code == 1 and "unknown build status 'BAD'" in err and "(400 invalid_request)" in err
     code, _, err = shunter(url, capsys, "logs", "nope.1")
     assert code == 1 and err == "shunter: no build 'nope.1' (404 not_found)\n"
+
+
+def test_a_server_that_dies_under_a_follower_is_one_line_and_exit_3(tmp_path: Path) -> None:
+    with served_process(tmp_path, {"gated": gated(tmp_path)}) as (url, server):
+        build = Client(url).submit("gated")
+        follower = subprocess.Popen([sys.executable, "-m", "runtime.cli", "logs", build["id"], "-f", "--server", url],
+                                    cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            assert follower.stdout is not None
+            assert follower.stdout.readline() == "=== work / wait attempt 1 ===\n"
+            assert follower.stdout.readline() == "started\n"
+            server.kill()  # SIGKILL: no goodbye
+            server.wait()
+            out, err = follower.communicate(timeout=30)
+        finally:
+            (tmp_path / "go").touch()  # a step the dead server left behind ends too
+            if follower.poll() is None:
+                follower.kill()
+                follower.communicate()
+    assert follower.returncode == 3, (out, err)
+    assert err.startswith(f"shunter: the server at {url} broke off the answer") and err.count("\n") == 1, err
 
 
 def test_an_unreachable_server_is_one_line_and_exit_3(capsys: pytest.CaptureFixture[str]) -> None:
