@@ -80,13 +80,16 @@ def browser(server: Any) -> Iterator[Browser]:
         browser.close()
 
 
+PROBLEMS: dict[int, list[str]] = {}  # id(page) -> what it logged; a test may forgive what it expects
+
+
 @pytest.fixture
 def page(browser: Browser, server: tuple[str, Path]) -> Iterator[Page]:
     """A fresh page at the server; fails the test if the page logged an error or raised."""
     url, _ = server
     context = browser.new_context(viewport={"width": 1360, "height": 900}, base_url=url)
     page = context.new_page()
-    problems: list[str] = []
+    problems = PROBLEMS[id(page)] = []
 
     def console(message: ConsoleMessage) -> None:
         if message.type in ("error", "assert"):
@@ -97,6 +100,7 @@ def page(browser: Browser, server: tuple[str, Path]) -> Iterator[Page]:
     page.set_default_timeout(WAIT)
     yield page
     context.close()
+    del PROBLEMS[id(page)]
     assert problems == [], problems
 
 
@@ -263,3 +267,32 @@ def test_a_token_is_kept_for_the_tab_and_sent(page: Page, server: tuple[str, Pat
     page.locator("#token-clear").click()
     expect(page.locator("#token")).to_have_value("")
     assert page.evaluate("sessionStorage.getItem('shunter.token')") is None
+
+
+def test_a_server_that_asks_for_a_token_gets_it_from_the_field(page: Page) -> None:
+    """Against a stand-in for token checks (until the server has them): 401 without the token, then live."""
+    seen: list[str | None] = []
+
+    def guard(route: Any) -> None:
+        token = route.request.headers.get("authorization")
+        seen.append(token)
+        if token == "Bearer s3cret":
+            route.continue_()
+        else:
+            route.fulfill(status=401, content_type="application/json",
+                          body='{"error": "unauthorized", "message": "a valid token is required", "details": []}')
+
+    page.route(re.compile(r".*/v1/.*"), guard)
+    page.goto("/#/")
+    expect(page.locator("#conn")).to_have_attribute("data-state", "token")
+    expect(page.locator("#token-form")).to_have_class(re.compile(r"\bneeded\b"))
+    assert set(seen) == {None}
+    page.locator("#token").fill("s3cret")
+    page.locator("#token-form button[type=submit]").click()
+    expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+    expect(page.locator("#token-form")).not_to_have_class(re.compile(r"\bneeded\b"))
+    expect(page.locator('[data-stat="builds running"]')).to_be_visible()
+    expect(page.locator("#view h2")).to_have_text("Builds")
+    problems = PROBLEMS[id(page)]
+    assert problems and all("401" in problem for problem in problems), problems  # the refusals, as expected
+    problems.clear()
