@@ -217,6 +217,12 @@ def test_retries_from_the_page_failed_only_step_job_and_whole(page: Page, server
     retry("retry-job", "SUCCEED", 4)
     retry("retry", "SUCCEED", 5)
     expect(page.locator('[data-action="retry-failed"]')).to_be_disabled()  # nothing failed is left
+    attempts = page.locator('.job[data-job="check"] details.attempts')
+    attempts.locator("summary").click()
+    steps = attempts.locator(".step-attempts tbody tr")
+    expect(steps).to_have_count(5)  # one step attempt per run, each with its exit code and reason
+    expect(steps.first).to_contain_text(re.compile(r"probe #1.*FAILED.*exit 1.*exit code 1"))
+    expect(steps.last).to_contain_text(re.compile(r"probe #5.*SUCCEED.*exit 0"))
     still_the_same_page(page)
     (tmp / "fixed").unlink()
 

@@ -567,13 +567,23 @@
     }
     card.append(h("ul", { class: "steps" }, job.steps.map((step) => stepRow(b, job, step))));
     if (job.attempts.length) {
+      const head = (...titles) => h("thead", {}, h("tr", {}, titles.map((t) => h("th", {}, t))));
+      const jobRows = job.attempts.map((a) => h("tr", {},
+        h("td", {}, a.number, a.retry_of ? h("span", { class: "muted", title: "retries attempt" }, ` ←${a.retry_of}`) : ""),
+        h("td", {}, badge(a.status)), h("td", { class: "mono" }, a.agent || "—"),
+        h("td", { class: "num" }, duration(a.started_at, a.finished_at)),
+        h("td", { class: "reason" }, a.reason || "")));
+      const stepRows = job.steps.flatMap((step) => step.attempts.map((a) => h("tr", {},
+        h("td", { class: "mono" }, step.id, h("span", { class: "muted" }, ` #${a.number}`),
+          a.retry_of ? h("span", { class: "muted", title: "retries attempt" }, ` ←${a.retry_of}`) : ""),
+        h("td", {}, badge(a.status)), h("td", { class: "num" }, a.exit_code === null || a.exit_code === undefined
+          ? "—" : `exit ${a.exit_code}`),
+        h("td", { class: "num" }, duration(a.started_at, a.finished_at)),
+        h("td", { class: "reason" }, a.reason || ""))));
       card.append(detailsKept(`attempts:${b.id}:${job.id}`, h("summary", {}, `attempts (${job.attempts.length})`),
-        h("table", {}, h("thead", {}, h("tr", {}, ["#", "status", "agent", "took", "reason"].map((t) => h("th", {}, t)))),
-          h("tbody", {}, job.attempts.map((a) => h("tr", {},
-            h("td", {}, a.number, a.retry_of ? h("span", { class: "muted" }, ` ←${a.retry_of}`) : ""),
-            h("td", {}, badge(a.status)), h("td", { class: "mono" }, a.agent || "—"),
-            h("td", { class: "num" }, duration(a.started_at, a.finished_at)),
-            h("td", { class: "reason" }, a.reason || "")))))));
+        h("table", { class: "job-attempts" }, head("#", "status", "agent", "took", "reason"), h("tbody", {}, jobRows)),
+        stepRows.length ? h("table", { class: "step-attempts" }, head("step", "status", "exit", "took", "reason"),
+          h("tbody", {}, stepRows)) : null));
     }
     return card;
   }
