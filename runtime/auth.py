@@ -59,8 +59,10 @@ _GRANTS = {
     "admin": frozenset({"read", "write", "admin", "agent"}),
     "agent": frozenset({"agent"}),
 }
-PUBLIC_PATHS = frozenset({"/healthz"})
-"""Paths anyone may GET without a token."""
+PUBLIC_PATHS = frozenset({"/healthz", "/", "/ui/app.js", "/ui/style.css", "/ui/icon.svg"})
+"""Paths anyone may GET without a token: liveness, and the dashboard's page and files
+(runtime/http/ui.py). These hold no data: a browser cannot send a token when it
+opens a page, so the page asks for one and sends it with every API call."""
 
 ROLE_RULES: tuple[tuple[str, frozenset[str] | None, str], ...] = (
     # (path prefix, methods (None: any), role needed); the first matching row wins.

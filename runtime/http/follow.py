@@ -10,7 +10,7 @@ header per attempt, repeated when parallel jobs interleave, and an
 
 Bounds: a follower that does not take a piece within ``SEND_TIMEOUT``
 seconds is disconnected (the server holds one piece per follower, never a
-backlog); at most ``MAX_FOLLOWERS`` follow at once (503 past that). The
+backlog); at most ``MAX_FOLLOWERS`` follow at once (503 ``overloaded`` past that). The
 stream also ends when the client goes away or the app closes.
 """
 
@@ -20,9 +20,9 @@ import logging
 
 import anyio
 
-from actors.model.errors import ShunterError
+from actors.model.errors import Overloaded, ShunterError
 
-from .core import TEXT, AppState, Param, Request, Unavailable
+from .core import TEXT, AppState, Param, Request
 from .sse import Receive, Send, _until_closed, _until_disconnect
 
 __all__ = ["FOLLOW", "follow_logs", "wants_follow", "SEND_TIMEOUT", "MAX_FOLLOWERS"]
@@ -54,12 +54,13 @@ async def follow_logs(app: AppState, request: Request, receive: Receive, send: S
     rt = app.rt
     build_id, job, step = request.params["id"], request.query_value("job"), request.query_value("step")
     if app.log_followers >= MAX_FOLLOWERS:
-        raise Unavailable(f"{MAX_FOLLOWERS} clients are following logs already; try again later")
+        raise Overloaded(f"{MAX_FOLLOWERS} clients are following logs already; try again later")
     app.log_followers += 1  # counted from here: the first read below may take a while
     slow = None
     try:
         chunk = await rt.read_log(build_id, job, step)  # NotFound is answered 404 by app.py
-        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+        headers = HEADERS + [(name.encode("latin-1"), value.encode("latin-1")) for name, value in request.response_headers]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         if request.method == "HEAD":
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return

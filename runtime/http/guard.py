@@ -14,7 +14,7 @@ In this order, each refusal in the error shape of docs/design.md §7:
    their preflight ``OPTIONS`` requests an answer.
 3. The token: ``Authorization: Bearer <token>`` when the server has tokens
    (401 ``unauthorized`` without a valid one), and its role for the route
-   (403 ``forbidden``; ``runtime.auth.ROLE_RULES``). ``/healthz`` is open.
+   (403 ``forbidden``; ``runtime.auth.ROLE_RULES``). ``/healthz`` and the dashboard's files are open.
 4. The body's type, for methods that carry one: JSON, or YAML for a
    pipeline ``PUT``, declared by ``Content-Type`` (415 otherwise, also for
    ``text/plain`` and form types, which a browser may send cross-site

@@ -20,6 +20,7 @@ import msgspec
 
 from actors.model.info import BuildInfo, Event, NodeInfo, PipelineInfo
 from actors.model.vocab import EventKind
+from runtime.auth import PUBLIC_PATHS
 
 from .core import JSON, ErrorBody, Route, encode_json, enum_schema
 
@@ -120,7 +121,7 @@ def _operation(route: Route, schema_of: dict[str, Any]) -> dict[str, Any]:
         "parameters": _parameters(route),
         "responses": _responses(route, schema_of),
     }
-    if route.path == "/healthz":
+    if route.path in PUBLIC_PATHS:  # liveness and the dashboard's files: no token
         operation["security"] = [{}]
     if route.body is not None:
         operation["requestBody"] = {

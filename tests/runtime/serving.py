@@ -33,15 +33,19 @@ def gate_script(path: Path, before: str = "started", after: str = "released") ->
 
 
 @contextmanager
-def served(tmp: Path, pipelines: Mapping[str, str], *, agents: int = 2, extra: str = "") -> Iterator[str]:
-    with served_process(tmp, pipelines, agents=agents, extra=extra) as (url, _):
+def served(tmp: Path, pipelines: Mapping[str, str], *, agents: int = 2, extra: str = "",
+           token: str | None = None) -> Iterator[str]:  # fmt: skip
+    with served_process(tmp, pipelines, agents=agents, extra=extra, token=token) as (url, _):
         yield url
 
 
 @contextmanager
-def served_process(tmp: Path, pipelines: Mapping[str, str], *, agents: int = 2,
-                   extra: str = "") -> Iterator[tuple[str, subprocess.Popen[bytes]]]:  # fmt: skip
-    """``served``, also yielding the server's process (to kill it under a client)."""
+def served_process(tmp: Path, pipelines: Mapping[str, str], *, agents: int = 2, extra: str = "",
+                   token: str | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:  # fmt: skip
+    """``served``, also yielding the server's process (to kill it under a client).
+
+    With ``token`` the server requires it (``SHUNTER_TOKEN``: an admin token).
+    """
     tmp.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, text in pipelines.items():
@@ -53,6 +57,8 @@ def served_process(tmp: Path, pipelines: Mapping[str, str], *, agents: int = 2,
                       f"pipelines: [{', '.join(paths)}]\n{extra}")  # fmt: skip
     env = {**os.environ, "SHUNTER_HOME": str(tmp / "home"), "PYTHONUNBUFFERED": "1"}
     env.pop("SHUNTER_TOKEN", None)
+    if token is not None:
+        env["SHUNTER_TOKEN"] = token
     process = subprocess.Popen(
         [sys.executable, "-m", "runtime.cli", "serve", "--config", str(config), "--bind", "127.0.0.1:0"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -140,7 +140,7 @@ async def test_followers_are_capped(autojump_clock: trio.testing.MockClock, monk
             assert await first.start() == 200
             await settle()
             refused = await a.client.get(target)
-            assert refused.status_code == 503 and refused.json()["error"] == "unavailable"
+            assert refused.status_code == 503 and refused.json()["error"] == "overloaded"
             assert refused.headers["retry-after"]
 
 

@@ -10,6 +10,7 @@ import tomllib
 from fnmatch import fnmatch
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -17,7 +18,7 @@ import trio.testing
 
 from runtime.http import ui
 
-from .conftest import api
+from .conftest import CONFIG, api
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -46,6 +47,32 @@ async def test_the_page_and_its_files_are_served(autojump_clock: trio.testing.Mo
         assert head.status_code == 200 and head.content == b""
         refused = await a.client.post("/")
         assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
+
+
+@pytest.mark.trio
+async def test_with_tokens_the_page_loads_without_one_and_its_data_needs_one(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A browser cannot send a token when it opens a page: the files are open, the API is not."""
+    token = "read-token-0123456789"
+    secured = {**CONFIG, "auth": {"tokens": [{"name": "reader", "role": "read", "token": token}]}}
+    async with api(secured) as a:
+        for path in ui.FILES:
+            assert (await a.client.get(path)).status_code == 200, path
+        for path in ("/v1/stats", "/v1/jobs/waiting", "/v1/builds/app.1/logs?follow=true"):
+            assert (await a.client.get(path)).status_code == 401, path
+            answered = await a.client.get(path, headers={"authorization": f"Bearer {token}"})
+            assert answered.status_code in (200, 404), path  # past the door: no build app.1
+    paths = document_paths()
+    for path in ui.FILES:
+        assert paths[path]["get"]["security"] == [{}], path  # the document says so too
+    assert "security" not in paths["/v1/stats"]["get"]
+
+
+def document_paths() -> dict[str, Any]:
+    from runtime.http.openapi import build_document
+
+    return dict(build_document()["paths"])
 
 
 @pytest.mark.trio
