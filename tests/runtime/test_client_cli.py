@@ -8,13 +8,10 @@ while the step runs. Steps that must wait use a gate file (serving.py).
 
 from __future__ import annotations
 
-import http.server
-import json
 import os
 import re
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -192,44 +189,23 @@ def test_an_unreachable_server_is_one_line_and_exit_3(capsys: pytest.CaptureFixt
     assert err.startswith(f"shunter: cannot reach the server at http://127.0.0.1:{port}: ") and err.count("\n") == 1
 
 
-def test_the_token_goes_as_a_bearer_header(capsys: pytest.CaptureFixture[str],
+def test_the_token_goes_as_a_bearer_header(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    """Against a stand-in that only checks the header: 401 without the right token, with a hint."""
-    seen: list[str | None] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            seen.append(self.headers.get("authorization"))
-            ok = self.headers.get("authorization") == "Bearer s3cret"
-            body = json.dumps([] if ok else {"error": "unauthorized", "message": "a valid token is needed",
-                                             "details": []}).encode()  # fmt: skip
-            self.send_response(200 if ok else 401)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    stand_in = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=stand_in.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{stand_in.server_address[1]}"
-    try:
-        monkeypatch.delenv("SHUNTER_TOKEN", raising=False)
+    """Against a server with a token: refused with a hint without it; --token and SHUNTER_TOKEN both work."""
+    token = "client-token-0123456789"
+    monkeypatch.delenv("SHUNTER_TOKEN", raising=False)
+    with served(tmp_path, {"hello": HELLO}, token=token) as url:
         assert main(["nodes", "--server", url]) == 1
-        assert capsys.readouterr().err == ("shunter: a valid token is needed (401 unauthorized) "
-                                           "(set --token or SHUNTER_TOKEN)\n")  # fmt: skip
-        assert main(["nodes", "--server", url, "--token", "s3cret"]) == 0
-        monkeypatch.setenv("SHUNTER_TOKEN", "s3cret")
+        err = capsys.readouterr().err
+        assert err.startswith("shunter: ") and "(401 unauthorized) (set --token or SHUNTER_TOKEN)\n" in err, err
+        assert err.count("\n") == 1
+        assert main(["nodes", "--server", url, "--token", "wrong"]) == 1
+        assert "(401 unauthorized)" in capsys.readouterr().err
+        assert main(["submit", "hello", "--wait", "--server", url, "--token", token]) == 0
+        monkeypatch.setenv("SHUNTER_TOKEN", token)
         monkeypatch.setenv("SHUNTER_SERVER", url)
-        assert main(["builds"]) == 0
-        assert capsys.readouterr().out == "no nodes\nno builds\n"
-    finally:
-        stand_in.shutdown()
-        stand_in.server_close()
-    assert seen == [None, "Bearer s3cret", "Bearer s3cret"]
+        assert main(["logs", "hello.1"]) == 0
+        assert "hello world" in capsys.readouterr().out
 
 
 def test_run_verbose_prints_every_steps_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
