@@ -441,6 +441,8 @@ async def _log_pieces(sources: list[tuple[str, StepLog]]) -> AsyncIterator[str]:
         yield header
         ends_with_newline = True
         for piece in log.chunks():
+            if not piece:
+                continue  # an empty log in memory: no blank line under its header
             yield piece
             ends_with_newline = piece.endswith("\n")
             await anyio.lowlevel.checkpoint()

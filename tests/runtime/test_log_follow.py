@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ import trio.testing
 
 import runtime
 from actors.builds.logfollow import MAX_LINES
+from actors.builds.records import StepLog
 from actors.execution.actions import ActionFailed
 from runtime import NotFound
 
@@ -201,3 +203,51 @@ async def test_unknown_builds_jobs_and_steps_are_not_found(autojump_clock: trio.
             with pytest.raises(NotFound, match=words):
                 async for _ in rt.follow_logs(*args):
                     pass
+
+
+# -- with durable state: logs are files (DESIGN §10) -----------------------------------------------
+
+
+def durable(state: Path) -> dict[str, Any]:
+    return {"state-dir": str(state), "drain-timeout": 0.05,
+            "pools": [{"name": "default", "nodes": [{"name": "n1", "agents": 2}]}]}  # fmt: skip
+
+
+@pytest.mark.trio
+async def test_a_log_written_to_a_file_is_followed_and_read_back_after_a_restart(tmp_path: Path) -> None:
+    """Real time: the store's journal and log files are real I/O. Gates keep the test in control."""
+    talk = Talk()
+    with trio.fail_after(30):
+        async with runtime.open_runtime(durable(tmp_path)) as rt:
+            rt.register_action("talk", talk.action)
+            await rt.register_pipeline(pipeline(("build", ["one,two,@a,three"]), ("more", ["*5"])))
+            build = await rt.submit("talky")
+            chunk = await rt.read_log(build.id, "build", "s1")
+            while "two" not in chunk.text:  # bounded by fail_after: the agent writes the file
+                await trio.sleep(0.01)
+                chunk = await rt.read_log(build.id, "build", "s1")
+            assert chunk.text == "=== build / s1 attempt 1 ===\none\ntwo\n" and not chunk.finished
+            talk.open("a")
+            rest = [piece async for piece in rt.follow_logs(build.id, "build", "s1")]
+            assert "".join(rest).endswith("three\n=== build / s1 attempt 1 ended: SUCCEED ===\n")
+            await rt.wait(build.id, timeout=10)
+            whole = await rt.logs(build.id)
+        async with runtime.open_runtime(durable(tmp_path)) as rt:  # now only the store holds the build
+            rt.register_action("talk", talk.action)
+            assert [piece async for piece in rt.follow_logs(build.id)] == [whole]
+            assert "line 4\n" in whole and "one\ntwo\nthree\n" in whole
+
+
+def test_a_file_log_is_read_in_whole_lines(tmp_path: Path) -> None:
+    log = StepLog(path=str(tmp_path / "logs" / "step.log"))
+    assert log.written == 0 and log.read(0, 10) == ([], 0)  # no file before the first line
+    for line in ("alpha", "beta", "gamma"):
+        log.append(line)
+    assert log.written == len(b"alpha\nbeta\ngamma\n")
+    lines, end = log.read(0, 2)
+    assert lines == ["alpha", "beta"] and end == len(b"alpha\nbeta\n")
+    assert log.read(end, 10) == (["gamma"], log.written)
+    assert log.file is not None
+    log.file.write(b"half a li")  # a line still being written is left for the next read
+    assert log.read(log.written - len(b"half a li"), 10)[0] == []
+    log.close()
