@@ -156,7 +156,8 @@ def _submit(client: Client, args: argparse.Namespace) -> int:
 
 
 def _builds(client: Client, args: argparse.Namespace) -> int:
-    found = client.builds(args.pipeline, args.status)
+    # Oldest first, whatever order the server lists them in (the newest come last, next to the prompt).
+    found = sorted(client.builds(args.pipeline, args.status), key=lambda b: (b.get("queued_at") or "", b["number"]))
     rows = [(b["id"], b["status"] + (f" #{b['queue_position']}" if b.get("queue_position") else ""),
              str(b.get("execute_count", 1)), _clock(b.get("queued_at")), _took(b).strip() or "-",
              b.get("reason") or "") for b in found]  # fmt: skip
