@@ -1,4 +1,6 @@
-"""The CLI commands that talk to a running server (DESIGN §13): apply, submit, builds, logs, retry, cancel, nodes.
+"""The CLI commands that talk to a running server (docs/design.md §13).
+
+``apply``, ``submit``, ``builds``, ``logs``, ``retry``, ``cancel``, ``nodes``.
 
 Each takes ``--server URL`` (else ``$SHUNTER_SERVER``, else
 ``http://127.0.0.1:8000``) and ``--token T`` (else ``$SHUNTER_TOKEN``), sent
@@ -82,9 +84,10 @@ def _guarded(handler: Any, args: argparse.Namespace) -> int:
     except Refused as error:
         hint = " (set --token or SHUNTER_TOKEN)" if error.status == 401 else ""
         print(f"shunter: {error}{hint}", file=sys.stderr)
-        for item in error.details:
-            if isinstance(item, dict) and "path" in item and error.code != "invalid_request":
-                print(f"  {item['path']}: {item.get('message', '')}", file=sys.stderr)
+        if error.code == SpecError.code:  # every error of a refused pipeline, by path
+            for item in error.details:
+                if isinstance(item, dict) and "path" in item:
+                    print(f"  {item['path']}: {item.get('message', '')}", file=sys.stderr)
         return REFUSED
     except ClientError as error:
         print(f"shunter: {error}", file=sys.stderr)

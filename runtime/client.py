@@ -1,4 +1,4 @@
-"""A small client of the HTTP API (DESIGN §7, §13), on the standard library alone (urllib).
+"""A small client of the HTTP API (docs/design.md §7, §13), on the standard library alone (urllib).
 
 ``Client(server, token)`` sends requests with ``Authorization: Bearer`` when
 it has a token and turns every failure into one exception with a one-line
@@ -176,7 +176,9 @@ class Client:
         except urllib.error.HTTPError as error:
             raise _refused(error) from None
         except urllib.error.URLError as error:
-            reason = error.reason.strerror if isinstance(error.reason, OSError) and error.reason.strerror else error.reason
+            reason = error.reason
+            if isinstance(reason, OSError) and reason.strerror:
+                reason = reason.strerror
             raise Unreachable(f"cannot reach the server at {self.server}: {reason}") from None
         except (socket.timeout, TimeoutError):
             raise Unreachable(f"the server at {self.server} did not answer within {timeout:g}s") from None

@@ -6,7 +6,7 @@ whether the selection (a step, a job, or the whole build) has ended. Reading
 and the end check happen in one actor turn, so a reader told ``finished``
 has had every line.
 
-The text has the shape of the plain log (DESIGN §7, ``GET .../logs``): each
+The text has the shape of the plain log (docs/design.md §7, ``GET .../logs``): each
 step attempt opens with ``=== job / step attempt N ===``, with ``(STATUS)``
 when it had already ended when first read. Lines of parallel jobs arrive
 interleaved, so the header is written again whenever the text switches to

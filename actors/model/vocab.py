@@ -253,7 +253,7 @@ class FaultKind(StrEnum):
 class Blocker(StrEnum):
     """What holds a waiting job (``WaitingJob.blocked_by``, ``GET /v1/jobs/waiting``).
 
-    Read from the words its reason has (DESIGN §3.1): the pool's
+    Read from the words its reason has (docs/design.md §3.1): the pool's
     ``concurrency-limit-total ...``, ``concurrency-limit-per-node ...``,
     ``no node ...`` / ``node ... does not have labels ...``,
     ``no free agent ...``, ``agent ... (lock-resource-with) ...``, and the

@@ -59,7 +59,8 @@ async def follow_logs(app: AppState, request: Request, receive: Receive, send: S
     slow = None
     try:
         chunk = await rt.read_log(build_id, job, step)  # NotFound is answered 404 by app.py
-        headers = HEADERS + [(name.encode("latin-1"), value.encode("latin-1")) for name, value in request.response_headers]
+        headers = HEADERS + [(name.encode("latin-1"), value.encode("latin-1"))
+                             for name, value in request.response_headers]  # CORS, for an allowed origin
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         if request.method == "HEAD":
             await send({"type": "http.response.body", "body": b"", "more_body": False})

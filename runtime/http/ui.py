@@ -1,4 +1,4 @@
-"""The dashboard (DESIGN §13): ``GET /`` and its three files, shipped in the package.
+"""The dashboard (docs/design.md §13): ``GET /`` and its three files, shipped in the package.
 
 Plain HTML, CSS and JavaScript in ``runtime/http/dashboard/`` (package data;
 no build step). The page holds no data of its own: it reads the same API a

@@ -205,7 +205,7 @@ async def test_unknown_builds_jobs_and_steps_are_not_found(autojump_clock: trio.
                     pass
 
 
-# -- with durable state: logs are files (DESIGN §10) -----------------------------------------------
+# -- with durable state: logs are files (docs/design.md §10) -----------------------------------------------
 
 
 def durable(state: Path) -> dict[str, Any]:
