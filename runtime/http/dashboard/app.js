@@ -809,6 +809,8 @@
       h("header", {}, h("h2", { class: "mono" }, n.name), h("span", { class: "chip" }, kind),
         h("span", { class: `chip ${connected ? "ok" : "bad"}` }, connected ? "connected" : "disconnected"),
         n.draining ? h("span", { class: "chip warn" }, "draining") : null,
+        n.agents_wanted !== null && n.agents_wanted !== undefined && n.agents_wanted !== n.agents.length
+          ? h("span", { class: "chip warn" }, `resizing to ${n.agents_wanted}`) : null,
         h("span", { class: "muted small" }, `pool ${n.pool}`),
         n.labels.length ? n.labels.map((l) => h("span", { class: "chip" }, l)) : null,
         h("div", { class: "spacer" }),
