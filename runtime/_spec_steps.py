@@ -16,7 +16,7 @@ from actors.execution.actions import check_inputs
 from actors.execution.script import script_problems
 from actors.model import templates
 from actors.model.spec import Step, normalize_condition
-from actors.model.vocab import Condition, ContinueOnError, values
+from actors.model.vocab import RunCondition, ContinueOnError, values
 from runtime._validate import Checker, index_path, key_path, suggest
 
 __all__ = ["StepReader", "ID", "ID_RULE", "NAME", "NAME_RULE", "VARIABLE"]
@@ -104,7 +104,7 @@ class StepReader:
             action=action,
             with_=with_ or {},
             env=self.env(data.get("env"), key_path(path, "env")),
-            if_=self.condition(data, path, Condition.SUCCESS),
+            if_=self.condition(data, path, RunCondition.SUCCESS),
             timeout_minutes=c.positive(data, "timeout-minutes", path, default=None, maximum=525_600.0),
             retry_times=c.integer(data, "retry-times", path, default=0, minimum=0, maximum=5) or 0,
             continue_on_error=self.step_continue(data.get("continue-on-error"), path),
@@ -147,7 +147,7 @@ class StepReader:
 
     # -- shared pieces ---------------------------------------------------
 
-    def condition(self, data: Mapping[str, Any], path: str, default: Condition) -> Condition:
+    def condition(self, data: Mapping[str, Any], path: str, default: RunCondition) -> RunCondition:
         """The ``if`` of a job or step, normalised (``failure()`` → ``FAILURE``)."""
         value = self.check.string(data, "if", path)
         if value is None:
@@ -156,7 +156,7 @@ class StepReader:
         if canonical is None:
             self.check.error(
                 key_path(path, "if"),
-                f"must be one of {', '.join(values(Condition))}, got {value!r}",
+                f"must be one of {', '.join(values(RunCondition))}, got {value!r}",
             )
             return default
         return canonical

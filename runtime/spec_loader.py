@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 from actors.execution.actions import ActionInputs
 from actors.model.errors import SpecError
 from actors.model.spec import Concurrency, Job, Mutex, PipelineSpec, RunsOn, Stage
-from actors.model.vocab import Condition, OnQueueFull, values
+from actors.model.vocab import RunCondition, OnQueueFull, values
 from runtime._node_warnings import NodeMap, node_warnings
 from runtime._spec_references import JobDraft, check_references
 from runtime._spec_steps import ID, ID_RULE, NAME, NAME_RULE, VARIABLE, StepReader
@@ -342,7 +342,7 @@ class _Walker(StepReader):
             "continue_on_error": c.boolean(data, "continue-on-error", path, default=False),
             "mutex": self.mutex(data.get("mutex"), key_path(path, "mutex")),
             "env": self.env(data.get("env"), key_path(path, "env")),
-            "if_": self.condition(data, path, Condition.ALWAYS if final else Condition.SUCCESS),
+            "if_": self.condition(data, path, RunCondition.ALWAYS if final else RunCondition.SUCCESS),
         }
         if data.get("steps") is None:
             c.error(key_path(path, "steps"), "is required (a job needs at least one step)")

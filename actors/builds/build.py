@@ -26,7 +26,7 @@ from ..model.vocab import (
     STEP_FAILING,
     STEP_FINAL,
     BuildStatus,
-    Condition,
+    RunCondition,
     JobStatus,
     StepStatus,
 )
@@ -209,21 +209,21 @@ class Build:
         condition = job.spec.if_
         start, job.resume_step = job.resume_step, 0
         if self.cancelling is not None:
-            if condition == Condition.CANCELED or condition == Condition.ALWAYS:
+            if condition == RunCondition.CANCELED or condition == RunCondition.ALWAYS:
                 self._new_attempt(job, start, dispatch)
             else:
                 job.end_unrun(JobStatus.UNEXEC, f"not run: {self.cancelling}")
             return
         failed = earlier_failure is not None or bad_dep is not None
-        if (condition == Condition.ALWAYS or (condition == Condition.FAILURE and failed)
-                or (condition == Condition.SUCCESS and not failed)):
+        if (condition == RunCondition.ALWAYS or (condition == RunCondition.FAILURE and failed)
+                or (condition == RunCondition.SUCCESS and not failed)):
             self._new_attempt(job, start, dispatch)
-        elif condition == Condition.SUCCESS:
+        elif condition == RunCondition.SUCCESS:
             cause = bad_dep or earlier_failure
             assert cause is not None
             kind = "dependency" if cause is bad_dep else "job"
             job.end_unrun(JobStatus.UNEXEC, f"not run: {kind} {cause.id!r} ended {cause.status}")
-        elif condition == Condition.FAILURE:
+        elif condition == RunCondition.FAILURE:
             job.end_unrun(JobStatus.SKIP, "skipped: if: FAILURE, and nothing before it failed")
         else:  # CANCELED
             job.end_unrun(JobStatus.SKIP, "skipped: if: CANCELED, and the build was not cancelled")

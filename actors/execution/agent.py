@@ -58,7 +58,7 @@ from .secrets import Secrets
 from .shell import StepStartError, run_shell
 from ..model.spec import Step
 from ..model.templates import TemplateError, render
-from ..model.vocab import Condition, FaultKind, JobStatus, StepStatus
+from ..model.vocab import RunCondition, FaultKind, JobStatus, StepStatus
 
 __all__ = ["AgentActor", "AgentFault", "JobRunner", "StepOutcome"]
 
@@ -103,11 +103,11 @@ class JobRunner:
         while self.index < len(self.steps):
             step = self.steps[self.index]
             condition = step.if_
-            if condition == Condition.ALWAYS or (condition == Condition.SUCCESS and not self.failed) or (
-                condition == Condition.FAILURE and self.failed
+            if condition == RunCondition.ALWAYS or (condition == RunCondition.SUCCESS and not self.failed) or (
+                condition == RunCondition.FAILURE and self.failed
             ):
                 return self.index, step
-            if condition == Condition.SUCCESS:
+            if condition == RunCondition.SUCCESS:
                 self.records.append(StepNotRun(self.index, StepStatus.UNEXEC, f"not run: {self.failure}"))
             else:
                 self.records.append(StepNotRun(self.index, StepStatus.SKIP, f"skipped: if: {condition} not met"))

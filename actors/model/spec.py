@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from .vocab import Condition, ContinueOnError, OnQueueFull
+from .vocab import RunCondition, ContinueOnError, OnQueueFull
 
 __all__ = [
     "normalize_condition",
@@ -34,19 +34,19 @@ __all__ = [
 
 # Spellings users write for conditions, mapped to the canonical names.
 _CONDITION_ALIASES = {
-    **{condition.value: condition for condition in Condition},
-    "SUCCEED": Condition.SUCCESS,
-    "FAILED": Condition.FAILURE,
-    "CANCELLED": Condition.CANCELED,
+    **{condition.value: condition for condition in RunCondition},
+    "SUCCEED": RunCondition.SUCCESS,
+    "FAILED": RunCondition.FAILURE,
+    "CANCELLED": RunCondition.CANCELED,
 }
 
 
-def normalize_condition(value: str) -> Condition | None:
+def normalize_condition(value: str) -> RunCondition | None:
     """Return the canonical condition name for ``value``, or None if it is not one.
 
     Case does not matter and a trailing ``()`` is allowed, so ``success``,
-    ``success()`` and ``SUCCESS`` are all ``Condition.SUCCESS``. ``cancelled``
-    (two l's) is accepted as ``Condition.CANCELED``.
+    ``success()`` and ``SUCCESS`` are all ``RunCondition.SUCCESS``. ``cancelled``
+    (two l's) is accepted as ``RunCondition.CANCELED``.
     """
     text = value.strip().upper()
     if text.endswith("()"):
@@ -124,7 +124,7 @@ class Step(msgspec.Struct, frozen=True, kw_only=True):
     defaults to the id. A failed attempt is retried automatically up to
     ``retry_times`` times. ``timeout_minutes`` None means the step is
     bounded only by its job's timeout. See ``ContinueOnError`` and
-    ``Condition`` (``actors.model.vocab``) for ``continue_on_error`` and ``if_``.
+    ``RunCondition`` (``actors.model.vocab``) for ``continue_on_error`` and ``if_``.
     """
 
     id: str
@@ -134,7 +134,7 @@ class Step(msgspec.Struct, frozen=True, kw_only=True):
     action: str | None = None
     with_: dict[str, Any] = msgspec.field(default_factory=dict, name="with")
     env: dict[str, str] = msgspec.field(default_factory=dict)
-    if_: Condition = msgspec.field(default=Condition.SUCCESS, name="if")
+    if_: RunCondition = msgspec.field(default=RunCondition.SUCCESS, name="if")
     timeout_minutes: float | None = None
     retry_times: int = 0
     continue_on_error: ContinueOnError = ContinueOnError.FALSE
@@ -149,7 +149,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     together. The whole job is bounded by ``timeout_minutes``
     (``EXEC_TIMEOUT``). With ``continue_on_error`` a failure of this job
     does not fail the build. ``mutex``, if set, must be held while the job
-    runs. ``if_`` is ``Condition.SUCCESS`` by default and ``Condition.ALWAYS``
+    runs. ``if_`` is ``RunCondition.SUCCESS`` by default and ``RunCondition.ALWAYS``
     for ``finally`` jobs.
     """
 
@@ -161,7 +161,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     continue_on_error: bool = False
     mutex: Mutex | None = None
     env: dict[str, str] = msgspec.field(default_factory=dict)
-    if_: Condition = msgspec.field(default=Condition.SUCCESS, name="if")
+    if_: RunCondition = msgspec.field(default=RunCondition.SUCCESS, name="if")
     steps: tuple[Step, ...]
 
 

@@ -25,7 +25,7 @@ __all__ = [
     "StepStatus",
     "StageStatus",
     "AgentStatus",
-    "Condition",
+    "RunCondition",
     "ContinueOnError",
     "OnQueueFull",
     "EventKind",
@@ -107,7 +107,7 @@ class AgentStatus(StrEnum):
     BUSY = "busy"
 
 
-class Condition(StrEnum):
+class RunCondition(StrEnum):
     """Values of ``if`` for jobs and steps, after normalisation (``failure()`` → ``FAILURE``).
 
     - ``SUCCESS``: run only if everything before it succeeded (the default).

@@ -15,7 +15,7 @@ from actors.model.vocab import (
     STEP_FINAL,
     AgentStatus,
     BuildStatus,
-    Condition,
+    RunCondition,
     ContinueOnError,
     EventKind,
     JobStatus,
@@ -38,7 +38,7 @@ def test_the_words_are_those_of_the_design() -> None:
     assert set(values(StepStatus)) == {"QUEUE", "RUNNING", "SUCCEED", "FAILED", "CANCELED", "SKIP", "UNEXEC",
                                        "EXEC_TIMEOUT"}  # fmt: skip
     assert values(EventKind) == ["build", "job", "step", "group", "node"]
-    assert values(Condition) == ["SUCCESS", "FAILURE", "ALWAYS", "CANCELED"]
+    assert values(RunCondition) == ["SUCCESS", "FAILURE", "ALWAYS", "CANCELED"]
     assert values(ContinueOnError) == ["false", "true", "auto", "manual"]
 
 
@@ -109,13 +109,13 @@ def test_groups_events_and_specs_are_checked_too() -> None:
     with pytest.raises(msgspec.ValidationError, match=r"\$.on_queue_full"):
         msgspec.convert({"group": "g", "on_queue_full": "reject-all"}, Concurrency)
     job = msgspec.convert({"id": "j", "name": "j", "if": "ALWAYS", "steps": [{"id": "s", "name": "s"}]}, Job)
-    assert job.if_ is Condition.ALWAYS and job.steps[0].continue_on_error is ContinueOnError.FALSE
+    assert job.if_ is RunCondition.ALWAYS and job.steps[0].continue_on_error is ContinueOnError.FALSE
 
 
 def test_conditions_normalise_to_members() -> None:
-    assert normalize_condition(" failure() ") is Condition.FAILURE
-    assert normalize_condition("cancelled") is Condition.CANCELED
-    assert normalize_condition("succeed") is Condition.SUCCESS
+    assert normalize_condition(" failure() ") is RunCondition.FAILURE
+    assert normalize_condition("cancelled") is RunCondition.CANCELED
+    assert normalize_condition("succeed") is RunCondition.SUCCESS
     assert normalize_condition("sometimes") is None
 
 
