@@ -18,9 +18,9 @@ import anyio
 
 from actors.builds.resume import Drain
 from actors.core import ActorSystem, Ref
-from actors.model.errors import NotFound
+from actors.model.errors import Conflict, NotFound
 from actors.model.info import BuildInfo
-from actors.model.messages import ListBuilds
+from actors.model.messages import CancelRequest, ListBuilds
 from actors.model.vocab import BuildStatus
 
 from ._state import State
@@ -29,6 +29,9 @@ from .config import RuntimeConfig
 __all__ = ["Closing"]
 
 logger = logging.getLogger("shunter")
+
+STOPPED = "cancelled: the runtime stopped"
+"""The reason of builds a close cancels (in memory, with nothing left to drain to)."""
 
 
 class Closing:
@@ -46,7 +49,7 @@ class Closing:
 
     if TYPE_CHECKING:  # the rest of Runtime
 
-        async def cancel(self, build_id: str) -> BuildInfo: ...
+        async def _cancel(self, request: CancelRequest) -> BuildInfo: ...
 
         async def wait(self, build_id: str, timeout: float | None = None) -> BuildInfo: ...
 
@@ -79,8 +82,8 @@ class Closing:
         unfinished = await self._unfinished()
         for build in unfinished:
             try:
-                await self.cancel(build.id)
-            except Exception:  # it may have finished meanwhile
+                await self._cancel(CancelRequest(build.id, STOPPED))
+            except (Conflict, NotFound):  # it finished meanwhile
                 pass
         self.interrupted = [build.id for build in unfinished]
         # One deadline for all of them, not one each: 12k queued builds must

@@ -327,8 +327,12 @@ class Runtime(Cluster, Closing, LogFollowing):
 
     async def cancel(self, build_id: str) -> BuildInfo:
         """Cancel a queued or running build; ``Conflict`` if it has finished."""
+        return await self._cancel(CancelRequest(build_id))
+
+    async def _cancel(self, request: CancelRequest) -> BuildInfo:
+        build_id = request.build_id
         try:
-            result: BuildInfo = await self._owner(build_id).ask(CancelRequest(build_id))
+            result: BuildInfo = await self._owner(build_id).ask(request)
         except NotHeld:
             build = await self._stored(build_id)
             raise Conflict(f"build {build_id!r} has already finished ({build.status})") from None

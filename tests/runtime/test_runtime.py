@@ -86,6 +86,27 @@ jobs:
 
 
 @pytest.mark.trio
+async def test_builds_a_close_cancels_say_the_runtime_stopped(autojump_clock: trio.abc.Clock) -> None:
+    """Not "cancelled by a user": nobody asked, the runtime was closing."""
+    ended: dict[str, str | None] = {}
+
+    async def collect(rt: runtime.Runtime, task_status: trio.TaskStatus[None]) -> None:
+        async with rt.subscribe() as events:
+            task_status.started()
+            async for event in events:  # ends when the runtime's hub stops
+                if event.kind == "build" and event.status == "CANCELED":
+                    ended[event.build_id or ""] = event.reason
+
+    async with trio.open_nursery() as nursery:
+        async with runtime.open_runtime(CONFIG) as rt:
+            pipeline = await rt.register_pipeline("name: long\njobs: {j: {steps: [{uses: sleep, with: {seconds: 1000}}]}}")
+            await nursery.start(collect, rt)
+            build = await rt.submit(pipeline.id)
+            await trio.sleep(1)
+    assert ended == {build.id: "cancelled: the runtime stopped"}
+
+
+@pytest.mark.trio
 async def test_submissions_past_max_queued_builds_are_overloaded(autojump_clock: trio.abc.Clock) -> None:
     config = {**CONFIG, "max-queued-builds": 3}
     async with runtime.open_runtime(config) as rt:
