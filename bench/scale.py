@@ -65,7 +65,7 @@ REFERENCE = 1_000  # builds queued in the reference group
 
 
 def _queued(group: str) -> dict[str, Any]:
-    return {"name": group, "concurrency": {"group": group, "max-parallel": 1, "queue-length": 100_000_000},
+    return {"name": group, "concurrency": {"group": group, "max-parallel": 1, "queue-length": 10_000_000},
             "jobs": {"work": {"runs-on": "hold", "steps": [{"uses": "noop"}]}}}  # fmt: skip
 
 
