@@ -109,20 +109,20 @@ class Gauge:
         self.unfinished = 0
 
 
-class Kept:
+class Kept(msgspec.Struct, gc=False):
     """One published event as every reader shares it: its ``Event`` is built once, its bytes encoded once.
 
     The memos are filled by whichever reader asks first; every reader would
     compute the same value, so sharing them is safe without any ordering.
+    A struct the garbage collector does not track (it refers to nothing that
+    refers back): the ring holds 10,000 of them, and as a tracked object it
+    was 8 of the 21 objects per build the collector kept rescanning.
     """
 
-    __slots__ = ("id", "record", "_event", "_frame")
-
-    def __init__(self, event_id: int, record: Record) -> None:
-        self.id = event_id
-        self.record = record
-        self._event: Event | None = None
-        self._frame: bytes | None = None
+    id: int
+    record: Record
+    _event: Event | None = None
+    _frame: bytes | None = None
 
     @property
     def event(self) -> Event:

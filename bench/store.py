@@ -34,7 +34,7 @@ import httpx
 import trio
 
 import runtime
-from actors.builds.build import Build
+from actors.builds.build import Build, new_build
 from actors.builds.records import BuildShape, StepLog
 from actors.model.vocab import JobStatus, StepStatus
 from actors.state.codec import build_row
@@ -65,7 +65,7 @@ def fill(directory: Path, finished: int, queued: int) -> None:
     key = definition_key("held", PIPELINE)
     shape = BuildShape(load_pipeline(PIPELINE), key)
     now = time.time()
-    done = Build(build_id="held.1", spec=shape, number=1, variables={}, group="held", now=now - 3600)
+    done = new_build(build_id="held.1", spec=shape, number=1, variables={}, group="held", now=now - 3600)
     job = done.start(now - 3600)[0]
     done.job_started(job, "n1", "n1/0", {}, now - 3600)
     done.step_started(job, 0, StepLog(), now - 3600)
@@ -81,7 +81,7 @@ def fill(directory: Path, finished: int, queued: int) -> None:
         store.commit(Batch(builds=rows))
     rows = {}
     for n in range(finished + 1, finished + queued + 1):
-        waiting = Build(build_id=f"held.{n}", spec=shape, number=n, variables={}, group="held", now=now + n * 1e-6)
+        waiting = new_build(build_id=f"held.{n}", spec=shape, number=n, variables={}, group="held", now=now + n * 1e-6)
         rows[waiting.id] = build_row(waiting, key)
     store.commit(Batch(builds=rows))
     store.close()

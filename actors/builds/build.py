@@ -17,6 +17,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 
+import msgspec
+
 from ..model.errors import NotFound, NotRetryable
 from ..model.spec import PipelineSpec
 from ..model.vocab import (
@@ -30,55 +32,52 @@ from ..model.vocab import (
     JobStatus,
     StepStatus,
 )
-from .records import BuildShape, JobAttempt, JobRun, StepAttempt, StepLog
+from .records import BuildShape, JobAttempt, JobRun, StepAttempt, StepLog, job_run
 
-__all__ = ["Build"]
+__all__ = ["Build", "new_build"]
 
-class Build:
-    """One run of a pipeline. See the module docstring for the rules."""
 
-    __slots__ = (
-        "id", "pipeline_id", "spec", "shape", "number", "variables", "group", "status", "reason",
-        "execute_count", "created_at", "queued_at", "started_at", "finished_at", "cancelling", "_phases", "_jobs",
-        "phase", "locked",
-    )  # fmt: skip
+def new_build(*, build_id: str, spec: PipelineSpec | BuildShape, number: int, variables: dict[str, str],
+              group: str | None, now: float) -> Build:  # fmt: skip
+    """A build just submitted: queued, no job or step record made yet."""
+    shape = spec if isinstance(spec, BuildShape) else BuildShape(spec)
+    # one copy of the pipeline id, not one per build
+    return Build(build_id, sys.intern(build_id.rsplit(".", 1)[0]), shape.spec, shape, number, variables, group,
+                 now, now)  # fmt: skip
 
-    def __init__(
-        self,
-        *,
-        build_id: str,
-        spec: PipelineSpec | BuildShape,
-        number: int,
-        variables: dict[str, str],
-        group: str | None,
-        now: float,
-    ) -> None:
-        shape = spec if isinstance(spec, BuildShape) else BuildShape(spec)
-        self.id = build_id
-        self.pipeline_id = sys.intern(build_id.rsplit(".", 1)[0])  # one copy, not one per build
-        self.spec = spec = shape.spec
-        self.shape = shape
-        self.number = number
-        self.variables = variables
-        self.group = group
-        self.status: BuildStatus = BuildStatus.QUEUE
-        self.reason: str | None = None
-        self.execute_count = 1
-        self.created_at = now  # submitted; unlike queued_at, a retry leaves it alone
-        self.queued_at: float | None = now
-        self.started_at: float | None = None
-        self.finished_at: float | None = None
-        self.cancelling: str | None = None  # the cancel reason, once cancelled
-        # Job and step records are made when first needed (the build starts or
-        # someone retries it): a queued build costs ~700 bytes and nine
-        # tracked objects less without them, and a million may queue.
-        self._phases: list[list[JobRun]] | None = None
-        self._jobs: dict[str, JobRun] | None = None
-        self.phase = 0
-        self.locked: dict[str, set[tuple[str, str]]] | None = None  # chain -> (pool, agent) it holds; made on use
+
+class Build(msgspec.Struct, gc=False):
+    """One run of a pipeline (made by ``new_build``). See the module docstring for the rules.
+
+    Not tracked by the garbage collector, like its records (``records.py``):
+    nothing in it refers back to it.
+    """
+
+    id: str
+    pipeline_id: str
+    spec: PipelineSpec
+    shape: BuildShape
+    number: int
+    variables: dict[str, str]
+    group: str | None
+    created_at: float  # submitted; unlike queued_at, a retry leaves it alone
+    queued_at: float | None
+    status: BuildStatus = BuildStatus.QUEUE
+    reason: str | None = None
+    execute_count: int = 1
+    started_at: float | None = None
+    finished_at: float | None = None
+    cancelling: str | None = None  # the cancel reason, once cancelled
+    # Job and step records are made when first needed (the build starts or
+    # someone retries it): a queued build costs ~700 bytes and nine
+    # objects less without them, and a million may queue.
+    _phases: tuple[tuple[JobRun, ...], ...] | None = None
+    _jobs: dict[str, JobRun] | None = None
+    phase: int = 0
+    locked: dict[str, set[tuple[str, str]]] | None = None  # chain -> (pool, agent) it holds; made on use
 
     @property
-    def phases(self) -> list[list[JobRun]]:
+    def phases(self) -> tuple[tuple[JobRun, ...], ...]:
         """The job records, phase by phase (made on first use)."""
         if self._phases is None:
             self._keep_records()
@@ -97,21 +96,22 @@ class Build:
         self._phases = phases = self._make_records()
         self._jobs = {job.id: job for phase in phases for job in phase}
 
-    def records_for_reading(self) -> list[list[JobRun]]:
+    def records_for_reading(self) -> tuple[tuple[JobRun, ...], ...]:
         """The job records; for a build that has none yet, made for the look and not kept."""
         return self._phases if self._phases is not None else self._make_records()
 
-    def _make_records(self) -> list[list[JobRun]]:
+    def _make_records(self) -> tuple[tuple[JobRun, ...], ...]:
         spec, step_index = self.spec, self.shape.step_index
-        phases = [[JobRun(job, index, step_index[job.id]) for job in stage.jobs] for index, stage in enumerate(spec.stages)]
+        phases = [tuple([job_run(job, index, step_index[job.id]) for job in stage.jobs])
+                  for index, stage in enumerate(spec.stages)]  # fmt: skip
         if spec.finally_:
             finally_phase = len(phases)
-            phases.append([JobRun(job, finally_phase, step_index[job.id]) for job in spec.finally_])
+            phases.append(tuple([job_run(job, finally_phase, step_index[job.id]) for job in spec.finally_]))
         if self.finished:  # it ended before it started (queue timeout, cancelled while queued)
             for phase in phases:
                 for job in phase:
                     job.end_unrun(JobStatus.UNEXEC, self.reason or "")
-        return phases
+        return tuple(phases)
 
     @property
     def phase_names(self) -> list[str]:

@@ -58,7 +58,7 @@ from ..model.messages import (
 from ..model.spec import PipelineSpec
 from ..state.durable import Durable
 from ..state.journal import Committed
-from .build import Build
+from .build import Build, new_build
 from .driver import BuildDriver
 from .listing import build_key, build_log, describe, list_builds
 from .logfollow import read_log
@@ -200,7 +200,7 @@ class PipelineActor(BuildDriver):
         build_id = f"{self.pipeline_id}.{number}"
         group = render_group(self.pipeline_id, self.spec, build_id, number, variables, self.mask)
         self.next_number += 1
-        build = Build(build_id=build_id, spec=self.shape, number=number, variables=variables, group=group,
+        build = new_build(build_id=build_id, spec=self.shape, number=number, variables=variables, group=group,
                       now=time.time())  # fmt: skip
         if group is None:
             self._store(build)

@@ -9,20 +9,23 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
-from typing import IO, Any
+from typing import IO, Any, ClassVar
+
+import msgspec
 
 from ..model.spec import Job, PipelineSpec, Step
 from ..model.vocab import JOB_FAILING, STEP_FAILING, STEP_FINAL, JobStatus, StepStatus
 
-__all__ = ["BuildShape", "JobRun", "StepRun", "JobAttempt", "StepAttempt", "StepLog", "step_log"]
+__all__ = ["BuildShape", "JobRun", "job_run", "StepRun", "JobAttempt", "StepAttempt", "StepLog", "step_log"]
 
 # Read on every transition: module globals, not enum class attributes (5 ns, not 50).
 _WAITING, _QUEUE, _SUCCEED = JobStatus.DEPENDENT_WAITING, JobStatus.QUEUE, JobStatus.SUCCEED
 _STEP_QUEUE, _STEP_RUNNING = StepStatus.QUEUE, StepStatus.RUNNING
 _NOTHING: dict[str, str] = {}
+_NO_LINES: list[str] = []  # a log's lines until its first: shared, never appended to
 
 
-class StepLog:
+class StepLog(msgspec.Struct, gc=False):
     """A step attempt's output: the agent appends, readers copy. Bounded.
 
     In memory (no state directory) it keeps the first and the last lines when
@@ -30,22 +33,21 @@ class StepLog:
     (durable state, docs/design.md §10) lines go to that file instead, which is
     created on the first line; past ``max_bytes`` a truncation marker is
     written and the rest is dropped, so memory stays flat whatever the step
-    prints. Readers stream the file (``chunks``).
+    prints. Readers stream the file (``chunks``). Not tracked by the garbage
+    collector, and its list of lines is made on the first line: most steps
+    of a busy server print nothing.
     """
 
-    __slots__ = ("lines", "dropped", "path", "file", "size", "max_bytes", "truncated")
+    MAX_LINES: ClassVar[int] = 20_000
+    DEFAULT_MAX_BYTES: ClassVar[int] = 32 * 1024 * 1024
 
-    MAX_LINES = 20_000
-    DEFAULT_MAX_BYTES = 32 * 1024 * 1024
-
-    def __init__(self, path: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
-        self.lines: list[str] = []
-        self.dropped = 0
-        self.path = path
-        self.file: IO[bytes] | None = None
-        self.size = 0
-        self.max_bytes = max_bytes
-        self.truncated = 0  # bytes dropped past max_bytes
+    path: str | None = None
+    max_bytes: int = DEFAULT_MAX_BYTES
+    lines: list[str] = msgspec.field(default_factory=lambda: _NO_LINES)
+    dropped: int = 0
+    file: IO[bytes] | None = None
+    size: int = 0
+    truncated: int = 0  # bytes dropped past max_bytes
 
     def append(self, line: str) -> None:
         if self.truncated:
@@ -63,6 +65,8 @@ class StepLog:
     def _write(self, line: str) -> None:
         if self.path is None:
             lines = self.lines
+            if lines is _NO_LINES:
+                self.lines = lines = []
             if len(lines) >= self.MAX_LINES:
                 # keep the head, drop from the middle of the tail
                 del lines[self.MAX_LINES // 2]
@@ -182,38 +186,32 @@ def step_log(payload: Any, step: Step) -> StepLog:
     return StepLog(os.path.join(payload.log_dir, name), payload.max_log_bytes)
 
 
-class StepAttempt:
-    __slots__ = (
-        "number", "status", "exit_code", "started_at", "finished_at", "reason",
-        "retry_of", "execute_count", "outputs", "exported_env", "log", "job_attempt",
-    )  # fmt: skip
+class StepAttempt(msgspec.Struct, gc=False):
+    """One run of a step. Like every record here, a struct the garbage
+    collector does not track (no record refers back to its owner, so none is
+    part of a cycle): a build's records used to be 13 tracked objects the
+    collector rescanned on every full pass, for as long as the build was kept."""
 
-    def __init__(
-        self, number: int, retry_of: int | None, execute_count: int, job_attempt: int, log: StepLog, now: float
-    ) -> None:
-        self.number = number
-        self.status: StepStatus = _STEP_RUNNING
-        self.exit_code: int | None = None
-        self.started_at = now
-        self.finished_at: float | None = None
-        self.reason: str | None = None
-        self.retry_of = retry_of
-        self.execute_count = execute_count
-        # the step's report replaces these: never mutated, so a shared empty one until then
-        self.outputs: dict[str, str] = _NOTHING
-        self.exported_env: dict[str, str] = _NOTHING
-        self.log = log
-        self.job_attempt = job_attempt
+    number: int
+    retry_of: int | None
+    execute_count: int
+    job_attempt: int
+    log: StepLog
+    started_at: float
+    status: StepStatus = _STEP_RUNNING
+    exit_code: int | None = None
+    finished_at: float | None = None
+    reason: str | None = None
+    # the step's report replaces these: never mutated, so a shared empty one until then
+    outputs: dict[str, str] = msgspec.field(default_factory=lambda: _NOTHING)
+    exported_env: dict[str, str] = msgspec.field(default_factory=lambda: _NOTHING)
 
 
-class StepRun:
-    __slots__ = ("spec", "status", "reason", "attempts")
-
-    def __init__(self, spec: Step) -> None:
-        self.spec = spec
-        self.status: StepStatus = _STEP_QUEUE
-        self.reason: str | None = None
-        self.attempts: list[StepAttempt] = []
+class StepRun(msgspec.Struct, gc=False):
+    spec: Step
+    status: StepStatus = _STEP_QUEUE
+    reason: str | None = None
+    attempts: list[StepAttempt] = msgspec.field(default_factory=list)
 
     def reset(self) -> None:
         self.status = _STEP_QUEUE
@@ -225,44 +223,35 @@ class StepRun:
         return self.status in STEP_FAILING and not self.spec.continue_on_error.continues
 
 
-class JobAttempt:
-    __slots__ = (
-        "number", "status", "node", "agent", "started_at", "finished_at", "reason",
-        "execute_count", "retry_of", "start_step", "context_before", "after_lost_agent",
-    )  # fmt: skip
-
-    def __init__(
-        self, number: int, execute_count: int, retry_of: int | None, start_step: int, after_lost_agent: bool = False
-    ) -> None:
-        self.number = number
-        self.status: JobStatus = _QUEUE
-        self.node: str | None = None
-        self.agent: str | None = None
-        self.started_at: float | None = None
-        self.finished_at: float | None = None
-        self.reason: str | None = None
-        self.execute_count = execute_count
-        self.retry_of = retry_of
-        self.start_step = start_step
-        self.context_before: dict[str, str] | None = None
-        # made by the runtime itself when the previous attempt's agent was lost,
-        # so it spends the step's retry-times rather than starting afresh
-        self.after_lost_agent = after_lost_agent
+class JobAttempt(msgspec.Struct, gc=False):
+    number: int
+    execute_count: int
+    retry_of: int | None
+    start_step: int
+    # made by the runtime itself when the previous attempt's agent was lost,
+    # so it spends the step's retry-times rather than starting afresh
+    after_lost_agent: bool = False
+    status: JobStatus = _QUEUE
+    node: str | None = None
+    agent: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    reason: str | None = None
+    context_before: dict[str, str] | None = None
 
 
-class JobRun:
-    __slots__ = ("id", "spec", "phase", "status", "reason", "attempts", "steps", "step_index", "resume_step")
+class JobRun(msgspec.Struct, gc=False):
+    """A job of one build: its attempts and its steps (made from ``spec`` by ``job_run``)."""
 
-    def __init__(self, spec: Job, phase: int, step_index: dict[str, int]) -> None:
-        self.id = spec.id  # read on every transition: a slot, not a property
-        self.spec = spec
-        self.phase = phase
-        self.status: JobStatus = _WAITING
-        self.reason: str | None = None
-        self.attempts: list[JobAttempt] = []
-        self.steps = [StepRun(step) for step in spec.steps]
-        self.step_index = step_index  # shared by every build of the spec: read-only
-        self.resume_step = 0  # where the next attempt starts (a step retry)
+    id: str  # read on every transition: a field, not a property
+    spec: Job
+    phase: int
+    step_index: dict[str, int]  # shared by every build of the spec: read-only
+    steps: tuple[StepRun, ...]
+    status: JobStatus = _WAITING
+    reason: str | None = None
+    attempts: list[JobAttempt] = msgspec.field(default_factory=list)
+    resume_step: int = 0  # where the next attempt starts (a step retry)
 
     @property
     def attempt(self) -> JobAttempt | None:
@@ -294,6 +283,11 @@ class JobRun:
         self.resume_step = from_step
         for step in self.steps[from_step:]:
             step.reset()
+
+
+def job_run(spec: Job, phase: int, step_index: dict[str, int]) -> JobRun:
+    """A new job record, every step still to run."""
+    return JobRun(spec.id, spec, phase, step_index, tuple([StepRun(step) for step in spec.steps]))
 
 
 class BuildShape:

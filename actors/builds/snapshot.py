@@ -94,7 +94,7 @@ _STAGE_FAILURES = ((JobStatus.CANCELED, StageStatus.CANCELED), (JobStatus.FAILED
                    (JobStatus.QUEUE_TIMEOUT, StageStatus.FAILED))  # fmt: skip
 
 
-def _stage_status(jobs: list[JobRun]) -> StageStatus:
+def _stage_status(jobs: tuple[JobRun, ...]) -> StageStatus:
     """A stage's status from its jobs' (see ``StageStatus``)."""
     statuses = {job.status for job in jobs}
     if _RUNNING in statuses:

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from ..builds.build import Build
+from ..builds.build import Build, new_build
 from ..builds.records import BuildShape, JobAttempt, JobRun, StepAttempt, StepLog
 from ..model.vocab import BuildStatus, JobStatus, StepStatus
 from .store import BuildRow
@@ -60,7 +60,7 @@ def decode_build(row: BuildRow, shape: BuildShape) -> Build:
     (_, variables, status, reason, execute_count, queued_at, started_at, finished_at, cancelling, phase,
      jobs, *rest) = _decoder.decode(row.data)  # fmt: skip
     # created_at came later: a build stored without it was created when it was first queued
-    build = Build(build_id=row.id, spec=shape, number=row.number, variables=variables, group=row.group,
+    build = new_build(build_id=row.id, spec=shape, number=row.number, variables=variables, group=row.group,
                   now=rest[0] if rest else queued_at)  # fmt: skip
     build.status, build.reason, build.execute_count = BuildStatus(status), reason, execute_count
     build.queued_at, build.started_at, build.finished_at = queued_at, started_at, finished_at

@@ -6,7 +6,7 @@ import tracemalloc
 
 import pytest
 
-from actors.builds.build import Build
+from actors.builds.build import Build, new_build as make_build
 from actors.builds.records import BuildShape
 from actors.model.errors import NotRetryable
 from actors.builds.snapshot import build_info
@@ -32,7 +32,7 @@ def shape() -> BuildShape:
 
 
 def new_build(shape: BuildShape, number: int = 1) -> Build:
-    return Build(build_id=f"p.{number}", spec=shape, number=number, variables={}, group="g", now=1000.0)
+    return make_build(build_id=f"p.{number}", spec=shape, number=number, variables={}, group="g", now=1000.0)
 
 
 def statuses(build: Build) -> dict[str, str]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from actors.builds.build import Build
+from actors.builds.build import Build, new_build
 from actors.builds.records import BuildShape, JobRun, StepLog
 from actors.model.errors import NotFound, NotRetryable
 from runtime.spec_loader import load_pipeline
@@ -93,7 +93,7 @@ def play(build: Build, jobs: list[JobRun], outcome: Outcome) -> None:
 
 
 def built(outcome: Outcome) -> Build:
-    build = Build(build_id="p.1", spec=SHAPE, number=1, variables={}, group=None, now=T)
+    build = new_build(build_id="p.1", spec=SHAPE, number=1, variables={}, group=None, now=T)
     play(build, build.start(T), outcome)
     return build
 

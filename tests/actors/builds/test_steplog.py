@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from actors.builds.records import StepLog
 
 
-class SmallLog(StepLog):
-    __slots__ = ()
-    MAX_LINES = 10  # head 5 lines, then the newest 5
+class SmallLog(StepLog, gc=False):
+    MAX_LINES: ClassVar[int] = 10  # head 5 lines, then the newest 5
 
 
 def test_reads_on_from_a_position() -> None:

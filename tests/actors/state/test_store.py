@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from actors.builds.build import Build
+from actors.builds.build import Build, new_build
 from actors.builds.records import BuildShape, StepLog
 from actors.builds.snapshot import build_info
 from actors.core import Actor, open_system
@@ -108,7 +108,7 @@ def test_listing_and_retention(tmp_path: Path) -> None:
 
 
 def test_a_build_round_trips_through_the_codec(shape: BuildShape, tmp_path: Path) -> None:
-    build = Build(build_id="p.7", spec=shape, number=7, variables={"X": "1"}, group="g", now=1000.0)
+    build = new_build(build_id="p.7", spec=shape, number=7, variables={"X": "1"}, group="g", now=1000.0)
     jobs = build.start(1001.0)
     compile_job = build.jobs["compile"]
     assert compile_job in jobs
@@ -122,7 +122,7 @@ def test_a_build_round_trips_through_the_codec(shape: BuildShape, tmp_path: Path
     assert build_info(decoded) == build_info(build)
     assert decoded.jobs["compile"].steps[0].attempts[0].log.text() == "hello\n"
     assert decoded.jobs["compile"].attempts[0].context_before == {"A": "b"}
-    queued = Build(build_id="p.8", spec=shape, number=8, variables={}, group="g", now=1000.0)
+    queued = new_build(build_id="p.8", spec=shape, number=8, variables={}, group="g", now=1000.0)
     assert build_info(decode_build(build_row(queued, "def1"), shape)) == build_info(queued)
 
 
