@@ -329,15 +329,15 @@ class EventHub(Actor):
         if self.reserve is not None:
             self._reserve(len(records) if isinstance(records, tuple) else 0)
         log, builds, jobs = self.log, self.builds, self.jobs
+        ring, capacity = log._ring, log.capacity  # the log's writer: appends inline, ~7 records per build
         subscribers = self.subscribers
+        event_id = self.next_id
         for record in records:
-            event_id = self.next_id
-            self.next_id += 1
-            kept = Kept(event_id, record)
-            log.append(kept)
+            kept = ring[event_id % capacity] = Kept(event_id, record)
+            event_id += 1
             kind, previous, status = record.kind, record.previous, record.status
-            counter = builds if kind == _BUILD else jobs if kind == _JOB else None
-            if counter is not None and previous != status:
+            if previous != status and (kind is _BUILD or kind is _JOB):
+                counter = builds if kind is _BUILD else jobs
                 if previous is not None:
                     counter[previous] -= 1
                 if status is not None:
@@ -345,20 +345,24 @@ class EventHub(Actor):
                 if counter is builds:
                     self.gauge.unfinished = builds[_QUEUE] + builds[_RUNNING]
             if subscribers:
-                event = kept.event
-                gone = None
-                for subscription, stream in subscribers.items():
-                    try:
-                        stream.send_nowait(event)
-                    except anyio.WouldBlock:
-                        self.dropped_subscribers += 1
-                        gone = [*(gone or ()), subscription]
-                    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                        gone = [*(gone or ()), subscription]
-                if gone:
-                    for subscription in gone:
-                        self._drop(subscription)
+                self._fan_out(kept.event)
+        self.next_id = event_id
+        log.last_id = event_id - 1
         log.notify()
+
+    def _fan_out(self, event: Event) -> None:
+        gone = None
+        for subscription, stream in self.subscribers.items():
+            try:
+                stream.send_nowait(event)
+            except anyio.WouldBlock:
+                self.dropped_subscribers += 1
+                gone = [*(gone or ()), subscription]
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                gone = [*(gone or ()), subscription]
+        if gone:
+            for subscription in gone:
+                self._drop(subscription)
 
     def _subscribe(self, message: Subscribe) -> Subscription:
         backlog = [] if message.after is None else self.log.read(message.after, self.log.capacity)

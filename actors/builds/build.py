@@ -36,6 +36,8 @@ from .records import BuildShape, JobAttempt, JobRun, StepAttempt, StepLog, job_r
 
 __all__ = ["Build", "new_build"]
 
+_WAITING = JobStatus.DEPENDENT_WAITING  # read on every transition: a module global, not an enum attribute
+
 
 def new_build(*, build_id: str, spec: PipelineSpec | BuildShape, number: int, variables: dict[str, str],
               group: str | None, now: float) -> Build:  # fmt: skip
@@ -188,10 +190,13 @@ class Build(msgspec.Struct, gc=False):
         phases = self.phases
         while self.phase < len(phases):
             jobs = phases[self.phase]
+            unfinished = False
             for job in jobs:
-                if job.status == JobStatus.DEPENDENT_WAITING:
+                if job.status is _WAITING:
                     self._consider(job, now, dispatch)
-            if any(job.status not in JOB_FINAL for job in jobs):
+                if job.status not in JOB_FINAL:
+                    unfinished = True
+            if unfinished:
                 break
             self.phase += 1
         if self.phase >= len(phases) and not dispatch:
@@ -199,13 +204,17 @@ class Build(msgspec.Struct, gc=False):
         return dispatch
 
     def _consider(self, job: JobRun, now: float, dispatch: list[JobRun]) -> None:
-        deps = [self.jobs[name] for name in job.spec.depend_on]
-        if any(dep.status not in JOB_FINAL for dep in deps):
-            return
-        earlier_failure = next(
-            (other for other in self.jobs.values() if other.phase < job.phase and other.failed), None
-        )
-        bad_dep = next((dep for dep in deps if not dep.ok), None)
+        depend_on = job.spec.depend_on
+        bad_dep = earlier_failure = None
+        if depend_on:  # most jobs have no depend-on: no lists or generators made for them
+            deps = [self.jobs[name] for name in depend_on]
+            if any(dep.status not in JOB_FINAL for dep in deps):
+                return
+            bad_dep = next((dep for dep in deps if not dep.ok), None)
+        if job.phase:
+            earlier_failure = next(
+                (other for other in self.jobs.values() if other.phase < job.phase and other.failed), None
+            )
         condition = job.spec.if_
         start, job.resume_step = job.resume_step, 0
         if self.cancelling is not None:

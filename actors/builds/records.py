@@ -299,7 +299,7 @@ class BuildShape:
     Read-only once made.
     """
 
-    __slots__ = ("spec", "phase_names", "chains", "step_index", "definition", "mask")
+    __slots__ = ("spec", "phase_names", "chains", "step_index", "definition", "mask", "fresh")
 
     def __init__(
         self, spec: PipelineSpec, definition: str = "", mask: Callable[[str], str] | None = None
@@ -312,6 +312,8 @@ class BuildShape:
         self.phase_names = [stage.name for stage in spec.stages] + (["finally"] if spec.finally_ else [])
         self.chains = _lock_chains(spec)  # job id -> its lock-resource-with chain's first job
         self.step_index = {job.id: {step.id: i for i, step in enumerate(job.steps)} for job in spec.all_jobs()}
+        # the stages every untouched build of this shape shows, and the key they hold for (snapshot.py)
+        self.fresh: tuple[tuple[Any, ...], list[Any]] | None = None
 
 
 def _lock_chains(spec: PipelineSpec) -> dict[str, str]:

@@ -331,7 +331,7 @@ class AgentActor(Actor):
         return StepContext(
             workspace=self.workspace,
             log=self._log_writer(log),
-            with_=_render_value(step.with_, self._template_context(run)),
+            with_=_render_value(step.with_, self._template_context(run)) if step.with_ else {},
             # made on first use unless the step has env of its own, whose template errors fail the step now
             env=self._step_env(run, step) if step.env else functools.partial(self._step_env, run, step),
             step_id=step.id,
