@@ -31,7 +31,7 @@ import msgspec
 from ..execution.actions import ActionRegistry
 from ..execution.secrets import Secrets
 from ..execution.agent import AgentActor
-from ..core import Actor, Ref, Supervision, TimerHandle
+from ..core import Actor, Ref, Supervision
 from ..events import Publish, Record
 from ..model.errors import Conflict, InvalidRequest, NotFound
 from ..model.messages import (
@@ -50,6 +50,7 @@ from ..model.messages import (
 )
 from ..model.info import AgentInfo, NodeInfo, WaitingJob, rfc3339
 from ..model.vocab import AgentStatus, EventKind, FaultKind, JobStatus, NodeChange
+from .expiry import QueueTimeouts
 from .heartbeat import HeartbeatWatch
 from .node import NodeActor
 from . import remote
@@ -105,8 +106,12 @@ class InjectFault(msgspec.Struct, frozen=True):
     kind: FaultKind
 
 
-class _QueueTimeout(msgspec.Struct, frozen=True):
-    token: JobToken
+class _QueueTimeouts(msgspec.Struct, frozen=True):
+    pass
+
+
+_QUEUE_TIMEOUTS = _QueueTimeouts()
+_NO_LABELS: frozenset[str] = frozenset()  # most jobs name none: one shared set, not one per request
 
 
 class _CheckHeartbeats(msgspec.Struct, frozen=True):
@@ -142,7 +147,7 @@ class PoolActor(Actor):
         self.nodes: dict[str, Ref] = {}
         self.agents: dict[str, Ref] = {}
         self.next_agent: dict[str, int] = {}
-        self.timers: dict[JobToken, TimerHandle] = {}  # queue timeout of each waiting attempt
+        self.timeouts = QueueTimeouts(lambda deadline: self.send_at(deadline, _QUEUE_TIMEOUTS))
         self.lost = 0
         self.hub = hub  # where its node events go (none: not published)
         self.outbox: list[Record] = []  # the events of the message being handled
@@ -159,8 +164,9 @@ class PoolActor(Actor):
             self._idle(message)
         elif kind is Withdraw:
             self._withdraw(message)
-        elif kind is _QueueTimeout:
-            self._queue_timeout(message.token)
+        elif kind is _QueueTimeouts:
+            for token in self.timeouts.due(self.now()):
+                self._queue_timeout(token)
         elif kind is Unlock:
             self._run_all(self.placement.unlock(message.build_id, message.agent))
             if self.placement.retirable(message.agent):
@@ -206,7 +212,7 @@ class PoolActor(Actor):
             build_id=token.build_id,
             key=(message.payload.pipeline_id, token.job_id),
             node_pin=runs_on.node_name,
-            labels=frozenset(runs_on.labels),
+            labels=frozenset(runs_on.labels) if runs_on.labels else _NO_LABELS,
             agent_pin=message.agent,
             lock=message.lock,
             per_node=runs_on.concurrency_limit_per_node,
@@ -218,13 +224,13 @@ class PoolActor(Actor):
         if grant is not None:
             self._run(grant)
             return
-        self.timers[token] = self.send_after(runs_on.queue_timeout_minutes * 60, _QueueTimeout(token))
+        self.timeouts.add(token, request.since + runs_on.queue_timeout_minutes * 60)
         if not self.placement.has_match(request):  # say so now, not only at the timeout
             message.pipeline.tell(JobWaiting(token, self.placement.why_waiting(request)))
 
     def _run(self, grant: Grant) -> None:
         message: JobRequest = grant.request.data
-        self._cancel_timer(message.token)
+        self.timeouts.discard(message.token)
         self.agents[grant.agent].tell(RunJob(message.token, message.pipeline, message.payload))
 
     def _run_all(self, grants: list[Grant]) -> None:
@@ -244,7 +250,7 @@ class PoolActor(Actor):
     def _withdraw(self, message: Withdraw) -> None:
         request = self.placement.withdraw(message.token)
         if request is not None:
-            self._cancel_timer(message.token)
+            self.timeouts.discard(message.token)
             _end(request.data, JobStatus.CANCELED, message.reason)
             return
         agent = self.placement.granted.get(message.token)
@@ -257,14 +263,8 @@ class PoolActor(Actor):
             return
         reason = self.placement.why_waiting(request)
         self.placement.withdraw(token)
-        self.timers.pop(token, None)  # it fired
         waited = (self.now() - request.since) / 60
         _end(request.data, JobStatus.QUEUE_TIMEOUT, f"waited {waited:g} minute(s) in pool {self.pool!r}: {reason}")
-
-    def _cancel_timer(self, token: JobToken) -> None:
-        timer = self.timers.pop(token, None)
-        if timer is not None:
-            timer.cancel()
 
     # -- nodes and agents -------------------------------------------------------------------
 
@@ -424,7 +424,7 @@ class PoolActor(Actor):
     def _fail_pinned(self, agent: str) -> None:
         for request in self.placement.pinned_to(agent):
             self.placement.withdraw(request.token)
-            self._cancel_timer(request.data.token)
+            self.timeouts.discard(request.data.token)
             _end(request.data, JobStatus.FAILED, f"agent {agent} (lock-resource-with) is gone")
 
     def _inject(self, message: InjectFault) -> None:
@@ -483,8 +483,7 @@ class PoolActor(Actor):
         waiting = []
         for request in self.placement.waiting.values():
             token: JobToken = request.data.token
-            timer = self.timers.get(token)
-            deadline = timer.deadline if timer is not None else now
+            deadline = self.timeouts.deadline(token) or now
             waiting.append(WaitingJob(
                 build_id=token.build_id, job_id=token.job_id, attempt=token.attempt, pool=self.pool,
                 reason=self.placement.why_waiting(request), since=rfc3339(wall - (now - request.since)) or "",

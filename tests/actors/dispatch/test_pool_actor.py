@@ -235,3 +235,31 @@ async def test_a_request_pinned_to_an_agent_that_is_gone_ends_failed_at_once(
         await r.sync()
         assert r.ended() == [(token, "FAILED", "agent n1/7 (lock-resource-with) is gone")]
         assert await r.pool.ask(ListWaiting()) == [] and idle(await r.stats())
+
+
+@pytest.mark.trio
+async def test_many_waiting_attempts_share_one_timer_and_each_ends_at_its_own_deadline(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Queue timeouts are one deadline queue and one timer (actors/dispatch/expiry.py): 50 waiters
+    hold one timer between them, a later waiter with a shorter timeout still ends first, and
+    each ends at its own deadline, not its neighbour's."""
+    async with rig(tmp_path) as r:
+        timers = r.system.statistics().timers_pending
+        start = trio.current_time()
+        slow = [r.request(job("noop", queue_timeout_minutes=2), build=f"p.{n}") for n in range(1, 51)]
+        quick = r.request(job("noop", queue_timeout_minutes=1), build="p.99")
+        await r.sync()
+        assert r.system.statistics().timers_pending == timers + 1
+        await trio.sleep(61)
+        await r.sync()
+        assert [token for token, status, _ in r.ended()] == [quick]
+        assert (await r.stats())["jobs_queued"] == 50
+        await trio.sleep(60)
+        await r.sync()
+        ended = r.ended()
+        assert [token for token, _, _ in ended] == [quick, *slow]
+        assert {status for _, status, _ in ended} == {"QUEUE_TIMEOUT"}
+        assert all("waited 2 minute(s)" in reason for _, _, reason in ended[1:]), ended[1]
+        assert trio.current_time() - start < 122
+        assert r.system.statistics().timers_pending == timers, "no timer left once nothing waits"
