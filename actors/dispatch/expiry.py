@@ -12,18 +12,19 @@ one deadline structure per actor).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 
 import msgspec
 
 from ..core import TimerHandle
+from ..model.messages import JobToken
 from ..queues.deadlines import DeadlineQueue
 
 __all__ = ["Expiry", "QueueTimeouts"]
 
 
 class Expiry(msgspec.Struct, gc=False):
-    key: Hashable  # the attempt's token
+    key: JobToken  # the attempt's
     deadline: float  # system clock
 
 
@@ -40,24 +41,24 @@ class QueueTimeouts:
     def __len__(self) -> int:
         return len(self._queue)
 
-    def add(self, token: Hashable, deadline: float) -> None:
+    def add(self, token: JobToken, deadline: float) -> None:
         self._queue.append(Expiry(token, deadline))
         timer = self._timer
         if timer is None or not timer.active or deadline < timer.deadline:
             self._arm()
 
-    def discard(self, token: Hashable) -> None:
+    def discard(self, token: JobToken) -> None:
         """The attempt stopped waiting (granted, withdrawn). The timer may fire early (``due`` re-arms
         it then), unless nothing waits any more: then it is cancelled, and no timer is left pending."""
         if self._queue.pop(token) is not None and not self._queue and self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def deadline(self, token: Hashable) -> float | None:
+    def deadline(self, token: JobToken) -> float | None:
         entry = self._queue.get(token)
         return entry.deadline if entry is not None else None
 
-    def due(self, now: float) -> list[Hashable]:
+    def due(self, now: float) -> list[JobToken]:
         """The timer fired: the tokens whose deadline has come (forgotten here), and the timer re-armed."""
         self._timer = None
         tokens = [entry.key for entry in self._queue.pop_due(now)]
