@@ -22,7 +22,7 @@ def job_payload(build: Build, job: JobRun) -> JobPayload:
         template_context=template_context(build),
         env=_job_env(build, job),
         restore=_restore_context(job),
-        failed_before=any(step.failed_the_job for step in job.steps[: attempt.start_step]),
+        failed_before=attempt.start_step > 0 and any(step.failed_the_job for step in job.steps[: attempt.start_step]),
     )
 
 def template_context(build: Build) -> dict[str, dict[str, str]]:

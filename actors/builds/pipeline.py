@@ -100,19 +100,20 @@ class PipelineActor(BuildDriver):
         self.retired: str | None = None  # deleted: the reason its unfinished builds were cancelled with
 
     def receive(self, message: Any) -> Any:
-        try:
-            result = self._handle(message)
-        finally:
-            if self.outbox:
-                self.hub.tell(Publish(tuple(self.outbox)))
-                self.outbox.clear()
+        result = self._handle(message)
         durable = self.durable
-        if durable is not None:
-            if durable.dirty and self._cell.ask_slot is not None:
-                durable.answer(self.defer_reply(), result)  # answered once this message's changes are committed
-                result = None
-            durable.flush(self.ref)
+        if durable is not None and durable.dirty and self._cell.ask_slot is not None:
+            durable.answer(self.defer_reply(), result)  # answered once this message's changes are committed
+            result = None
         return result
+
+    def batch_done(self) -> None:
+        """The batch's events in one ``Publish``, the builds it changed in one journal write."""
+        if self.outbox:
+            self.hub.tell(Publish(tuple(self.outbox)))
+            self.outbox.clear()
+        if self.durable is not None:
+            self.durable.flush(self.ref)
 
     def _handle(self, message: Any) -> Any:
         kind = type(message)

@@ -44,6 +44,8 @@ def check_variables(pipeline_id: str, spec: PipelineSpec, given: dict[str, Any])
     that is not a string, number or boolean is ``InvalidRequest``.
     """
     declared = spec.variables
+    if not given:
+        return dict(declared)
     unknown = sorted(set(given) - set(declared))
     if unknown:
         names = ", ".join(sorted(declared)) or "none"

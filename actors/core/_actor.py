@@ -31,6 +31,11 @@ class Actor:
     """
 
     _cell: Cell
+    _batches = False  # the class has its own batch_done (set for each subclass)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._batches = cls.batch_done is not Actor.batch_done
 
     # -- identity -----------------------------------------------------------
 
@@ -58,6 +63,16 @@ class Actor:
     def receive(self, message: Any) -> Any:
         """Handle one message; return the reply for an ``ask``."""
         raise NotImplementedError(f"{type(self).__name__} does not handle {type(message).__name__}")
+
+    def batch_done(self) -> None:
+        """Runs after each batch of messages (a plain ``receive`` only), before the actor yields.
+
+        A batch is what the mailbox held, up to a bound: under load many
+        messages, when idle one. Work that can serve a whole batch at once
+        goes here: one ``Publish`` of the batch's events, one journal write
+        of the builds it changed. It also runs when a message crashed the
+        actor, so what the batch's earlier messages did is not lost.
+        """
 
     def child_crashed(self, child: Ref, error: BaseException, restarting: bool) -> None:
         """A child crashed. Release here what it held; it restarts if ``restarting``."""

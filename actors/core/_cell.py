@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -291,6 +292,7 @@ class Cell:
         actor = self.actor
         receive = actor.receive
         is_async = self.async_receive
+        batch_done = actor.batch_done if actor._batches and not is_async else None
         while True:
             if not queue:
                 if self.state is not _RUNNING:
@@ -319,9 +321,9 @@ class Cell:
                     try:
                         actor.child_crashed(message.child, message.error, message.restarting)
                     except Exception as exc:
-                        return self._crashed(exc, message)
+                        return self._crashed(exc, message, batch_done)
                 elif kind is _Escalation:
-                    return self._crashed(ActorCrashed(message.child.name, message.error), message)
+                    return self._crashed(ActorCrashed(message.child.name, message.error), message, batch_done)
                 else:
                     try:
                         if is_async:
@@ -329,11 +331,22 @@ class Cell:
                         else:
                             receive(message)
                     except Exception as exc:
-                        return self._crashed(exc, message)
+                        return self._crashed(exc, message, batch_done)
+            if batch_done is not None:
+                try:
+                    batch_done()
+                except Exception as exc:
+                    return self._crashed(exc, "batch_done")
             if queue:
                 await checkpoint()
 
-    def _crashed(self, error: BaseException, message: Any) -> BaseException:
+    def _crashed(self, error: BaseException, message: Any,
+                 batch_done: Callable[[], None] | None = None) -> BaseException:  # fmt: skip
+        if batch_done is not None:  # what the batch's earlier messages did still goes out
+            try:
+                batch_done()
+            except Exception:
+                logger.exception("actor %s: batch_done failed after a crash", self.name)
         logger.error(
             "actor %s crashed handling %s: %r", self.name, type(message).__name__, error, exc_info=error
         )

@@ -131,3 +131,47 @@ async def test_mailbox_statistics() -> None:
         after = ref.statistics()
         assert after.depth == 0 and after.processed == 11 and after.peak_depth >= 10
         assert after.state == "running"
+
+
+class Batcher(Actor):
+    """Collects what it is told; ``batch_done`` ships what the batch collected, or crashes on "boom"."""
+
+    def __init__(self, shipped: list[list[Any]]) -> None:
+        self.shipped = shipped
+        self.pending: list[Any] = []
+
+    def receive(self, message: Any) -> Any:
+        if message == "boom":
+            raise RuntimeError("boom")
+        self.pending.append(message)
+        return message
+
+    def batch_done(self) -> None:
+        if self.pending:
+            self.shipped.append(self.pending)
+            self.pending = []
+
+
+async def test_batch_done_runs_once_per_batch_of_messages() -> None:
+    shipped: list[list[Any]] = []
+    async with open_system() as system:
+        ref = system.spawn(lambda: Batcher(shipped))
+        for i in range(10):
+            ref.tell(i)  # queued before the actor runs: one batch
+        await ref.ask("sync")
+        assert shipped == [[*range(10), "sync"]]
+        await ref.ask("alone")
+        assert shipped[-1] == ["alone"], "a lone message is a batch of one"
+
+
+async def test_batch_done_still_ships_a_batch_whose_later_message_crashed_the_actor() -> None:
+    shipped: list[list[Any]] = []
+    async with open_system() as system:
+        ref = system.spawn(lambda: Batcher(shipped))
+        ref.tell("a")
+        ref.tell("b")
+        ref.tell("boom")  # crashes the actor; the default supervision restarts it
+        ref.tell("c")
+        await ref.ask("sync")
+    assert shipped[0] == ["a", "b"], shipped
+    assert ["c", "sync"] in shipped
