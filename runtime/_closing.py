@@ -26,13 +26,19 @@ from actors.model.vocab import BuildStatus
 from ._state import State
 from .config import RuntimeConfig
 
-__all__ = ["Closing"]
+__all__ = ["Closing", "some"]
 
 logger = logging.getLogger("shunter")
 
 STOPPED = "cancelled: the runtime stopped"
 """The reason of builds a close cancels (in memory, with nothing left to drain to)."""
 
+
+
+def some(ids: list[str], shown: int = 20) -> str:
+    """The first ``shown`` ids and how many more: a stop that interrupted 20,000 builds says so in one line."""
+    more = len(ids) - shown
+    return ", ".join(ids[:shown]) + (f" and {more} more" if more > 0 else "")
 
 class Closing:
     """Draining and closing (a part of ``Runtime``; see the module docstring)."""
@@ -96,7 +102,7 @@ class Closing:
                     pass
         if unfinished:
             logger.warning("runtime closed; cancelled %d build(s): %s", len(unfinished),
-                           ", ".join(self.interrupted))  # fmt: skip
+                           some(self.interrupted))  # fmt: skip
 
     def stop_draining(self) -> None:
         """Cut a graceful stop's drain short (a second Ctrl-C): running builds are interrupted now."""

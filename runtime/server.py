@@ -44,6 +44,7 @@ from actors.model.errors import SpecError
 
 from .auth import TokenTable, protected_mode_problem
 from .config import RuntimeConfig
+from ._closing import some
 from ._open import open_runtime
 from ._state import StateDirInUse
 
@@ -243,10 +244,9 @@ async def _run(config: RuntimeConfig, stop: trio.Event, report: ServeReport, out
     report.left_queued = list(rt.left_queued)
     finished = report.builds - len(report.interrupted) - len(report.left_queued)
     out(f"stopped: {report.builds} build(s), {finished} finished, {len(report.interrupted)} interrupted"
-        + (f": {', '.join(report.interrupted)}" if report.interrupted else ""))  # fmt: skip
+        + (f": {some(report.interrupted)}" if report.interrupted else ""))  # fmt: skip
     if report.left_queued:
-        shown = ", ".join(report.left_queued[:20]) + (", ..." if len(report.left_queued) > 20 else "")
-        out(f"left queued for the next start: {len(report.left_queued)}: {shown}")
+        out(f"left queued for the next start: {len(report.left_queued)}: {some(report.left_queued)}")
 
 
 async def _http(app: Any, settings: hypercorn.config.Config, sockets: hypercorn.config.Sockets,

@@ -86,6 +86,22 @@ jobs:
 
 
 @pytest.mark.trio
+async def test_closing_many_builds_names_a_few_in_one_bounded_line(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """30 interrupted builds: the warning names 20 and says how many more, not every id."""
+    async with runtime.open_runtime(CONFIG) as rt:
+        pipeline = await rt.register_pipeline("name: long\nsteps: [{uses: sleep, with: {seconds: 100000}}]\n")
+        for _ in range(30):
+            await rt.submit(pipeline.id)
+        await trio.sleep(1)
+    assert len(rt.interrupted) == 30
+    [line] = [r.getMessage() for r in caplog.records if "runtime closed" in r.getMessage()]
+    assert line.startswith("runtime closed; cancelled 30 build(s): ") and line.endswith(" and 10 more"), line
+    assert line.count("long.") == 20
+
+
+@pytest.mark.trio
 async def test_builds_a_close_cancels_say_the_runtime_stopped(autojump_clock: trio.abc.Clock) -> None:
     """Not "cancelled by a user": nobody asked, the runtime was closing."""
     ended: dict[str, str | None] = {}
