@@ -35,19 +35,23 @@ class _TrioParker:
         self._task: trio.lowlevel.Task | None = None
 
     async def park(self) -> None:
-        self._task = trio.lowlevel.current_task()
+        self._task = _current_task()
+        await _wait_task_rescheduled(self._abort)  # a bound method, not a closure made per park
 
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            self._task = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
+    def _abort(self, _: Any) -> trio.lowlevel.Abort:
+        self._task = None
+        return _SUCCEEDED
 
     def unpark(self) -> None:
         task = self._task
         if task is not None:
             self._task = None
             trio.lowlevel.reschedule(task)
+
+
+_current_task = trio.lowlevel.current_task
+_wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
+_SUCCEEDED = trio.lowlevel.Abort.SUCCEEDED
 
 
 class _AsyncioParker:
