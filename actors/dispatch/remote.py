@@ -52,7 +52,7 @@ def spawn_node(pool: PoolActor, name: str) -> Any:
     """The node actor of a new remote node (its agents come when its process registers)."""
     pool.remote[name] = RemoteState()
     return pool.spawn(lambda: RemoteNodeActor(node=name, pool=pool.ref, heartbeat_interval=pool.heartbeat_interval,
-                                              heartbeat_timeout=pool.heartbeats.timeout),
+                                              heartbeat_timeout=pool.heartbeats.timeout, secrets=pool.secrets),
                       name=f"remote-node:{name}")  # fmt: skip
 
 

@@ -157,7 +157,8 @@ class AgentActor(Actor):
         secrets: Secrets | None = None,
     ) -> None:
         self.node = node
-        self.secrets = secrets if secrets is not None else Secrets()
+        self.own_secrets = secrets if secrets is not None else Secrets()
+        self.secrets = self.own_secrets  # those of the current attempt (a remote job brings its own)
         self.agent = agent
         self.workspace = workspace
         self.pool = pool
@@ -214,6 +215,7 @@ class AgentActor(Actor):
         if payload.restore is not None:
             self.context = dict(payload.restore)
         self.current = token
+        self.secrets = run.secrets if run.secrets is not None else self.own_secrets
         self.cancel_reason = None
         records: list[Record] = [JobStarted(self.node, self.agent, dict(self.context), time.time())]
         if self._is_instant(payload):
@@ -286,6 +288,7 @@ class AgentActor(Actor):
         records.append(JobEnded(status, reason and self.secrets.mask(reason), time.time()))
         self._flush(run, records)
         self.current = None
+        self.secrets = self.own_secrets  # a remote job's secrets are forgotten with it
         if self.retiring:
             self.stop()
         elif not self.hung:

@@ -22,8 +22,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any
 
-__all__ = ["MASK", "MIN_MASKED", "Secrets"]
+from ..model.spec import Job
+from ..model.templates import references
+
+__all__ = ["MASK", "MIN_MASKED", "Secrets", "referenced"]
 
 MASK = "***"
 MIN_MASKED = 3
@@ -69,6 +73,10 @@ class Secrets:
     def __len__(self) -> int:
         return len(self._values)
 
+    def only(self, names: Iterable[str]) -> Secrets:
+        """The secrets among ``names`` (unknown names are left out): what one job may see."""
+        return Secrets({name: self._values[name] for name in names if name in self._values})
+
     def mask(self, text: str) -> str:
         """``text`` with every secret value (and every line of a multi-line one) replaced by ``***``."""
         if self._pattern is None or not text:
@@ -92,3 +100,26 @@ class Secrets:
 
     def __hash__(self) -> int:
         return hash(frozenset(self._values))
+
+
+def referenced(job: Job) -> frozenset[str]:
+    """The names of the secrets ``job`` uses (``${{ secrets.NAME }}`` in its ``env:`` and its
+    steps' ``env:``, ``with:`` and ``run:``): all a remote agent is sent for it (docs/design.md §11)."""
+    names: set[str] = set()
+
+    def scan(value: Any) -> None:
+        if isinstance(value, str):
+            names.update(name for namespace, name in references(value) if namespace == "secrets")
+        elif isinstance(value, dict):
+            for item in value.values():
+                scan(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                scan(item)
+
+    scan(job.env)
+    for step in job.steps:
+        scan(step.run)
+        scan(step.env)
+        scan(step.with_)
+    return frozenset(names)

@@ -202,11 +202,15 @@ class JobWaiting(_Message, frozen=True, gc=False):
 
 
 class RunJob(_Message, frozen=True):
-    """Pool → agent: run this attempt now."""
+    """Pool → agent: run this attempt now.
+
+    ``secrets`` (a remote agent's, sent with the job) replaces the agent's own for this attempt only.
+    """
 
     token: JobToken
     pipeline: Ref
     payload: JobPayload
+    secrets: Any = None  # actors.execution.secrets.Secrets (the model does not import execution)
 
 
 class CancelJob(_Message, frozen=True):

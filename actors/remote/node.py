@@ -31,6 +31,7 @@ import msgspec
 
 from ..builds.records import StepLog, step_log
 from ..core import Actor, Ref, Reply, TimerHandle
+from ..execution.secrets import Secrets, referenced
 from ..model.errors import Conflict, NotFound, ShunterError
 from ..model.messages import (
     AgentIdle,
@@ -179,8 +180,10 @@ class _Attempt:
 class RemoteNodeActor(Actor):
     """See the module docstring."""
 
-    def __init__(self, *, node: str, pool: Ref, heartbeat_interval: float, heartbeat_timeout: float) -> None:
+    def __init__(self, *, node: str, pool: Ref, heartbeat_interval: float, heartbeat_timeout: float,
+                 secrets: Secrets | None = None) -> None:  # fmt: skip
         self.node = node
+        self.secrets = secrets if secrets is not None else Secrets()
         self.pool = pool
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
@@ -300,8 +303,11 @@ class RemoteNodeActor(Actor):
     def _assign(self, message: Assign) -> None:
         if message.token in self.ended:
             return  # the pool already ended it (the agent was lost meanwhile)
+        # Only the secrets the job references travel, over the token-authenticated lease answer.
+        secrets = self.secrets.only(referenced(message.payload.job)) if self.secrets else None
         self.attempts[message.token] = _Attempt(message.index, message.pipeline, message.payload)
-        self.outbox.append(Assignment(agent=message.index, token=message.token, payload=message.payload))
+        self.outbox.append(Assignment(agent=message.index, token=message.token, payload=message.payload,
+                                      secrets=secrets.values() if secrets else {}))  # fmt: skip
         self._answer()
 
     def _lease(self, body: LeaseBody) -> Any:
@@ -358,6 +364,8 @@ class RemoteNodeActor(Actor):
             records: list[Any] = []
             ended = False
             for record in report.records:
+                if self.secrets:  # masked again here, every secret: the machine may hold what a job left
+                    record = _masked(record, self.secrets)
                 if isinstance(record, Log):
                     log = attempt.logs.get(record.index)
                     if log is not None:
@@ -387,3 +395,16 @@ class RemoteNodeActor(Actor):
                 del self.attempts[report.token]
                 self.pool.tell(AgentIdle(agent, report.token))
         return stale
+
+
+def _masked(record: Any, secrets: Secrets) -> Any:
+    """``record`` with the attempt's secrets masked, should its agent not have masked them itself."""
+    mask = secrets.mask
+    if isinstance(record, Log):
+        return Log(record.index, secrets.mask_all(record.lines))
+    if isinstance(record, StepEnd):
+        return msgspec.structs.replace(record, reason=record.reason and mask(record.reason),
+                                       outputs=secrets.mask_values(record.outputs))  # fmt: skip
+    if isinstance(record, (StepSkip, Ended)) and record.reason:
+        return msgspec.structs.replace(record, reason=mask(record.reason))
+    return record

@@ -148,12 +148,21 @@ class LeaseBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     wait: Annotated[float, msgspec.Meta(ge=0, le=MAX_LEASE_WAIT)] = MAX_LEASE_WAIT
 
 
-class Assignment(msgspec.Struct, frozen=True, kw_only=True):
-    """One attempt to run on agent ``NODE/agent``."""
+class Assignment(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One attempt to run on agent ``NODE/agent``.
+
+    ``secrets`` holds the values of the secrets the job references (``${{ secrets.NAME }}``) and
+    no others: the agent uses them for this attempt only, masks them as ``***`` in all it reports,
+    and forgets them when the attempt ends. They never appear in a log, event or error message.
+    """
 
     agent: int
     token: JobToken
     payload: JobPayload
+    secrets: dict[str, str] = msgspec.field(default_factory=dict)
+
+    def __repr__(self) -> str:  # the secrets' values stay out of any trace or log line
+        return f"Assignment(agent={self.agent}, token={self.token}, secrets={sorted(self.secrets)})"
 
 
 class Cancel(msgspec.Struct, frozen=True, kw_only=True):

@@ -49,6 +49,7 @@ from actors.model.messages import (
     StepNotRun,
     StepStarted,
 )
+from actors.execution.secrets import Secrets
 from actors.model.vocab import JobStatus
 from actors.remote.protocol import (
     Ended,
@@ -226,8 +227,10 @@ class Uplink(Actor):
                 self.index_of.pop(cancel.token)
         for job in reply.jobs:
             self.index_of[job.token] = job.agent
-            # logs are kept in memory here and sent; the server writes its own (log_dir is its path)
-            run = RunJob(job.token, self.ref, msgspec.structs.replace(job.payload, log_dir=None))
+            # logs are kept in memory here and sent; the server writes its own (log_dir is its path).
+            # The job's secrets go to its agent alone, which masks them and drops them when it ends.
+            run = RunJob(job.token, self.ref, msgspec.structs.replace(job.payload, log_dir=None),
+                         Secrets(job.secrets) if job.secrets else None)  # fmt: skip
             if job.agent in self.busy:
                 self.queued[job.agent].append(run)
             else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +20,7 @@ import httpx
 import trio
 
 import runtime
+from actors.execution.actions import ActionRegistry
 from actors.remote.protocol import decode, encode
 from runtime.agent import AgentOptions, serve_node
 from runtime.agent.http import Refused, Transport, Unreachable
@@ -48,8 +49,14 @@ class AppTransport:
 
 
 @asynccontextmanager
-async def remote_nodes(rt: runtime.Runtime, pools: Mapping[str, Sequence[Mapping[str, Any]]]) -> AsyncIterator[None]:
-    """Serve these nodes (pool -> node specs) as remote nodes until the block ends."""
+async def remote_nodes(rt: runtime.Runtime, pools: Mapping[str, Sequence[Mapping[str, Any]]], *,
+                       transport: Callable[[Any], Transport] = AppTransport,
+                       actions: ActionRegistry | None = None) -> AsyncIterator[None]:  # fmt: skip
+    """Serve these nodes (pool -> node specs) as remote nodes until the block ends.
+
+    ``transport`` makes each lane's connection from the app (a test may record what passes);
+    ``actions`` is the agents' registry (default: the runtime's own, probes included).
+    """
     root = Path(tempfile.mkdtemp(prefix="shunter-remote-"))
     expected: dict[str, int] = {}
     try:
@@ -61,9 +68,10 @@ async def remote_nodes(rt: runtime.Runtime, pools: Mapping[str, Sequence[Mapping
                                            work_dir=root / spec["name"])  # fmt: skip
 
                     def connect() -> Transport:
-                        return AppTransport(rt.asgi_app)
+                        return transport(rt.asgi_app)
 
-                    await stack.enter_async_context(serve_node(options, connect=connect, actions=rt.actions,
+                    await stack.enter_async_context(serve_node(options, connect=connect,
+                                                               actions=actions if actions is not None else rt.actions,
                                                                out=lambda line: None))  # fmt: skip
                     expected[spec["name"]] = spec.get("agents", 1)
             with trio.fail_after(60):
