@@ -31,6 +31,7 @@ from actors.builds.resume import GetLogSources, NotHeld, Restore, log_sources
 from actors.builds.snapshot import build_info
 from actors.core import ActorStopped, ActorSystem, AskTimeout, Ref, Supervision
 from actors.directory import Directory
+from actors.dispatch.remote import ActionsChanged
 from actors.events import EventLog, Gauge, History, Subscribe, Subscription
 from actors.execution.actions import ActionInputs, ActionRegistry, StepContext
 from actors.model.errors import Conflict, InvalidRequest, NotFound, Overloaded, SpecError
@@ -368,6 +369,8 @@ class Runtime(Cluster, Closing, LogFollowing):
         ``with:`` does not fit. None accepts anything.
         """
         self.actions.register(name, fn, inputs)
+        for pool in self._pools.all():  # local nodes can run it now (docs/design.md §11)
+            pool.tell(ActionsChanged())
 
     @asynccontextmanager
     async def subscribe(self, *, after: int | None = None, buffer: int | float = 10_000

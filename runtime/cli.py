@@ -14,6 +14,7 @@ reached (client commands); 130 interrupted before anything started.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import math
 import sys
@@ -295,6 +296,7 @@ def _agent(args: argparse.Namespace) -> int:
     import trio
 
     from .agent import AgentOptions, run_agent
+    from .agent.plugins import load_actions
 
     if not re.match(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", args.name):
         print(f"invalid --name {args.name!r}: 1 to 128 letters, digits, '_', '.' and '-'", file=sys.stderr)
@@ -303,11 +305,16 @@ def _agent(args: argparse.Namespace) -> int:
         print(f"--server must be an http:// or https:// URL, got {args.server!r}", file=sys.stderr)
         return USAGE_ERROR
     labels = [label.strip() for label in args.labels.split(",") if label.strip()]
+    try:
+        actions = load_actions(args.actions)
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return USAGE_ERROR
     options = AgentOptions(server=args.server, name=args.name, pool=args.pool, labels=labels, agents=args.agents,
                            work_dir=Path(args.work_dir) if args.work_dir else None,
                            token=args.token or os.environ.get("SHUNTER_AGENT_TOKEN") or None,
-                           drain_timeout=args.drain_timeout)  # fmt: skip
-    return int(trio.run(run_agent, options))
+                           drain_timeout=args.drain_timeout, actions=tuple(args.actions))  # fmt: skip
+    return int(trio.run(functools.partial(run_agent, options, actions=actions)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -356,6 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     agent.add_argument("--agents", type=_agent_count, default=1, metavar="N", help="jobs run at once (default 1)")
     agent.add_argument("--work-dir", metavar="DIR", help="workspaces, one per agent (default ./shunter-work/NODE)")
     agent.add_argument("--token", metavar="T", help="a token with the agent role (default: $SHUNTER_AGENT_TOKEN)")
+    agent.add_argument("--actions", action="append", default=[], metavar="MODULE[:ATTR]",
+                       help="also offer these actions (ATTR, default ACTIONS: name -> async action); repeatable")
     agent.add_argument("--drain-timeout", type=_duration, default=600.0, metavar="S",
                        help="on SIGTERM, how long running jobs may take before they are cancelled (default 600)")
     agent.set_defaults(handler=_agent)

@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Hashable, Iterator
 from typing import Any
 
-from .matching import Matches, no_node_reason
+from .matching import Matches, actions_of, no_node_reason, user_labels
 from .records import Agent as _Agent
 from .records import Grant, JobKey, Request
 from .records import Node as _Node
@@ -434,6 +434,10 @@ def _constraints(request: Request) -> str:
     parts = []
     if request.node_pin:
         parts.append(f"node-name {request.node_pin}")
-    if request.labels:
-        parts.append(f"labels {', '.join(sorted(request.labels))}")
+    labels = user_labels(request.labels)
+    if labels:
+        parts.append(f"labels {', '.join(labels)}")
+    actions = actions_of(request.labels)
+    if actions:  # actions only some nodes can run (docs/design.md §11)
+        parts.append(f"uses {', '.join(actions)}")
     return f" ({'; '.join(parts)})" if parts else ""

@@ -69,7 +69,7 @@ class AddNode(msgspec.Struct, frozen=True):
     pool: str = "default"
     agents: int = 1
     labels: tuple[str, ...] = ()
-    remote: bool = False  # a ``shunter agent`` process brings the agents (``remote.py``)
+    remote: bool = False  # a ``shunter agent`` process brings the agents; its actions are in labels (``remote.py``)
 
 
 class UpdateNode(msgspec.Struct, frozen=True):
@@ -212,7 +212,7 @@ class PoolActor(Actor):
             build_id=token.build_id,
             key=(message.payload.pipeline_id, token.job_id),
             node_pin=runs_on.node_name,
-            labels=frozenset(runs_on.labels) if runs_on.labels else _NO_LABELS,
+            labels=remote.needs(self, message.payload.job, runs_on.labels),  # its actions too (matching.py)
             agent_pin=message.agent,
             lock=message.lock,
             per_node=runs_on.concurrency_limit_per_node,
@@ -277,11 +277,11 @@ class PoolActor(Actor):
             lambda: NodeActor(node=spec.name, pool=self.ref), name=f"node:{spec.name}")
         self.nodes[spec.name] = node_ref
         unmatched = self.placement.unmatched()
-        self.placement.add_node(spec.name, frozenset(spec.labels))
+        self.placement.add_node(spec.name, remote.node_labels(self, spec.labels, spec.remote))
         self.next_agent[spec.name] = 0
         agents = [self._spawn_agent(spec.name) for _ in range(0 if spec.remote else spec.agents)]  # remote: later
         self._tell_match_changes(unmatched)
-        self._event(NodeChange.ADDED, spec.name, agents=agents, labels=sorted(spec.labels),
+        self._event(NodeChange.ADDED, spec.name, agents=agents, labels=remote.user_labels(spec.labels),
                     kind="remote" if spec.remote else "local")  # fmt: skip
         self._publish()
         return self._node_info(spec.name)
@@ -301,7 +301,7 @@ class PoolActor(Actor):
             raise InvalidRequest(f"node {name!r}: agents must be >= 1, got {change.agents}")
         if change.labels is not None:
             unmatched = self.placement.unmatched()
-            self._run_all(self.placement.set_labels(name, frozenset(change.labels)))
+            self._run_all(self.placement.set_labels(name, remote.node_labels(self, change.labels, False)))
             self._tell_match_changes(unmatched)
         if change.agents is not None:
             for agent in self.placement.resize(name, change.agents):
@@ -462,7 +462,7 @@ class PoolActor(Actor):
             for agent, held, locked_by in self.placement.iter_agents(name)
         ]
         running = {f"{pipeline}/{job}": count for (pipeline, job), count in node.running.items()}
-        return remote.with_state(self, NodeInfo(name=name, pool=self.pool, labels=sorted(node.labels),
+        return remote.with_state(self, NodeInfo(name=name, pool=self.pool, labels=remote.user_labels(node.labels),
                                                 draining=node.draining, agents=agents, running=running,
                                                 agents_wanted=node.want))  # fmt: skip
 

@@ -8,19 +8,31 @@ falls silent, is heard again or leaves, and the pool does what it does for
 local agents — ``HeartbeatWatch`` for silence, ``_lost`` for loss, drain for
 leaving. A lost remote agent is not replaced by a fresh one as a local agent
 is: the node waits, ``connected: false``, until its process is back.
+
+Actions (docs/design.md §11): a remote node can run the built-ins and the
+actions its process offers (which ``_remote.register`` passes as labels,
+``matching.action_label``); a local node every action registered on the
+server, so its labels gain one when the server registers one
+(``ActionsChanged``). A job needs the label of each action it uses that is
+not a built-in (``needs``), so placement never gives it to a node that
+cannot run it, and ``matching.no_node_reason`` says so.
 """
 
 from __future__ import annotations
 
 import msgspec
 
+from collections.abc import Iterable
 from typing import Any
 
 from ..core import Supervision
+from ..execution.actions import action_name
+from ..model.spec import Job
 from ..model.messages import AgentLost
 from ..model.errors import Conflict
 from ..model.info import NodeInfo, rfc3339
 from ..model.vocab import JobStatus, NodeChange
+from .matching import action_label, actions_of, user_labels
 from ..remote.agent import RemoteAgentActor
 from ..remote.node import (
     Disconnected,
@@ -37,9 +49,15 @@ from ..remote.node import (
 # The pool is typed loosely here: importing its module back would make a cycle.
 PoolActor = Any
 
-__all__ = ["MESSAGES", "RemoteState", "handle", "spawn_node", "lost", "draining", "with_state", "check_update"]
+__all__ = ["MESSAGES", "RemoteState", "ActionsChanged", "handle", "spawn_node", "lost", "draining", "with_state",
+           "check_update", "needs", "node_labels", "user_labels"]  # fmt: skip
 
-MESSAGES = frozenset({RemoteJoin, RemoteLost, RemoteSilent, RemoteHeard, RemoteSeen, RemoteLeave})
+
+class ActionsChanged(msgspec.Struct, frozen=True):
+    """Runtime → pools: an action was registered on the server; local nodes can run it."""
+
+
+MESSAGES = frozenset({RemoteJoin, RemoteLost, RemoteSilent, RemoteHeard, RemoteSeen, RemoteLeave, ActionsChanged})
 _AGENT_SUPERVISION = Supervision(max_restarts=0, escalate=False)
 
 
@@ -58,6 +76,9 @@ def spawn_node(pool: PoolActor, name: str) -> Any:
 
 def handle(pool: PoolActor, message: Any) -> None:
     kind = type(message)
+    if kind is ActionsChanged:
+        _actions_changed(pool)
+        return
     node = pool.placement.nodes.get(message.node)
     if node is None or message.node not in pool.remote:
         return  # the node left meanwhile
@@ -106,7 +127,8 @@ def with_state(pool: PoolActor, info: NodeInfo) -> NodeInfo:
     state = pool.remote.get(info.name)
     if state is None:
         return info
-    return msgspec.structs.replace(info, kind="remote", connected=state.connected, last_seen=rfc3339(state.last_seen))
+    return msgspec.structs.replace(info, kind="remote", connected=state.connected, last_seen=rfc3339(state.last_seen),
+                                   actions=actions_of(pool.placement.nodes[info.name].labels))  # fmt: skip
 
 
 def check_update(pool: PoolActor, node: str, agents: int | None, labels: Any) -> None:
@@ -114,6 +136,33 @@ def check_update(pool: PoolActor, node: str, agents: int | None, labels: Any) ->
     if node in pool.remote and (agents is not None or labels is not None):
         raise Conflict(f"node {node!r} is a remote node: its agents and labels are set by its shunter agent "
                        "process (--agents, --labels); restart that with new ones")  # fmt: skip
+
+
+def needs(pool: PoolActor, job: Job, labels: Iterable[str]) -> frozenset[str]:
+    """A job's labels for placement: its ``runs-on`` labels and those of the actions it uses that are not built-ins."""
+    actions = pool.actions
+    extra = [action_label(action_name(step.uses)) for step in job.steps
+             if step.uses is not None and not actions.builtin(step.uses)]  # fmt: skip
+    return frozenset(labels).union(extra) if extra else frozenset(labels)
+
+
+def node_labels(pool: PoolActor, labels: Iterable[str], is_remote: bool) -> frozenset[str]:
+    """A node's labels for placement: a remote node's hold its actions' already, a local node has every action."""
+    if is_remote:
+        return frozenset(labels)
+    return frozenset(labels).union(map(action_label, pool.actions.names()))
+
+
+def _actions_changed(pool: PoolActor) -> None:
+    """Local nodes gain the labels of actions registered since they were added (waiting jobs may go now)."""
+    for name, node in pool.placement.nodes.items():
+        if name in pool.remote or node.draining:
+            continue
+        labels = node_labels(pool, user_labels(node.labels), False)
+        if labels != node.labels:
+            unmatched = pool.placement.unmatched()
+            pool._run_all(pool.placement.set_labels(name, labels))
+            pool._tell_match_changes(unmatched)
 
 
 def _spawn_agent(pool: PoolActor, node: str, index: int) -> None:

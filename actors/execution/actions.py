@@ -50,6 +50,7 @@ __all__ = [
     "SyncAction",
     "UnknownAction",
     "check_inputs",
+    "action_name",
 ]
 
 
@@ -322,6 +323,13 @@ class ActionRegistry:
         """Every registered action name."""
         return frozenset(self._actions)
 
+    def builtin(self, uses: str) -> bool:
+        """Whether ``uses`` names a built-in that no registration replaced: the same code on
+        every node, remote ones included (docs/design.md §11). Unknown names are not built-in."""
+        name = _action_name(uses)
+        action = _ASYNC_BUILTINS.get(name)
+        return action is not None and self._actions.get(name) is action
+
     def declared_inputs(self) -> dict[str, ActionInputs | None]:
         """Every registered action name → its declared inputs (None: accepts any ``with:``)."""
         return dict(self._inputs)
@@ -347,6 +355,11 @@ class ActionRegistry:
         known = sorted(self._actions)
         listed = ", ".join(known[:20]) + (f" and {len(known) - 20} more" if len(known) > 20 else "")
         return f"{message} (registered: {listed})"
+
+
+def action_name(uses: str) -> str:
+    """``"deploy@1"`` → ``"deploy"``: the registered name a ``uses:`` value names."""
+    return _action_name(uses)
 
 
 def _action_name(uses: str) -> str:

@@ -200,6 +200,7 @@ class NodeInfo(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     kind: str = "local"  # "remote": a ``shunter agent`` process (docs/design.md §11)
     connected: bool = True  # a remote node's process is heard from
     last_seen: str | None = None  # when a remote node's process was last heard from
+    actions: list[str] | None = None  # a remote node: the actions its process offers (local nodes: all of them)
 
 
 class WaitingJob(msgspec.Struct, frozen=True, kw_only=True, gc=False):

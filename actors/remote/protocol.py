@@ -51,6 +51,7 @@ MAX_LEASE_WAIT = 25.0
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 _Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
 _Label = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+_Action = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,128}$")]
 _Session = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 _Index = Annotated[int, msgspec.Meta(ge=0, le=1023)]
 _Lines = Annotated[list[str], msgspec.Meta(max_length=100_000)]
@@ -58,12 +59,19 @@ _Many = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class Register(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``POST /v1/agent/register``: the node this agent process serves."""
+    """``POST /v1/agent/register``: the node this agent process serves.
+
+    ``actions`` names the actions its agents can run (the built-ins and those
+    its ``--actions`` modules add); absent, the built-ins. A job that uses an
+    action the node does not offer (one registered on the server only) is
+    never placed on it.
+    """
 
     name: _Name
     pool: _Name = "default"
     labels: Annotated[list[_Label], msgspec.Meta(max_length=64)] = msgspec.field(default_factory=list)
     agents: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
+    actions: Annotated[list[_Action], msgspec.Meta(max_length=1024)] | None = None
 
 
 class Session(msgspec.Struct, frozen=True, kw_only=True):

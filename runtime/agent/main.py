@@ -26,6 +26,7 @@ from actors.execution.agent import AgentActor
 from actors.remote.protocol import Register
 
 from .http import AgentHTTP, Transport
+from .plugins import load_actions
 from .uplink import Drain, Uplink
 
 __all__ = ["AgentOptions", "RemoteNode", "run_agent", "serve_node"]
@@ -42,6 +43,7 @@ class AgentOptions:
     token: str | None = None
     drain_timeout: float = 600.0
     kill_grace: float = 5.0
+    actions: tuple[str, ...] = ()  # --actions MODULE[:ATTR] (plugins.py)
 
 
 def _print(line: str) -> None:
@@ -71,9 +73,10 @@ async def serve_node(options: AgentOptions, *, connect: Callable[[], Transport] 
         def connect() -> Transport:
             return AgentHTTP(options.server, options.token)
 
-    register = Register(name=options.name, pool=options.pool, labels=list(options.labels), agents=options.agents)
+    registry = actions if actions is not None else load_actions(options.actions)
+    register = Register(name=options.name, pool=options.pool, labels=list(options.labels), agents=options.agents,
+                        actions=sorted(registry.names()))  # fmt: skip
     work_dir = (options.work_dir or Path("shunter-work") / options.name).resolve()
-    registry = actions or ActionRegistry.with_builtins()
     left = anyio.Event()
     async with open_system() as system:
         agents: list[Ref] = []
@@ -87,14 +90,16 @@ async def serve_node(options: AgentOptions, *, connect: Callable[[], Transport] 
                                   actions=registry, kill_grace=options.kill_grace)  # fmt: skip
 
             agents.append(system.spawn(factory, name=f"agent:{name}"))
+        extra = sorted(name for name in registry.names() if not registry.builtin(name))
         out(f"shunter agent: node {options.name}, {options.agents} agent(s), work dir {work_dir}, "
-            f"server {options.server}")  # fmt: skip
+            f"server {options.server}" + (f", actions {', '.join(extra)}" if extra else ""))  # fmt: skip
         yield RemoteNode(uplink, left, options.drain_timeout)
 
 
-async def run_agent(options: AgentOptions, out: Callable[[str], None] = _print) -> int:
+async def run_agent(options: AgentOptions, out: Callable[[str], None] = _print,
+                    actions: ActionRegistry | None = None) -> int:  # fmt: skip
     """Serve ``options.server`` until drained (SIGTERM, SIGINT, or the server drains the node); 0 then."""
-    async with serve_node(options, out=out) as node:
+    async with serve_node(options, out=out, actions=actions) as node:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with anyio.create_task_group() as group:
 

@@ -424,10 +424,11 @@ class DispatchScenario(Scenario):
 
 @asynccontextmanager
 async def dispatch_scenario(
-    config: Mapping[str, Any], *, limit: float = 3 * 3600.0
+    config: Mapping[str, Any], *, limit: float = 3 * 3600.0, actions: Mapping[str, Any] | None = None
 ) -> AsyncIterator[DispatchScenario]:
-    """A runtime on ``config`` with every probe action registered, bounded by
-    ``limit`` seconds (virtual under the autojump clock)."""
+    """A runtime on ``config`` with every probe action (and ``actions``) registered, bounded by
+    ``limit`` seconds (virtual under the autojump clock). Remote nodes join after that: a
+    ``shunter agent`` offers the actions it has when it registers (docs/design.md §11)."""
     probe = DispatchProbe()
     remote = {pool["name"]: pool["nodes"] for pool in config.get("pools", ())} if AGENTS[0] == "remote" else {}
     if remote:  # the same nodes, served by in-process `shunter agent`s instead (remote_helpers.py)
@@ -440,6 +441,8 @@ async def dispatch_scenario(
             rt.register_action("peek", probe.peek)
             rt.register_action("touch", probe.touch)
             rt.register_action("dwell", probe.dwell)
+            for name, action in (actions or {}).items():
+                rt.register_action(name, action)
             try:
                 async with remote_nodes(rt, remote):
                     yield DispatchScenario(rt, probe)

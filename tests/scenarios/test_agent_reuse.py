@@ -594,8 +594,7 @@ async def test_closing_right_after_a_workspace_clean_is_not_held_up_by_it(
         group=None,
     )
     outer = trio.current_time()
-    async with dispatch_scenario(_one_agent_nodes("n1"), limit=60) as s:  # TooSlowError past 60 s
-        s.rt.register_action("litter", litter)
+    async with dispatch_scenario(_one_agent_nodes("n1"), limit=60, actions={"litter": litter}) as s:  # 60 s at most
         await s.register(source, id="litter")
         first = await s.finished((await s.submit("litter")).id)
         second = await s.finished((await s.submit("litter")).id)
