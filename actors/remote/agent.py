@@ -13,7 +13,7 @@ from typing import Any
 
 from ..core import Actor, Ref
 from ..model.messages import CancelJob, Fault, Retire, RunJob
-from .node import Assign, CancelAttempt
+from .node import Assign, CancelAttempt, Hang
 
 __all__ = ["RemoteAgentActor", "RemoteAgentFault"]
 
@@ -43,6 +43,7 @@ class RemoteAgentActor(Actor):
         elif kind is Fault:
             if message.kind == "crash":
                 raise RemoteAgentFault(f"injected crash of agent {self.agent}")
-            # hang: the real process is elsewhere; stop it with SIGSTOP instead
+            if message.kind == "hang":  # the server hears nothing more of it (a real process: SIGSTOP it)
+                self.node.tell(Hang(self.index))
         else:
             raise TypeError(f"agent {self.agent} got an unexpected {kind.__name__}")

@@ -35,6 +35,7 @@ from ..execution.secrets import Secrets, referenced
 from ..model.errors import Conflict, NotFound, ShunterError
 from ..model.messages import (
     AgentIdle,
+    AgentLost,
     AgentReport,
     JobEnded,
     JobPayload,
@@ -44,6 +45,7 @@ from ..model.messages import (
     StepNotRun,
     StepStarted,
 )
+from ..model.vocab import JobStatus
 from .protocol import (
     MAX_LEASE_WAIT,
     Assignment,
@@ -64,7 +66,8 @@ from .protocol import (
 )
 
 __all__ = [
-    "RemoteNodeActor", "StaleAttempt", "UnknownSession", "Connect", "Assign", "CancelAttempt", "Disconnected", "Draining",
+    "RemoteNodeActor", "StaleAttempt", "UnknownSession", "Connect", "Assign", "CancelAttempt", "Hang", "Disconnected",
+    "Draining",
     "RemoteJoin", "RemoteLost", "RemoteSilent", "RemoteHeard", "RemoteSeen", "RemoteLeave",
 ]  # fmt: skip
 
@@ -102,6 +105,12 @@ class Assign(msgspec.Struct, frozen=True):
 class CancelAttempt(msgspec.Struct, frozen=True):
     token: JobToken
     reason: str
+
+
+class Hang(msgspec.Struct, frozen=True):
+    """The injected ``hang`` fault: nothing more is heard from agent ``index`` until the pool declares it lost."""
+
+    index: int
 
 
 # -- pool -> node ----------------------------------------------------------------------------
@@ -198,6 +207,7 @@ class RemoteNodeActor(Actor):
         self.outbox: list[Assignment] = []
         self.cancels: list[Cancel] = []
         self.ended: set[JobToken] = set()  # ended by the pool before the proxy's Assign arrived
+        self.hung: set[int] = set()  # agents whose reports are dropped (the injected hang fault)
         self.parked: tuple[Reply, TimerHandle, int] | None = None
         self.polls = 0
 
@@ -206,6 +216,12 @@ class RemoteNodeActor(Actor):
 
     async def stopping(self) -> None:
         self._answer()  # the node left: the parked lease ends now, the next request gets 404
+
+    def child_crashed(self, child: Ref, error: BaseException, restarting: bool) -> None:
+        """An agent's stand-in crashed: the pool ends its job ``FAILED`` as for a local agent, and the
+        node forgets the attempt (``Disconnected``); the agent comes back with the process's next request."""
+        agent = child.name.removeprefix("agent:").rsplit("@", 1)[0]
+        self.pool.tell(AgentLost(agent, JobStatus.FAILED, f"agent {agent} crashed: {error!r}"))
 
     def receive(self, message: Any) -> Any:
         kind = type(message)
@@ -221,6 +237,8 @@ class RemoteNodeActor(Actor):
                 self._answer()
         elif kind is Disconnected:
             self._disconnected(message)
+        elif kind is Hang:
+            self.hung.add(message.index)
         elif kind is Draining:
             self.leaving = True
             self._answer()
@@ -255,6 +273,7 @@ class RemoteNodeActor(Actor):
             self.attempts.clear()
         self.outbox.clear()
         self.cancels.clear()
+        self.hung.clear()
         self._answer()
         self.session = uuid.uuid4().hex
         self.agents = message.agents
@@ -288,6 +307,7 @@ class RemoteNodeActor(Actor):
     def _disconnected(self, message: Disconnected) -> None:
         if message.token is not None:
             self.ended.add(message.token)
+        self.hung.discard(message.index)  # its next stand-in is heard again
         for token, attempt in list(self.attempts.items()):
             if attempt.index == message.index:
                 del self.attempts[token]
@@ -297,6 +317,9 @@ class RemoteNodeActor(Actor):
         if self.connected:
             self.connected = False
             self.pool.tell(RemoteSeen(self.node, False, time.time() - (self.now() - self.last_seen)))
+        # A process that is there after all (a lease is parked: its agent's stand-in crashed, or only the
+        # server's watch thought it silent) polls again at once: it hears the attempt is stale and rejoins.
+        self._answer()
 
     # -- work out --------------------------------------------------------------------------------
 
@@ -360,6 +383,8 @@ class RemoteNodeActor(Actor):
             if attempt is None:
                 stale.append(report.token)
                 continue
+            if attempt.index in self.hung:
+                continue  # as a hung local agent: no word until it is declared lost
             agent = f"{self.node}/{attempt.index}"
             records: list[Any] = []
             ended = False
