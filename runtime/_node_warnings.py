@@ -9,10 +9,10 @@ followed by what is there instead.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Set
+from collections.abc import Callable, Iterable, Mapping, Set
 
-from actors.dispatch.matching import no_node_reason
-from actors.model.spec import RunsOn
+from actors.dispatch.matching import no_node_reason, user_labels
+from actors.model.spec import Job, RunsOn
 
 from ._validate import suggest
 
@@ -22,14 +22,24 @@ NodeMap = Mapping[str, Mapping[str, Set[str]]]  # pool name -> node name -> its 
 _LISTED = 20  # names shown in a hint, at most
 
 
-def node_warnings(placements: Iterable[tuple[str, RunsOn]], nodes: NodeMap) -> list[dict[str, str]]:
-    """One ``{"path", "message"}`` per ``(path of runs-on, RunsOn)`` that no node of ``nodes`` matches."""
+def node_warnings(placements: Iterable[tuple[str, Job]], nodes: NodeMap,
+                  needs: Callable[[Job], frozenset[str]] | None = None) -> list[dict[str, str]]:  # fmt: skip
+    """One ``{"path", "message"}`` per ``(path of runs-on, job)`` that no node of ``nodes`` matches;
+    with ``needs``, also one per job whose runs-on some node matches but none that can run its actions
+    (the labels of ``matching.action_label``, which ``nodes`` then hold too)."""
     warnings = []
-    for path, runs_on in placements:
+    for path, job in placements:
+        runs_on = job.runs_on
         pool = nodes.get(runs_on.pool_name, {})
-        reason = no_node_reason(runs_on.pool_name, runs_on.node_name, frozenset(runs_on.labels), pool)
+        labels = frozenset(runs_on.labels)
+        reason = no_node_reason(runs_on.pool_name, runs_on.node_name, labels, pool)
         if reason is not None:
             warnings.append({"path": path, "message": reason + _hint(runs_on, nodes)})
+            continue
+        extra = needs(job) if needs is not None else frozenset()
+        reason = no_node_reason(runs_on.pool_name, runs_on.node_name, labels | extra, pool) if extra else None
+        if reason is not None:  # the action is the server's: a local node added later runs it
+            warnings.append({"path": path, "message": reason})
     return warnings
 
 
@@ -43,7 +53,7 @@ def _hint(runs_on: RunsOn, nodes: NodeMap) -> str:
         return f"; pools with nodes: {_listed(pools)}{suggest(runs_on.pool_name, pools)}"
     if runs_on.node_name is not None and runs_on.node_name not in pool:
         return f"; its nodes: {_listed(sorted(pool))}{suggest(runs_on.node_name, list(pool))}"
-    labels = sorted(set().union(*pool.values()))
+    labels = user_labels(set().union(*pool.values()))
     return f"; labels of its nodes: {_listed(labels)}" if labels else "; its nodes have no labels"
 
 

@@ -31,7 +31,8 @@ from actors.builds.resume import GetLogSources, NotHeld, Restore, log_sources
 from actors.builds.snapshot import build_info
 from actors.core import ActorStopped, ActorSystem, AskTimeout, Ref, Supervision
 from actors.directory import Directory
-from actors.dispatch.remote import ActionsChanged
+from actors.dispatch.matching import action_label
+from actors.dispatch.remote import ActionsChanged, needs
 from actors.events import EventLog, Gauge, History, Subscribe, Subscription
 from actors.execution.actions import ActionInputs, ActionRegistry, StepContext
 from actors.model.errors import Conflict, InvalidRequest, NotFound, Overloaded, SpecError
@@ -130,12 +131,15 @@ class Runtime(Cluster, Closing, LogFollowing):
         (its jobs would wait for one).
         """
         nodes: dict[str, dict[str, frozenset[str]]] = {}
+        everywhere = self.actions.names()  # a local node runs every action; a remote one those it offers
         for node in await self.nodes():
             if not node.draining:
-                nodes.setdefault(node.pool, {})[node.name] = frozenset(node.labels)
+                actions = everywhere if node.actions is None else node.actions
+                nodes.setdefault(node.pool, {})[node.name] = frozenset(node.labels).union(map(action_label, actions))
         raw = read_source(source)
         spec, warnings = check_pipeline(raw, known_actions=self.actions.declared_inputs(), nodes=nodes,
-                                        secrets=self.config.secrets.names())  # fmt: skip
+                                        secrets=self.config.secrets.names(),
+                                        needs=lambda job: needs(self.actions, job, ()))  # fmt: skip
         pipeline_id = id if id is not None else slugify(spec.name)
         problem = validate_pipeline_id(pipeline_id)
         if problem is not None:

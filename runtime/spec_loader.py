@@ -34,7 +34,7 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -115,12 +115,15 @@ def check_pipeline(
     known_actions: KnownActions | None = None,
     nodes: NodeMap | None = None,
     secrets: Collection[str] = (),
+    needs: Callable[[Job], frozenset[str]] | None = None,
 ) -> CheckedPipeline:
     """What registering a pipeline checks, in one place (``shunter validate`` uses it too).
 
     ``load_pipeline``'s checks, then, when ``nodes`` (pool → node → labels)
     is given, a warning for each ``runs-on`` that no node matches, at the
-    path of that ``runs-on`` (jobs on another job's agent are not repeated).
+    path of that ``runs-on`` (jobs on another job's agent are not repeated);
+    ``needs`` adds the labels of the actions a job uses that only some nodes
+    have (docs/design.md §11).
     """
     if isinstance(source, Mapping):
         data: Any = source
@@ -133,7 +136,7 @@ def check_pipeline(
     spec = walker.pipeline(data, text)
     if walker.check.errors or spec is None:
         raise SpecError(walker.check.errors)
-    return CheckedPipeline(spec, [] if nodes is None else node_warnings(walker.placements(spec), nodes))
+    return CheckedPipeline(spec, [] if nodes is None else node_warnings(walker.placements(spec), nodes, needs))
 
 
 def slugify(name: str) -> str:
@@ -397,10 +400,10 @@ class _Walker(StepReader):
             timeout_minutes=c.positive(data, "timeout-minutes", path, default=10.0, maximum=MAX_MINUTES) or 10.0,
         )
 
-    def placements(self, spec: PipelineSpec) -> list[tuple[str, RunsOn]]:
-        """(path of its runs-on, RunsOn) of every job that picks its own agent."""
+    def placements(self, spec: PipelineSpec) -> list[tuple[str, Job]]:
+        """(path of its runs-on, job) of every job that picks its own agent."""
         jobs = {job.id: job for job in spec.all_jobs()}
-        return [(draft.runs_on_path or "$", jobs[draft.id].runs_on) for draft in self.jobs.values()
+        return [(draft.runs_on_path or "$", jobs[draft.id]) for draft in self.jobs.values()
                 if draft.runs_on.get("lock_resource_with") is None]  # fmt: skip
 
     def build(self, draft: JobDraft) -> Job:

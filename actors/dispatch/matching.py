@@ -20,7 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Set
 from typing import Protocol
 
-__all__ = ["Matches", "no_node_reason", "action_label", "user_labels", "ACTION_PREFIX", "actions_of"]
+__all__ = ["Matches", "no_node_reason", "action_label", "user_labels", "ACTION_PREFIX", "actions_of",
+           "server_actions"]  # fmt: skip
 
 ACTION_PREFIX = "\x00uses:"
 """What starts a label that stands for an action (a control character: no label a user writes)."""
@@ -41,7 +42,8 @@ def actions_of(labels: Iterable[str]) -> list[str]:
     return sorted(label[len(ACTION_PREFIX):] for label in labels if label.startswith(ACTION_PREFIX))
 
 
-def _cannot_run(actions: list[str]) -> str:
+def server_actions(actions: list[str]) -> str:
+    """``action 'deploy' (registered on the server only)``: the words every reason uses."""
     words = ", ".join(repr(name) for name in actions)
     return f"action{'s' if len(actions) > 1 else ''} {words} (registered on the server only)"
 
@@ -102,7 +104,9 @@ def no_node_reason(pool: str, node_pin: str | None, labels: frozenset[str],
         if missing:
             return f"node {node_pin!r} in pool {pool!r} does not have labels [{missing}]"
         lacking = actions_of(labels - have)
-        return f"node {node_pin!r} cannot run {_cannot_run(lacking)}: its agent does not offer it" if lacking else None
+        if lacking:
+            return f"node {node_pin!r} cannot run {server_actions(lacking)}: its agent does not offer it"
+        return None
     if not nodes:
         return f"no node in pool {pool!r} matches (the pool has no nodes)"
     if any(labels <= have for have in nodes.values()):
@@ -115,6 +119,6 @@ def no_node_reason(pool: str, node_pin: str | None, labels: frozenset[str],
     lacking = lacking or actions_of(labels)
     with_labels = f" with labels [{', '.join(sorted(wanted))}]" if wanted else ""
     listed = ", ".join(fitting[:5]) + (f" and {len(fitting) - 5} more" if len(fitting) > 5 else "")
-    return (f"no node in pool {pool!r}{with_labels} can run {_cannot_run(lacking)}: "
+    return (f"no node in pool {pool!r}{with_labels} can run {server_actions(lacking)}: "
             f"node{'s' if len(fitting) > 1 else ''} {listed} cannot (a remote node's agent offers only "
             "the built-ins and its --actions)")  # fmt: skip

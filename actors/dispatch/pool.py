@@ -204,15 +204,16 @@ class PoolActor(Actor):
 
     def _request(self, message: JobRequest) -> None:
         token, runs_on = message.token, message.runs_on
-        if message.agent is not None and message.agent not in self.placement.agents:
-            _end(message, JobStatus.FAILED, f"agent {message.agent} (lock-resource-with) is gone")
+        labels = remote.needs(self.actions, message.payload.job, runs_on.labels)  # its actions too (matching.py)
+        if message.agent is not None and (problem := remote.pin_problem(self, message.agent, labels)):
+            _end(message, JobStatus.FAILED, problem)  # the lock chain's agent is gone, or cannot run an action
             return
         request = Request(
             token=token,
             build_id=token.build_id,
             key=(message.payload.pipeline_id, token.job_id),
             node_pin=runs_on.node_name,
-            labels=remote.needs(self, message.payload.job, runs_on.labels),  # its actions too (matching.py)
+            labels=labels,
             agent_pin=message.agent,
             lock=message.lock,
             per_node=runs_on.concurrency_limit_per_node,

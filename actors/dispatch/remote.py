@@ -26,13 +26,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..core import Supervision
-from ..execution.actions import action_name
+from ..execution.actions import ActionRegistry, action_name
 from ..model.spec import Job
 from ..model.messages import AgentLost
 from ..model.errors import Conflict
 from ..model.info import NodeInfo, rfc3339
 from ..model.vocab import JobStatus, NodeChange
-from .matching import action_label, actions_of, user_labels
+from .matching import action_label, actions_of, server_actions, user_labels
 from ..remote.agent import RemoteAgentActor
 from ..remote.node import (
     Disconnected,
@@ -50,7 +50,7 @@ from ..remote.node import (
 PoolActor = Any
 
 __all__ = ["MESSAGES", "RemoteState", "ActionsChanged", "handle", "spawn_node", "lost", "draining", "with_state",
-           "check_update", "needs", "node_labels", "user_labels"]  # fmt: skip
+           "check_update", "needs", "pin_problem", "node_labels", "user_labels"]  # fmt: skip
 
 
 class ActionsChanged(msgspec.Struct, frozen=True):
@@ -138,12 +138,24 @@ def check_update(pool: PoolActor, node: str, agents: int | None, labels: Any) ->
                        "process (--agents, --labels); restart that with new ones")  # fmt: skip
 
 
-def needs(pool: PoolActor, job: Job, labels: Iterable[str]) -> frozenset[str]:
+def needs(actions: ActionRegistry, job: Job, labels: Iterable[str]) -> frozenset[str]:
     """A job's labels for placement: its ``runs-on`` labels and those of the actions it uses that are not built-ins."""
-    actions = pool.actions
     extra = [action_label(action_name(step.uses)) for step in job.steps
              if step.uses is not None and not actions.builtin(step.uses)]  # fmt: skip
     return frozenset(labels).union(extra) if extra else frozenset(labels)
+
+
+def pin_problem(pool: PoolActor, agent: str, labels: frozenset[str]) -> str | None:
+    """Why a job pinned to ``agent`` (lock-resource-with) can never run there, or None: the agent is
+    gone, or its node cannot run an action the job uses (it runs where the chain's first job ran)."""
+    held = pool.placement.agents.get(agent)
+    if held is None:
+        return f"agent {agent} (lock-resource-with) is gone"
+    lacking = actions_of(labels - held.node.labels)
+    if lacking:
+        return (f"agent {agent} (lock-resource-with) cannot run {server_actions(lacking)}: its node's "
+                "shunter agent does not offer it")  # fmt: skip
+    return None
 
 
 def node_labels(pool: PoolActor, labels: Iterable[str], is_remote: bool) -> frozenset[str]:

@@ -102,3 +102,49 @@ async def test_a_remote_node_that_offers_the_action_runs_it(autojump_clock: trio
             done = await s.finished((await s.submit("labelled")).id)
             assert done.status == "SUCCEED" and done.job("ship").node == "mac"
             assert "deployed from mac" in await s.rt.logs(done.id)
+
+
+@pytest.mark.trio
+async def test_registering_warns_and_a_local_node_added_later_runs_the_job(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A pipeline whose action no node of its pool can run now registers as before, with a
+    warning in the words of the waiting reason; its job waits, and runs once a local node
+    (which can run every action of the server) joins."""
+    async with dispatch_scenario(dispatch_config([], pools={"mac": []})) as s:
+        s.rt.register_action("deploy", deploy)
+        async with remote_nodes(s.rt, {"mac": [{"name": "mac-01", "labels": ["macos"]}]},
+                                actions=remote_registry(s)):  # fmt: skip
+            source = pipeline("ship", {"ship": job([DEPLOY], {"pool-name": "mac", "labels": ["macos"]})}, group=None)
+            info = await s.register(source, id="ship")
+            assert [w["message"] for w in info.warnings] == [
+                "no node in pool 'mac' with labels [macos] can run action 'deploy' (registered on the server only): "
+                "node mac-01 cannot (a remote node's agent offers only the built-ins and its --actions)"]
+            assert info.warnings[0]["path"].endswith("runs-on")
+            build = await s.submit("ship")
+            assert (await s.until_waiting(build.id, "ship")).reason == info.warnings[0]["message"]
+            await s.rt.add_node("mac-local", pool="mac", labels=["macos"])
+            done = await s.finished(build.id)
+            assert done.status == "SUCCEED" and done.job("ship").node == "mac-local"
+            assert not (await s.register(source, id="ship")).warnings  # a node that can run it is there now
+
+
+@pytest.mark.trio
+async def test_a_lock_chain_job_whose_agent_cannot_run_its_action_fails_saying_so(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """``lock-resource-with`` runs a job on the agent its chain began on; when that is a remote
+    agent that does not offer the job's action, the job fails at once, naming both."""
+    async with dispatch_scenario(dispatch_config([])) as s:
+        s.rt.register_action("deploy", deploy)
+        async with remote_nodes(s.rt, {"default": [{"name": "mac"}]}, actions=remote_registry(s)):
+            await s.register(pipeline("chain", stages=[
+                ("build", {"compile": [noop_step("c")]}),
+                ("ship", {"ship": job([DEPLOY], {"lock-resource-with": "compile"})}),
+            ], group=None), id="chain")  # fmt: skip
+            done = await s.finished((await s.submit("chain")).id)
+            ship = done.job("ship")
+            assert (done.status, ship.status) == ("FAILED", "FAILED")
+            assert ship.reason == ("agent mac/0 (lock-resource-with) cannot run action 'deploy' (registered on the "
+                                   "server only): its node's shunter agent does not offer it")  # fmt: skip
+            await s.assert_quiet()
