@@ -3,10 +3,9 @@
 Each call finds the node's ``RemoteNodeActor`` and asks it; the node owns
 the connection state. ``register`` adds the node to its pool the first
 time (a remote node: its agents arrive with its process) and refuses a
-name that a local node already has. The actions its process offers become
-labels of the node that only jobs using them ask for
-(``actors.dispatch.matching.action_label``); a process that does not say
-offers the built-ins.
+name that a local node already has. The actions its process offers besides
+the built-ins become labels of the node that only jobs using them ask for
+(``actors.dispatch.matching.action_label``).
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from actors.core import Ref
 from actors.dispatch.matching import action_label
 from actors.dispatch.pool import AddNode, HasNode
-from actors.execution.actions import BUILTIN_INPUTS
 from actors.model.errors import Conflict, InvalidRequest
 from actors.remote.node import Connect, UnknownSession
 from actors.remote.protocol import LeaseBody, LeaveBody, LeaseReply, Register, ReportBody, ReportReply, Session
@@ -49,8 +47,7 @@ async def register(rt: Runtime, body: Register) -> Session:
             if len(rt._node_names) + len(rt._adding_nodes) > rt.config.max_nodes:
                 raise Conflict(f"there are {len(rt._node_names)} nodes already (max-nodes "
                                f"{rt.config.max_nodes}); remove one first")  # fmt: skip
-            offered = body.actions if body.actions is not None else BUILTIN_INPUTS
-            labels = (*body.labels, *map(action_label, offered))
+            labels = (*body.labels, *map(action_label, body.actions or ()))
             await rt._pools.get(body.pool).ask(AddNode(body.name, body.pool, body.agents, labels, True))
             rt._node_names.add(body.name)
         finally:

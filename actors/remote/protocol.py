@@ -61,10 +61,10 @@ _Many = Annotated[int, msgspec.Meta(ge=0)]
 class Register(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``POST /v1/agent/register``: the node this agent process serves.
 
-    ``actions`` names the actions its agents can run (the built-ins and those
-    its ``--actions`` modules add); absent, the built-ins. A job that uses an
-    action the node does not offer (one registered on the server only) is
-    never placed on it.
+    ``actions`` names the actions its agents can run besides the built-ins
+    (those its ``--actions`` modules add). A job that uses an action the
+    node does not offer (one registered on the server only) is never placed
+    on it.
     """
 
     name: _Name

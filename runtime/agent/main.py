@@ -74,8 +74,9 @@ async def serve_node(options: AgentOptions, *, connect: Callable[[], Transport] 
             return AgentHTTP(options.server, options.token)
 
     registry = actions if actions is not None else load_actions(options.actions)
+    extra = sorted(name for name in registry.names() if not registry.builtin(name))  # the built-ins run anywhere
     register = Register(name=options.name, pool=options.pool, labels=list(options.labels), agents=options.agents,
-                        actions=sorted(registry.names()))  # fmt: skip
+                        actions=extra)  # fmt: skip
     work_dir = (options.work_dir or Path("shunter-work") / options.name).resolve()
     left = anyio.Event()
     async with open_system() as system:
@@ -90,7 +91,6 @@ async def serve_node(options: AgentOptions, *, connect: Callable[[], Transport] 
                                   actions=registry, kill_grace=options.kill_grace)  # fmt: skip
 
             agents.append(system.spawn(factory, name=f"agent:{name}"))
-        extra = sorted(name for name in registry.names() if not registry.builtin(name))
         out(f"shunter agent: node {options.name}, {options.agents} agent(s), work dir {work_dir}, "
             f"server {options.server}" + (f", actions {', '.join(extra)}" if extra else ""))  # fmt: skip
         yield RemoteNode(uplink, left, options.drain_timeout)

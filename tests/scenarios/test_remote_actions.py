@@ -148,3 +148,18 @@ async def test_a_lock_chain_job_whose_agent_cannot_run_its_action_fails_saying_s
             assert ship.reason == ("agent mac/0 (lock-resource-with) cannot run action 'deploy' (registered on the "
                                    "server only): its node's shunter agent does not offer it")  # fmt: skip
             await s.assert_quiet()
+
+
+@pytest.mark.trio
+async def test_a_built_in_runs_anywhere_unless_the_server_replaced_it(autojump_clock: trio.testing.MockClock) -> None:
+    async with dispatch_scenario(dispatch_config([])) as s:
+        async with remote_nodes(s.rt, {"default": [{"name": "mac"}]}, actions=remote_registry(s)):
+            echo = {"id": "say", "uses": "echo@1", "with": {"text": "hello"}}
+            await s.register(pipeline("say", {"say": job([echo], {"node-name": "mac"})}, group=None), id="say")
+            done = await s.finished((await s.submit("say")).id)
+            assert done.status == "SUCCEED" and "hello" in await s.rt.logs(done.id)
+            s.rt.register_action("echo", deploy)  # the server's echo is its own code now
+            build = await s.submit("say")
+            waiting = await s.until_waiting(build.id, "say")
+            assert waiting.reason.startswith("node 'mac' cannot run action 'echo' (registered on the server only)")
+            await s.rt.cancel(build.id)

@@ -17,7 +17,7 @@ def test_a_real_agent_gets_the_secret_its_job_uses_and_offers_its_actions(cluste
     cluster.start_server()
     cluster.start_agent("mac", "--actions", "tests.runtime.remote.plugin_actions")
     cluster.wait_connected("mac")
-    assert cluster.nodes()["mac"]["actions"] == ["deploy", "echo", "fail", "noop", "sleep"]
+    assert cluster.nodes()["mac"]["actions"] == ["deploy"]  # besides the built-ins, which run anywhere
     digest = hashlib.sha256(SECRET.encode()).hexdigest()
     cluster.put_pipeline("secret", f"""
 name: secret
