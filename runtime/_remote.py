@@ -22,7 +22,7 @@ from actors.remote.protocol import LeaseBody, LeaveBody, LeaseReply, Register, R
 if TYPE_CHECKING:
     from ._runtime import Runtime
 
-__all__ = ["register", "lease", "report", "leave"]
+__all__ = ["register", "lease", "report", "leave", "placement_labels"]
 
 _ASK = 30.0  # seconds, beyond a lease's own wait
 
@@ -47,8 +47,7 @@ async def register(rt: Runtime, body: Register) -> Session:
             if len(rt._node_names) + len(rt._adding_nodes) > rt.config.max_nodes:
                 raise Conflict(f"there are {len(rt._node_names)} nodes already (max-nodes "
                                f"{rt.config.max_nodes}); remove one first")  # fmt: skip
-            labels = (*body.labels, *map(action_label, body.actions or ()))
-            await rt._pools.get(body.pool).ask(AddNode(body.name, body.pool, body.agents, labels, True))
+            await rt._pools.get(body.pool).ask(AddNode(body.name, body.pool, body.agents, placement_labels(body), True))
             rt._node_names.add(body.name)
         finally:
             rt._adding_nodes.discard(body.name)
@@ -59,6 +58,12 @@ async def register(rt: Runtime, body: Register) -> Session:
             raise Conflict(f"node {body.name!r} is in pool {pool!r}, not {body.pool!r}")
     session: Session = await node.ask(Connect(body.agents))
     return session
+
+
+def placement_labels(body: Register) -> tuple[str, ...]:
+    """The node's labels as placement sees them: its own, and one per action it offers (a re-registration
+    that changes them must give these too, or jobs using its actions would no longer go there)."""
+    return (*body.labels, *map(action_label, body.actions or ()))
 
 
 async def lease(rt: Runtime, body: LeaseBody) -> LeaseReply:
