@@ -139,7 +139,7 @@ class Runtime(Cluster, Closing, LogFollowing):
         raw = read_source(source)
         spec, warnings = check_pipeline(raw, known_actions=self.actions.declared_inputs(), nodes=nodes,
                                         secrets=self.config.secrets.names(),
-                                        needs=lambda job: needs(self.actions, job, ()))  # fmt: skip
+                                        needs=lambda job: needs(self.actions, job, frozenset()))  # fmt: skip
         pipeline_id = id if id is not None else slugify(spec.name)
         problem = validate_pipeline_id(pipeline_id)
         if problem is not None:

@@ -204,7 +204,8 @@ class PoolActor(Actor):
 
     def _request(self, message: JobRequest) -> None:
         token, runs_on = message.token, message.runs_on
-        labels = remote.needs(self.actions, message.payload.job, runs_on.labels)  # its actions too (matching.py)
+        labels = frozenset(runs_on.labels) if runs_on.labels else _NO_LABELS
+        labels = remote.needs(self.actions, message.payload.job, labels)  # its actions too (matching.py)
         if message.agent is not None and (problem := remote.pin_problem(self, message.agent, labels)):
             _end(message, JobStatus.FAILED, problem)  # the lock chain's agent is gone, or cannot run an action
             return

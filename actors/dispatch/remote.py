@@ -138,11 +138,12 @@ def check_update(pool: PoolActor, node: str, agents: int | None, labels: Any) ->
                        "process (--agents, --labels); restart that with new ones")  # fmt: skip
 
 
-def needs(actions: ActionRegistry, job: Job, labels: Iterable[str]) -> frozenset[str]:
-    """A job's labels for placement: its ``runs-on`` labels and those of the actions it uses that are not built-ins."""
+def needs(actions: ActionRegistry, job: Job, labels: frozenset[str]) -> frozenset[str]:
+    """A job's labels for placement: its ``runs-on`` ``labels`` and those of the actions it uses that are not
+    built-ins (``labels`` itself, the same object, when there are none)."""
     extra = [action_label(action_name(step.uses)) for step in job.steps
              if step.uses is not None and not actions.builtin(step.uses)]  # fmt: skip
-    return frozenset(labels).union(extra) if extra else frozenset(labels)
+    return labels.union(extra) if extra else labels
 
 
 def pin_problem(pool: PoolActor, agent: str, labels: frozenset[str]) -> str | None:
