@@ -19,6 +19,16 @@ slots freed, retried elsewhere when allowed) and tells the node
 ``stale_attempt``) and shows ``connected: false``; the next request of the
 agent — the same session after a pause, or a new one after a restart —
 makes the pool add its agents again.
+
+Sessions outlive a server restart (docs/design.md §11): a remote node is
+stored, comes back disconnected, and the pool hands it the attempts its
+agents were running (``Adopt``). They stay running for ``heartbeat-timeout``
+from the node's start; an agent process that registers again in time and
+says it still runs them (``Register.running``) carries on with them, and
+whatever else the node held is lost as a lost agent's work is
+(``RemoteLost``). Assignments are delivered at least once: one that no later
+request of the agent names (its lease reply was lost) goes out again with
+the next lease, under the same token.
 """
 
 from __future__ import annotations
@@ -63,7 +73,8 @@ from .protocol import (
 )
 
 __all__ = [
-    "RemoteNodeActor", "StaleAttempt", "UnknownSession", "Connect", "Assign", "CancelAttempt", "Disconnected", "Draining",
+    "RemoteNodeActor", "StaleAttempt", "UnknownSession", "Connect", "Assign", "Adopt", "CancelAttempt", "Disconnected",
+    "Draining",
     "RemoteJoin", "RemoteLost", "RemoteSilent", "RemoteHeard", "RemoteSeen", "RemoteLeave",
 ]  # fmt: skip
 
@@ -85,7 +96,11 @@ class UnknownSession(NotFound):
 
 
 class Connect(msgspec.Struct, frozen=True):
+    """A (new) session: ``agents`` agents with ``labels`` (None: as they are), still running ``running``."""
+
     agents: int
+    labels: tuple[str, ...] | None = None
+    running: dict[JobToken, int] = msgspec.field(default_factory=dict)  # token -> agent index
 
 
 # -- proxy agent -> node ---------------------------------------------------------------------
@@ -106,6 +121,17 @@ class CancelAttempt(msgspec.Struct, frozen=True):
 # -- pool -> node ----------------------------------------------------------------------------
 
 
+class Adopt(msgspec.Struct, frozen=True):
+    """After a restart: agent ``index`` was running this attempt when the server stopped; hold it
+    (``logs``: the running step's log by step index, written on)."""
+
+    index: int
+    token: JobToken
+    pipeline: Ref
+    payload: JobPayload
+    logs: dict[int, Any]
+
+
 class Draining(msgspec.Struct, frozen=True):
     """The pool drains the node (its agent left, or ``DELETE /v1/nodes``)."""
 
@@ -121,17 +147,21 @@ class Disconnected(msgspec.Struct, frozen=True):
 
 
 class RemoteJoin(msgspec.Struct, frozen=True):
-    """Add the agents ``node/0`` … ``node/agents-1`` that the pool does not have."""
+    """Add the agents ``node/0`` … ``node/agents-1`` that the pool does not have; those past them
+    leave; ``labels`` (None: unchanged) are the node's now."""
 
     node: str
     agents: int
+    labels: tuple[str, ...] | None = None
 
 
 class RemoteLost(msgspec.Struct, frozen=True):
-    """The agent process restarted (a new session): every agent of the node is lost."""
+    """These agents of the node (by index) lost their attempts: a new session without them, or
+    not back in time after a restart."""
 
     node: str
     reason: str
+    agents: tuple[int, ...]
 
 
 class RemoteSilent(msgspec.Struct, frozen=True):
@@ -163,17 +193,24 @@ class _Expire(msgspec.Struct, frozen=True):
     poll: int
 
 
+class _BackInTime(msgspec.Struct, frozen=True):
+    """``heartbeat-timeout`` after the node's start: adopted attempts of an agent not back are lost."""
+
+
 _CHECK = _Check()
 
 
 class _Attempt:
-    __slots__ = ("index", "pipeline", "payload", "logs")
+    __slots__ = ("index", "pipeline", "payload", "logs", "job", "sent", "acked")
 
-    def __init__(self, index: int, pipeline: Ref, payload: JobPayload) -> None:
+    def __init__(self, index: int, pipeline: Ref, payload: JobPayload, token: JobToken) -> None:
         self.index = index
         self.pipeline = pipeline
         self.payload = payload
         self.logs: dict[int, StepLog] = {}
+        self.job = Assignment(agent=index, token=token, payload=payload)
+        self.sent = False  # in a lease reply
+        self.acked = False  # a later request of the agent named it: the reply arrived
 
 
 class RemoteNodeActor(Actor):
@@ -187,6 +224,10 @@ class RemoteNodeActor(Actor):
         self.lease_wait = min(MAX_LEASE_WAIT, heartbeat_interval)
         self.session: str | None = None
         self.agents = 0
+        self.labels: tuple[str, ...] | None = None
+        self.claims: dict[JobToken, int] = {}  # what the agent said it runs when it registered
+        self.born = 0.0
+        self.waiting_back = False  # adopted attempts wait for their agent (after a restart)
         self.connected = False
         self.leaving = False
         self.last_seen = 0.0
@@ -199,6 +240,7 @@ class RemoteNodeActor(Actor):
         self.polls = 0
 
     async def started(self) -> None:
+        self.born = self.now()
         self.send_after(self.heartbeat_interval, _CHECK)
 
     async def stopping(self) -> None:
@@ -218,6 +260,10 @@ class RemoteNodeActor(Actor):
                 self._answer()
         elif kind is Disconnected:
             self._disconnected(message)
+        elif kind is Adopt:
+            self._adopt(message)
+        elif kind is _BackInTime:
+            self._back_in_time()
         elif kind is Draining:
             self.leaving = True
             self._answer()
@@ -246,20 +292,63 @@ class RemoteNodeActor(Actor):
             raise Conflict(f"node {self.node!r} is draining; register again once it has left")
         if self.session is not None and self.connected:  # the old session ends here
             self.pool.tell(RemoteSeen(self.node, False, time.time() - (self.now() - self.last_seen)))
-        if self.session is not None and self.attempts:
-            self.pool.tell(RemoteLost(self.node, f"the agent process of node {self.node} registered again "
-                                                 "(a new session): the attempts of its old session are lost"))  # fmt: skip
-            self.attempts.clear()
-        self.outbox.clear()
-        self.cancels.clear()
-        self._answer()
+        self._answer(empty=True)
+        self.claims = dict(message.running)
+        self._settle(message.agents)
         self.session = uuid.uuid4().hex
         self.agents = message.agents
+        if message.labels is not None:
+            self.labels = message.labels
         self.connected = False  # _contact joins the agents
         self._contact()
         return Session(node=self.node, session=self.session, agents=[f"{self.node}/{i}" for i in range(self.agents)],
                        heartbeat_interval=self.heartbeat_interval, heartbeat_timeout=self.heartbeat_timeout,
                        lease_wait=self.lease_wait)  # fmt: skip
+
+    def _settle(self, agents: int) -> None:
+        """A new session: attempts the agent still runs on the same agent carry on; those never sent
+        go to the new session; the others are lost (their agents too, as a lost agent's are)."""
+        lost: dict[int, list[str]] = {}
+        for token, attempt in list(self.attempts.items()):
+            if attempt.index < agents and self.claims.get(token) == attempt.index:
+                attempt.sent = attempt.acked = True
+            elif attempt.index < agents and not attempt.sent and token not in self.claims:
+                pass  # still in the outbox: it goes with the new session's first lease
+            else:
+                del self.attempts[token]
+                lost.setdefault(attempt.index, []).append(str(token))
+        self.outbox = [job for job in self.outbox if job.token in self.attempts]
+        self.cancels = [cancel for cancel in self.cancels if cancel.token in self.attempts]
+        self.waiting_back = False
+        for index, tokens in sorted(lost.items()):
+            self.pool.tell(RemoteLost(self.node, f"the agent process of node {self.node} registered again (a new "
+                                                 f"session) without attempt {', '.join(tokens)}: it is lost",
+                                      (index,)))  # fmt: skip
+
+    def _adopt(self, message: Adopt) -> None:
+        if self.session is not None and self.claims.get(message.token) != message.index:
+            # the agent registered before this came and did not say it runs it (a start's race)
+            self.pool.tell(RemoteLost(self.node, f"the agent process of node {self.node} registered again "
+                                                 f"without attempt {message.token}: it is lost", (message.index,)))  # fmt: skip
+            return
+        attempt = self.attempts[message.token] = _Attempt(message.index, message.pipeline, message.payload,
+                                                          message.token)  # fmt: skip
+        attempt.logs.update(message.logs)
+        attempt.sent = attempt.acked = True
+        if self.session is None and not self.waiting_back:
+            self.waiting_back = True
+            self.send_after(max(0.0, self.born + self.heartbeat_timeout - self.now()), _BackInTime())
+
+    def _back_in_time(self) -> None:
+        if not self.waiting_back:
+            return  # the agent registered in time
+        self.waiting_back = False
+        indexes = tuple(sorted({attempt.index for attempt in self.attempts.values()}))
+        self.attempts.clear()
+        if indexes:
+            self.pool.tell(RemoteLost(self.node, f"interrupted: the server restarted while it ran, and the agent "
+                                                 f"process of node {self.node} did not come back within "
+                                                 f"heartbeat-timeout {self.heartbeat_timeout:g}s", indexes))  # fmt: skip
 
     def _session(self, session: str) -> None:
         if session != self.session:
@@ -273,7 +362,7 @@ class RemoteNodeActor(Actor):
         if not self.connected and not self.leaving:
             self.connected = True
             self.ended.clear()
-            self.pool.tell(RemoteJoin(self.node, self.agents))
+            self.pool.tell(RemoteJoin(self.node, self.agents, self.labels))
         self.pool.tell(RemoteSeen(self.node, self.connected, time.time()))
 
     def _check(self) -> None:
@@ -300,17 +389,20 @@ class RemoteNodeActor(Actor):
     def _assign(self, message: Assign) -> None:
         if message.token in self.ended:
             return  # the pool already ended it (the agent was lost meanwhile)
-        self.attempts[message.token] = _Attempt(message.index, message.pipeline, message.payload)
-        self.outbox.append(Assignment(agent=message.index, token=message.token, payload=message.payload))
+        attempt = self.attempts[message.token] = _Attempt(message.index, message.pipeline, message.payload,
+                                                          message.token)  # fmt: skip
+        self.outbox.append(attempt.job)
         self._answer()
 
     def _lease(self, body: LeaseBody) -> Any:
         self._session(body.session)
         self._contact()
-        stale = self._apply(body.reports)
-        stale.extend(token for token in body.running if token not in self.attempts)
         if self.parked is not None:
-            self._answer()  # an older poll of this node (its client gave up on it)
+            self._answer(empty=True)  # an older poll of this node: its client gave up on it (see _resend)
+        gone = [token for token in body.running if token not in self.attempts]  # not those that end now
+        stale = self._apply(body.reports)
+        stale.extend(gone)
+        self._resend(body.running)
         if self.outbox or self.cancels or stale or body.wait <= 0:
             return self._reply(stale)
         self.polls += 1
@@ -318,19 +410,34 @@ class RemoteNodeActor(Actor):
         self.parked = (self.defer_reply(), timer, self.polls)
         return None
 
+    def _resend(self, running: list[JobToken]) -> None:
+        """Assignments sent that this lease neither runs nor reported: the reply that carried them was
+        lost (the agent polls again only once it has handled a reply). Again, same token."""
+        named = set(running)
+        for token, attempt in self.attempts.items():
+            if token in named:
+                attempt.acked = True
+            elif attempt.sent and not attempt.acked:
+                attempt.sent = False
+                self.outbox.append(attempt.job)
+
     def _reply(self, stale: list[JobToken] | None = None) -> LeaseReply:
         reply = LeaseReply(jobs=self.outbox, cancel=self.cancels, stale=stale or [], draining=self.leaving)
+        for job in self.outbox:
+            attempt = self.attempts.get(job.token)
+            if attempt is not None:
+                attempt.sent = True
         self.outbox, self.cancels = [], []
         return reply
 
-    def _answer(self) -> None:
-        """Answer the parked lease, if any, with what there is now."""
+    def _answer(self, empty: bool = False) -> None:
+        """Answer the parked lease, if any, with what there is now (``empty``: with nothing)."""
         if self.parked is None:
             return
         slot, timer, _ = self.parked
         self.parked = None
         timer.cancel()
-        slot.set_result(self._reply())
+        slot.set_result(LeaseReply(draining=self.leaving) if empty else self._reply())
         self.last_seen = self.now()  # the agent polls again at once: its silence starts now
 
     # -- reports in ------------------------------------------------------------------------------
@@ -354,6 +461,7 @@ class RemoteNodeActor(Actor):
             if attempt is None:
                 stale.append(report.token)
                 continue
+            attempt.acked = True
             agent = f"{self.node}/{attempt.index}"
             records: list[Any] = []
             ended = False
@@ -363,6 +471,7 @@ class RemoteNodeActor(Actor):
                     if log is not None:
                         for line in record.lines:
                             log.append(line)
+                        log.sync()  # what the agent sent survives a kill -9 of the server
                 elif isinstance(record, StepStart):
                     steps = attempt.payload.job.steps
                     if record.index >= len(steps):

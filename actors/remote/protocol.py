@@ -6,12 +6,21 @@ The server never connects to an agent; the agent makes every request:
 1. ``POST /v1/agent/register`` (``Register`` → ``Session``): the node joins
    (or rejoins, under the same name) its pool with ``agents`` agents named
    ``NODE/0`` … ``NODE/N-1``. A new session replaces the node's old one:
-   attempts the old session still held are lost.
+   the attempts it still runs (``running``: after a server restart, or a
+   lost session) carry on when the server still has them on those agents
+   (their results count, their logs go on); the other attempts the node
+   held are lost. Registering again with other ``agents`` or ``labels``
+   changes the node: agents past the new count leave, new ones join.
 2. ``POST /v1/agent/lease`` (``LeaseBody`` → ``LeaseReply``): a long poll.
    It carries the reports the agent has ready (a finished attempt's result
    rides on the next lease) and the attempts it is running; the server
    answers as soon as it has work (``jobs``, possibly several) or something
    to stop (``cancel``, ``stale``), else after ``wait`` seconds with nothing.
+   An assignment counts as delivered once a later request names it (in
+   ``running`` or in a report): a lease that does not is answered with it
+   again, with the same token (a reply lost on the way), and the agent
+   ignores an assignment it already has. Delivery is at least once;
+   running is once.
    Every request is a heartbeat; a lease waits at most ``lease_wait``
    (never longer than the heartbeat interval), so a live agent is heard at
    least that often.
@@ -40,7 +49,7 @@ from ..model.messages import JobPayload, JobToken
 from ..model.vocab import JobStatus, StepStatus
 
 __all__ = [
-    "Register", "Session", "Started", "StepStart", "Log", "StepEnd", "StepSkip", "Ended", "Record",
+    "Register", "Holding", "Session", "Started", "StepStart", "Log", "StepEnd", "StepSkip", "Ended", "Record",
     "Report", "LeaseBody", "Assignment", "Cancel", "LeaseReply", "ReportBody", "ReportReply", "LeaveBody",
     "MAX_LEASE_WAIT", "encode", "decode", "NAME_PATTERN",
 ]  # fmt: skip
@@ -57,13 +66,21 @@ _Lines = Annotated[list[str], msgspec.Meta(max_length=100_000)]
 _Many = Annotated[int, msgspec.Meta(ge=0)]
 
 
+class Holding(msgspec.Struct, frozen=True, kw_only=True):
+    """An attempt an agent process still runs (or has results of to deliver) on its agent ``NODE/agent``."""
+
+    agent: Annotated[int, msgspec.Meta(ge=0, le=1023)]
+    token: JobToken
+
+
 class Register(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``POST /v1/agent/register``: the node this agent process serves."""
+    """``POST /v1/agent/register``: the node this agent process serves, and what it still runs."""
 
     name: _Name
     pool: _Name = "default"
     labels: Annotated[list[_Label], msgspec.Meta(max_length=64)] = msgspec.field(default_factory=list)
     agents: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
+    running: Annotated[list[Holding], msgspec.Meta(max_length=1024)] = msgspec.field(default_factory=list)
 
 
 class Session(msgspec.Struct, frozen=True, kw_only=True):
