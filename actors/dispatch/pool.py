@@ -35,7 +35,6 @@ from ..core import Actor, Ref, Supervision
 from ..events import Publish, Record
 from ..model.errors import Conflict, InvalidRequest, NotFound
 from ..model.messages import (
-    AdoptJob,
     AgentIdle,
     AgentLost,
     CancelJob,
@@ -193,8 +192,6 @@ class PoolActor(Actor):
             return self._waiting()
         elif kind is InjectFault:
             self._inject(message)
-        elif kind is AdoptJob:
-            remote.adopt(self, message)
         elif kind in remote.MESSAGES:
             remote.handle(self, message)
         else:

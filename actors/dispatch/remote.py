@@ -48,7 +48,7 @@ PoolActor = Any
 
 __all__ = ["MESSAGES", "RemoteState", "handle", "spawn_node", "lost", "draining", "with_state", "check_update", "adopt"]
 
-MESSAGES = frozenset({RemoteJoin, RemoteLost, RemoteSilent, RemoteHeard, RemoteSeen, RemoteLeave})
+MESSAGES = frozenset({RemoteJoin, RemoteLost, RemoteSilent, RemoteHeard, RemoteSeen, RemoteLeave, AdoptJob})
 _AGENT_SUPERVISION = Supervision(max_restarts=0, escalate=False)
 
 
@@ -67,6 +67,9 @@ def spawn_node(pool: PoolActor, name: str) -> Any:
 
 def handle(pool: PoolActor, message: Any) -> None:
     kind = type(message)
+    if kind is AdoptJob:
+        adopt(pool, message)
+        return
     node = pool.placement.nodes.get(message.node)
     if node is None or message.node not in pool.remote:
         return  # the node left meanwhile
