@@ -1,8 +1,9 @@
 """A server with durable state restarted under a running remote job (docs/design.md §11), with real
 ``shunter serve`` and ``shunter agent`` processes on loopback.
 
-The server is killed with ``kill -9`` mid-step and started again on the
-same state directory and port. An agent back within ``heartbeat-timeout``
+The server is killed with ``kill -9`` (or stopped with SIGTERM: its drain
+cannot wait for a remote job, whose reports no longer reach it) mid-step
+and started again on the same state directory and port. An agent back within ``heartbeat-timeout``
 of the server's start carries on with its attempt: it ends once, its log
 written on. One that is not back in time loses it, with a reason; when it
 does come back, its late attempt is fenced off and its step killed.
@@ -14,21 +15,27 @@ import os
 import signal
 import time
 
+import pytest
+
 from .cluster import Cluster, HEARTBEAT_INTERVAL, pid_alive, step_running
 from .test_agent_processes import _clean, _pgid
 
 
-def _restart(cluster: Cluster) -> None:
+def _restart(cluster: Cluster, how: str = "kill") -> None:
     assert cluster.server is not None
-    cluster.server.kill()
-    cluster.server.wait(10)
+    if how == "kill":
+        cluster.server.kill()
+    else:
+        cluster.server.terminate()
+    cluster.server.wait(20)
     cluster.start_server()
 
 
-def test_a_job_carries_on_across_a_server_killed_with_9(cluster: Cluster) -> None:
+@pytest.mark.parametrize("how", ["kill", "term"])
+def test_a_job_carries_on_across_a_server_restart(cluster: Cluster, how: str) -> None:
     # The agent backs off up to 5 s between tries: a heartbeat-timeout that leaves it time to come back.
     cluster.config.write_text(f"heartbeat-interval: {HEARTBEAT_INTERVAL}\nheartbeat-timeout: 10\n"
-                              "pools: [{name: default, nodes: []}]\n")  # fmt: skip
+                              "drain-timeout: 0.3\npools: [{name: default, nodes: []}]\n")  # fmt: skip
     cluster.start_server()
     cluster.start_agent("m1")
     cluster.wait_connected("m1", agents=1)
@@ -43,7 +50,7 @@ jobs:
 """)
     build_id = cluster.submit("long")
     cluster.until(lambda: "first half" in cluster.log(build_id), "the step printed its first line")
-    _restart(cluster)
+    _restart(cluster, how)
     running = cluster.build(build_id)["stages"][0]["jobs"][0]
     assert running["status"] == "RUNNING" and len(running["attempts"]) == 1, running
     cluster.wait_connected("m1", agents=1)
