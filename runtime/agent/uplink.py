@@ -321,6 +321,12 @@ class Uplink(Actor):
         for token, records in later.items():
             self.pending.setdefault(token, []).extend(records)
 
+    def _held(self) -> dict[JobToken, int]:
+        """What runs, and what ended with results not delivered yet (both count if the server still has
+        them), with their agents."""
+        held = {**{token: self.seen[token] for token in self.pending if token in self.seen}, **self.index_of}
+        return {token: index for token, index in held.items() if token not in self.abandoned}
+
     def _running(self) -> list[JobToken]:
         return [token for token in self.index_of if token not in self.abandoned]
 
@@ -407,9 +413,7 @@ class Uplink(Actor):
         self.sent = anyio.Event()
 
     async def _register(self, client: Transport) -> None:
-        # what runs, and what ended with its results not yet delivered: both count if the server has them
-        held = {**{token: self.seen[token] for token in self.pending if token in self.seen}, **self.index_of}
-        running = [Holding(agent=index, token=token) for token, index in held.items() if token not in self.abandoned]
+        running = [Holding(agent=index, token=token) for token, index in self._held().items()]
         register = msgspec.structs.replace(self.register, running=running)
         try:
             session = await client.post("/v1/agent/register", register, Session, timeout=30)
@@ -442,7 +446,7 @@ class Uplink(Actor):
                 self.done.set()
                 return
             self.out(f"shunter agent: the server does not know this session ({error.message}); registering again "
-                     f"with the {len(self._running())} attempt(s) it still runs")  # fmt: skip
+                     f"with the {len(self._held())} attempt(s) it still holds")  # fmt: skip
             self.session = None
             return
         self.failures += 1

@@ -21,18 +21,23 @@ from .cluster import Cluster, HEARTBEAT_INTERVAL, pid_alive, step_running
 from .test_agent_processes import _clean, _pgid
 
 
-def _restart(cluster: Cluster, how: str = "kill") -> None:
+def _stop(cluster: Cluster, how: str = "kill") -> None:
     assert cluster.server is not None
     if how == "kill":
         cluster.server.kill()
     else:
         cluster.server.terminate()
     cluster.server.wait(20)
+
+
+def _restart(cluster: Cluster, how: str = "kill") -> None:
+    _stop(cluster, how)
     cluster.start_server()
 
 
-@pytest.mark.parametrize("how", ["kill", "term"])
-def test_a_job_carries_on_across_a_server_restart(cluster: Cluster, how: str) -> None:
+@pytest.mark.parametrize("how, ends_while_down", [("kill", False), ("term", False), ("kill", True)])
+def test_a_job_carries_on_across_a_server_restart(cluster: Cluster, how: str, ends_while_down: bool) -> None:
+    """``ends_while_down``: the step ends while no server runs; its result, kept by the agent, counts."""
     # The agent backs off up to 5 s between tries: a heartbeat-timeout that leaves it time to come back.
     cluster.config.write_text(f"heartbeat-interval: {HEARTBEAT_INTERVAL}\nheartbeat-timeout: 10\n"
                               "drain-timeout: 0.3\npools: [{name: default, nodes: []}]\n")  # fmt: skip
@@ -46,16 +51,21 @@ name: long
 jobs:
   j:
     steps:
-      - run: echo first half; while [ ! -f {go} ]; do sleep 0.05; done; echo second half
+      - run: echo first half; while [ ! -f {go} ]; do sleep 0.05; done; echo second half; touch {go}.done
 """)
     build_id = cluster.submit("long")
     cluster.until(lambda: "first half" in cluster.log(build_id), "the step printed its first line")
-    _restart(cluster, how)
+    _stop(cluster, how)
+    if ends_while_down:
+        go.write_text("")
+        cluster.until(lambda: (cluster.tmp / "go.done").exists(), "the step ends on the agent")
+    cluster.start_server()
     running = cluster.build(build_id)["stages"][0]["jobs"][0]
     assert running["status"] == "RUNNING" and len(running["attempts"]) == 1, running
-    cluster.wait_connected("m1", agents=1)
-    assert step_running(cluster, build_id) is not None  # taken back, not lost
-    go.write_text("")
+    if not ends_while_down:
+        cluster.wait_connected("m1", agents=1)
+        assert step_running(cluster, build_id) is not None  # taken back, not lost
+        go.write_text("")
     build = cluster.wait_build(build_id)
     assert build["status"] == "SUCCEED" and build["execute_count"] == 1, build
     job = build["stages"][0]["jobs"][0]
@@ -63,7 +73,7 @@ jobs:
     assert len(job["steps"][0]["attempts"]) == 1
     assert "first half\nsecond half\n" in cluster.log(build_id)
     log = cluster.agent_log("m1")
-    assert "registering again with the 1 attempt(s) it still runs" in log and "abandoned" not in log, log
+    assert "registering again with the 1 attempt(s) it still holds" in log and "abandoned" not in log, log
     _clean(cluster)
 
 
