@@ -71,6 +71,20 @@ from .protocol import (
     StepSkip,
     StepStart,
 )
+from .messages import (
+    Adopt,
+    Assign,
+    CancelAttempt,
+    Connect,
+    Disconnected,
+    Draining,
+    RemoteHeard,
+    RemoteJoin,
+    RemoteLeave,
+    RemoteLost,
+    RemoteSeen,
+    RemoteSilent,
+)
 
 __all__ = [
     "RemoteNodeActor", "StaleAttempt", "UnknownSession", "Connect", "Assign", "Adopt", "CancelAttempt", "Disconnected",
@@ -90,99 +104,6 @@ class UnknownSession(NotFound):
     """The node has no such session (the server restarted, or the node left): register again."""
 
     code = "unknown_session"
-
-
-# -- HTTP door -> node (asks) ------------------------------------------------------------------
-
-
-class Connect(msgspec.Struct, frozen=True):
-    """A (new) session: ``agents`` agents with ``labels`` (None: as they are), still running ``running``."""
-
-    agents: int
-    labels: tuple[str, ...] | None = None
-    running: dict[JobToken, int] = msgspec.field(default_factory=dict)  # token -> agent index
-
-
-# -- proxy agent -> node ---------------------------------------------------------------------
-
-
-class Assign(msgspec.Struct, frozen=True):
-    index: int
-    token: JobToken
-    pipeline: Ref
-    payload: JobPayload
-
-
-class CancelAttempt(msgspec.Struct, frozen=True):
-    token: JobToken
-    reason: str
-
-
-# -- pool -> node ----------------------------------------------------------------------------
-
-
-class Adopt(msgspec.Struct, frozen=True):
-    """After a restart: agent ``index`` was running this attempt when the server stopped; hold it
-    (``logs``: the running step's log by step index, written on)."""
-
-    index: int
-    token: JobToken
-    pipeline: Ref
-    payload: JobPayload
-    logs: dict[int, Any]
-
-
-class Draining(msgspec.Struct, frozen=True):
-    """The pool drains the node (its agent left, or ``DELETE /v1/nodes``)."""
-
-
-class Disconnected(msgspec.Struct, frozen=True):
-    """The pool declared agent ``index`` lost; ``token`` is the attempt it ended."""
-
-    index: int
-    token: JobToken | None
-
-
-# -- node -> pool ----------------------------------------------------------------------------
-
-
-class RemoteJoin(msgspec.Struct, frozen=True):
-    """Add the agents ``node/0`` … ``node/agents-1`` that the pool does not have; those past them
-    leave; ``labels`` (None: unchanged) are the node's now."""
-
-    node: str
-    agents: int
-    labels: tuple[str, ...] | None = None
-
-
-class RemoteLost(msgspec.Struct, frozen=True):
-    """These agents of the node (by index) lost their attempts: a new session without them, or
-    not back in time after a restart."""
-
-    node: str
-    reason: str
-    agents: tuple[int, ...]
-
-
-class RemoteSilent(msgspec.Struct, frozen=True):
-    """Nothing heard from the node since ``since`` (system clock)."""
-
-    node: str
-    since: float
-
-
-class RemoteHeard(msgspec.Struct, frozen=True):
-    node: str
-
-
-class RemoteSeen(msgspec.Struct, frozen=True):
-    node: str
-    connected: bool
-    last_seen: float  # wall clock
-
-
-class RemoteLeave(msgspec.Struct, frozen=True):
-    node: str
 
 
 class _Check(msgspec.Struct, frozen=True):
@@ -465,31 +386,33 @@ class RemoteNodeActor(Actor):
             agent = f"{self.node}/{attempt.index}"
             records: list[Any] = []
             ended = False
+            steps = attempt.payload.job.steps
             for record in report.records:
-                if isinstance(record, Log):
-                    log = attempt.logs.get(record.index)
-                    if log is not None:
-                        for line in record.lines:
-                            log.append(line)
-                        log.sync()  # what the agent sent survives a kill -9 of the server
-                elif isinstance(record, StepStart):
-                    steps = attempt.payload.job.steps
-                    if record.index >= len(steps):
-                        continue  # no such step: nothing to log it to (the build ignores it too)
-                    # the server's own log (a file with durable state), as a local agent makes it
-                    log = attempt.logs[record.index] = step_log(attempt.payload, steps[record.index])
-                    records.append(StepStarted(record.index, log, record.time))
-                elif isinstance(record, StepEnd):
-                    records.append(StepEnded(record.index, record.status, record.reason, record.exit_code,
-                                             record.outputs, record.exported_env, record.time))  # fmt: skip
-                elif isinstance(record, StepSkip):
-                    records.append(StepNotRun(record.index, record.status, record.reason))
-                elif isinstance(record, Started):
+                if isinstance(record, Started):
                     records.append(JobStarted(self.node, agent, record.context, record.time))
-                elif isinstance(record, Ended):
+                    continue
+                if isinstance(record, Ended):
                     records.append(JobEnded(record.status, record.reason, record.time))
                     ended = True
                     break
+                if record.index >= len(steps):
+                    continue  # no such step: nothing to apply it to
+                if isinstance(record, StepSkip):
+                    records.append(StepNotRun(record.index, record.status, record.reason))
+                    continue
+                log = attempt.logs.get(record.index)
+                if log is None or isinstance(record, StepStart):
+                    # the server's own log (a file with durable state), as a local agent makes it; a step
+                    # whose start never reached the store (a server killed meanwhile) is started here
+                    log = attempt.logs[record.index] = step_log(attempt.payload, steps[record.index])
+                    records.append(StepStarted(record.index, log, time.time() if isinstance(record, Log) else record.time))
+                if isinstance(record, Log):
+                    for line in record.lines:
+                        log.append(line)
+                    log.sync()  # what the agent sent survives a kill -9 of the server
+                elif isinstance(record, StepEnd):
+                    records.append(StepEnded(record.index, record.status, record.reason, record.exit_code,
+                                             record.outputs, record.exported_env, record.time))  # fmt: skip
             if records:
                 attempt.pipeline.tell(AgentReport(report.token, tuple(records)))
             if ended:

@@ -245,3 +245,30 @@ async def test_registering_again_with_fewer_agents_retires_the_others(autojump_c
         assert (await a.until(on_0["token"]["build_id"], "SUCCEED", "FAILED"))["status"] == "SUCCEED"
         assert await _stats(a) == (0, 0, 0, 0)
         assert [agent["name"] for agent in (await _node(a, "m1"))["agents"]] == ["m1/0"]
+
+
+@pytest.mark.trio
+async def test_a_step_whose_start_never_reached_the_store_is_started_by_what_follows(
+        autojump_clock: trio.testing.MockClock) -> None:  # fmt: skip
+    """A server killed between applying a step's start and committing it comes back without it:
+    the step's log line or end starts it then. A record about a step the job does not have is
+    dropped (it used to reach the build)."""
+    async with api(CONFIG) as a:
+        session = await _register(a)
+        await a.put_pipeline("remote", PINNED)
+        build = await a.submit("remote")
+        [job] = (await _lease(a, session))["jobs"]
+        end = {"status": "SUCCEED", "reason": None, "exit_code": 0, "outputs": {}, "exported_env": {}, "time": 1.0}
+        await _lease(a, session, wait=0, reports=[{"token": job["token"], "records": [
+            {"type": "started", "context": {}, "time": 1.0},
+            {"type": "step_end", "index": 0, **end},
+            {"type": "log", "index": 1, "lines": ["two"]},
+            {"type": "step_end", "index": 1, **end},
+            {"type": "step_end", "index": 7, **end},
+            {"type": "log", "index": 9, "lines": ["nowhere"]},
+            {"type": "ended", "status": "SUCCEED", "reason": None, "time": 1.0}]}])  # fmt: skip
+        done = await a.until(build["id"], "SUCCEED", "FAILED")
+        steps = done["stages"][0]["jobs"][0]["steps"]
+        assert done["status"] == "SUCCEED" and [len(step["attempts"]) for step in steps] == [1, 1]
+        log = (await a.client.get(f"/v1/builds/{build['id']}/logs")).text
+        assert "two" in log and "nowhere" not in log
