@@ -272,3 +272,54 @@ async def test_a_step_whose_start_never_reached_the_store_is_started_by_what_fol
         assert done["status"] == "SUCCEED" and [len(step["attempts"]) for step in steps] == [1, 1]
         log = (await a.client.get(f"/v1/builds/{build['id']}/logs")).text
         assert "two" in log and "nowhere" not in log
+
+
+CHAIN = """
+version: v3.0
+name: chain
+jobs:
+  compile:
+    runs-on: {node-name: m1}
+    steps: [{id: one, run: echo one}]
+  package:
+    depend-on: [compile]
+    runs-on: {lock-resource-with: compile}
+    steps: [{id: one, run: echo one}]
+"""
+
+
+def _ran(token: dict[str, Any]) -> dict[str, Any]:
+    """The rest of a one-step attempt that has started."""
+    return {"token": token, "records": [
+        {"type": "step_end", "index": 0, "status": "SUCCEED", "reason": None, "exit_code": 0, "outputs": {},
+         "exported_env": {}, "time": 2.0},
+        {"type": "ended", "status": "SUCCEED", "reason": None, "time": 2.0}]}  # fmt: skip
+
+
+@pytest.mark.trio
+async def test_an_attempt_taken_back_holds_its_agent_and_its_lock_chain(tmp_path: Path) -> None:
+    """After the restart the agent that runs ``compile`` is busy and locked for its build: another
+    job goes to the other agent, and ``package`` follows ``compile`` on the same one."""
+    async with api(_durable(tmp_path)) as a:
+        session = await _register(a, agents=2, labels=["linux"])
+        await a.put_pipeline("chain", CHAIN)
+        await a.put_pipeline("remote", PINNED)
+        build = await a.submit("chain")
+        [compile_job] = (await _lease(a, session))["jobs"]
+        await _lease(a, session, wait=0, running=[compile_job["token"]], reports=[_first_half(compile_job["token"])])
+    async with api(_durable(tmp_path)) as a:
+        node = await _node(a, "m1")
+        assert node["labels"] == ["linux"] and (await a.client.get("/v1/stats")).json()["agents_locked"] == 1
+        index = compile_job["agent"]
+        session = await _register(a, agents=2, labels=["linux"],
+                                  running=[{"agent": index, "token": compile_job["token"]}])  # fmt: skip
+        other = await a.submit("remote")
+        [job] = (await _lease(a, session, running=[compile_job["token"]]))["jobs"]
+        assert job["token"]["build_id"] == other["id"] and job["agent"] == 1 - index
+        [package] = (await _lease(a, session, running=[job["token"]], reports=[_ran(compile_job["token"])]))["jobs"]
+        assert package["token"]["job_id"] == "package" and package["agent"] == index
+        whole = _first_half(package["token"])["records"] + _ran(package["token"])["records"]
+        await _lease(a, session, wait=0, reports=[_done(job["token"]), {"token": package["token"], "records": whole}])
+        assert (await a.until(build["id"], "SUCCEED", "FAILED"))["status"] == "SUCCEED"
+        assert (await a.until(other["id"], "SUCCEED", "FAILED"))["status"] == "SUCCEED"
+        assert await _stats(a) == (0, 0, 0, 0)
