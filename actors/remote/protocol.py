@@ -73,8 +73,10 @@ class Holding(msgspec.Struct, frozen=True, kw_only=True):
     token: JobToken
 
 
-class Register(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``POST /v1/agent/register``: the node this agent process serves, and what it still runs."""
+class Register(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """``POST /v1/agent/register``: the node this agent process serves, and what it still runs
+    (defaults are left out, so that an agent holding nothing registers with a server that predates
+    ``running``)."""
 
     name: _Name
     pool: _Name = "default"
