@@ -159,7 +159,6 @@ def adopt(pool: PoolActor, message: AdoptJob) -> None:
     if node not in pool.remote or pool.placement.nodes[node].draining or name in pool.placement.agents:
         request.pipeline.tell(EndJob(request.token, JobStatus.HEARTBEAT_TIMEOUT, message.reason, time.time()))
         return
-    pool._cancel_timer(request.token)
     _stand_in(pool, node, int(index))
     runs_on = request.runs_on
     pool.placement.adopt(node, name, Request(
