@@ -22,16 +22,16 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from actors.admission.group import GroupActor
+from actors.admission.group import GroupActor, GroupSnapshot
 from actors.admission.mutex import MutexActor
 from actors.builds.resume import Resume
 from actors.core import Actor, Supervision, open_system
 from actors.directory import Directory
-from actors.dispatch.pool import PoolActor
+from actors.dispatch.pool import AddNode, PoolActor, PoolStats
 from actors.events import EventHub, EventLog, Gauge
 from actors.execution.actions import ActionRegistry
 from actors.model.errors import SpecError
-from actors.model.messages import RetirePipeline
+from actors.model.messages import DescribePipeline, RetirePipeline
 from actors.state.journal import JournalActor
 
 from ._runtime import Runtime
@@ -186,10 +186,26 @@ def _alive(pid: int) -> bool:
     return True
 
 
+async def _settled(runtime: Runtime) -> None:
+    """Wait until the attempts remote agents ran are with their nodes (``AdoptJob``), before an agent
+    can register: groups admit the running builds, their pipelines tell the pools, the pools the nodes.
+    Each ask is answered after the messages told to that actor before it."""
+    for group in runtime._groups.all():
+        await group.ask(GroupSnapshot())
+    for pipeline in runtime.system.children(runtime._pipelines):
+        await pipeline.ask(DescribePipeline())
+    for pool in runtime._pools.all():
+        await pool.ask(PoolStats())
+
+
 async def _recover(runtime: Runtime, state: State, recovered: Any, configured: set[str]) -> None:
     """Bring back nodes, pipelines and unfinished builds from the store (docs/design.md §10; see ``_state``)."""
+    remote = frozenset(node.name for node in recovered.nodes if node.remote and node.name not in configured)
     for node in recovered.nodes:
-        if node.name not in configured:  # the config's own nodes win
+        if node.name in remote:  # back disconnected; its agent process registers again (docs/design.md §11)
+            await runtime._pools.get(node.pool).ask(AddNode(node.name, node.pool, node.agents, node.labels, True))
+            runtime._node_names.add(node.name)
+        elif node.name not in configured:  # the config's own nodes win
             await runtime.add_node(node.name, node.pool, node.agents, node.labels, persist=False)
     for row in recovered.pipelines:
         spec = state.shape(row.definition, recovered.definitions.get(row.definition)).spec
@@ -198,8 +214,10 @@ async def _recover(runtime: Runtime, state: State, recovered: Any, configured: s
     for pipeline_id, builds in state.group_unfinished(recovered).items():
         ref = runtime._pipeline_or_none(pipeline_id)
         if ref is not None:
-            admits.extend(await ref.ask(Resume(builds)))
+            admits.extend(await ref.ask(Resume(builds, remote)))
     await tell_admissions(runtime._groups, admits)
+    if remote:
+        await _settled(runtime)
     for pipeline_id in recovered.deleted:  # deleted before the restart: so again (builds still ending are cancelled)
         ref = runtime._pipeline_or_none(pipeline_id)
         if ref is not None:

@@ -3,9 +3,13 @@
 Each call finds the node's ``RemoteNodeActor`` and asks it; the node owns
 the connection state. ``register`` adds the node to its pool the first
 time (a remote node: its agents arrive with its process) and refuses a
-name that a local node already has. The actions its process offers besides
-the built-ins become labels of the node that only jobs using them ask for
-(``actors.dispatch.matching.action_label``).
+name that a local node already has. With durable state a remote node is
+stored (``NodeRow.remote``) at each registration, with the agents and
+labels it registered with, and removed when it leaves: after a restart it
+comes back disconnected, and its process's sessions go on (docs/design.md §11).
+The actions its process offers besides the built-ins become labels of the
+node that only jobs using them ask for (``placement_labels``,
+``actors.dispatch.matching.action_label``), stored and changed with the others.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from actors.dispatch.pool import AddNode, HasNode
 from actors.model.errors import Conflict, InvalidRequest
 from actors.remote.node import Connect, UnknownSession
 from actors.remote.protocol import LeaseBody, LeaveBody, LeaseReply, Register, ReportBody, ReportReply, Session
+from actors.state.journal import Write
+from actors.state.store import NodeRow
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -34,8 +40,7 @@ async def register(rt: Runtime, body: Register) -> Session:
         raise InvalidRequest(f"agents: {message}", details=[{"path": "$.agents", "message": message}])
     node = _node_or_none(rt, body.name)
     if node is None:
-        # The same reservation and caps as Runtime.add_node. A remote node is
-        # not kept in durable state: its process registers it again.
+        # The same reservation and caps as Runtime.add_node.
         if body.name in rt._adding_nodes:
             raise Conflict(f"node {body.name!r} is being added")
         rt._adding_nodes.add(body.name)
@@ -56,7 +61,10 @@ async def register(rt: Runtime, body: Register) -> Session:
         pool = await _pool_of(rt, body.name)
         if pool is not None and pool != body.pool:
             raise Conflict(f"node {body.name!r} is in pool {pool!r}, not {body.pool!r}")
-    session: Session = await node.ask(Connect(body.agents))
+    running = {held.token: held.agent for held in body.running}
+    labels = placement_labels(body)
+    session: Session = await node.ask(Connect(body.agents, labels, running))
+    _store(rt, body.name, NodeRow(body.name, body.pool, body.agents, labels, remote=True))
     return session
 
 
@@ -79,7 +87,14 @@ async def report(rt: Runtime, body: ReportBody) -> ReportReply:
 async def leave(rt: Runtime, body: LeaveBody) -> Any:
     reply = await _node(rt, body.node, body.session).ask(body, timeout=_ASK)
     rt._node_names.discard(body.node)  # draining: it no longer counts towards max-nodes
+    _store(rt, body.node, None)
     return reply
+
+
+def _store(rt: Runtime, name: str, row: NodeRow | None) -> None:
+    """Journal the remote node (told, not awaited: its agent process registers it again anyway)."""
+    if rt._state is not None and rt._state.journal is not None:
+        rt._state.journal.tell(Write(rt._state.node_batch(name, row)))
 
 
 def _node_or_none(rt: Runtime, name: str) -> Ref | None:

@@ -77,6 +77,7 @@ class BuildDriver(Actor):
         # With durable state (docs/design.md §10): the journal of this pipeline's builds; replies wait for its commits.
         self.durable = durable
         self.resuming: set[str] = set()  # running builds restored at start, waiting for their group slot
+        self.remote_nodes: frozenset[str] = frozenset()  # at a restart: whose agents may still run their jobs
         self.builds: dict[str, Build] = {}
         self.reruns: dict[str, RetryPlan] = {}  # finished builds whose retry awaits its group's answer
         self.waiters: dict[str, list[Reply]] = {}

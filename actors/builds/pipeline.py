@@ -177,7 +177,7 @@ class PipelineActor(BuildDriver):
             self.durable.on_committed(message.seq)
             self._forget_old()
         elif kind is Resume:
-            return resume(self, message.builds)
+            return resume(self, message.builds, message.remote)
         elif kind is Restore:
             if message.build.id not in self.builds:
                 self.builds[message.build.id] = message.build

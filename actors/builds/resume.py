@@ -12,7 +12,12 @@
   a job that was running is treated as one whose agent was lost — retried
   from its running step when that step's ``retry-times`` allows, else ended
   ``HEARTBEAT_TIMEOUT`` with the reason ``INTERRUPTED``; jobs that were
-  waiting for a slot or an agent ask again.
+  waiting for a slot or an agent ask again. A job that was running on a
+  remote node's agent may still run there (docs/design.md §11): its pool is
+  asked to take it back on that agent (``AdoptJob``), and it stays running
+  until the node settles it — carried on when the agent comes back with it,
+  else ended as above. A job with a ``mutex`` is not taken back (the
+  mutex's holder is not durable).
 
 Also here: the messages for restoring a build read back from the store
 (``Restore``: e.g. to retry it) and for streaming logs (``GetLogSources``).
@@ -25,9 +30,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..model.messages import Admit
+from ..model.messages import AdoptJob, Admit, JobRequest, JobToken
+from ..model.vocab import StepStatus
 from ..model.vocab import BuildStatus, JobStatus
 from .build import Build
+from .payload import job_payload
 from .driver import NotHeld
 from .records import JobRun, StepLog
 
@@ -41,9 +48,11 @@ INTERRUPTED = "interrupted: the server stopped while it ran"
 
 
 class Resume(msgspec.Struct, frozen=True):
-    """Ask: take back these unfinished builds; answers [(running first, queued_at, group, Admit)]."""
+    """Ask: take back these unfinished builds; answers [(running first, queued_at, group, Admit)].
+    ``remote``: the remote nodes, whose agents may still run what they ran."""
 
     builds: list[Any]  # Build
+    remote: frozenset[str] = frozenset()
 
 
 class Restore(msgspec.Struct, frozen=True):
@@ -64,8 +73,10 @@ class GetLogSources(msgspec.Struct, frozen=True):
     step: str | None = None
 
 
-def resume(pipeline: BuildDriver, builds: list[Build]) -> list[tuple[bool, float, str, Admit]]:
+def resume(pipeline: BuildDriver, builds: list[Build], remote: frozenset[str] = frozenset()
+           ) -> list[tuple[bool, float, str, Admit]]:  # fmt: skip
     """Take back ``builds``; return the admissions to tell their groups (see the module docstring)."""
+    pipeline.remote_nodes = remote
     now = time.time()
     admits: list[tuple[bool, float, str, Admit]] = []
     for build in builds:
@@ -108,6 +119,10 @@ def resume_running(pipeline: BuildDriver, build: Build) -> None:
         if job.status == "QUEUE":
             dispatch.append(job)
         elif job.status == "RUNNING":
+            attempt = job.attempts[-1]
+            if attempt.node in pipeline.remote_nodes and attempt.agent is not None and job.spec.mutex is None:
+                _adopt(pipeline, build, job, attempt.agent)
+                continue
             if build.retry_lost(job, JobStatus.HEARTBEAT_TIMEOUT, INTERRUPTED, now):
                 dispatch.append(job)
             else:
@@ -120,6 +135,20 @@ def resume_running(pipeline: BuildDriver, build: Build) -> None:
     if build.finished:
         pipeline._emit_build(build, "RUNNING")
         pipeline._finished(build)
+
+
+def _adopt(pipeline: BuildDriver, build: Build, job: JobRun, agent: str) -> None:
+    """Ask the job's pool to take its attempt back on the remote agent that ran it."""
+    payload = job_payload(build, job)
+    if pipeline.durable is not None:
+        payload = msgspec.structs.replace(payload, log_dir=f"{pipeline.durable.log_root}/{build.number}",
+                                          max_log_bytes=pipeline.durable.max_log_bytes)  # fmt: skip
+    runs_on = job.spec.runs_on
+    token = JobToken(build.id, job.id, job.attempts[-1].number)
+    request = JobRequest(token, pipeline.ref, payload, runs_on, agent=agent, lock=job.id in build.chains)
+    logs = {index: step.attempts[-1].log for index, step in enumerate(job.steps)
+            if step.status == StepStatus.RUNNING and step.attempts}  # fmt: skip
+    pipeline.pools.get(runs_on.pool_name).tell(AdoptJob(request, logs, INTERRUPTED))
 
 
 def log_sources(build: Build, job_id: str | None, step_id: str | None) -> list[tuple[str, StepLog]]:

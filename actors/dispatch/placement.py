@@ -70,6 +70,14 @@ class Placement:
         self._set_idle(agent)
         return self._serve_node(node)
 
+    def adopt(self, node_name: str, agent_name: str, request: Request) -> Grant:
+        """A new agent of ``node_name`` that already runs ``request`` (a remote one, after a restart):
+        it joins busy, holding its slots (beyond the limits, as a running build's group slot is)."""
+        node = self.nodes[node_name]
+        agent = self.agents[agent_name] = node.agents[agent_name] = _Agent(agent_name, node)
+        request.seq = next(self._seq)
+        return self._grant(request, agent)
+
     def set_labels(self, name: str, labels: frozenset[str]) -> list[Grant]:
         """New labels for ``name``: waiting jobs that fit now get its idle agents; running ones go on."""
         node = self.nodes[name]

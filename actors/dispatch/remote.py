@@ -7,7 +7,13 @@ placement): the node actor tells the pool when its agent process joins,
 falls silent, is heard again or leaves, and the pool does what it does for
 local agents — ``HeartbeatWatch`` for silence, ``_lost`` for loss, drain for
 leaving. A lost remote agent is not replaced by a fresh one as a local agent
-is: the node waits, ``connected: false``, until its process is back.
+is: the node waits, ``connected: false``, until its process is back. A
+process that registers again with other ``--agents`` or ``--labels``
+changes the node: new agents join, those past the count leave (idle ones at
+once; busy ones were lost with the old session), new labels place waiting
+jobs at once. After a restart the attempts remote agents were running are
+taken back (``adopt``): their agents join busy, holding the slots and lock
+they held, until the node settles them.
 
 Actions (docs/design.md §11): a remote node can run the built-ins and the
 actions its process offers (which ``_remote.register`` passes as labels,
@@ -20,21 +26,24 @@ cannot run it, and ``matching.no_node_reason`` says so.
 
 from __future__ import annotations
 
-import msgspec
-
+import time
 from collections.abc import Iterable
 from typing import Any
+
+import msgspec
 
 from ..core import Supervision
 from ..execution.actions import ActionRegistry, action_name
 from ..model.spec import Job
-from ..model.messages import AgentLost
+from ..model.messages import AdoptJob, AgentLost, EndJob
 from ..model.errors import Conflict
 from ..model.info import NodeInfo, rfc3339
 from ..model.vocab import JobStatus, NodeChange
 from .matching import action_label, actions_of, server_actions, user_labels
+from .placement import Request
 from ..remote.agent import RemoteAgentActor
 from ..remote.node import (
+    Adopt,
     Disconnected,
     Draining,
     RemoteHeard,
@@ -50,14 +59,15 @@ from ..remote.node import (
 PoolActor = Any
 
 __all__ = ["MESSAGES", "RemoteState", "ActionsChanged", "handle", "spawn_node", "lost", "draining", "with_state",
-           "check_update", "needs", "pin_problem", "node_labels", "user_labels"]  # fmt: skip
+           "check_update", "adopt", "needs", "pin_problem", "node_labels", "user_labels"]  # fmt: skip
 
 
 class ActionsChanged(msgspec.Struct, frozen=True):
     """Runtime → pools: an action was registered on the server; local nodes can run it."""
 
 
-MESSAGES = frozenset({RemoteJoin, RemoteLost, RemoteSilent, RemoteHeard, RemoteSeen, RemoteLeave, ActionsChanged})
+MESSAGES = frozenset({RemoteJoin, RemoteLost, RemoteSilent, RemoteHeard, RemoteSeen, RemoteLeave, AdoptJob,
+                      ActionsChanged})  # fmt: skip
 _AGENT_SUPERVISION = Supervision(max_restarts=0, escalate=False)
 
 
@@ -76,6 +86,9 @@ def spawn_node(pool: PoolActor, name: str) -> Any:
 
 def handle(pool: PoolActor, message: Any) -> None:
     kind = type(message)
+    if kind is AdoptJob:
+        adopt(pool, message)
+        return
     if kind is ActionsChanged:
         _actions_changed(pool)
         return
@@ -98,12 +111,12 @@ def handle(pool: PoolActor, message: Any) -> None:
             pool.heartbeats.forget(agent)
     elif kind is RemoteJoin:
         if not node.draining:
-            for index in range(message.agents):
-                if f"{message.node}/{index}" not in node.agents:
-                    _spawn_agent(pool, message.node, index)
+            _join(pool, message)
     elif kind is RemoteLost:
-        for agent in list(node.agents):
-            pool._lost(AgentLost(agent, JobStatus.HEARTBEAT_TIMEOUT, message.reason), tell_node=False)
+        for index in message.agents:
+            agent = f"{message.node}/{index}"
+            if agent in node.agents:
+                pool._lost(AgentLost(agent, JobStatus.HEARTBEAT_TIMEOUT, message.reason), tell_node=False)
     elif kind is RemoteLeave:
         pool._remove_node(message.node)
 
@@ -136,6 +149,48 @@ def check_update(pool: PoolActor, node: str, agents: int | None, labels: Any) ->
     if node in pool.remote and (agents is not None or labels is not None):
         raise Conflict(f"node {node!r} is a remote node: its agents and labels are set by its shunter agent "
                        "process (--agents, --labels); restart that with new ones")  # fmt: skip
+
+
+def _join(pool: PoolActor, message: RemoteJoin) -> None:
+    """The node's process (re)joined with ``agents`` agents and maybe new labels (see the module docstring)."""
+    name = message.node
+    node = pool.placement.nodes[name]
+    changed = False
+    if message.labels is not None and frozenset(message.labels) != node.labels:
+        unmatched = pool.placement.unmatched()
+        pool._run_all(pool.placement.set_labels(name, frozenset(message.labels)))
+        pool._tell_match_changes(unmatched)
+        changed = True
+    for index in range(message.agents):
+        if f"{name}/{index}" not in node.agents:
+            _spawn_agent(pool, name, index)
+    for agent in [agent for agent in node.agents if int(agent.rsplit("/", 1)[1]) >= message.agents]:
+        changed = True
+        if pool.placement.agents[agent].held is None:  # busy: it was lost with its session (RemoteLost)
+            pool._retire(agent)
+    if changed:
+        pool._event(NodeChange.CHANGED, name, labels=user_labels(node.labels), agents=sorted(node.agents),
+                    agents_wanted=message.agents)  # fmt: skip
+
+
+def adopt(pool: PoolActor, message: AdoptJob) -> None:
+    """An attempt a remote agent was running when the server stopped: its agent joins busy with it
+    (the node ends it unless the agent says it still runs it); on any other agent it is lost."""
+    request = message.request
+    name = request.agent or ""
+    node, _, index = name.rpartition("/")
+    if node not in pool.remote or pool.placement.nodes[node].draining or name in pool.placement.agents:
+        request.pipeline.tell(EndJob(request.token, JobStatus.HEARTBEAT_TIMEOUT, message.reason, time.time()))
+        return
+    _stand_in(pool, node, int(index))
+    runs_on = request.runs_on
+    pool.placement.adopt(node, name, Request(
+        token=request.token, build_id=request.token.build_id, key=(request.payload.pipeline_id, request.token.job_id),
+        node_pin=runs_on.node_name, labels=needs(pool.actions, request.payload.job, frozenset(runs_on.labels)),
+        agent_pin=name, lock=request.lock,
+        per_node=runs_on.concurrency_limit_per_node, total=runs_on.concurrency_limit_total, since=pool.now(),
+        data=request))  # fmt: skip
+    pool.nodes[node].tell(Adopt(int(index), request.token, request.pipeline, request.payload, message.logs))
 
 
 def needs(actions: ActionRegistry, job: Job, labels: frozenset[str]) -> frozenset[str]:
@@ -179,6 +234,11 @@ def _actions_changed(pool: PoolActor) -> None:
 
 
 def _spawn_agent(pool: PoolActor, node: str, index: int) -> None:
+    _stand_in(pool, node, index)
+    pool._run_all(pool.placement.add_agent(node, f"{node}/{index}"))
+
+
+def _stand_in(pool: PoolActor, node: str, index: int) -> None:
     name = f"{node}/{index}"
     node_ref = pool.nodes[node]
     pool.next_agent[node] += 1  # actor names stay unique while a lost stand-in stops
@@ -186,4 +246,3 @@ def _spawn_agent(pool: PoolActor, node: str, index: int) -> None:
     pool.agents[name] = pool.system.spawn(lambda: RemoteAgentActor(agent=name, index=index, node=node_ref),
                                           name=f"agent:{name}@{generation}", parent=node_ref,
                                           supervision=_AGENT_SUPERVISION)  # fmt: skip
-    pool._run_all(pool.placement.add_agent(node, name))

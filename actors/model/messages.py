@@ -51,6 +51,7 @@ __all__ = [
     "Withdraw",
     "JobWaiting",
     "Unlock",
+    "AdoptJob",
     "AgentLost",
     "Fault",
     "Retire",
@@ -130,6 +131,17 @@ class JobRequest(_Message, frozen=True):
     runs_on: RunsOn
     agent: str | None = None
     lock: bool = False
+
+
+class AdoptJob(_Message, frozen=True):
+    """Pipeline → pool, after a restart: ``request``'s attempt was running on agent ``request.agent``
+    when the server stopped. A remote agent may still run it (docs/design.md §11): the pool holds it there
+    for the node to settle; otherwise it ends ``HEARTBEAT_TIMEOUT`` with ``reason``. ``logs``: the
+    running step's log by step index."""
+
+    request: JobRequest
+    logs: dict[int, Any]
+    reason: str
 
 
 class Unlock(_Message, frozen=True):

@@ -19,6 +19,16 @@ slots freed, retried elsewhere when allowed) and tells the node
 ``stale_attempt``) and shows ``connected: false``; the next request of the
 agent — the same session after a pause, or a new one after a restart —
 makes the pool add its agents again.
+
+Sessions outlive a server restart (docs/design.md §11): a remote node is
+stored, comes back disconnected, and the pool hands it the attempts its
+agents were running (``Adopt``). They stay running for ``heartbeat-timeout``
+from the node's start; an agent process that registers again in time and
+says it still runs them (``Register.running``) carries on with them, and
+whatever else the node held is lost as a lost agent's work is
+(``RemoteLost``). Assignments are delivered at least once: one that no later
+request of the agent names (its lease reply was lost) goes out again with
+the next lease, under the same token.
 """
 
 from __future__ import annotations
@@ -63,11 +73,27 @@ from .protocol import (
     StepEnd,
     StepSkip,
     StepStart,
+    mask_record,
+)
+from .messages import (
+    Adopt,
+    Assign,
+    CancelAttempt,
+    Connect,
+    Disconnected,
+    Draining,
+    Hang,
+    RemoteHeard,
+    RemoteJoin,
+    RemoteLeave,
+    RemoteLost,
+    RemoteSeen,
+    RemoteSilent,
 )
 
 __all__ = [
-    "RemoteNodeActor", "StaleAttempt", "UnknownSession", "Connect", "Assign", "CancelAttempt", "Hang", "Disconnected",
-    "Draining",
+    "RemoteNodeActor", "StaleAttempt", "UnknownSession", "Connect", "Assign", "Adopt", "CancelAttempt", "Hang",
+    "Disconnected", "Draining",
     "RemoteJoin", "RemoteLost", "RemoteSilent", "RemoteHeard", "RemoteSeen", "RemoteLeave",
 ]  # fmt: skip
 
@@ -85,86 +111,6 @@ class UnknownSession(NotFound):
     code = "unknown_session"
 
 
-# -- HTTP door -> node (asks) ------------------------------------------------------------------
-
-
-class Connect(msgspec.Struct, frozen=True):
-    agents: int
-
-
-# -- proxy agent -> node ---------------------------------------------------------------------
-
-
-class Assign(msgspec.Struct, frozen=True):
-    index: int
-    token: JobToken
-    pipeline: Ref
-    payload: JobPayload
-
-
-class CancelAttempt(msgspec.Struct, frozen=True):
-    token: JobToken
-    reason: str
-
-
-class Hang(msgspec.Struct, frozen=True):
-    """The injected ``hang`` fault: nothing more is heard from agent ``index`` until the pool declares it lost."""
-
-    index: int
-
-
-# -- pool -> node ----------------------------------------------------------------------------
-
-
-class Draining(msgspec.Struct, frozen=True):
-    """The pool drains the node (its agent left, or ``DELETE /v1/nodes``)."""
-
-
-class Disconnected(msgspec.Struct, frozen=True):
-    """The pool declared agent ``index`` lost; ``token`` is the attempt it ended."""
-
-    index: int
-    token: JobToken | None
-
-
-# -- node -> pool ----------------------------------------------------------------------------
-
-
-class RemoteJoin(msgspec.Struct, frozen=True):
-    """Add the agents ``node/0`` … ``node/agents-1`` that the pool does not have."""
-
-    node: str
-    agents: int
-
-
-class RemoteLost(msgspec.Struct, frozen=True):
-    """The agent process restarted (a new session): every agent of the node is lost."""
-
-    node: str
-    reason: str
-
-
-class RemoteSilent(msgspec.Struct, frozen=True):
-    """Nothing heard from the node since ``since`` (system clock)."""
-
-    node: str
-    since: float
-
-
-class RemoteHeard(msgspec.Struct, frozen=True):
-    node: str
-
-
-class RemoteSeen(msgspec.Struct, frozen=True):
-    node: str
-    connected: bool
-    last_seen: float  # wall clock
-
-
-class RemoteLeave(msgspec.Struct, frozen=True):
-    node: str
-
-
 class _Check(msgspec.Struct, frozen=True):
     pass
 
@@ -173,17 +119,25 @@ class _Expire(msgspec.Struct, frozen=True):
     poll: int
 
 
+class _BackInTime(msgspec.Struct, frozen=True):
+    """``heartbeat-timeout`` after the node's start: adopted attempts of an agent not back are lost."""
+
+
 _CHECK = _Check()
 
 
 class _Attempt:
-    __slots__ = ("index", "pipeline", "payload", "logs")
+    __slots__ = ("index", "pipeline", "payload", "logs", "job", "sent", "acked")
 
-    def __init__(self, index: int, pipeline: Ref, payload: JobPayload) -> None:
+    def __init__(self, index: int, pipeline: Ref, payload: JobPayload, token: JobToken,
+                 secrets: dict[str, str] | None = None) -> None:  # fmt: skip
         self.index = index
         self.pipeline = pipeline
         self.payload = payload
         self.logs: dict[int, StepLog] = {}
+        self.job = Assignment(agent=index, token=token, payload=payload, secrets=secrets or {})
+        self.sent = False  # in a lease reply
+        self.acked = False  # a later request of the agent named it: the reply arrived
 
 
 class RemoteNodeActor(Actor):
@@ -199,6 +153,10 @@ class RemoteNodeActor(Actor):
         self.lease_wait = min(MAX_LEASE_WAIT, heartbeat_interval)
         self.session: str | None = None
         self.agents = 0
+        self.labels: tuple[str, ...] | None = None
+        self.claims: dict[JobToken, int] = {}  # what the agent said it runs when it registered
+        self.born = 0.0
+        self.waiting_back = False  # adopted attempts wait for their agent (after a restart)
         self.connected = False
         self.leaving = False
         self.last_seen = 0.0
@@ -212,6 +170,7 @@ class RemoteNodeActor(Actor):
         self.polls = 0
 
     async def started(self) -> None:
+        self.born = self.now()
         self.send_after(self.heartbeat_interval, _CHECK)
 
     async def stopping(self) -> None:
@@ -239,6 +198,10 @@ class RemoteNodeActor(Actor):
             self._disconnected(message)
         elif kind is Hang:
             self.hung.add(message.index)
+        elif kind is Adopt:
+            self._adopt(message)
+        elif kind is _BackInTime:
+            self._back_in_time()
         elif kind is Draining:
             self.leaving = True
             self._answer()
@@ -267,21 +230,64 @@ class RemoteNodeActor(Actor):
             raise Conflict(f"node {self.node!r} is draining; register again once it has left")
         if self.session is not None and self.connected:  # the old session ends here
             self.pool.tell(RemoteSeen(self.node, False, time.time() - (self.now() - self.last_seen)))
-        if self.session is not None and self.attempts:
-            self.pool.tell(RemoteLost(self.node, f"the agent process of node {self.node} registered again "
-                                                 "(a new session): the attempts of its old session are lost"))  # fmt: skip
-            self.attempts.clear()
-        self.outbox.clear()
-        self.cancels.clear()
         self.hung.clear()
-        self._answer()
+        self._answer(empty=True)
+        self.claims = dict(message.running)
+        self._settle(message.agents)
         self.session = uuid.uuid4().hex
         self.agents = message.agents
+        if message.labels is not None:
+            self.labels = message.labels
         self.connected = False  # _contact joins the agents
         self._contact()
         return Session(node=self.node, session=self.session, agents=[f"{self.node}/{i}" for i in range(self.agents)],
                        heartbeat_interval=self.heartbeat_interval, heartbeat_timeout=self.heartbeat_timeout,
                        lease_wait=self.lease_wait)  # fmt: skip
+
+    def _settle(self, agents: int) -> None:
+        """A new session: attempts the agent still runs on the same agent carry on; those never sent
+        go to the new session; the others are lost (their agents too, as a lost agent's are)."""
+        lost: dict[int, list[str]] = {}
+        for token, attempt in list(self.attempts.items()):
+            if attempt.index < agents and self.claims.get(token) == attempt.index:
+                attempt.sent = attempt.acked = True
+            elif attempt.index < agents and not attempt.sent and token not in self.claims:
+                pass  # still in the outbox: it goes with the new session's first lease
+            else:
+                del self.attempts[token]
+                lost.setdefault(attempt.index, []).append(str(token))
+        self.outbox = [job for job in self.outbox if job.token in self.attempts]
+        self.cancels = [cancel for cancel in self.cancels if cancel.token in self.attempts]
+        self.waiting_back = False
+        for index, tokens in sorted(lost.items()):
+            self.pool.tell(RemoteLost(self.node, f"the agent process of node {self.node} registered again (a new "
+                                                 f"session) without attempt {', '.join(tokens)}: it is lost",
+                                      (index,)))  # fmt: skip
+
+    def _adopt(self, message: Adopt) -> None:
+        if self.session is not None and self.claims.get(message.token) != message.index:
+            # the agent registered before this came and did not say it runs it (a start's race)
+            self.pool.tell(RemoteLost(self.node, f"the agent process of node {self.node} registered again "
+                                                 f"without attempt {message.token}: it is lost", (message.index,)))  # fmt: skip
+            return
+        attempt = self.attempts[message.token] = _Attempt(message.index, message.pipeline, message.payload,
+                                                          message.token)  # fmt: skip
+        attempt.logs.update(message.logs)
+        attempt.sent = attempt.acked = True
+        if self.session is None and not self.waiting_back:
+            self.waiting_back = True
+            self.send_after(max(0.0, self.born + self.heartbeat_timeout - self.now()), _BackInTime())
+
+    def _back_in_time(self) -> None:
+        if not self.waiting_back:
+            return  # the agent registered in time
+        self.waiting_back = False
+        indexes = tuple(sorted({attempt.index for attempt in self.attempts.values()}))
+        self.attempts.clear()
+        if indexes:
+            self.pool.tell(RemoteLost(self.node, f"interrupted: the server restarted while it ran, and the agent "
+                                                 f"process of node {self.node} did not come back within "
+                                                 f"heartbeat-timeout {self.heartbeat_timeout:g}s", indexes))  # fmt: skip
 
     def _session(self, session: str) -> None:
         if session != self.session:
@@ -295,7 +301,7 @@ class RemoteNodeActor(Actor):
         if not self.connected and not self.leaving:
             self.connected = True
             self.ended.clear()
-            self.pool.tell(RemoteJoin(self.node, self.agents))
+            self.pool.tell(RemoteJoin(self.node, self.agents, self.labels))
         self.pool.tell(RemoteSeen(self.node, self.connected, time.time()))
 
     def _check(self) -> None:
@@ -327,19 +333,21 @@ class RemoteNodeActor(Actor):
         if message.token in self.ended:
             return  # the pool already ended it (the agent was lost meanwhile)
         # Only the secrets the job references travel, over the token-authenticated lease answer.
-        secrets = self.secrets.only(referenced(message.payload.job)) if self.secrets else None
-        self.attempts[message.token] = _Attempt(message.index, message.pipeline, message.payload)
-        self.outbox.append(Assignment(agent=message.index, token=message.token, payload=message.payload,
-                                      secrets=secrets.values() if secrets else {}))  # fmt: skip
+        secrets = self.secrets.only(referenced(message.payload.job)).values() if self.secrets else {}
+        attempt = self.attempts[message.token] = _Attempt(message.index, message.pipeline, message.payload,
+                                                          message.token, secrets)  # fmt: skip
+        self.outbox.append(attempt.job)
         self._answer()
 
     def _lease(self, body: LeaseBody) -> Any:
         self._session(body.session)
         self._contact()
-        stale = self._apply(body.reports)
-        stale.extend(token for token in body.running if token not in self.attempts)
         if self.parked is not None:
-            self._answer()  # an older poll of this node (its client gave up on it)
+            self._answer(empty=True)  # an older poll of this node: its client gave up on it (see _resend)
+        gone = [token for token in body.running if token not in self.attempts]  # not those that end now
+        stale = self._apply(body.reports)
+        stale.extend(gone)
+        self._resend(body.running)
         if self.outbox or self.cancels or stale or body.wait <= 0:
             return self._reply(stale)
         self.polls += 1
@@ -347,19 +355,34 @@ class RemoteNodeActor(Actor):
         self.parked = (self.defer_reply(), timer, self.polls)
         return None
 
+    def _resend(self, running: list[JobToken]) -> None:
+        """Assignments sent that this lease neither runs nor reported: the reply that carried them was
+        lost (the agent polls again only once it has handled a reply). Again, same token."""
+        named = set(running)
+        for token, attempt in self.attempts.items():
+            if token in named:
+                attempt.acked = True
+            elif attempt.sent and not attempt.acked:
+                attempt.sent = False
+                self.outbox.append(attempt.job)
+
     def _reply(self, stale: list[JobToken] | None = None) -> LeaseReply:
         reply = LeaseReply(jobs=self.outbox, cancel=self.cancels, stale=stale or [], draining=self.leaving)
+        for job in self.outbox:
+            attempt = self.attempts.get(job.token)
+            if attempt is not None:
+                attempt.sent = True
         self.outbox, self.cancels = [], []
         return reply
 
-    def _answer(self) -> None:
-        """Answer the parked lease, if any, with what there is now."""
+    def _answer(self, empty: bool = False) -> None:
+        """Answer the parked lease, if any, with what there is now (``empty``: with nothing)."""
         if self.parked is None:
             return
         slot, timer, _ = self.parked
         self.parked = None
         timer.cancel()
-        slot.set_result(self._reply())
+        slot.set_result(LeaseReply(draining=self.leaving) if empty else self._reply())
         self.last_seen = self.now()  # the agent polls again at once: its silence starts now
 
     # -- reports in ------------------------------------------------------------------------------
@@ -383,37 +406,41 @@ class RemoteNodeActor(Actor):
             if attempt is None:
                 stale.append(report.token)
                 continue
+            attempt.acked = True
             if attempt.index in self.hung:
                 continue  # as a hung local agent: no word until it is declared lost
             agent = f"{self.node}/{attempt.index}"
             records: list[Any] = []
             ended = False
+            steps = attempt.payload.job.steps
             for record in report.records:
                 if self.secrets:  # masked again here, every secret: the machine may hold what a job left
-                    record = _masked(record, self.secrets)
-                if isinstance(record, Log):
-                    log = attempt.logs.get(record.index)
-                    if log is not None:
-                        for line in record.lines:
-                            log.append(line)
-                elif isinstance(record, StepStart):
-                    steps = attempt.payload.job.steps
-                    if record.index >= len(steps):
-                        continue  # no such step: nothing to log it to (the build ignores it too)
-                    # the server's own log (a file with durable state), as a local agent makes it
-                    log = attempt.logs[record.index] = step_log(attempt.payload, steps[record.index])
-                    records.append(StepStarted(record.index, log, record.time))
-                elif isinstance(record, StepEnd):
-                    records.append(StepEnded(record.index, record.status, record.reason, record.exit_code,
-                                             record.outputs, record.exported_env, record.time))  # fmt: skip
-                elif isinstance(record, StepSkip):
-                    records.append(StepNotRun(record.index, record.status, record.reason))
-                elif isinstance(record, Started):
+                    record = mask_record(record, self.secrets)
+                if isinstance(record, Started):
                     records.append(JobStarted(self.node, agent, record.context, record.time))
-                elif isinstance(record, Ended):
+                    continue
+                if isinstance(record, Ended):
                     records.append(JobEnded(record.status, record.reason, record.time))
                     ended = True
                     break
+                if record.index >= len(steps):
+                    continue  # no such step: nothing to apply it to
+                if isinstance(record, StepSkip):
+                    records.append(StepNotRun(record.index, record.status, record.reason))
+                    continue
+                log = attempt.logs.get(record.index)
+                if log is None or isinstance(record, StepStart):
+                    # the server's own log (a file with durable state), as a local agent makes it; a step
+                    # whose start never reached the store (a server killed meanwhile) is started here
+                    log = attempt.logs[record.index] = step_log(attempt.payload, steps[record.index])
+                    records.append(StepStarted(record.index, log, time.time() if isinstance(record, Log) else record.time))
+                if isinstance(record, Log):
+                    for line in record.lines:
+                        log.append(line)
+                    log.sync()  # what the agent sent survives a kill -9 of the server
+                elif isinstance(record, StepEnd):
+                    records.append(StepEnded(record.index, record.status, record.reason, record.exit_code,
+                                             record.outputs, record.exported_env, record.time))  # fmt: skip
             if records:
                 attempt.pipeline.tell(AgentReport(report.token, tuple(records)))
             if ended:
@@ -421,15 +448,3 @@ class RemoteNodeActor(Actor):
                 self.pool.tell(AgentIdle(agent, report.token))
         return stale
 
-
-def _masked(record: Any, secrets: Secrets) -> Any:
-    """``record`` with the attempt's secrets masked, should its agent not have masked them itself."""
-    mask = secrets.mask
-    if isinstance(record, Log):
-        return Log(record.index, secrets.mask_all(record.lines))
-    if isinstance(record, StepEnd):
-        return msgspec.structs.replace(record, reason=record.reason and mask(record.reason),
-                                       outputs=secrets.mask_values(record.outputs))  # fmt: skip
-    if isinstance(record, (StepSkip, Ended)) and record.reason:
-        return msgspec.structs.replace(record, reason=mask(record.reason))
-    return record

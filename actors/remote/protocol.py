@@ -6,12 +6,21 @@ The server never connects to an agent; the agent makes every request:
 1. ``POST /v1/agent/register`` (``Register`` → ``Session``): the node joins
    (or rejoins, under the same name) its pool with ``agents`` agents named
    ``NODE/0`` … ``NODE/N-1``. A new session replaces the node's old one:
-   attempts the old session still held are lost.
+   the attempts it still runs (``running``: after a server restart, or a
+   lost session) carry on when the server still has them on those agents
+   (their results count, their logs go on); the other attempts the node
+   held are lost. Registering again with other ``agents`` or ``labels``
+   changes the node: agents past the new count leave, new ones join.
 2. ``POST /v1/agent/lease`` (``LeaseBody`` → ``LeaseReply``): a long poll.
    It carries the reports the agent has ready (a finished attempt's result
    rides on the next lease) and the attempts it is running; the server
    answers as soon as it has work (``jobs``, possibly several) or something
    to stop (``cancel``, ``stale``), else after ``wait`` seconds with nothing.
+   An assignment counts as delivered once a later request names it (in
+   ``running`` or in a report): a lease that does not is answered with it
+   again, with the same token (a reply lost on the way), and the agent
+   ignores an assignment it already has. Delivery is at least once;
+   running is once.
    Every request is a heartbeat; a lease waits at most ``lease_wait``
    (never longer than the heartbeat interval), so a live agent is heard at
    least that often.
@@ -36,13 +45,14 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 
+from ..execution.secrets import Secrets
 from ..model.messages import JobPayload, JobToken
 from ..model.vocab import JobStatus, StepStatus
 
 __all__ = [
-    "Register", "Session", "Started", "StepStart", "Log", "StepEnd", "StepSkip", "Ended", "Record",
+    "Register", "Holding", "Session", "Started", "StepStart", "Log", "StepEnd", "StepSkip", "Ended", "Record",
     "Report", "LeaseBody", "Assignment", "Cancel", "LeaseReply", "ReportBody", "ReportReply", "LeaveBody",
-    "MAX_LEASE_WAIT", "encode", "decode", "NAME_PATTERN",
+    "MAX_LEASE_WAIT", "encode", "decode", "NAME_PATTERN", "mask_record",
 ]  # fmt: skip
 
 MAX_LEASE_WAIT = 25.0
@@ -58,8 +68,17 @@ _Lines = Annotated[list[str], msgspec.Meta(max_length=100_000)]
 _Many = Annotated[int, msgspec.Meta(ge=0)]
 
 
-class Register(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``POST /v1/agent/register``: the node this agent process serves.
+class Holding(msgspec.Struct, frozen=True, kw_only=True):
+    """An attempt an agent process still runs (or has results of to deliver) on its agent ``NODE/agent``."""
+
+    agent: Annotated[int, msgspec.Meta(ge=0, le=1023)]
+    token: JobToken
+
+
+class Register(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """``POST /v1/agent/register``: the node this agent process serves, and what it still runs
+    (defaults are left out, so that an agent holding nothing registers with a server that predates
+    ``running``).
 
     ``actions`` names the actions its agents can run besides the built-ins
     (those its ``--actions`` modules add). A job that uses an action the
@@ -71,7 +90,8 @@ class Register(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     pool: _Name = "default"
     labels: Annotated[list[_Label], msgspec.Meta(max_length=64)] = msgspec.field(default_factory=list)
     agents: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
-    actions: Annotated[list[_Action], msgspec.Meta(max_length=1024)] | None = None
+    running: Annotated[list[Holding], msgspec.Meta(max_length=1024)] = msgspec.field(default_factory=list)
+    actions: Annotated[list[_Action], msgspec.Meta(max_length=1024)] = msgspec.field(default_factory=list)
 
 
 class Session(msgspec.Struct, frozen=True, kw_only=True):
@@ -212,6 +232,19 @@ class LeaveBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 _ENCODER = msgspec.json.Encoder()
 _DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {}
 T = TypeVar("T")
+
+
+def mask_record(record: Record, secrets: Secrets) -> Record:
+    """``record`` with every secret value masked (``***``): the server's own check on what an agent
+    reports, which the agent masked already (docs/design.md §11)."""
+    if isinstance(record, Log):
+        return Log(record.index, secrets.mask_all(record.lines))
+    if isinstance(record, StepEnd):
+        return msgspec.structs.replace(record, reason=record.reason and secrets.mask(record.reason),
+                                       outputs=secrets.mask_values(record.outputs))  # fmt: skip
+    if isinstance(record, (StepSkip, Ended)) and record.reason:
+        return msgspec.structs.replace(record, reason=secrets.mask(record.reason))
+    return record
 
 
 def encode(message: Any) -> bytes:

@@ -33,7 +33,7 @@ CREATE INDEX IF NOT EXISTS builds_unfinished ON builds (queued_at) WHERE finishe
 CREATE INDEX IF NOT EXISTS builds_by_pipeline ON builds (pipeline_id, number);
 CREATE INDEX IF NOT EXISTS builds_by_end ON builds (finished_at) WHERE finished = 1;
 CREATE TABLE IF NOT EXISTS nodes (name TEXT PRIMARY KEY, pool TEXT NOT NULL, agents INTEGER NOT NULL,
-    labels TEXT NOT NULL);
+    labels TEXT NOT NULL, remote INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS deleted_pipelines (id TEXT PRIMARY KEY);
 """
@@ -60,6 +60,9 @@ class SQLiteStore:
         self.path = self.directory / "shunter.db"
         self._writer = _connect(self.path)
         self._writer.executescript(_SCHEMA)
+        columns = {row[1] for row in self._writer.execute("PRAGMA table_info(nodes)")}
+        if "remote" not in columns:  # a store made before remote nodes were kept
+            self._writer.execute("ALTER TABLE nodes ADD COLUMN remote INTEGER NOT NULL DEFAULT 0")
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []  # list.append is atomic: no guard needed
 
@@ -105,8 +108,8 @@ class SQLiteStore:
                 if node is None:
                     db.execute("DELETE FROM nodes WHERE name = ?", (name,))
                 else:
-                    db.execute("INSERT OR REPLACE INTO nodes VALUES (?, ?, ?, ?)",
-                               (node.name, node.pool, node.agents, json.dumps(list(node.labels))))  # fmt: skip
+                    db.execute("INSERT OR REPLACE INTO nodes VALUES (?, ?, ?, ?, ?)",
+                               (node.name, node.pool, node.agents, json.dumps(list(node.labels)), node.remote))  # fmt: skip
             for pipeline_id, deleted in batch.deleted.items():
                 db.execute("INSERT OR IGNORE INTO deleted_pipelines VALUES (?)" if deleted else
                            "DELETE FROM deleted_pipelines WHERE id = ?", (pipeline_id,))  # fmt: skip
@@ -153,8 +156,8 @@ class SQLiteStore:
         keys = {row.definition for row in unfinished} | {p.definition for p in pipelines}
         definitions = {key: source for key, source in db.execute("SELECT key, source FROM definitions")
                        if key in keys}  # fmt: skip
-        nodes = [NodeRow(name, pool, agents, tuple(json.loads(labels)))
-                 for name, pool, agents, labels in db.execute("SELECT * FROM nodes ORDER BY rowid")]  # fmt: skip
+        nodes = [NodeRow(name, pool, agents, tuple(json.loads(labels)), bool(remote)) for name, pool, agents, labels, remote
+                 in db.execute("SELECT name, pool, agents, labels, remote FROM nodes ORDER BY rowid")]  # fmt: skip
         meta = dict(db.execute("SELECT key, value FROM meta"))
         by_status = dict(db.execute("SELECT status, COUNT(*) FROM builds WHERE finished = 1 GROUP BY status"))
         deleted = {pipeline_id for (pipeline_id,) in db.execute("SELECT id FROM deleted_pipelines")}

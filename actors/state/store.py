@@ -11,7 +11,8 @@ take SQLite's place by implementing :class:`Store`:
   the old one;
 - a build: its id, pipeline, number, status, group, wall-clock times and an
   opaque blob (the build codec's encoding of jobs, steps and attempts);
-- a node registered over the API (name, pool, agents, labels);
+- a node registered over the API (name, pool, agents, labels), or by a
+  remote agent process (``remote``);
 - which pipelines are deleted (their row and builds stay: ids are never
   reused, and the builds stay readable);
 - counters (``meta``): the event-id watermark.
@@ -56,6 +57,7 @@ class NodeRow(msgspec.Struct, frozen=True):
     pool: str
     agents: int
     labels: tuple[str, ...]
+    remote: bool = False  # a ``shunter agent`` process's node: it comes back disconnected (docs/design.md §11)
 
 
 class Retention(msgspec.Struct, frozen=True):

@@ -21,7 +21,11 @@ arrive in order. An attempt the server calls stale (lease ``stale``, or a
 kills its process group) and nothing more is said about it. When the server
 cannot be reached the lanes retry with a backoff of at most 5 s, one line
 per failed attempt; when it no longer knows the session (it restarted) the
-agent registers again and abandons what it was running.
+agent registers again, naming the attempts it still runs (``running``) with
+their agents: those the server still has carry on (their reports, kept
+meanwhile, are delivered), the others come back stale and are abandoned.
+An assignment the agent already has (a lease reply that was lost is sent
+again) is not run twice.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from actors.execution.secrets import Secrets
 from actors.model.vocab import JobStatus
 from actors.remote.protocol import (
     Ended,
+    Holding,
     LeaseBody,
     LeaseReply,
     LeaveBody,
@@ -96,6 +101,7 @@ class _GiveUp(msgspec.Struct, frozen=True):
     pass
 
 
+_SEEN = 4096  # assignments remembered, so that one sent again is not run twice
 _GIVE_UP = 10.0  # seconds after the drain timeout: leave even if the last reports could not be delivered
 
 
@@ -117,6 +123,7 @@ class Uplink(Actor):
         self.pending: dict[JobToken, list[Record]] = {}
         self.live_logs: dict[tuple[JobToken, int], list[Any]] = {}  # (token, step) -> [StepLog, lines sent]
         self.abandoned: set[JobToken] = set()
+        self.seen: dict[JobToken, int] = {}  # the latest assignments (with their agent), oldest first
         self.wake = anyio.Event()
         self.sending = False
         self.sent = anyio.Event()
@@ -225,7 +232,11 @@ class Uplink(Actor):
                 self._unqueue(index, cancel.token)
                 self.pending.setdefault(cancel.token, []).append(Ended(JobStatus.CANCELED, cancel.reason, time.time()))
                 self.index_of.pop(cancel.token)
-        for job in reply.jobs:
+        jobs = [job for job in reply.jobs if job.token not in self.seen]  # sent again: it has them
+        for job in jobs:
+            self.seen[job.token] = job.agent
+            if len(self.seen) > _SEEN:
+                del self.seen[next(iter(self.seen))]
             self.index_of[job.token] = job.agent
             # logs are kept in memory here and sent; the server writes its own (log_dir is its path).
             # The job's secrets go to its agent alone, which masks them and drops them when it ends.
@@ -235,7 +246,7 @@ class Uplink(Actor):
                 self.queued[job.agent].append(run)
             else:
                 self._start(job.agent, run)
-        return [job.token for job in reply.jobs]
+        return [job.token for job in jobs]
 
     def _start(self, index: int, run: RunJob) -> None:
         self.busy[index] = run.token
@@ -312,6 +323,12 @@ class Uplink(Actor):
                 self.pending.setdefault(report.token, []).extend(report.records)
         for token, records in later.items():
             self.pending.setdefault(token, []).extend(records)
+
+    def _held(self) -> dict[JobToken, int]:
+        """What runs, and what ended with results not delivered yet (both count if the server still has
+        them), with their agents."""
+        held = {**{token: self.seen[token] for token in self.pending if token in self.seen}, **self.index_of}
+        return {token: index for token, index in held.items() if token not in self.abandoned}
 
     def _running(self) -> list[JobToken]:
         return [token for token in self.index_of if token not in self.abandoned]
@@ -399,8 +416,10 @@ class Uplink(Actor):
         self.sent = anyio.Event()
 
     async def _register(self, client: Transport) -> None:
+        running = [Holding(agent=index, token=token) for token, index in self._held().items()]
+        register = msgspec.structs.replace(self.register, running=running)
         try:
-            session = await client.post("/v1/agent/register", self.register, Session, timeout=30)
+            session = await client.post("/v1/agent/register", register, Session, timeout=30)
         except Unreachable as error:
             await self._trouble("register", str(error))
             return
@@ -429,8 +448,8 @@ class Uplink(Actor):
                 self.pending = {}
                 self.done.set()
                 return
-            self.out(f"shunter agent: the server does not know this session ({error.message}); registering again")
-            self._abandon_all("the server lost this agent's session")
+            self.out(f"shunter agent: the server does not know this session ({error.message}); registering again "
+                     f"with the {len(self._held())} attempt(s) it still holds")  # fmt: skip
             self.session = None
             return
         self.failures += 1

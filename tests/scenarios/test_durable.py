@@ -107,7 +107,7 @@ async def test_an_answer_means_the_effect_is_committed(tmp_path: Path) -> None:
             await rt.cancel(queued.id)
             assert db.execute("SELECT status FROM builds WHERE id = ?", (queued.id,)).fetchone() == ("CANCELED",)
             await rt.add_node("n2", agents=3, labels=["linux"])
-            assert db.execute("SELECT * FROM nodes").fetchall() == [("n2", "default", 3, '["linux"]')]
+            assert db.execute("SELECT name, pool, agents, labels FROM nodes").fetchall() == [("n2", "default", 3, '["linux"]')]
             await rt.remove_node("n2")
             assert db.execute("SELECT * FROM nodes").fetchall() == []
 

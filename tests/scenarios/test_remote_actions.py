@@ -163,3 +163,22 @@ async def test_a_built_in_runs_anywhere_unless_the_server_replaced_it(autojump_c
             waiting = await s.until_waiting(build.id, "say")
             assert waiting.reason.startswith("node 'mac' cannot run action 'echo' (registered on the server only)")
             await s.rt.cancel(build.id)
+
+
+@pytest.mark.trio
+async def test_an_agent_registering_again_with_an_action_takes_the_waiting_job(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The node's actions are what its process said last: started again with ``--actions`` that
+    provide ``deploy``, the same node offers it, and the job waiting for it runs there."""
+    async with dispatch_scenario(dispatch_config([])) as s:
+        s.rt.register_action("deploy", deploy)
+        await s.register(pipeline("ship", {"ship": job([DEPLOY], {"node-name": "mac"})}, group=None), id="ship")
+        async with remote_nodes(s.rt, {"default": [{"name": "mac"}]}, actions=remote_registry(s)):
+            build = await s.submit("ship")
+            assert (await s.until_waiting(build.id, "ship")).reason.startswith("node 'mac' cannot run")
+            assert [n.actions for n in await s.rt.nodes()] == [["hold"]]
+        async with remote_nodes(s.rt, {"default": [{"name": "mac"}]}, actions=remote_registry(s, "deploy")):
+            done = await s.finished(build.id)
+            assert done.status == "SUCCEED" and done.job("ship").node == "mac"
+            assert [n.actions for n in await s.rt.nodes()] == [["deploy", "hold"]]
