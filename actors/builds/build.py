@@ -32,6 +32,7 @@ from ..model.vocab import (
     JobStatus,
     StepStatus,
 )
+from .lost import LostAttempts
 from .records import BuildShape, JobAttempt, JobRun, StepAttempt, StepLog, job_run
 
 __all__ = ["Build", "new_build"]
@@ -48,7 +49,7 @@ def new_build(*, build_id: str, spec: PipelineSpec | BuildShape, number: int, va
                  now, now)  # fmt: skip
 
 
-class Build(msgspec.Struct, gc=False):
+class Build(LostAttempts, msgspec.Struct, gc=False):
     """One run of a pipeline (made by ``new_build``). See the module docstring for the rules.
 
     Not tracked by the garbage collector, like its records (``records.py``):
@@ -349,40 +350,6 @@ class Build(msgspec.Struct, gc=False):
             if step.attempts:
                 step.attempts[-1].log.close()  # an attempt cut short never reported its end
         return self.advance(now)
-
-    def retry_lost(self, job: JobRun, status: JobStatus, reason: str | None, now: float) -> bool:
-        """The job's agent was lost: retry elsewhere from the running step if its
-        ``retry-times`` allows; True if a new attempt was made (dispatch ``job``)."""
-        if self.cancelling is not None:
-            return False
-        attempt = job.attempts[-1]
-        index = next((i for i, step in enumerate(job.steps) if step.status == StepStatus.RUNNING), None)
-        # A remote agent can be lost after it was given the attempt and before
-        # it said it started: nothing ran, so the first step is retried.
-        never_started = index is None and attempt.started_at is None and attempt.start_step < len(job.steps)
-        if index is None and not never_started:
-            return False
-        index = attempt.start_step if index is None else index
-        step = job.steps[index]
-        # retry-times is one budget across the attempts that lost agents made
-        # in a row, not a fresh one per attempt (or a job whose agents keep
-        # dying would retry forever)
-        chain = {attempt.number}
-        link = attempt
-        while link.after_lost_agent and link.retry_of is not None:
-            link = job.attempts[link.retry_of - 1]
-            chain.add(link.number)
-        tries = sum(1 for a in step.attempts if a.job_attempt in chain and a.execute_count == self.execute_count)
-        if max(tries, len(chain) if never_started else 0) > step.spec.retry_times:
-            return False
-        if not never_started:
-            step_attempt = step.attempts[-1]
-            step_attempt.status, step_attempt.reason, step_attempt.finished_at = StepStatus.FAILED, reason, now
-            step_attempt.log.close()
-            step.status, step.reason = StepStatus.FAILED, reason
-        attempt.status, attempt.reason, attempt.finished_at = status, reason, now
-        self._new_attempt(job, index, [], retry_of=attempt.number, after_lost_agent=True)
-        return True
 
     # -- cancel -------------------------------------------------------------------
 

@@ -17,7 +17,10 @@
   asked to take it back on that agent (``AdoptJob``), and it stays running
   until the node settles it — carried on when the agent comes back with it,
   else ended as above. A job with a ``mutex`` is not taken back (the
-  mutex's holder is not durable).
+  mutex's holder is not durable). With remote nodes, a job that was
+  waiting asks again under a new attempt number (``Build.fence_queued``):
+  it may have been handed to a remote agent before the server stopped, and
+  the old number's run must not count.
 
 Also here: the messages for restoring a build read back from the store
 (``Restore``: e.g. to retry it) and for streaming logs (``GetLogSources``).
@@ -45,6 +48,8 @@ __all__ = ["INTERRUPTED", "Drain", "GetLogSources", "NotHeld", "Restore", "Resum
            "resume_running"]  # fmt: skip
 
 INTERRUPTED = "interrupted: the server stopped while it ran"
+REQUEUED = ("cancelled: the server stopped before it knew whether a remote agent had started it; "
+            "asked again as a new attempt")  # fmt: skip
 
 
 class Resume(msgspec.Struct, frozen=True):
@@ -117,6 +122,8 @@ def resume_running(pipeline: BuildDriver, build: Build) -> None:
     dispatch: list[JobRun] = []
     for job in list(build.all_jobs()):
         if job.status == "QUEUE":
+            if pipeline.remote_nodes and job.attempts:  # it may have been handed to a remote agent
+                build.fence_queued(job, REQUEUED, now)
             dispatch.append(job)
         elif job.status == "RUNNING":
             attempt = job.attempts[-1]

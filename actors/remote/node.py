@@ -346,7 +346,7 @@ class RemoteNodeActor(Actor):
             self._answer(empty=True)  # an older poll of this node: its client gave up on it (see _resend)
         gone = [token for token in body.running if token not in self.attempts]  # not those that end now
         stale = self._apply(body.reports)
-        stale.extend(gone)
+        stale.extend(token for token in gone if token not in stale)  # each stale attempt named once
         self._resend(body.running)
         if self.outbox or self.cancels or stale or body.wait <= 0:
             return self._reply(stale)

@@ -126,3 +126,29 @@ def test_a_queued_build_costs_under_a_kilobyte(shape: BuildShape) -> None:
         tracemalloc.stop()
     assert len(builds) == 1000
     assert (after - before) / 1000 < 1024
+
+
+def test_a_fenced_queued_attempt_is_replaced_by_the_next_number(shape: BuildShape) -> None:
+    """After a restart with remote nodes, a queued attempt may already be on an agent: it ends and
+    attempt 2 queues in its place (its run of attempt 1 is then stale: ``live_attempt`` refuses it)."""
+    build = new_build(shape)
+    build.start(1001.0)
+    compile_job = build.jobs["compile"]
+    build.fence_queued(compile_job, "asked again", 1002.0)
+    assert [(a.number, a.status, a.reason, a.retry_of) for a in compile_job.attempts] == [
+        (1, "CANCELED", "asked again", None), (2, "QUEUE", None, 1)]  # fmt: skip
+    assert compile_job.status == "QUEUE"
+    assert build.live_attempt("compile", 1) is None and build.live_attempt("compile", 2) is compile_job
+
+
+def test_snapshots_of_untouched_builds_share_their_stages_and_stop_once_one_is_touched(shape: BuildShape) -> None:
+    """The submit answer's stages are made once per shape; a build an agent touched gets its own."""
+    first, second = new_build(shape, 1), new_build(shape, 2)
+    first.start(1001.0)
+    second.start(1001.0)
+    assert build_info(first).stages is build_info(second).stages
+    second.job_started(second.jobs["lint"], "n1", "n1/0", {}, 1002.0)
+    touched = build_info(second)
+    assert touched.stages is not build_info(first).stages
+    assert [job.status for job in touched.stages[0].jobs] == ["QUEUE", "RUNNING"]
+    assert [job.status for job in build_info(first).stages[0].jobs] == ["QUEUE", "QUEUE"]

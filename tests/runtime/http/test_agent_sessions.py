@@ -323,3 +323,32 @@ async def test_an_attempt_taken_back_holds_its_agent_and_its_lock_chain(tmp_path
         assert (await a.until(build["id"], "SUCCEED", "FAILED"))["status"] == "SUCCEED"
         assert (await a.until(other["id"], "SUCCEED", "FAILED"))["status"] == "SUCCEED"
         assert await _stats(a) == (0, 0, 0, 0)
+
+
+@pytest.mark.trio
+async def test_an_attempt_handed_out_but_not_yet_started_is_asked_again_under_a_new_number(
+        tmp_path: Path) -> None:  # fmt: skip
+    """The server handed attempt 1 to m1/0 and stopped before hearing that it started: at the next
+    start it cannot know whether it runs, so it asks again as attempt 2. The agent that comes back
+    still running attempt 1 is told it is stale; attempt 2 runs, and only it counts."""
+    async with api(_durable(tmp_path)) as a:
+        session = await _register(a)
+        await a.put_pipeline("remote", PINNED)
+        build = await a.submit("remote")
+        [old] = (await _lease(a, session))["jobs"]
+        assert old["token"]["attempt"] == 1
+    async with api(_durable(tmp_path)) as a:
+        job = (await a.client.get(f"/v1/builds/{build['id']}")).json()["stages"][0]["jobs"][0]
+        assert [(t["number"], t["status"]) for t in job["attempts"]] == [(1, "CANCELED"), (2, "QUEUE")]
+        assert "before it knew whether a remote agent had started it" in job["attempts"][0]["reason"]
+        session = await _register(a, running=[{"agent": 0, "token": old["token"]}])
+        reply = await _lease(a, session, wait=0, running=[old["token"]], reports=[_done(old["token"])])
+        assert reply["stale"] == [old["token"]], reply
+        [new] = reply["jobs"] or (await _lease(a, session))["jobs"]
+        assert new["token"]["attempt"] == 2
+        await _lease(a, session, wait=0, running=[new["token"]], reports=[_done(new["token"], 2.0)])
+        done = await a.until(build["id"], "SUCCEED", "FAILED")
+        attempts = done["stages"][0]["jobs"][0]["attempts"]
+        assert [(t["number"], t["status"]) for t in attempts] == [(1, "CANCELED"), (2, "SUCCEED")]
+        assert [len(step["attempts"]) for step in done["stages"][0]["jobs"][0]["steps"]] == [1, 1]
+        assert await _stats(a) == (0, 0, 0, 0)
