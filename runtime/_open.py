@@ -81,6 +81,7 @@ async def open_runtime(
     config: RuntimeConfig | str | bytes | os.PathLike[str] | Mapping[str, Any] | None = None,
     *,
     workdir: str | os.PathLike[str] | None = None,
+    actions: ActionRegistry | None = None,
 ) -> AsyncIterator[Runtime]:
     """Run shunter inside the ``async with`` block (trio or asyncio).
 
@@ -89,6 +90,9 @@ async def open_runtime(
     agents as the machine has cores. Agents' workspaces live under
     ``workdir`` (by default the state directory's ``work/``, emptied at
     start, or in memory a temporary directory removed at the end).
+    ``actions`` is the registry the runtime's agents run actions from (by
+    default the built-ins; ``shunter serve --actions`` passes one with
+    plugins loaded, so the configuration's pipelines may use them).
 
     In memory unless the config names a ``state-dir`` (docs/design.md §10; see
     ``_state``). On exit, in memory, builds still running are cancelled and
@@ -105,7 +109,7 @@ async def open_runtime(
         root = Path(workdir)
     else:
         root = state.work if state is not None else _fresh_workdir()
-    actions = ActionRegistry.with_builtins()
+    actions = actions if actions is not None else ActionRegistry.with_builtins()
     try:
         recovered = await state.recovered() if state is not None else None
         async with open_system(shutdown_timeout=settings.shutdown_timeout) as system:

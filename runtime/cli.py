@@ -122,6 +122,13 @@ def _serve(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return USAGE_ERROR
     config = _with_state_dir(config, args)
+    from .agent.plugins import load_actions
+
+    try:
+        actions = load_actions(args.actions)
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return USAGE_ERROR
 
     def out(line: str) -> None:
         print(line, flush=True)
@@ -129,7 +136,7 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     try:
-        trio.run(lambda: serve(config, out=out))
+        trio.run(lambda: serve(config, out=out, actions=actions))
     except StartupError as error:
         print(error, file=sys.stderr)
         return 1
@@ -329,6 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="keep pipelines, builds and logs here (default: config state-dir, $SHUNTER_HOME, "
                             "~/.shunter)")  # fmt: skip
     serve.add_argument("--ephemeral", action="store_true", help="keep everything in memory (lost on exit)")
+    serve.add_argument("--actions", action="append", default=[], metavar="MODULE[:ATTR]",
+                       help="also run these actions (as shunter agent --actions); repeatable")
     serve.set_defaults(handler=_serve)
 
     token = commands.add_parser("token", help="make an API token and the sha256 form the server's config stores")

@@ -40,6 +40,7 @@ import trio
 from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
+from actors.execution.actions import ActionRegistry
 from actors.model.errors import SpecError
 
 from .auth import TokenTable, protected_mode_problem
@@ -125,6 +126,7 @@ async def serve(
     handle_signals: bool = True,
     out: Callable[[str], None] = print,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    actions: ActionRegistry | None = None,
 ) -> ServeReport:
     """Serve until a signal (or ``shutdown``), then shut down as the module docstring says.
 
@@ -140,7 +142,7 @@ async def serve(
         raise ProtectedMode(problem)
     _raise_file_limit()
     try:
-        return await _serve_until_stopped(config, shutdown, handle_signals, out, task_status)
+        return await _serve_until_stopped(config, shutdown, handle_signals, out, task_status, actions)
     except BaseExceptionGroup as group:
         cause = _startup_cause(group)
         if cause is None:
@@ -164,18 +166,19 @@ def _startup_cause(group: BaseExceptionGroup[BaseException]) -> BaseException | 
 
 
 async def _serve_until_stopped(config: RuntimeConfig, shutdown: trio.Event | None, handle_signals: bool,
-                               out: Callable[[str], None], task_status: trio.TaskStatus[list[str]]) -> ServeReport:  # fmt: skip
+                               out: Callable[[str], None], task_status: trio.TaskStatus[list[str]],
+                               actions: ActionRegistry | None) -> ServeReport:  # fmt: skip
     stop = shutdown if shutdown is not None else trio.Event()
     report = ServeReport()
     if not handle_signals:
-        await _serve(config, stop, report, out, task_status, handle_signals=False)
+        await _serve(config, stop, report, out, task_status, actions, handle_signals=False)
         return report
     # Installed before the runtime starts, so an early Ctrl-C is a clean shutdown too.
     with trio.open_signal_receiver(*SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_signals, signals, stop, report, out)
             try:
-                await _serve(config, stop, report, out, task_status, handle_signals=True)
+                await _serve(config, stop, report, out, task_status, actions, handle_signals=True)
             finally:
                 nursery.cancel_scope.cancel()
     return report
@@ -194,11 +197,13 @@ def _listen(config: RuntimeConfig, settings: hypercorn.config.Config) -> hyperco
 
 
 async def _serve(config: RuntimeConfig, stop: trio.Event, report: ServeReport, out: Callable[[str], None],
-                 task_status: trio.TaskStatus[list[str]], *, handle_signals: bool) -> None:  # fmt: skip
+                 task_status: trio.TaskStatus[list[str]], actions: ActionRegistry | None, *,
+                 handle_signals: bool) -> None:  # fmt: skip
     settings = hypercorn_config(config)
     sockets = _listen(config, settings)
     try:
-        await _serve_on(sockets, settings, config, stop, report, out, task_status, handle_signals=handle_signals)
+        await _serve_on(sockets, settings, config, stop, report, out, task_status, actions,
+                        handle_signals=handle_signals)  # fmt: skip
     finally:
         for sock in sockets.insecure_sockets:
             sock.close()  # hypercorn's listeners closed them already, unless it never started
@@ -206,17 +211,19 @@ async def _serve(config: RuntimeConfig, stop: trio.Event, report: ServeReport, o
 
 async def _serve_on(sockets: hypercorn.config.Sockets, settings: hypercorn.config.Config, config: RuntimeConfig,
                     stop: trio.Event, report: ServeReport, out: Callable[[str], None],
-                    task_status: trio.TaskStatus[list[str]], *, handle_signals: bool) -> None:  # fmt: skip
+                    task_status: trio.TaskStatus[list[str]], actions: ActionRegistry | None, *,
+                    handle_signals: bool) -> None:  # fmt: skip
     try:
-        await _run(config, stop, report, out, settings, sockets, task_status, handle_signals=handle_signals)
+        await _run(config, stop, report, out, settings, sockets, task_status, actions, handle_signals=handle_signals)
     except StateDirInUse as error:
         raise StartupError(f"cannot serve: {error}") from None
 
 
 async def _run(config: RuntimeConfig, stop: trio.Event, report: ServeReport, out: Callable[[str], None],
                settings: hypercorn.config.Config, sockets: hypercorn.config.Sockets,
-               task_status: trio.TaskStatus[list[str]], *, handle_signals: bool) -> None:  # fmt: skip
-    async with open_runtime(config) as rt:
+               task_status: trio.TaskStatus[list[str]], actions: ActionRegistry | None, *,
+               handle_signals: bool) -> None:  # fmt: skip
+    async with open_runtime(config, actions=actions) as rt:
         report.hurry = rt.stop_draining
         for pipeline in await rt.pipelines():
             out(f"pipeline {pipeline.id!r} registered ({pipeline.name})")

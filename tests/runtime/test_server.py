@@ -153,3 +153,43 @@ def test_shunter_serve_shuts_down_gracefully(signum: int, tmp_path: Path) -> Non
     assert f"1 interrupted: {build['id']}" in output
     assert b"Traceback" not in stderr, stderr.decode()
 
+
+
+DEPLOY = "version: v3.0\nname: ship\njobs:\n  j:\n    steps: [{id: go, uses: deploy, with: {what: the site}}]\n"
+
+
+@pytest.mark.trio
+async def test_serve_with_plugin_actions_registers_and_runs_a_configured_pipeline_using_them(
+        tmp_path: Path) -> None:  # fmt: skip
+    """``shunter serve --actions MODULE`` (here ``serve(actions=...)``): the configuration's pipeline
+    uses a plugin action, registers at start and runs on the server's own agents."""
+    from runtime.agent.plugins import load_actions
+
+    (tmp_path / "ship.yml").write_text(DEPLOY)
+    config = load_config({**CONFIG, "pipelines": [str(tmp_path / "ship.yml")]})
+    shutdown = trio.Event()
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(functools.partial(
+                serve, config, shutdown=shutdown, handle_signals=False, out=lambda line: None,
+                actions=load_actions(["tests.runtime.remote.plugin_actions"])))  # fmt: skip
+            async with httpx.AsyncClient(base_url=binds[0]) as client:
+                build = (await client.post("/v1/pipelines/ship/builds", json={})).json()
+                while build["status"] not in ("SUCCEED", "FAILED"):
+                    await trio.sleep(0.02)
+                    build = (await client.get(f"/v1/builds/{build['id']}")).json()
+                assert build["status"] == "SUCCEED", build
+                log = (await client.get(f"/v1/builds/{build['id']}/logs")).text
+                assert "deployed the site from n1" in log
+            shutdown.set()
+
+
+def test_serve_with_a_bad_actions_module_says_so_in_one_line_and_exits_2() -> None:
+    done = subprocess.run([sys.executable, "-m", "runtime.cli", "serve", "--ephemeral", "--bind", "127.0.0.1:0",
+                           "--actions", "no_such_module_anywhere"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 2, done
+    assert done.stderr.splitlines() == [
+        "--actions no_such_module_anywhere: cannot import 'no_such_module_anywhere': ModuleNotFoundError: "
+        "No module named 'no_such_module_anywhere'"], done.stderr  # fmt: skip
+    assert done.stdout == ""
