@@ -126,7 +126,7 @@ async def test_queued_builds_come_back_in_order_with_their_deadlines(tmp_path: P
         # the interrupted build ends and releases its slot: the head of the queue runs now
         ended = await rt.wait(submitted[0].id, timeout=10)
         assert ended.status == "FAILED" and "interrupted" in (ended.reason or "")
-        with trio.fail_after(10):
+        with trio.fail_after(30):
             while (await rt.build(submitted[1].id)).status != "RUNNING":
                 await trio.sleep(0.01)
         group = (await rt.groups())[0]
@@ -166,11 +166,11 @@ steps:
         await rt.register_pipeline(SLOW)
         a = await rt.submit("retried")
         b = await rt.submit("slow")
-        with trio.fail_after(10):
+        with trio.fail_after(30):
             while not mark.exists() or (await rt.build(b.id)).stages[0].jobs[0].status != "RUNNING":
                 await trio.sleep(0.01)
     async with runtime.open_runtime(settings(tmp_path)) as rt:
-        done = await rt.wait(a.id, timeout=10)
+        done = await rt.wait(a.id, timeout=30)
         assert done.status == "SUCCEED"
         job = done.stages[0].jobs[0]
         assert [attempt.status for attempt in job.attempts] == ["HEARTBEAT_TIMEOUT", "SUCCEED"]
@@ -301,7 +301,7 @@ async def test_retention_removes_old_builds_and_their_logs(tmp_path: Path, monke
         await rt.register_pipeline(QUICK)
         ids = [(await rt.wait((await rt.submit("quick")).id, timeout=10)).id for _ in range(5)]
         await rt.submit("quick")  # one more commit: the pass after it sees all five finished
-        with trio.fail_after(10):
+        with trio.fail_after(30):
             while (tmp_path / "logs" / "quick" / "1").exists() or (tmp_path / "logs" / "quick" / "3").exists():
                 await trio.sleep(0.01)
     async with runtime.open_runtime(settings(tmp_path)) as rt:
@@ -317,7 +317,7 @@ async def test_a_restart_applies_retention_at_once(tmp_path: Path) -> None:
         ids = [(await rt.wait((await rt.submit("quick")).id, timeout=10)).id for _ in range(4)]
     keep = {"retention": {"days": None, "builds-per-pipeline": 2}}
     async with runtime.open_runtime(settings(tmp_path, **keep)) as rt:
-        with trio.fail_after(10):  # not the minute between passes: the first one comes with the start
+        with trio.fail_after(30):  # not the minute between passes: the first one comes with the start
             while (tmp_path / "logs" / "quick" / "2").exists():
                 await trio.sleep(0.01)
         assert sorted(build.id for build in await rt.builds("quick")) == ids[2:]

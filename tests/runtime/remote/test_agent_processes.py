@@ -159,15 +159,20 @@ def test_sigterm_drains_the_agent(cluster: Cluster) -> None:
     cluster.start_server()
     agent = cluster.start_agent("m1")
     cluster.wait_connected("m1", agents=1)
+    gate = cluster.tmp / "drain-gate"  # the step ends when the test says, not after a sleep a slow machine outlasts
     cluster.put_pipeline("short", "version: v3.0\nname: short\njobs:\n  j:\n"
-                                  "    steps: [{run: 'echo before; sleep 1.5; echo finished'}]\n")  # fmt: skip
+                                  f"    steps: [{{run: 'echo before; while [ ! -e {gate} ]; do sleep 0.05; done; "
+                                  "echo finished'}]\n")  # fmt: skip
     build_id = cluster.submit("short")
     # the log streams while the step runs
     cluster.until(lambda: "before" in cluster.log(build_id) and step_running(cluster, build_id) is not None,
                   "the first line of the running step is in its log")  # fmt: skip
     assert "finished" not in cluster.log(build_id)
     agent.send_signal(signal.SIGTERM)
-    assert agent.wait(15) == 0
+    cluster.until(lambda: "draining" in cluster.agent_log("m1"), "the agent says it drains")
+    assert agent.poll() is None, "a draining agent waits for its running job"
+    gate.touch()
+    assert agent.wait(30) == 0
     build = cluster.build(build_id)
     assert build["status"] == "SUCCEED", build
     assert "finished" in cluster.log(build_id)
