@@ -50,9 +50,9 @@ from typing import Any
 
 import msgspec
 
-from ..core import Actor, Ref, TimerHandle
+from ..core import Actor, Ref
 from ..events import Publish, Record
-from ..queues.deadlines import DeadlineQueue
+from ..queues.deadlines import DeadlineQueue, EarliestTimer
 from .idle import IDLE_AFTER, IdleCheck, IdleRetirement
 from ..model.messages import Admit, Admitted, CancelBuild, Dequeued, Queued, Refused, Release
 from ..model.info import GroupInfo, QueueEntry, rfc3339
@@ -99,7 +99,7 @@ class GroupActor(Actor):
         self.running: dict[str, Ref] = {}
         self.cancelled: set[str] = set()  # running builds cancelled by cancel-in-progress
         self.queue: DeadlineQueue[_Waiter] = DeadlineQueue()
-        self.timer: TimerHandle | None = None  # the group's one timer, armed for the earliest deadline or before
+        self.timer = EarliestTimer(self.queue, lambda deadline: self.send_at(deadline, _EXPIRE))
         self._shared_timeout = math.nan  # the last queue timeout (s): one float object for its waiters
         self.idle = IdleRetirement(idle_after)  # stops the group once idle that long
         self.hub = hub  # where its group events go (none: not published)
@@ -189,9 +189,7 @@ class GroupActor(Actor):
             self.queue.appendleft(waiter)
         else:
             self.queue.append(waiter)
-        timer = self.timer
-        if timer is None or not timer.active or deadline < timer.deadline:
-            self._arm()
+        self.timer.queued(deadline)
         position = 1 if front else len(self.queue)
         admit.pipeline.tell(Queued(admit.build_id, position))
         self._event(GroupChange.QUEUED, admit.build_id, position=position)
@@ -200,7 +198,7 @@ class GroupActor(Actor):
         reason = f"cancelled by build {build_id} (cancel-in-progress in concurrency group {self.group!r})"
         queued = [self.queue.popleft() for _ in range(len(self.queue))]
         self._tell_dequeued(queued, BuildStatus.CANCELED, reason)
-        self._queue_shrank()
+        self.timer.shrank()
         for running, pipeline in self.running.items():
             if running not in self.cancelled:
                 self.cancelled.add(running)
@@ -212,7 +210,7 @@ class GroupActor(Actor):
             self.running[waiter.key] = waiter.pipeline
             waiter.pipeline.tell(Admitted(waiter.key))
             self._event(GroupChange.ADMITTED, waiter.key)
-        self._queue_shrank()
+        self.timer.shrank()
 
     def _release(self, build_id: str) -> None:
         if self.running.pop(build_id, None) is not None:
@@ -221,13 +219,13 @@ class GroupActor(Actor):
             self._admit_next()
         elif self.queue.pop(build_id) is not None:
             self._event(GroupChange.DEQUEUED, build_id, "withdrawn by its pipeline")
-            self._queue_shrank()
+            self.timer.shrank()
 
     def _dequeue(self, build_id: str, status: BuildStatus, reason: str) -> None:
         waiter = self.queue.pop(build_id)
         assert waiter is not None
         self._tell_dequeued([waiter], status, reason)
-        self._queue_shrank()
+        self.timer.shrank()
 
     # -- queue timeouts -------------------------------------------------------------------
 
@@ -237,6 +235,7 @@ class GroupActor(Actor):
         A waiter admitted, withdrawn or cancelled before its deadline has left
         the queue, so it cannot be here; one queued again has a new deadline.
         """
+        self.timer.fired()
         batches: dict[tuple[Ref, float], list[str]] = {}  # one per pipeline, unless timeouts differ
         for waiter in self.queue.pop_due(self.now()):
             key = (waiter.pipeline, waiter.timeout)
@@ -251,29 +250,13 @@ class GroupActor(Actor):
                 reasons[timeout] = reason = self._timeout_reason(timeout)
             pipeline.tell(Dequeued(tuple(build_ids), BuildStatus.QUEUE_TIMEOUT, reason))
             self._events(GroupChange.QUEUE_TIMEOUT, build_ids, reason)
-        self._arm()
+        self.timer.arm()
 
     def _timeout_reason(self, timeout: float) -> str:
         """Why a waiter that waited ``timeout`` seconds was let go: the group, its limit, who runs."""
         blocking = ", ".join(list(self.running)[:3]) or "none"
         return (f"waited {timeout / 60:g} minute(s) in concurrency group {self.group!r} "
                 f"(max-parallel {self.config.max_parallel}; running: {blocking})")  # fmt: skip
-
-    def _arm(self) -> None:
-        """Point the group's one timer at the earliest deadline queued (none if the queue is empty)."""
-        earliest = self.queue.earliest()
-        timer = self.timer
-        if timer is not None and timer.active:
-            if earliest is not None and timer.deadline <= earliest:
-                return  # fires in time (early if the earliest waiter left: _expire re-arms then)
-            timer.cancel()
-        self.timer = None if earliest is None else self.send_at(earliest, _EXPIRE)
-
-    def _queue_shrank(self) -> None:
-        """Waiters left: no timer for an empty queue; otherwise the armed one may fire early."""
-        if not self.queue and self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
 
     def _tell_dequeued(self, waiters: list[_Waiter], status: BuildStatus, reason: str) -> None:
         """Tell each pipeline, in one message, which of its builds left the queue without running."""

@@ -18,7 +18,7 @@ import msgspec
 
 from ..core import TimerHandle
 from ..model.messages import JobToken
-from ..queues.deadlines import DeadlineQueue
+from ..queues.deadlines import DeadlineQueue, EarliestTimer
 
 __all__ = ["Expiry", "QueueTimeouts"]
 
@@ -29,30 +29,26 @@ class Expiry(msgspec.Struct, gc=False):
 
 
 class QueueTimeouts:
-    """Deadlines of waiting attempts by token; ``arm`` keeps the one timer pointed at the earliest."""
+    """Deadlines of waiting attempts by token, served by one ``EarliestTimer``."""
 
-    __slots__ = ("_queue", "_timer", "_send_at")
+    __slots__ = ("_queue", "_timer")
 
     def __init__(self, send_at: Callable[[float], TimerHandle]) -> None:
         self._queue: DeadlineQueue[Expiry] = DeadlineQueue()
-        self._timer: TimerHandle | None = None
-        self._send_at = send_at  # arms the pool's timer: its message makes the pool call ``due``
+        self._timer = EarliestTimer(self._queue, send_at)  # its message makes the pool call ``due``
 
     def __len__(self) -> int:
         return len(self._queue)
 
     def add(self, token: JobToken, deadline: float) -> None:
         self._queue.append(Expiry(token, deadline))
-        timer = self._timer
-        if timer is None or not timer.active or deadline < timer.deadline:
-            self._arm()
+        self._timer.queued(deadline)
 
     def discard(self, token: JobToken) -> None:
         """The attempt stopped waiting (granted, withdrawn). The timer may fire early (``due`` re-arms
         it then), unless nothing waits any more: then it is cancelled, and no timer is left pending."""
-        if self._queue.pop(token) is not None and not self._queue and self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._queue.pop(token) is not None:
+            self._timer.shrank()
 
     def deadline(self, token: JobToken) -> float | None:
         entry = self._queue.get(token)
@@ -60,16 +56,7 @@ class QueueTimeouts:
 
     def due(self, now: float) -> list[JobToken]:
         """The timer fired: the tokens whose deadline has come (forgotten here), and the timer re-armed."""
-        self._timer = None
+        self._timer.fired()
         tokens = [entry.key for entry in self._queue.pop_due(now)]
-        self._arm()
+        self._timer.arm()
         return tokens
-
-    def _arm(self) -> None:
-        earliest = self._queue.earliest()
-        timer = self._timer
-        if timer is not None and timer.active:
-            if earliest is not None and timer.deadline <= earliest:
-                return  # fires in time (early if the earliest left: ``due`` re-arms then)
-            timer.cancel()
-        self._timer = None if earliest is None else self._send_at(earliest)

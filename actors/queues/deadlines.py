@@ -28,10 +28,13 @@ import heapq
 import itertools
 import math
 from collections import deque
-from collections.abc import Hashable, Iterator
-from typing import Generic, Protocol, TypeVar
+from collections.abc import Callable, Hashable, Iterator
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-__all__ = ["DeadlineQueue", "Timed"]
+if TYPE_CHECKING:
+    from ..core import TimerHandle
+
+__all__ = ["DeadlineQueue", "EarliestTimer", "Timed"]
 
 
 class Timed(Protocol):
@@ -196,3 +199,45 @@ class DeadlineQueue(Generic[T]):
         if heap is not None and len(heap) > 2 * len(items) + 32:
             self._heap = [item for item in heap if items.get(item[2].key) is item[2]]
             heapq.heapify(self._heap)
+
+
+class EarliestTimer:
+    """The one timer of a ``DeadlineQueue``: armed for its earliest deadline, or before it.
+
+    ``queued(deadline)`` after an entry is queued (re-armed only when that
+    deadline is earlier), ``shrank()`` after entries left (cancelled only
+    when the queue is empty: a timer that fires early costs less than a
+    cancel and a new timer per departure), ``fired()`` when its message
+    arrives, before the owner pops the due entries, and ``arm()`` after.
+    ``send_at(deadline)`` asks the owner's actor for the timer.
+    """
+
+    __slots__ = ("_queue", "_send_at", "handle")
+
+    def __init__(self, queue: DeadlineQueue[Any], send_at: Callable[[float], TimerHandle]) -> None:
+        self._queue = queue
+        self._send_at = send_at
+        self.handle: TimerHandle | None = None
+
+    def queued(self, deadline: float) -> None:
+        handle = self.handle
+        if handle is None or not handle.active or deadline < handle.deadline:
+            self.arm()
+
+    def shrank(self) -> None:
+        if not self._queue and self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
+    def fired(self) -> None:
+        self.handle = None
+
+    def arm(self) -> None:
+        """Point the timer at the earliest deadline queued (none if the queue is empty)."""
+        earliest = self._queue.earliest()
+        handle = self.handle
+        if handle is not None and handle.active:
+            if earliest is not None and handle.deadline <= earliest:
+                return  # fires in time (early if the earliest entry left: its owner re-arms then)
+            handle.cancel()
+        self.handle = None if earliest is None else self._send_at(earliest)
