@@ -316,6 +316,16 @@ def ts(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+def waiting_events(subscription: Any) -> list[Any]:
+    """Every event a subscription holds now, without waiting for more."""
+    events = []
+    while True:
+        try:
+            events.append(subscription.receive_nowait())
+        except Exception:  # anyio.WouldBlock: nothing more yet (or the stream ended)
+            return events
+
+
 def describe(build: Any) -> str:
     """A one-line summary of a BuildInfo for assertion messages."""
     parts = [

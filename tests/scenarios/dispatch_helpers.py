@@ -23,11 +23,12 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 import trio
 
 import runtime
@@ -35,9 +36,20 @@ from actors.execution.actions import ActionFailed
 from actors.model.vocab import AgentStatus
 
 from .conftest import Probe, Run, Scenario, describe, ts
-from .remote_helpers import remote_nodes
+from .remote_helpers import KINDS, remote_nodes
 
 AGENTS = ["local"]
+
+
+@pytest.fixture(params=KINDS)
+def agent_kind(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run a test module's scenarios on local agents and on remote ones (docs/design.md §11): a
+    module opts in with ``pytestmark = pytest.mark.usefixtures("agent_kind")``, importing it."""
+    AGENTS[0] = request.param
+    try:
+        yield request.param
+    finally:
+        AGENTS[0] = "local"
 """Where ``dispatch_scenario`` puts the configured nodes: ``local``, or ``remote``
 (served by in-process agent processes); a test module's fixture switches it."""
 

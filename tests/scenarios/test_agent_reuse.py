@@ -16,16 +16,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import trio
 
 from .conftest import describe, flaky_step, hold_step, noop_step, pipeline
-from .remote_helpers import KINDS
-from .dispatch_helpers import (
-    AGENTS,
+from .dispatch_helpers import (  # noqa: F401 (agent_kind: the fixture pytestmark uses)
+    agent_kind,
     DispatchScenario,
     dispatch_config,
     dispatch_scenario,
@@ -40,14 +38,8 @@ from .dispatch_helpers import (
 LOCK = {"lock-resource-with": "compile"}
 
 
-@pytest.fixture(autouse=True, params=KINDS)
-def agents(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Every scenario here runs on local agents and on remote ones (docs/design.md §11)."""
-    AGENTS[0] = request.param
-    try:
-        yield request.param
-    finally:
-        AGENTS[0] = "local"
+# Every scenario here runs on local agents and on remote ones (docs/design.md §11).
+pytestmark = pytest.mark.usefixtures("agent_kind")
 
 
 def _one_agent_nodes(*names: str) -> dict[str, Any]:

@@ -21,6 +21,8 @@ from actors.execution.actions import ActionFailed, StepContext
 from actors.execution.script import render_script
 from runtime.spec_loader import load_pipeline
 
+from .conftest import waiting_events
+
 CONFIG: dict[str, Any] = {"pools": [{"name": "default", "nodes": [{"name": "n1", "agents": 2}]}]}
 
 
@@ -166,12 +168,7 @@ async def test_secrets_reach_steps_and_are_masked_everywhere(tmp_path: Path, mon
         async with rt.subscribe(after=0, buffer=10_000) as events:
             build = await rt.submit("secretive")
             done = await rt.wait(build.id, timeout=60)
-            published = []
-            while True:
-                try:
-                    published.append(events.receive_nowait())
-                except Exception:
-                    break
+            published = waiting_events(events)
         log = await rt.logs(build.id)
         shown = msgspec.json.encode([done, published]).decode() + log
     # The values did reach the steps...

@@ -14,15 +14,14 @@ behaviours 11 and 12), driven by ``rt.inject_fault``:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import trio
 
 from .conftest import describe, hold_step, noop_step, pipeline
-from .remote_helpers import KINDS
-from .dispatch_helpers import (
+from .dispatch_helpers import (  # noqa: F401 (agent_kind: the fixture pytestmark uses)
+    agent_kind,
     AGENTS,
     DispatchScenario,
     agent_names,
@@ -36,14 +35,8 @@ from .dispatch_helpers import (
 INTERVAL, TIMEOUT = 5.0, 30.0
 
 
-@pytest.fixture(autouse=True, params=KINDS)
-def agents(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Every scenario here runs on local agents and on remote ones (docs/design.md §11)."""
-    AGENTS[0] = request.param
-    try:
-        yield request.param
-    finally:
-        AGENTS[0] = "local"
+# Every scenario here runs on local agents and on remote ones (docs/design.md §11).
+pytestmark = pytest.mark.usefixtures("agent_kind")
 
 LIMITED = pipeline(
     "hb",

@@ -18,6 +18,7 @@ import pytest
 import runtime
 from actors.remote.protocol import LeaseReply
 
+from .conftest import waiting_events
 from .remote_helpers import AppTransport, remote_nodes
 
 T = TypeVar("T")
@@ -70,12 +71,7 @@ async def test_a_remote_step_sees_its_secret_and_the_server_shows_stars() -> Non
             async with rt.subscribe(after=0, buffer=10_000) as events:
                 build = await rt.submit("remote-secrets")
                 done = await rt.wait(build.id, timeout=60)
-                published = []
-                while True:
-                    try:
-                        published.append(events.receive_nowait())
-                    except Exception:
-                        break
+                published = waiting_events(events)
             log = await rt.logs(build.id)
             nodes = await rt.nodes()
     job = done.stages[0].jobs[0]
