@@ -1,37 +1,52 @@
 """HTTP benchmark: build submissions per second through hypercorn on loopback.
 
-    python -m bench.http [--quick]
+    python -m bench.http [--quick] [--client wrk|httpx]
 
 The server is `shunter serve`'s own code (``runtime.server.serve``) in a
-child process; the load client is httpx in this process, with 16
-concurrent connections, a bounded number of requests and a time limit per
-round. The baseline is a hello-world ASGI app answering the same POST with
-a small JSON body, on the same hypercorn settings, measured by the same
-client in the same run, the loads taking turns: the ratio is the share of
-the HTTP stack's throughput that shunter keeps while it admits (and runs)
+child process. The load client is ``wrk`` (Debian's package: ``apt-get
+install -y wrk``), a compiled load generator with a Lua script that POSTs
+``{"variables": {}}`` over 16 keep-alive connections from one thread, so
+that the client is not the bottleneck: the server's one core is. Without
+``wrk`` the client is httpx in this process (said so in the output); httpx
+costs as much CPU per request as the server, so its figures say little.
+
+The baseline is a hello-world ASGI app answering the same POST with a small
+JSON body, in a child process set up exactly like the shunter server
+(``runtime.server.hypercorn_config``), measured by the
+same client in the same run, the loads taking turns: the ratio is the share
+of the HTTP stack's throughput that shunter keeps while it admits and runs
 every build.
 
 Figures:
 - submit+run: ``POST /v1/pipelines/run/builds``, a one-``noop``-step
   pipeline without a group: each build is admitted and runs on the
-  default pool's agents while the load goes on.
+  default pool's agents while the load goes on. The figure is builds
+  that reached ``SUCCEED`` per second, from the first request to the end
+  of the last build; every round checks the server's own account (the
+  newest build number and ``GET /v1/stats``): every 201 is a build and
+  every build submitted ended ``SUCCEED`` (the run fails otherwise).
 - submit into a queue: a group with ``max-parallel: 1`` held by a long
   first build and a queue long enough for every submission: admission
-  through the group actor only.
+  through the group actor only. The round checks that every 201 is a
+  queued build, then deletes the pipeline (cancelling them) and
+  registers it again for the next round.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import select
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +58,21 @@ from ._report import Row, print_table, save
 RUN = "version: v3.0\nname: run\nsteps: [{uses: noop@1}]\n"
 QUEUE = ("version: v3.0\nname: queue\nconcurrency: {group: q, max-parallel: 1, queue-length: 1000000}\n"
          "steps: [{uses: sleep@1, with: {seconds: 3600}}]\n")  # fmt: skip
+BODY = b'{"variables": {}}'
+CONNECTIONS = 16
+
+# wrk's Lua script: the POST, and a JSON line of the figures at the end (durations are in µs).
+WRK_SCRIPT = """\
+wrk.method = "POST"
+wrk.body = '{"variables": {}}'
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('{"requests": %d, "micros": %d, "status_errors": %d, "socket_errors": %d, ' ..
+    '"p50_ms": %.3f, "p99_ms": %.3f}\\n', summary.requests, summary.duration, e.status,
+    e.connect + e.read + e.write + e.timeout, latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+"""
 
 
 # -- the servers (child processes) ------------------------------------------------------------------
@@ -97,7 +127,8 @@ async def _serve_shunter(workdir: str) -> None:
 
     Path(workdir, "run.yml").write_text(RUN)
     Path(workdir, "queue.yml").write_text(QUEUE)
-    config = load_config({"server": {"bind": "127.0.0.1:0"}, "pipelines": [f"{workdir}/*.yml"]})
+    config = load_config({"server": {"bind": "127.0.0.1:0"}, "pipelines": [f"{workdir}/*.yml"],
+                          "max-queued-builds": 1_000_000})  # the queued load's rounds stay under it
 
     def out(line: str) -> None:
         if "serving on" in line:
@@ -106,15 +137,42 @@ async def _serve_shunter(workdir: str) -> None:
     await serve(config, out=out)
 
 
-# -- the load client -----------------------------------------------------------------------------------
+# -- the load clients ---------------------------------------------------------------------------------
+
+
+def wrk_path() -> str | None:
+    """Where ``wrk`` is (None if it is not installed)."""
+    return shutil.which("wrk")
+
+
+def _wrk_load(url: str, path: str, seconds: float, connections: int = CONNECTIONS) -> dict[str, float]:
+    """``wrk`` POSTing for ``seconds`` (whole seconds) on ``connections`` connections from one thread."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="shunter-wrk-") as script:
+        script.write(WRK_SCRIPT)
+        script.flush()
+        wrk = wrk_path()
+        assert wrk is not None
+        command = [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
+                   "-s", script.name, url + path]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=seconds + 60)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"wrk printed no figures: {done.stdout!r} {done.stderr!r}")
+    figures = json.loads(lines[-1])
+    elapsed = figures["micros"] / 1e6
+    ok = figures["requests"] - figures["status_errors"]
+    return {"per_second": ok / elapsed, "ok": ok, "refused": figures["status_errors"],
+            "socket_errors": figures["socket_errors"], "seconds": elapsed,
+            "p50_ms": figures["p50_ms"], "p99_ms": figures["p99_ms"]}  # fmt: skip
 
 
 async def _load(url: str, path: str, count: int, seconds: float, connections: int) -> dict[str, float]:
+    """The httpx client (the fallback without ``wrk``; ``bench.remote`` and ``bench.abuse`` use it too)."""
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
-        body, headers = b'{"variables": {}}', {"content-type": "application/json"}
+        headers = {"content-type": "application/json"}
         for _ in range(connections * 2):  # open the connections and warm up
-            await client.post(path, content=body, headers=headers)
+            await client.post(path, content=BODY, headers=headers)
         issued = ok = refused = 0
         latencies: list[float] = []
         deadline = time.perf_counter() + seconds
@@ -124,7 +182,7 @@ async def _load(url: str, path: str, count: int, seconds: float, connections: in
             while issued < count and time.perf_counter() < deadline:
                 issued += 1
                 began = time.perf_counter()
-                response = await client.post(path, content=body, headers=headers)
+                response = await client.post(path, content=BODY, headers=headers)
                 latencies.append(time.perf_counter() - began)
                 if response.status_code == 201:
                     ok += 1
@@ -139,6 +197,84 @@ async def _load(url: str, path: str, count: int, seconds: float, connections: in
     latencies.sort()
     return {"per_second": ok / elapsed, "ok": ok, "refused": refused, "seconds": elapsed,
             "p50_ms": statistics.median(latencies) * 1e3, "p99_ms": latencies[int(len(latencies) * 0.99)] * 1e3}
+
+
+# -- the server's own account ------------------------------------------------------------------------
+
+
+def _call(url: str, method: str = "GET", body: bytes | None = None, media: str = "application/json") -> Any:
+    request = urllib.request.Request(url, data=body, method=method, headers={"content-type": media})
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        return json.loads(answer.read())
+
+
+def _newest_number(url: str, pipeline: str) -> int:
+    """The number of the pipeline's newest build (0 if none): how many it has been given."""
+    page = _call(f"{url}/v1/builds?pipeline={pipeline}&limit=1")
+    return int(page[0]["number"]) if page else 0
+
+
+def _succeeded(url: str) -> int:
+    return int(_call(f"{url}/v1/stats")["builds_by_status"].get("SUCCEED", 0))
+
+
+def _check_taken(answered: float, taken: int, what: str, connections: int) -> None:
+    """Every 201 the client counted is a build the server took; it may have taken up to one more per
+    connection (requests in flight when the client stopped, whose answers it did not count)."""
+    if not answered <= taken <= answered + connections:
+        raise RuntimeError(f"{what}: the client counted {answered:.0f} builds accepted (201), "
+                           f"the server took {taken}")  # fmt: skip
+
+
+def _submit_and_run(measure: Any, server: _Server, connections: int) -> dict[str, float]:
+    """The submit+run load, then wait for every build it submitted to end: builds/s first request to last end.
+
+    The server's CPU time per build counts the end of the last builds too.
+    """
+    url = server.url
+    first, succeeded = _newest_number(url, "run"), _succeeded(url)
+    cpu = server.cpu_seconds()
+    figures = measure(url, "/v1/pipelines/run/builds")
+    answered = time.perf_counter()
+    submitted = _newest_number(url, "run") - first
+    _check_taken(figures["ok"], submitted, "submit+run", connections)
+    deadline = answered + 120
+    while (done := _succeeded(url) - succeeded) < submitted:
+        if time.perf_counter() > deadline:
+            stats = _call(f"{url}/v1/stats")
+            raise RuntimeError(f"submit+run: {submitted} builds submitted, {done} ended SUCCEED 120 s later: {stats}")
+        time.sleep(0.002)
+    if done != submitted:
+        raise RuntimeError(f"submit+run: {submitted} builds submitted, {done} ended SUCCEED")
+    drain = time.perf_counter() - answered  # from the client's end to the last build's
+    cpu_us = (server.cpu_seconds() - cpu) * 1e6 / max(submitted, 1)
+    return {**figures, "per_second": submitted / (figures["seconds"] + drain), "submitted": submitted,
+            "drain_seconds": drain, "cpu_us": cpu_us}  # fmt: skip
+
+
+def _unfinished(url: str) -> int:
+    stats = _call(f"{url}/v1/stats")
+    return int(stats["builds_queued"]) + int(stats["builds_running"])
+
+
+def _submit_into_queue(measure: Any, server: _Server, connections: int) -> dict[str, float]:
+    """The queued load; then its builds are cancelled (the pipeline deleted and registered again)."""
+    url = server.url
+    before = _unfinished(url)
+    cpu = server.cpu_seconds()
+    figures = measure(url, "/v1/pipelines/queue/builds")
+    cpu = server.cpu_seconds() - cpu
+    taken = _unfinished(url) - before
+    _check_taken(figures["ok"], taken, "submit into a queue", connections)
+    _call(f"{url}/v1/pipelines/queue?cancel=true", "DELETE")
+    deadline = time.perf_counter() + 120
+    while _unfinished(url):
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"submit into a queue: builds still unfinished 120 s after cancelling: "
+                               f"{_call(f'{url}/v1/stats')}")  # fmt: skip
+        time.sleep(0.05)
+    _call(f"{url}/v1/pipelines/queue", "PUT", QUEUE.encode(), "application/yaml")
+    return {**figures, "queued": taken, "cpu_us": cpu * 1e6 / max(taken, 1)}
 
 
 class _Server:
@@ -161,6 +297,14 @@ class _Server:
                 seen += os.read(self.process.stdout.fileno(), 4096)
         return seen.split()[1].decode()
 
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used so far (user + system; 0 where /proc is missing)."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.process.send_signal(signal.SIGINT)
         try:
@@ -170,48 +314,84 @@ class _Server:
             self.process.wait()
 
 
-def run(quick: bool = False) -> list[Row]:
+def run(quick: bool = False, client: str | None = None) -> list[Row]:
     """Both servers stay up; the three loads take turns, and each keeps its best round.
 
     On a shared machine the load of the moment moves every figure; taking
     turns and keeping the best round of each (the least disturbed) makes
-    the figure and its baseline comparable.
+    the figure and its baseline comparable. ``client`` is ``wrk`` (the
+    default when installed) or ``httpx``.
     """
-    count = 600 if quick else 10_000  # per round; --quick keeps `python -m bench --quick` short
-    seconds = 3.0 if quick else 20.0
+    client = client or ("wrk" if wrk_path() else "httpx")
+    if client == "wrk" and not wrk_path():
+        raise RuntimeError("wrk is not installed (Debian: apt-get install -y wrk)")
+    if client == "httpx":
+        print("wrk is not installed: the load client is httpx, which costs as much CPU per request as the server, "
+              "so these figures say little (Debian: apt-get install -y wrk)")  # fmt: skip
+    seconds = 3.0 if quick else 10.0
     rounds = 2 if quick else 3
-    connections = 16
-    loads = {"hello": ("hello", "/v1/pipelines/run/builds"), "submit+run": ("shunter", "/v1/pipelines/run/builds"),
-             "submit into a queue": ("shunter", "/v1/pipelines/queue/builds")}  # fmt: skip
-    servers = {name: _Server(name) for name in ("hello", "shunter")}
-    best: dict[str, dict[str, float]] = {}
+    count = 600 if quick else 10_000  # httpx: requests per round, so that --quick stays short
+    connections = CONNECTIONS
+
+    def measure(url: str, path: str, span: float = seconds) -> dict[str, float]:
+        if client == "wrk":
+            return _wrk_load(url, path, span, connections)
+        return trio.run(_load, url, path, count, span, connections)
+
+    def hello_load(span: float) -> dict[str, float]:
+        cpu = hello.cpu_seconds()
+        figures = measure(hello.url, "/v1/pipelines/run/builds", span)
+        return {**figures, "cpu_us": (hello.cpu_seconds() - cpu) * 1e6 / max(figures["ok"], 1)}
+
+    hello, shunter = _Server("hello"), _Server("shunter")
+    servers = [hello, shunter]
+    loads = {
+        "hello": hello_load,
+        "submit+run": lambda span: _submit_and_run(functools.partial(measure, span=span), shunter, connections),
+        "submit into a queue": lambda span: _submit_into_queue(functools.partial(measure, span=span), shunter,
+                                                               connections),
+    }  # fmt: skip
+    turns: list[dict[str, dict[str, float]]] = []
     try:
+        for load in loads.values():
+            load(1.0)  # warm up (and check the accounting once)
         for _ in range(rounds):
-            for load, (server_name, target) in loads.items():
-                figures = trio.run(_load, servers[server_name].url, target, count, seconds, connections)
-                if load not in best or figures["per_second"] > best[load]["per_second"]:
-                    best[load] = figures
+            turns.append({name: load(seconds) for name, load in loads.items()})
     finally:
-        for server in servers.values():
+        for server in servers:
             server.stop()
-    hello = best["hello"]["per_second"]
+    best = {name: max((turn[name] for turn in turns), key=lambda figures: figures["per_second"]) for name in loads}
+    least = {name: min(turn[name]["cpu_us"] for turn in turns) for name in loads}
+    baseline = f"hello-world ASGI POST, {client}"
+    hello_rate = best["hello"]["per_second"]
     rows = [
-        Row("HTTP submit+run: builds/s", best["submit+run"]["per_second"], "/s",
-            "hello-world ASGI POST", hello, "ratio >= 0.7"),
-        Row("HTTP submit into a queue: builds/s", best["submit into a queue"]["per_second"], "/s",
-            "hello-world ASGI POST", hello, "ratio >= 0.7"),
+        Row("HTTP submit+run: builds/s", best["submit+run"]["per_second"], "/s", baseline, hello_rate, "ratio >= 0.7"),
+        Row("HTTP submit into a queue: builds/s", best["submit into a queue"]["per_second"], "/s", baseline, hello_rate,
+            "ratio >= 0.7"),
+        # Less moved by other work on the machine than the rates: the server is CPU-bound.
+        Row("server CPU per submit+run", least["submit+run"], "µs", "server CPU per hello-world POST", least["hello"],
+            "(about 1 / the rate ratio)"),
     ]  # fmt: skip
-    print_table(f"http (hypercorn on loopback, httpx with {connections} connections, best of {rounds} rounds)", rows)
+    print_table(f"http (hypercorn on loopback, {client} with {connections} connections, best of {rounds} rounds)", rows)
     for name, figures in best.items():
-        print(f"  {name:<20} {figures['ok']:>6.0f} ok, {figures['refused']:.0f} refused in {figures['seconds']:.1f}s;"
-              f" latency p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms")
-    print(f"wrote {save('http', rows, {'connections': connections, 'rounds': rounds, **best})}")
+        extra = (f"; {figures['submitted']:.0f} builds, all SUCCEED, the last {figures['drain_seconds'] * 1e3:.0f} ms "
+                 "after the last answer" if "submitted" in figures else "")  # fmt: skip
+        print(f"  {name:<20} {figures['ok']:>6.0f} answered 201, {figures['refused']:.0f} refused in "
+              f"{figures['seconds']:.1f} s; latency p50 {figures['p50_ms']:.1f} ms, "
+              f"p99 {figures['p99_ms']:.1f} ms; server CPU {figures['cpu_us']:.0f} µs each{extra}")
+    for number, turn in enumerate(turns, 1):
+        shown = ", ".join(f"{name} {figures['per_second']:.0f}/s ({figures['cpu_us']:.0f} µs)"
+                          for name, figures in turn.items())  # fmt: skip
+        ratio = turn["submit+run"]["per_second"] / turn["hello"]["per_second"]
+        print(f"  round {number}: {shown}; submit+run/hello {ratio:.2f}x")
+    print(f"wrote {save('http', rows, {'client': client, 'connections': connections, 'rounds': turns, **best})}")
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer requests, shorter time limit")
+    parser.add_argument("--client", choices=["wrk", "httpx"], help="the load client (default: wrk if installed)")
     parser.add_argument("--server", choices=["hello", "shunter"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.server == "hello":
@@ -220,7 +400,7 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="shunter-bench-") as workdir:
             trio.run(_serve_shunter, workdir)
     else:
-        run(quick=args.quick)
+        run(quick=args.quick, client=args.client)
 
 
 if __name__ == "__main__":
