@@ -12,10 +12,10 @@ costs as much CPU per request as the server, so its figures say little.
 
 The baseline is a hello-world ASGI app answering the same POST with a small
 JSON body, in a child process set up exactly like the shunter server
-(``runtime.server.hypercorn_config``), measured by the
-same client in the same run, the loads taking turns: the ratio is the share
-of the HTTP stack's throughput that shunter keeps while it admits and runs
-every build.
+(``runtime.server.hypercorn_config`` and ``collector_tuned``), measured
+by the same client in the same run, the loads taking turns: the ratio is
+the share of the HTTP stack's throughput that shunter keeps while it
+admits and runs every build.
 
 Figures:
 - submit+run: ``POST /v1/pipelines/run/builds``, a one-``noop``-step
@@ -94,13 +94,18 @@ async def _hello(scope: Any, receive: Any, send: Any) -> None:
 
 
 async def _serve_hello() -> None:
-    import hypercorn.trio
-
     from runtime.config import load_config
-    from runtime.server import hypercorn_config
+    from runtime.server import collector_tuned, hypercorn_config
 
     stop = trio.Event()
     settings = hypercorn_config(load_config({"server": {"bind": "127.0.0.1:0"}}))
+    with collector_tuned():  # as serve() does
+        await _serve_app(settings, stop)
+
+
+async def _serve_app(settings: Any, stop: trio.Event) -> None:
+    import hypercorn.trio
+
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, stop)
         binds = await nursery.start(functools.partial(hypercorn.trio.serve, _hello, settings,

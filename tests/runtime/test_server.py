@@ -7,6 +7,7 @@ and a deadline on every wait.
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import select
 import signal
@@ -24,7 +25,7 @@ import trio
 
 import runtime
 from runtime.config import load_config
-from runtime.server import serve
+from runtime.server import GC_THRESHOLD, collector_tuned, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINE = """\
@@ -44,12 +45,14 @@ CONFIG = {"server": {"bind": "127.0.0.1:0"}, "pools": [{"name": "default", "node
 async def test_serve_on_a_free_port_over_loopback() -> None:
     shutdown = trio.Event()
     lines: list[str] = []
+    thresholds = gc.get_threshold()
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(functools.partial(serve, load_config(CONFIG), shutdown=shutdown,
                                                           handle_signals=False, out=lines.append))  # fmt: skip
             url = binds[0]
             assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
+            assert gc.get_threshold() == (max(thresholds[0], GC_THRESHOLD), *thresholds[1:])
             async with httpx.AsyncClient(base_url=url) as client:
                 assert (await client.get("/healthz")).json() == {"status": "ok"}
                 created = await client.put("/v1/pipelines/loop", content=PIPELINE,
@@ -74,6 +77,26 @@ async def test_serve_on_a_free_port_over_loopback() -> None:
             shutdown.set()
     assert any("serving on" in line for line in lines)
     assert lines[-1].startswith("stopped: 1 build(s), 1 finished, 0 interrupted")
+    assert gc.get_threshold() == thresholds  # put back
+
+
+def test_collector_tuned_keeps_a_higher_threshold_and_a_disabled_collector() -> None:
+    thresholds = gc.get_threshold()
+    try:
+        gc.set_threshold(100_000, 7, 9)
+        with collector_tuned():
+            assert gc.get_threshold() == (100_000, 7, 9)
+        gc.set_threshold(0, 7, 9)
+        with collector_tuned():
+            assert gc.get_threshold() == (0, 7, 9)
+        gc.set_threshold(500, 7, 9)
+        with pytest.raises(RuntimeError):
+            with collector_tuned():
+                assert gc.get_threshold() == (GC_THRESHOLD, 7, 9)
+                raise RuntimeError("out through an error")
+        assert gc.get_threshold() == (500, 7, 9)
+    finally:
+        gc.set_threshold(*thresholds)
 
 
 @pytest.mark.trio
