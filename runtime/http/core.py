@@ -273,11 +273,15 @@ def parse_segments(raw_path: bytes | None, path: str) -> list[str]:
     if raw_path is None:
         return path.split("/")[1:]
     text = raw_path.decode("latin-1").split("?", 1)[0]
+    if "%" not in text:
+        return text.split("/")[1:]  # nothing to decode (the common case)
     return [unquote(part, errors="replace") for part in text.split("/")[1:]]
 
 
 def parse_query(query_string: bytes) -> dict[str, str]:
     """Query parameters; a repeated one keeps its last value."""
+    if not query_string:
+        return {}
     text = query_string.decode("latin-1")
     return dict(parse_qsl(text, keep_blank_values=True, errors="replace"))
 
@@ -399,16 +403,24 @@ _PARAM = re.compile(r"\{(\w+)\}\Z")
 
 
 class Router:
-    """Matches a method and path segments to a route, or says why not (404, 405)."""
+    """Matches a method and path segments to a route, or says why not (404, 405).
+
+    Routes are tried in table order among those with as many segments as
+    the path (the others cannot match), each template split once.
+    """
 
     def __init__(self, routes: Sequence[Route]) -> None:
         self.routes = list(routes)
-        self._compiled = [(route, [_PARAM.match(part) for part in route.template]) for route in self.routes]
+        self._by_length: dict[int, list[tuple[Route, list[str], list[re.Match[str] | None]]]] = {}
+        for route in self.routes:
+            template = route.template
+            parts = [_PARAM.match(part) for part in template]
+            self._by_length.setdefault(len(template), []).append((route, template, parts))
 
     def match(self, method: str, segments: list[str]) -> tuple[Route, dict[str, str]]:
         allowed: list[str] = []
-        for route, parts in self._compiled:
-            params = _match(route.template, parts, segments)
+        for route, template, parts in self._by_length.get(len(segments), ()):
+            params = _match(template, parts, segments)
             if params is None:
                 continue
             if route.method == method or (method == "HEAD" and route.method == "GET"):
@@ -423,8 +435,6 @@ class Router:
 
 
 def _match(template: list[str], parts: list[re.Match[str] | None], segments: list[str]) -> dict[str, str] | None:
-    if len(template) != len(segments):
-        return None
     params: dict[str, str] = {}
     for literal, param, segment in zip(template, parts, segments):
         if param is not None:

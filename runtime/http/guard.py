@@ -38,6 +38,7 @@ __all__ = ["Guard", "InvalidHost", "JSON_TYPES", "YAML_TYPES", "is_json"]
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 JSON_TYPES = ("application/json",)
 _PREFLIGHT_HEADERS = "authorization, content-type, last-event-id"
+_HOSTS_REMEMBERED = 256  # Host verdicts kept; a client sending ever new names cannot grow the table past it
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 
 
@@ -61,6 +62,7 @@ class Guard:
         self.origins = frozenset(_origin(origin) for origin in origins if origin != "*")
         bind_host, _ = split_host(config.server.bind)
         self.hosts = frozenset({bind_host, *(split_host(urlsplit(origin).netloc)[0] for origin in self.origins)})
+        self._host_verdicts: dict[str, bool] = {}  # Host header -> answered (the same few on every request)
 
     @property
     def open(self) -> bool:
@@ -70,18 +72,18 @@ class Guard:
     def check(self, request: Request, scheme: str) -> TokenConfig | None:
         """Raise the refusal the request deserves (steps 1-3), or return its token (None when open)."""
         host = request.headers.get("host")
-        if self.open and host is not None:
-            name, _ = split_host(host)
-            if not is_loopback_host(name) and name not in self.hosts:
-                message = (f"this server has no tokens and answers only to loopback names or its bind address, "
-                           f"not Host {host[:100]!r}")  # fmt: skip
-                raise InvalidHost(message, details=[{"path": "header.Host", "message": message}])
+        if self.open and host is not None and not self._host_allowed(host):
+            message = (f"this server has no tokens and answers only to loopback names or its bind address, "
+                       f"not Host {host[:100]!r}")  # fmt: skip
+            raise InvalidHost(message, details=[{"path": "header.Host", "message": message}])
         origin = request.headers.get("origin")
         if origin is not None and not self.origin_allowed(origin, host, scheme):
             raise Forbidden(f"requests from origin {origin[:100]!r} are not allowed "
                             "(server.allowed-origins lists the origins that are)")  # fmt: skip
+        if self.open:
+            return None  # no token to check: every role is granted
         needed = required_role(request.method, request.path)
-        if needed is None or self.open:
+        if needed is None:
             return None
         scheme_name, _, presented = request.headers.get("authorization", "").partition(" ")
         token = self.tokens.check(presented.strip()) if scheme_name.lower() == "bearer" else None
@@ -91,6 +93,18 @@ class Guard:
             raise Forbidden(f"token {token.name!r} has role {token.role!r}; {request.method} {request.path} "
                             f"needs {needed!r}")  # fmt: skip
         return token
+
+    def _host_allowed(self, host: str) -> bool:
+        """A loopback name or one of ``hosts`` (remembered: parsing an address costs more than the rest of
+        the checks together)."""
+        verdict = self._host_verdicts.get(host)
+        if verdict is None:
+            name, _ = split_host(host)
+            verdict = is_loopback_host(name) or name in self.hosts
+            if len(self._host_verdicts) >= _HOSTS_REMEMBERED:
+                self._host_verdicts.clear()
+            self._host_verdicts[host] = verdict
+        return verdict
 
     def origin_allowed(self, origin: str, host: str | None, scheme: str) -> bool:
         """The server's own origin, or one that ``server.allowed-origins`` lists."""
