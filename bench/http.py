@@ -20,11 +20,13 @@ admits and runs every build.
 Figures:
 - submit+run: ``POST /v1/pipelines/run/builds``, a one-``noop``-step
   pipeline without a group: each build is admitted and runs on the
-  default pool's agents while the load goes on. The figure is builds
-  that reached ``SUCCEED`` per second, from the first request to the end
-  of the last build; every round checks the server's own account (the
-  newest build number and ``GET /v1/stats``): every 201 is a build and
-  every build submitted ended ``SUCCEED`` (the run fails otherwise).
+  default pool's agents (one node of 8, as in ``bench.dispatch``) while
+  the load goes on. The figure is builds that reached ``SUCCEED`` per
+  second, from the first request to the end of the last build; every
+  round checks the server's own account (``GET /v1/stats``, builds by
+  status, once requests still in flight have been taken): every 201 is
+  a build and every build submitted ended ``SUCCEED`` (the run fails
+  otherwise).
 - submit into a queue: a group with ``max-parallel: 1`` held by a long
   first build and a queue long enough for every submission: admission
   through the group actor only. The round checks that every 201 is a
@@ -58,6 +60,7 @@ from ._report import Row, print_table, save
 RUN = "version: v3.0\nname: run\nsteps: [{uses: noop@1}]\n"
 QUEUE = ("version: v3.0\nname: queue\nconcurrency: {group: q, max-parallel: 1, queue-length: 1000000}\n"
          "steps: [{uses: sleep@1, with: {seconds: 3600}}]\n")  # fmt: skip
+POOLS = [{"name": "default", "nodes": [{"name": "n1", "agents": 8}]}]
 BODY = b'{"variables": {}}'
 CONNECTIONS = 16
 
@@ -132,7 +135,9 @@ async def _serve_shunter(workdir: str) -> None:
 
     Path(workdir, "run.yml").write_text(RUN)
     Path(workdir, "queue.yml").write_text(QUEUE)
-    config = load_config({"server": {"bind": "127.0.0.1:0"}, "pipelines": [f"{workdir}/*.yml"],
+    # The node layout of the dispatch scenario (one node of 8 agents), not as many agents as this machine
+    # has cores: the figure then adds the HTTP door to what `dispatch` measures, on any machine.
+    config = load_config({"server": {"bind": "127.0.0.1:0"}, "pipelines": [f"{workdir}/*.yml"], "pools": POOLS,
                           "max-queued-builds": 1_000_000})  # the queued load's rounds stay under it
 
     def out(line: str) -> None:
@@ -214,14 +219,29 @@ def _call(url: str, method: str = "GET", body: bytes | None = None, media: str =
         return json.loads(answer.read())
 
 
-def _newest_number(url: str, pipeline: str) -> int:
-    """The number of the pipeline's newest build (0 if none): how many it has been given."""
-    page = _call(f"{url}/v1/builds?pipeline={pipeline}&limit=1")
-    return int(page[0]["number"]) if page else 0
+def _totals(url: str) -> tuple[int, int, int]:
+    """From ``GET /v1/stats``: builds ever taken (every status counted), builds that ended ``SUCCEED``,
+    builds queued or running."""
+    stats = _call(f"{url}/v1/stats")
+    by_status = stats["builds_by_status"]
+    return sum(by_status.values()), int(by_status.get("SUCCEED", 0)), stats["builds_running"] + stats["builds_queued"]
 
 
-def _succeeded(url: str) -> int:
-    return int(_call(f"{url}/v1/stats")["builds_by_status"].get("SUCCEED", 0))
+def _settle(url: str, what: str, *, idle: bool) -> tuple[tuple[int, int, int], float]:
+    """The totals once the server has taken every request still in flight when the client stopped (two
+    reads 20 ms apart agree) and, with ``idle``, every build has ended; and when they first read so."""
+    deadline = time.perf_counter() + 120
+    last, since = (-1, -1, -1), 0.0
+    while True:
+        read = time.perf_counter()
+        totals = _totals(url)
+        if totals == last and (not idle or totals[2] == 0):
+            return totals, since
+        if read > deadline:
+            raise RuntimeError(f"{what}: the server has not settled 120 s after the load: {_call(f'{url}/v1/stats')}")
+        if totals != last:
+            last, since = totals, read
+        time.sleep(0.02 if totals[2] == 0 or not idle else 0.002)
 
 
 def _check_taken(figures: dict[str, float], taken: int, what: str, connections: int) -> None:
@@ -239,47 +259,33 @@ def _submit_and_run(measure: Any, server: _Server, connections: int) -> dict[str
     The server's CPU time per build counts the end of the last builds too.
     """
     url = server.url
-    first, succeeded = _newest_number(url, "run"), _succeeded(url)
+    (taken, succeeded, _), _ = _settle(url, "submit+run", idle=True)
     cpu = server.cpu_seconds()
     figures = measure(url, "/v1/pipelines/run/builds")
     answered = time.perf_counter()
-    submitted = _newest_number(url, "run") - first
-    _check_taken(figures, submitted, "submit+run", connections)
-    deadline = answered + 120
-    while (done := _succeeded(url) - succeeded) < submitted:
-        if time.perf_counter() > deadline:
-            stats = _call(f"{url}/v1/stats")
-            raise RuntimeError(f"submit+run: {submitted} builds submitted, {done} ended SUCCEED 120 s later: {stats}")
-        time.sleep(0.002)
-    if done != submitted:
-        raise RuntimeError(f"submit+run: {submitted} builds submitted, {done} ended SUCCEED")
-    drain = time.perf_counter() - answered  # from the client's end to the last build's
-    cpu_us = (server.cpu_seconds() - cpu) * 1e6 / max(submitted, 1)
-    return {**figures, "per_second": submitted / (figures["seconds"] + drain), "submitted": submitted,
-            "drain_seconds": drain, "cpu_us": cpu_us}  # fmt: skip
-
-
-def _unfinished(url: str) -> int:
-    stats = _call(f"{url}/v1/stats")
-    return int(stats["builds_queued"]) + int(stats["builds_running"])
+    (total, ended, _), settled = _settle(url, "submit+run", idle=True)
+    cpu = server.cpu_seconds() - cpu
+    taken, succeeded = total - taken, ended - succeeded
+    _check_taken(figures, taken, "submit+run", connections)
+    if succeeded != taken:
+        raise RuntimeError(f"submit+run: {taken} builds submitted, {succeeded} ended SUCCEED")
+    drain = max(0.0, settled - answered)  # from the client's end to the last build's
+    return {**figures, "per_second": taken / (figures["seconds"] + drain), "submitted": taken,
+            "drain_seconds": drain, "cpu_us": cpu * 1e6 / max(taken, 1)}  # fmt: skip
 
 
 def _submit_into_queue(measure: Any, server: _Server, connections: int) -> dict[str, float]:
     """The queued load; then its builds are cancelled (the pipeline deleted and registered again)."""
     url = server.url
-    before = _unfinished(url)
+    (before, _, _), _ = _settle(url, "submit into a queue", idle=False)
     cpu = server.cpu_seconds()
     figures = measure(url, "/v1/pipelines/queue/builds")
     cpu = server.cpu_seconds() - cpu
-    taken = _unfinished(url) - before
+    (after, _, _), _ = _settle(url, "submit into a queue", idle=False)
+    taken = after - before
     _check_taken(figures, taken, "submit into a queue", connections)
     _call(f"{url}/v1/pipelines/queue?cancel=true", "DELETE")
-    deadline = time.perf_counter() + 120
-    while _unfinished(url):
-        if time.perf_counter() > deadline:
-            raise RuntimeError(f"submit into a queue: builds still unfinished 120 s after cancelling: "
-                               f"{_call(f'{url}/v1/stats')}")  # fmt: skip
-        time.sleep(0.05)
+    _settle(url, "submit into a queue (cancelled)", idle=True)
     _call(f"{url}/v1/pipelines/queue", "PUT", QUEUE.encode(), "application/yaml")
     return {**figures, "queued": taken, "cpu_us": cpu * 1e6 / max(taken, 1)}
 
