@@ -17,6 +17,9 @@ import trio
 
 import runtime
 from runtime.auth import TokenTable, digest_of, protected_mode_problem, required_role
+from runtime.config import load_config
+from runtime.http.core import Request
+from runtime.http.guard import Guard, InvalidHost
 
 from .conftest import CONFIG, GATED, api, pipeline_yaml, sse
 
@@ -219,6 +222,26 @@ async def test_an_open_server_answers_only_loopback_host_names(autojump_clock: t
     async with api(SECURED) as a:  # with tokens the Host is the operator's business
         response = await a.client.get("/v1/stats", headers={"host": "ci.example.com", **bearer("reader")})
         assert response.status_code == 200
+
+
+def test_host_verdicts_are_remembered_within_a_bound() -> None:
+    guard = Guard(load_config({"server": {"bind": "127.0.0.1:8000"}}), environ={})
+
+    def allowed(host: str) -> bool:
+        request = Request(method="GET", path="/v1/stats", segments=["v1", "stats"], headers={"host": host})
+        try:
+            guard.check(request, "http")
+        except InvalidHost:
+            return False
+        return True
+
+    for _ in range(2):  # the second time from the table, with the same verdicts
+        assert allowed("localhost:8000") and allowed("127.0.0.1:8000")
+        assert not allowed("attacker.example") and not allowed("attacker.example:8000")
+    for number in range(1000):  # a client sending ever new names
+        assert not allowed(f"x{number}.attacker.example")
+        assert len(guard._host_verdicts) <= 256
+    assert allowed("localhost:8000") and not allowed("attacker.example")
 
 
 # -- limits ---------------------------------------------------------------------------------------
