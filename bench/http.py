@@ -290,6 +290,15 @@ def _submit_into_queue(measure: Any, server: _Server, connections: int) -> dict[
     return {**figures, "queued": taken, "cpu_us": cpu * 1e6 / max(taken, 1)}
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time process ``pid`` has used so far (user + system; 0 where /proc is missing)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class _Server:
     """A server child process (``--server NAME``), stopped with SIGINT."""
 
@@ -312,11 +321,7 @@ class _Server:
 
     def cpu_seconds(self) -> float:
         """CPU time the server process has used so far (user + system; 0 where /proc is missing)."""
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGINT)

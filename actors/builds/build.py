@@ -38,6 +38,7 @@ from .records import BuildShape, JobAttempt, JobRun, StepAttempt, StepLog, job_r
 __all__ = ["Build", "new_build"]
 
 _WAITING = JobStatus.DEPENDENT_WAITING  # read on every transition: a module global, not an enum attribute
+_UNRUN_ENDS = frozenset({JobStatus.UNEXEC, JobStatus.SKIP})  # what _consider ends a job with when it does not run
 
 
 def new_build(*, build_id: str, spec: PipelineSpec | BuildShape, number: int, variables: dict[str, str],
@@ -185,8 +186,14 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
             if job.status not in JOB_FINAL:
                 job.end_unrun(JobStatus.UNEXEC, reason)
 
-    def advance(self, now: float) -> list[JobRun]:
-        """Start what can start, move through phases, finish the build when all ended."""
+    def advance(self, now: float, unrun: list[JobRun] | None = None) -> list[JobRun]:
+        """Start what can start, move through phases, finish the build when all ended.
+
+        Jobs their conditions end without running (``UNEXEC``, ``SKIP``) are
+        added to ``unrun`` when given: the caller announces them without
+        comparing every job's status before and after (a 500-job build's
+        every job end did).
+        """
         dispatch: list[JobRun] = []
         phases = self.phases
         while self.phase < len(phases):
@@ -195,6 +202,8 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
             for job in jobs:
                 if job.status is _WAITING:
                     self._consider(job, now, dispatch)
+                    if unrun is not None and job.status in _UNRUN_ENDS:
+                        unrun.append(job)
                 if job.status not in JOB_FINAL:
                     unfinished = True
             if unfinished:
@@ -332,7 +341,9 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
         step = job.steps[index]
         step.status, step.reason = status, reason
 
-    def job_ended(self, job: JobRun, status: JobStatus, reason: str | None, now: float) -> list[JobRun]:
+    def job_ended(self, job: JobRun, status: JobStatus, reason: str | None, now: float,
+                  unrun: list[JobRun] | None = None) -> list[JobRun]:  # fmt: skip
+        """The attempt of ``job`` ended: its steps settle, then the build advances (see ``advance``)."""
         attempt = job.attempts[-1]
         attempt.status, attempt.reason = status, reason
         attempt.finished_at = now
@@ -349,7 +360,7 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
                     last.status, last.reason, last.finished_at = step.status, reason, now
             if step.attempts:
                 step.attempts[-1].log.close()  # an attempt cut short never reported its end
-        return self.advance(now)
+        return self.advance(now, unrun)
 
     # -- cancel -------------------------------------------------------------------
 

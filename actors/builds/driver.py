@@ -220,15 +220,16 @@ class BuildDriver(Actor):
         """The attempt ended (its agent said so, the pool or this actor ended it): free its mutex,
         retry it elsewhere if its agent was lost and its step allows, else move the build on."""
         previous_build, previous_job = build.status, job.status
-        states = {other.id: other.status for other in build.all_jobs()}
         if job.spec.mutex is not None and mutex_held:
             self._release_mutex(build, token)
         if status == JobStatus.HEARTBEAT_TIMEOUT and build.retry_lost(job, status, reason, now):
             self._dispatch(build, [job])  # the step allows it: again, on another agent
             return
-        dispatch = build.job_ended(job, status, reason, now)
+        unrun: list[JobRun] = []  # jobs that were waiting and now end without running
+        dispatch = build.job_ended(job, status, reason, now, unrun)
         self._emit_job(build, job, previous_job)
-        self._emit_unrun(build, states)
+        for other in unrun:
+            self._emit_job(build, other, JobStatus.DEPENDENT_WAITING)
         self._unlock_finished_chains(build)
         self._dispatch(build, dispatch)
         if build.finished:
