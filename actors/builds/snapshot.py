@@ -28,6 +28,9 @@ def build_info(build: Build, queue_position: int | None = None) -> BuildInfo:
         variables = {name: mask(value) for name, value in variables.items()}
         group = group and mask(group)
         reason = reason and mask(reason)
+    created = rfc3339(build.created_at)
+    # queued as it was submitted (every build but a retried one): one stamp formatted for both
+    queued = created if build.queued_at == build.created_at else rfc3339(build.queued_at)
     return BuildInfo(
         id=build.id,
         pipeline_id=build.pipeline_id,
@@ -38,8 +41,8 @@ def build_info(build: Build, queue_position: int | None = None) -> BuildInfo:
         queue_position=queue_position if build.status == BuildStatus.QUEUE else None,
         reason=reason,
         variables=variables,
-        created_at=rfc3339(build.created_at),
-        queued_at=rfc3339(build.queued_at),
+        created_at=created,
+        queued_at=queued,
         started_at=rfc3339(build.started_at),
         finished_at=rfc3339(build.finished_at),
         stages=stages,

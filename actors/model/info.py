@@ -260,15 +260,16 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     data: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-_last_second: list[Any] = [None, ""]  # (whole second, its formatted text): stamps cluster
+_last_second: list[Any] = [None, ""]  # (whole second, its text up to the fraction): stamps cluster
 
 
 def rfc3339(timestamp: float | None) -> str | None:
     """UTC, microseconds, ``Z``. The formatted second is cached: it was the
-    hottest function of a build snapshot."""
+    hottest function of a build snapshot (three stamps per submit answer);
+    concatenation with ``zfill`` costs two thirds of an f-string's ``:06d``."""
     if timestamp is None:
         return None
     seconds = int(timestamp)
     if _last_second[0] != seconds:
-        _last_second[:] = [seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))]
-    return f"{_last_second[1]}.{int((timestamp - seconds) * 1e6):06d}Z"
+        _last_second[:] = [seconds, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds))]
+    return _last_second[1] + str(int((timestamp - seconds) * 1e6)).zfill(6) + "Z"
