@@ -97,20 +97,27 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
         return self._jobs
 
     def _keep_records(self) -> None:
-        self._phases = phases = self._make_records()
-        self._jobs = {job.id: job for phase in phases for job in phase}
+        jobs: dict[str, JobRun] = {}
+        self._phases = self._make_records(jobs)
+        self._jobs = jobs
 
     def records_for_reading(self) -> tuple[tuple[JobRun, ...], ...]:
         """The job records; for a build that has none yet, made for the look and not kept."""
-        return self._phases if self._phases is not None else self._make_records()
+        return self._phases if self._phases is not None else self._make_records({})
 
-    def _make_records(self) -> tuple[tuple[JobRun, ...], ...]:
-        spec, step_index = self.spec, self.shape.step_index
-        phases = [tuple([job_run(job, index, step_index[job.id]) for job in stage.jobs])
-                  for index, stage in enumerate(spec.stages)]  # fmt: skip
-        if spec.finally_:
-            finally_phase = len(phases)
-            phases.append(tuple([job_run(job, finally_phase, step_index[job.id]) for job in spec.finally_]))
+    def _make_records(self, jobs: dict[str, JobRun]) -> tuple[tuple[JobRun, ...], ...]:
+        """The job records phase by phase, each also put in ``jobs`` by id.
+
+        Once per build, on its hot path: plain loops over the shape's layout,
+        since each comprehension is a function call of its own (CPython 3.11).
+        """
+        phases: list[tuple[JobRun, ...]] = []
+        for index, specs in enumerate(self.shape.layout):
+            made: list[JobRun] = []
+            for spec, step_index in specs:
+                jobs[spec.id] = job = job_run(spec, index, step_index)
+                made.append(job)
+            phases.append(tuple(made))
         if self.finished:  # it ended before it started (queue timeout, cancelled while queued)
             for phase in phases:
                 for job in phase:

@@ -287,7 +287,7 @@ class JobRun(msgspec.Struct, gc=False):
 
 def job_run(spec: Job, phase: int, step_index: dict[str, int]) -> JobRun:
     """A new job record, every step still to run."""
-    return JobRun(spec.id, spec, phase, step_index, tuple([StepRun(step) for step in spec.steps]))
+    return JobRun(spec.id, spec, phase, step_index, tuple(map(StepRun, spec.steps)))
 
 
 class BuildShape:
@@ -299,7 +299,7 @@ class BuildShape:
     Read-only once made.
     """
 
-    __slots__ = ("spec", "phase_names", "chains", "step_index", "definition", "mask", "fresh")
+    __slots__ = ("spec", "phase_names", "chains", "step_index", "layout", "definition", "mask", "fresh")
 
     def __init__(
         self, spec: PipelineSpec, definition: str = "", mask: Callable[[str], str] | None = None
@@ -312,6 +312,10 @@ class BuildShape:
         self.phase_names = [stage.name for stage in spec.stages] + (["finally"] if spec.finally_ else [])
         self.chains = _lock_chains(spec)  # job id -> its lock-resource-with chain's first job
         self.step_index = {job.id: {step.id: i for i, step in enumerate(job.steps)} for job in spec.all_jobs()}
+        # what a build's records are made from: phase by phase (the stages, then
+        # finally), each job's spec and step index
+        phases = [stage.jobs for stage in spec.stages] + ([spec.finally_] if spec.finally_ else [])
+        self.layout = tuple(tuple((job, self.step_index[job.id]) for job in jobs) for jobs in phases)
         # the stages every untouched build of this shape shows, and the key they hold for (snapshot.py)
         self.fresh: tuple[tuple[Any, ...], list[Any]] | None = None
 
