@@ -37,7 +37,11 @@ from .records import BuildShape, JobAttempt, JobRun, StepAttempt, StepLog, job_r
 
 __all__ = ["Build", "new_build"]
 
-_WAITING = JobStatus.DEPENDENT_WAITING  # read on every transition: a module global, not an enum attribute
+# Read on every transition: module globals, not enum class attributes.
+_WAITING, _QUEUE = JobStatus.DEPENDENT_WAITING, JobStatus.QUEUE
+_SUCCESS, _ALWAYS, _FAILURE = RunCondition.SUCCESS, RunCondition.ALWAYS, RunCondition.FAILURE
+_HEARTBEAT_TIMEOUT = JobStatus.HEARTBEAT_TIMEOUT
+_STEP_RUNNING, _STEP_FAILED, _STEP_CANCELED = StepStatus.RUNNING, StepStatus.FAILED, StepStatus.CANCELED
 _UNRUN_ENDS = frozenset({JobStatus.UNEXEC, JobStatus.SKIP})  # what _consider ends a job with when it does not run
 
 
@@ -235,21 +239,20 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
         condition = job.spec.if_
         start, job.resume_step = job.resume_step, 0
         if self.cancelling is not None:
-            if condition == RunCondition.CANCELED or condition == RunCondition.ALWAYS:
+            if condition == RunCondition.CANCELED or condition == _ALWAYS:
                 self._new_attempt(job, start, dispatch)
             else:
                 job.end_unrun(JobStatus.UNEXEC, f"not run: {self.cancelling}")
             return
         failed = earlier_failure is not None or bad_dep is not None
-        if (condition == RunCondition.ALWAYS or (condition == RunCondition.FAILURE and failed)
-                or (condition == RunCondition.SUCCESS and not failed)):
+        if condition == _SUCCESS and not failed or condition == _ALWAYS or condition == _FAILURE and failed:
             self._new_attempt(job, start, dispatch)
-        elif condition == RunCondition.SUCCESS:
+        elif condition == _SUCCESS:
             cause = bad_dep or earlier_failure
             assert cause is not None
             kind = "dependency" if cause is bad_dep else "job"
             job.end_unrun(JobStatus.UNEXEC, f"not run: {kind} {cause.id!r} ended {cause.status}")
-        elif condition == RunCondition.FAILURE:
+        elif condition == _FAILURE:
             job.end_unrun(JobStatus.SKIP, "skipped: if: FAILURE, and nothing before it failed")
         else:  # CANCELED
             job.end_unrun(JobStatus.SKIP, "skipped: if: CANCELED, and the build was not cancelled")
@@ -264,7 +267,7 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
     ) -> None:
         attempt = JobAttempt(len(job.attempts) + 1, self.execute_count, retry_of, start_step, after_lost_agent)
         job.attempts.append(attempt)
-        job.status = JobStatus.QUEUE
+        job.status = _QUEUE
         job.reason = None
         for step in job.steps[start_step:]:
             step.reset()
@@ -277,12 +280,12 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
         if self.cancelling is not None:
             self.status, self.reason = BuildStatus.CANCELED, self.cancelling
             return
-        failed = next((job for job in self.jobs.values() if job.failed), None)
-        if failed is not None:
-            self.status = BuildStatus.FAILED
-            self.reason = f"job {failed.id!r} ended {failed.status}: {failed.reason or 'no reason given'}"
-        else:
-            self.status, self.reason = BuildStatus.SUCCEED, None
+        for job in self.jobs.values():  # the first failed job names the build's failure
+            if job.failed:
+                self.status = BuildStatus.FAILED
+                self.reason = f"job {job.id!r} ended {job.status}: {job.reason or 'no reason given'}"
+                return
+        self.status, self.reason = BuildStatus.SUCCEED, None
 
     # -- reports from agents and the dispatcher ---------------------------------------
 
@@ -321,7 +324,7 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
         previous = step.attempts[-1].number if step.attempts else None
         attempt = StepAttempt(len(step.attempts) + 1, previous, self.execute_count, job.attempts[-1].number, log, now)
         step.attempts.append(attempt)
-        step.status = StepStatus.RUNNING
+        step.status = _STEP_RUNNING
         step.reason = None
         return attempt
 
@@ -357,13 +360,13 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
         job.status, job.reason = status, reason
         # the step that was running fails with its agent (as when the loss is
         # retried), or is stopped; its attempt ends with it, never left RUNNING
-        stopped = StepStatus.FAILED if status == JobStatus.HEARTBEAT_TIMEOUT else StepStatus.CANCELED
+        stopped = _STEP_FAILED if status == _HEARTBEAT_TIMEOUT else _STEP_CANCELED
         for step in job.steps[attempt.start_step :]:
             if step.status not in STEP_FINAL:
-                step.status = stopped if step.status == StepStatus.RUNNING else StepStatus.UNEXEC
+                step.status = stopped if step.status == _STEP_RUNNING else StepStatus.UNEXEC
                 step.reason = reason
                 last = step.attempts[-1] if step.attempts else None
-                if last is not None and last.status == StepStatus.RUNNING:
+                if last is not None and last.status == _STEP_RUNNING:
                     last.status, last.reason, last.finished_at = step.status, reason, now
             if step.attempts:
                 step.attempts[-1].log.close()  # an attempt cut short never reported its end

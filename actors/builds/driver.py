@@ -56,6 +56,8 @@ __all__ = ["BuildDriver", "NotHeld"]
 
 # A job whose status changed without an attempt of their own (see _emit_unrun).
 _UNRUN = frozenset({JobStatus.UNEXEC, JobStatus.SKIP, JobStatus.DEPENDENT_WAITING})
+# Read on every job's end: module globals, not enum class attributes.
+_WAITING, _HEARTBEAT_TIMEOUT = JobStatus.DEPENDENT_WAITING, JobStatus.HEARTBEAT_TIMEOUT
 
 
 class NotHeld(NotFound):
@@ -222,16 +224,18 @@ class BuildDriver(Actor):
         previous_build, previous_job = build.status, job.status
         if job.spec.mutex is not None and mutex_held:
             self._release_mutex(build, token)
-        if status == JobStatus.HEARTBEAT_TIMEOUT and build.retry_lost(job, status, reason, now):
+        if status == _HEARTBEAT_TIMEOUT and build.retry_lost(job, status, reason, now):
             self._dispatch(build, [job])  # the step allows it: again, on another agent
             return
         unrun: list[JobRun] = []  # jobs that were waiting and now end without running
         dispatch = build.job_ended(job, status, reason, now, unrun)
         self._emit_job(build, job, previous_job)
         for other in unrun:
-            self._emit_job(build, other, JobStatus.DEPENDENT_WAITING)
-        self._unlock_finished_chains(build)
-        self._dispatch(build, dispatch)
+            self._emit_job(build, other, _WAITING)
+        if build.locked:
+            self._unlock_finished_chains(build)
+        if dispatch:
+            self._dispatch(build, dispatch)
         if build.finished:
             self._emit_build(build, previous_build)
             self._finished(build)
@@ -254,12 +258,15 @@ class BuildDriver(Actor):
     # -- ending --------------------------------------------------------------------------
 
     def _unlock_finished_chains(self, build: Build, everything: bool = False) -> None:
-        """A lock chain whose jobs have all ended (or a build that ended) frees its agent."""
+        """A lock chain whose jobs have all ended (or a build that ended) frees its agent.
+
+        Callers skip it for a build that holds none (``build.locked`` empty): most builds."""
         for pool, agent in build.agents_to_unlock(everything):
             self.pools.get(pool).tell(Unlock(build.id, agent))
 
     def _finished(self, build: Build) -> None:
-        self._unlock_finished_chains(build, everything=True)
+        if build.locked:
+            self._unlock_finished_chains(build, everything=True)
         if build.group is not None:
             self._group(build.group).tell(Release(build.id))
         self._settled(build)
