@@ -145,6 +145,10 @@ class EventLog:
     ``read(after, limit)`` returns the kept events after an id, oldest first;
     ``wait(after)`` returns once there is an event after that id. Reading
     never copies the ring, so any number of readers cost no memory of their own.
+
+    The hub puts each ``Record`` in the ring as it was published; the first
+    read of it puts a ``Kept`` (its id and the readers' memos) in its place.
+    Most events are never read: the hub no longer makes a ``Kept`` for each.
     """
 
     __slots__ = ("capacity", "last_id", "closed", "_ring", "_waiter", "_origin")
@@ -157,7 +161,7 @@ class EventLog:
         self._origin = first_id
         self.last_id = first_id - 1
         self.closed = False  # the runtime has stopped: no event will come
-        self._ring: list[Kept | None] = [None] * capacity
+        self._ring: list[Kept | Record | None] = [None] * capacity
         self._waiter: anyio.Event | None = None
 
     @property
@@ -181,7 +185,13 @@ class EventLog:
         start = max(after + 1, self.first_id)
         stop = min(self.last_id, start + limit - 1)
         ring, capacity = self._ring, self.capacity
-        return [ring[i % capacity] for i in range(start, stop + 1)]  # type: ignore[misc]
+        found: list[Kept] = []
+        for event_id in range(start, stop + 1):
+            kept = ring[event_id % capacity]
+            if type(kept) is Record:  # as the hub published it: wrapped once, for every reader
+                kept = ring[event_id % capacity] = Kept(event_id, kept)
+            found.append(kept)  # type: ignore[arg-type]
+        return found
 
     def close(self) -> None:
         """No more events will come (the runtime is closing): wake every reader."""
@@ -329,12 +339,13 @@ class EventHub(Actor):
         if self.reserve is not None:
             self._reserve(len(records) if isinstance(records, tuple) else 0)
         log, builds, jobs = self.log, self.builds, self.jobs
-        ring, capacity = log._ring, log.capacity  # the log's writer: appends inline, ~7 records per build
+        ring, capacity = log._ring, log.capacity  # the log's writer: appends inline, 8 records per build
         subscribers = self.subscribers
         event_id = self.next_id
+        builds_counted = False
         for record in records:
-            kept = ring[event_id % capacity] = Kept(event_id, record)
-            event_id += 1
+            # the record itself: EventLog.read wraps it in a Kept if anyone reads it
+            ring[event_id % capacity] = record
             kind, previous, status = record.kind, record.previous, record.status
             if previous != status and (kind is _BUILD or kind is _JOB):
                 counter = builds if kind is _BUILD else jobs
@@ -342,10 +353,13 @@ class EventHub(Actor):
                     counter[previous] -= 1
                 if status is not None:
                     counter[status] += 1
-                if counter is builds:
-                    self.gauge.unfinished = builds[_QUEUE] + builds[_RUNNING]
+                builds_counted = builds_counted or counter is builds
             if subscribers:
+                kept = ring[event_id % capacity] = Kept(event_id, record)
                 self._fan_out(kept.event)
+            event_id += 1
+        if builds_counted:  # read only between messages: once per batch, not per build record
+            self.gauge.unfinished = builds[_QUEUE] + builds[_RUNNING]
         self.next_id = event_id
         log.last_id = event_id - 1
         log.notify()
