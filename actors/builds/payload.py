@@ -13,35 +13,38 @@ __all__ = ["job_payload", "template_context", "chain_agent"]
 def job_payload(build: Build, job: JobRun) -> JobPayload:
     """The attempt's steps, env (variables and build context), template context and the context to restore."""
     attempt = job.attempts[-1]
+    start = attempt.start_step
+    number = str(build.number)
     return JobPayload(
         pipeline_id=build.pipeline_id,
         build_number=build.number,
         execute_count=build.execute_count,
         job=job.spec,
-        start_step=attempt.start_step,
-        template_context=template_context(build),
-        env=_job_env(build, job),
-        restore=_restore_context(job),
-        failed_before=attempt.start_step > 0 and any(step.failed_the_job for step in job.steps[: attempt.start_step]),
+        start_step=start,
+        template_context=template_context(build, number),
+        env=_job_env(build, number),
+        # a first attempt restores nothing, and nothing before its first step failed
+        restore=_restore_context(job) if len(job.attempts) > 1 else None,
+        failed_before=start > 0 and any(step.failed_the_job for step in job.steps[:start]),
     )
 
-def template_context(build: Build) -> dict[str, dict[str, str]]:
+def template_context(build: Build, number: str | None = None) -> dict[str, dict[str, str]]:
+    """``ci.*`` and ``variables.*`` for templates; ``number`` is the build number as text, if made already."""
     return {
-        "ci": {"pipeline_id": build.pipeline_id, "build_id": build.id, "build_num": str(build.number)},
+        "ci": {"pipeline_id": build.pipeline_id, "build_id": build.id, "build_num": number or str(build.number)},
         "variables": build.variables,
     }
 
 
-def _job_env(build: Build, job: JobRun) -> dict[str, str]:
+def _job_env(build: Build, number: str) -> dict[str, str]:
     # The job's own env is rendered by the agent, which alone holds the secrets it may name.
-    env = dict(build.variables)
-    env.update(
-        SHUNTER_PIPELINE_ID=build.pipeline_id,
-        SHUNTER_BUILD_ID=build.id,
-        SHUNTER_BUILD_NUM=str(build.number),
-        SHUNTER_EXECUTE_COUNT=str(build.execute_count),
-    )
-    return env
+    return {
+        **build.variables,
+        "SHUNTER_PIPELINE_ID": build.pipeline_id,
+        "SHUNTER_BUILD_ID": build.id,
+        "SHUNTER_BUILD_NUM": number,
+        "SHUNTER_EXECUTE_COUNT": str(build.execute_count),
+    }
 
 
 def chain_agent(build: Build, job: JobRun) -> str | None:

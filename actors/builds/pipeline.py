@@ -117,8 +117,13 @@ class PipelineActor(BuildDriver):
 
     def _handle(self, message: Any) -> Any:
         kind = type(message)
+        # the two messages of every build first: each test on the way costs a global lookup
         if kind is AgentReport:
             self._report(message)
+        elif kind is SubmitBuild:
+            if self.retired is not None:
+                raise NotFound(f"no pipeline {self.pipeline_id!r} (it was deleted)")
+            return self._submit(message)
         elif kind is EndJob:
             self._pool_ended(message)
         elif kind is JobWaiting:
@@ -139,10 +144,6 @@ class PipelineActor(BuildDriver):
             build = self.builds.get(message.build_id)
             if build is not None and not build.finished:
                 self._cancel(build, message.reason)
-        elif kind is SubmitBuild:
-            if self.retired is not None:
-                raise NotFound(f"no pipeline {self.pipeline_id!r} (it was deleted)")
-            return self._submit(message)
         elif kind is GetBuild:
             return build_info(self._build(message.build_id))
         elif kind is ListBuilds:
