@@ -207,10 +207,10 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
         """
         dispatch: list[JobRun] = []
         phases = self.phases
-        while self.phase < len(phases):
-            jobs = phases[self.phase]
+        count = len(phases)
+        while self.phase < count:
             unfinished = False
-            for job in jobs:
+            for job in phases[self.phase]:
                 if job.status is _WAITING:
                     self._consider(job, now, dispatch)
                     if unrun is not None and job.status in _UNRUN_ENDS:
@@ -220,7 +220,7 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
             if unfinished:
                 break
             self.phase += 1
-        if self.phase >= len(phases) and not dispatch:
+        if self.phase >= count and not dispatch:
             self._finish(now)
         return dispatch
 

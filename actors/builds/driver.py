@@ -183,11 +183,32 @@ class BuildDriver(Actor):
         return build, job
 
     def _report(self, report: AgentReport) -> None:
+        """Apply an agent's records in order (one loop, not a call per record: a build brings four)."""
         live = self._live(report.token)
-        if live is not None:
-            build, job = live
-            for record in report.records:
-                self._apply(build, job, report.token, record)
+        if live is None:
+            return
+        build, job = live
+        record: Any  # one of the report's record types, told apart by type
+        for record in report.records:
+            kind = type(record)
+            if kind is StepStarted:
+                build.step_started(job, record.index, record.log, record.time)
+                self._emit_step(build, job, record.index)
+            elif kind is StepEnded:
+                build.step_ended(job, record.index, record.status, record.reason, record.exit_code,
+                                 record.outputs, record.exported_env, record.time)  # fmt: skip
+                self._emit_step(build, job, record.index)
+            elif kind is StepNotRun:
+                build.step_not_run(job, record.index, record.status, record.reason)
+                self._emit_step(build, job, record.index)
+            elif kind is JobStarted:
+                previous = job.status
+                build.job_started(job, record.node, record.agent, record.context, record.time)
+                if build.shape.chains:  # most pipelines have no lock-resource-with chain
+                    build.lock_agent(job, job.spec.runs_on.pool_name, record.agent)
+                self._emit_job(build, job, previous)
+            elif kind is JobEnded:
+                self._job_ended(build, job, report.token, record.status, record.reason, record.time)
 
     def _pool_ended(self, message: EndJob) -> None:
         """The pool ended the attempt itself (see ``EndJob``): it ends as its agent's JobEnded would end it."""
@@ -195,27 +216,6 @@ class BuildDriver(Actor):
         if live is not None:
             build, job = live
             self._job_ended(build, job, message.token, message.status, message.reason, message.time)
-
-    def _apply(self, build: Build, job: JobRun, token: JobToken, record: Any) -> None:
-        """Apply one record of an agent's report."""
-        kind = type(record)
-        if kind is StepStarted:
-            build.step_started(job, record.index, record.log, record.time)
-            self._emit_step(build, job, record.index)
-        elif kind is StepEnded:
-            build.step_ended(job, record.index, record.status, record.reason, record.exit_code,
-                             record.outputs, record.exported_env, record.time)  # fmt: skip
-            self._emit_step(build, job, record.index)
-        elif kind is StepNotRun:
-            build.step_not_run(job, record.index, record.status, record.reason)
-            self._emit_step(build, job, record.index)
-        elif kind is JobStarted:
-            previous = job.status
-            build.job_started(job, record.node, record.agent, record.context, record.time)
-            build.lock_agent(job, job.spec.runs_on.pool_name, record.agent)
-            self._emit_job(build, job, previous)
-        elif kind is JobEnded:
-            self._job_ended(build, job, token, record.status, record.reason, record.time)
 
     def _job_ended(self, build: Build, job: JobRun, token: JobToken, status: JobStatus, reason: str | None, now: float,
                    mutex_held: bool = True) -> None:  # fmt: skip
