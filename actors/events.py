@@ -12,12 +12,14 @@ bounded history for resuming streams (``Last-Event-ID``) and turns them into
 buffer is full is dropped rather than slowing the runtime. The hub also
 keeps the build and job counters of ``/v1/stats``.
 
-The history is an ``EventLog``: a ring of ``Kept`` events that the hub
-writes and anyone may read, like the ``Gauge``. Readers that can follow it
-by position (the HTTP event streams) need no queue of their own: each keeps
-a cursor, so a thousand streams replaying the whole history share the same
-``Kept`` objects, each built into an ``Event`` once and encoded once. A
-reader that falls more than the ring behind has lost events and says so.
+The history is an ``EventLog``: a ring of events that the hub writes and
+anyone may read, like the ``Gauge``. The hub puts each record there as it
+was published; the first read of an event puts a ``Kept`` in its place.
+Readers that can follow it by position (the HTTP event streams) need no
+queue of their own: each keeps a cursor, so a thousand streams replaying
+the whole history share the same ``Kept`` objects, each built into an
+``Event`` once and encoded once. A reader that falls more than the ring
+behind has lost events and says so.
 
 A subscriber holds a ``Subscription``: ``async for event in subscription``,
 ``await subscription.receive()``, ``subscription.receive_nowait()`` and
