@@ -46,12 +46,15 @@ _UNRUN_ENDS = frozenset({JobStatus.UNEXEC, JobStatus.SKIP})  # what _consider en
 
 
 def new_build(*, build_id: str, spec: PipelineSpec | BuildShape, number: int, variables: dict[str, str],
-              group: str | None, now: float) -> Build:  # fmt: skip
-    """A build just submitted: queued, no job or step record made yet."""
+              group: str | None, now: float, pipeline_id: str | None = None) -> Build:  # fmt: skip
+    """A build just submitted: queued, no job or step record made yet.
+
+    ``pipeline_id`` is the pipeline actor's own string where it has it; else it is taken from ``build_id``.
+    """
     shape = spec if isinstance(spec, BuildShape) else BuildShape(spec)
-    # one copy of the pipeline id, not one per build
-    return Build(build_id, sys.intern(build_id.rsplit(".", 1)[0]), shape.spec, shape, number, variables, group,
-                 now, now)  # fmt: skip
+    if pipeline_id is None:
+        pipeline_id = sys.intern(build_id.rsplit(".", 1)[0])  # one copy of the pipeline id, not one per build
+    return Build(build_id, pipeline_id, shape.spec, shape, number, variables, group, now, now)
 
 
 class Build(LostAttempts, msgspec.Struct, gc=False):

@@ -128,7 +128,7 @@ class BuildDriver(Actor):
 
     def _request_agent(self, build: Build, job: JobRun, token: JobToken) -> None:
         runs_on = job.spec.runs_on
-        in_chain = job.id in build.chains
+        in_chain = job.id in build.shape.chains
         payload = job_payload(build, job)
         if self.durable is not None:
             payload = msgspec.structs.replace(payload, log_dir=f"{self.durable.log_root}/{build.number}",

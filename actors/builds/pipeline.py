@@ -203,7 +203,7 @@ class PipelineActor(BuildDriver):
         group = render_group(self.pipeline_id, self.spec, build_id, number, variables, self.mask)
         self.next_number += 1
         build = new_build(build_id=build_id, spec=self.shape, number=number, variables=variables, group=group,
-                      now=time.time())  # fmt: skip
+                          now=time.time(), pipeline_id=self.pipeline_id)  # fmt: skip
         if group is None:
             self._store(build)
             self._emit_build(build, None)
