@@ -111,7 +111,6 @@ class _QueueTimeouts(msgspec.Struct, frozen=True):
 
 
 _QUEUE_TIMEOUTS = _QueueTimeouts()
-_NO_LABELS: frozenset[str] = frozenset()  # most jobs name none: one shared set, not one per request
 
 
 class _CheckHeartbeats(msgspec.Struct, frozen=True):
@@ -144,6 +143,7 @@ class PoolActor(Actor):
         self.heartbeats = HeartbeatWatch(heartbeat_timeout)
         self.kill_grace = kill_grace
         self.placement = Placement(pool)
+        self.job_labels = remote.JobLabels(actions)
         self.nodes: dict[str, Ref] = {}
         self.agents: dict[str, Ref] = {}
         self.next_agent: dict[str, int] = {}
@@ -203,25 +203,15 @@ class PoolActor(Actor):
     # -- requests -----------------------------------------------------------------------
 
     def _request(self, message: JobRequest) -> None:
-        token, runs_on = message.token, message.runs_on
-        labels = frozenset(runs_on.labels) if runs_on.labels else _NO_LABELS
-        labels = remote.needs(self.actions, message.payload.job, labels)  # its actions too (matching.py)
-        if message.agent is not None and (problem := remote.pin_problem(self, message.agent, labels)):
+        token, runs_on, agent = message.token, message.runs_on, message.agent
+        key = (message.payload.pipeline_id, token.job_id)
+        labels = self.job_labels.of(key, message.payload.job, runs_on)  # its actions' too (matching.py)
+        if agent is not None and (problem := remote.pin_problem(self, agent, labels)):
             _end(message, JobStatus.FAILED, problem)  # the lock chain's agent is gone, or cannot run an action
             return
-        request = Request(
-            token=token,
-            build_id=token.build_id,
-            key=(message.payload.pipeline_id, token.job_id),
-            node_pin=runs_on.node_name,
-            labels=labels,
-            agent_pin=message.agent,
-            lock=message.lock,
-            per_node=runs_on.concurrency_limit_per_node,
-            total=runs_on.concurrency_limit_total,
-            since=self.now(),
-            data=message,
-        )
+        # Positional: this runs for every attempt (the order of ``Request``'s parameters).
+        request = Request(token, token.build_id, key, runs_on.node_name, labels, agent, message.lock,
+                          runs_on.concurrency_limit_per_node, runs_on.concurrency_limit_total, self.now(), message)
         grant = self.placement.request(request)
         if grant is not None:
             self._run(grant)

@@ -28,7 +28,6 @@ class Request:
 
     def __init__(
         self,
-        *,
         token: Hashable,
         build_id: str,
         key: JobKey,

@@ -201,6 +201,37 @@ def needs(actions: ActionRegistry, job: Job, labels: frozenset[str]) -> frozense
     return labels.union(extra) if extra else labels
 
 
+_NO_LABELS: frozenset[str] = frozenset()  # most jobs name none: one shared set, not one per request
+
+
+class JobLabels:
+    """A job's placement labels (its ``runs-on`` ``labels`` and ``needs``), remembered per job key.
+
+    Asked for every ``JobRequest``; the attempts of one job bring the same
+    ``Job`` and ``RunsOn`` objects, so the answer is kept with them and used
+    again while they and the registry are unchanged. At most ``LIMIT`` jobs
+    are kept (then all are forgotten): deleted pipelines leave nothing behind for long.
+    """
+
+    LIMIT = 1024
+    __slots__ = ("_actions", "_known")
+
+    def __init__(self, actions: ActionRegistry) -> None:
+        self._actions = actions
+        self._known: dict[tuple[str, str], tuple[Job, Any, int, frozenset[str]]] = {}
+
+    def of(self, key: tuple[str, str], job: Job, runs_on: Any) -> frozenset[str]:
+        known = self._known.get(key)
+        changes = self._actions.changes
+        if known is not None and known[0] is job and known[1] is runs_on and known[2] == changes:
+            return known[3]
+        labels = needs(self._actions, job, frozenset(runs_on.labels) if runs_on.labels else _NO_LABELS)
+        if len(self._known) >= self.LIMIT:
+            self._known.clear()
+        self._known[key] = (job, runs_on, changes, labels)
+        return labels
+
+
 def pin_problem(pool: PoolActor, agent: str, labels: frozenset[str]) -> str | None:
     """Why a job pinned to ``agent`` (lock-resource-with) can never run there, or None: the agent is
     gone, or its node cannot run an action the job uses (it runs where the chain's first job ran)."""

@@ -244,10 +244,13 @@ class ActionRegistry:
     Registering a name again replaces the earlier action (built-ins included).
     """
 
-    __slots__ = ("_actions", "_inputs", "_sync")
+    __slots__ = ("_actions", "_inputs", "_sync", "changes")
 
     def __init__(self) -> None:
         self._actions: dict[str, Action] = {}
+        # Registrations so far: what a caller derived from the registry (a job's placement labels) is
+        # stale once this has moved.
+        self.changes = 0
         self._inputs: dict[str, ActionInputs | None] = {}  # None: accepts any ``with:``
         # Built-ins that may run inline; dropped when their name is re-registered.
         self._sync: dict[str, SyncAction] = {}
@@ -293,6 +296,7 @@ class ActionRegistry:
         self._actions[name] = fn
         self._inputs[name] = dict(inputs) if inputs is not None else None
         self._sync.pop(name, None)
+        self.changes += 1
 
     def resolve(self, uses: str) -> Action:
         """The action a ``uses:`` value names; ``name@version`` and ``name`` alike.

@@ -31,3 +31,32 @@ def test_matches_remembers_and_follows_node_changes() -> None:
     matches.removed("n2", frozenset({"gpu"}))
     assert not matches.exists(gpu, nodes) and not matches.exists(n2, nodes)
     assert matches.exists((None, frozenset({"linux"})), nodes)
+
+
+def test_a_jobs_placement_labels_are_remembered_until_its_job_or_the_registry_changes() -> None:
+    from actors.dispatch.matching import action_label
+    from actors.dispatch.remote import JobLabels
+    from actors.execution.actions import ActionRegistry
+    from runtime.spec_loader import load_pipeline
+
+    async def action(step: object) -> None:
+        pass
+
+    def job(runs_on: dict[str, object]) -> object:
+        steps = [{"uses": "deploy@2"}, {"uses": "echo"}]
+        return load_pipeline({"name": "p", "jobs": {"j": {"runs-on": runs_on, "steps": steps}}}).stages[0].jobs[0]
+
+    actions = ActionRegistry.with_builtins()
+    actions.register("deploy", action)
+    labels = JobLabels(actions)
+    first = job({"labels": ["linux"]})
+    got = labels.of(("p", "j"), first, first.runs_on)
+    assert got == {"linux", action_label("deploy")}
+    assert labels.of(("p", "j"), first, first.runs_on) is got  # asked again: the same answer, not made anew
+    actions.register("echo", action)  # over a built-in: a node must now offer it
+    assert labels.of(("p", "j"), first, first.runs_on) == {"linux", action_label("deploy"), action_label("echo")}
+    second = job({})  # the pipeline registered again: its job is another object under the same key
+    assert labels.of(("p", "j"), second, second.runs_on) == {action_label("deploy"), action_label("echo")}
+    for index in range(JobLabels.LIMIT + 5):  # many jobs: at most LIMIT are kept
+        labels.of(("p", f"j{index}"), second, second.runs_on)
+    assert len(labels._known) <= JobLabels.LIMIT
