@@ -68,7 +68,9 @@ class Placement:
         node.agents[agent_name] = agent
         self.agents[agent_name] = agent
         self._set_idle(agent)
-        return self._serve_node(node)
+        grants: list[Grant] = []
+        self._serve_node(node, grants)
+        return grants
 
     def adopt(self, node_name: str, agent_name: str, request: Request) -> Grant:
         """A new agent of ``node_name`` that already runs ``request`` (a remote one, after a restart):
@@ -88,7 +90,9 @@ class Placement:
             index.pop(name, None)
             if node.idle and not node.draining and wanted <= labels:
                 index[name] = None
-        return self._serve_node(node)
+        grants: list[Grant] = []
+        self._serve_node(node, grants)
+        return grants
 
     def resize(self, name: str, count: int) -> list[str]:
         """Ask for ``count`` agents; returns idle ones to retire now. Busy ones past it (or held by a lock
@@ -127,7 +131,7 @@ class Placement:
         held = agent.held
         grants: list[Grant] = []
         if held is not None:
-            grants = self._release_slots(agent, held)
+            self._release_slots(agent, held, grants)
         return held, grants
 
     def remove_node_if_empty(self, name: str) -> bool:
@@ -167,7 +171,7 @@ class Placement:
 
     def _make_ready(self, cls: _Class) -> None:
         self._ready[cls.key] = None
-        if _fits_any_node(cls.key):
+        if cls.any_node:
             heapq.heappush(self._ready_any, (cls.head.seq, cls.key))
         else:
             self._ready_constrained[cls.key] = None
@@ -202,11 +206,14 @@ class Placement:
             return None, []
         held = agent.held
         assert held is not None
-        grants = self._release_slots(agent, held)
-        grants.extend(self._serve_pinned(agent))  # a lock chain's next job first
-        if agent.held is None and agent.locked_by is None and not agent.node.draining and not agent.node.surplus:
+        grants: list[Grant] = []
+        self._release_slots(agent, held, grants)
+        if self._pinned:
+            self._serve_pinned(agent, grants)  # a lock chain's next job first
+        node = agent.node
+        if agent.held is None and agent.locked_by is None and not node.draining and not node.surplus:
             self._set_idle(agent)
-            grants.extend(self._serve_node(agent.node))
+            self._serve_node(node, grants)
         return held, grants
 
     def unlock(self, build_id: str, agent_name: str) -> list[Grant]:
@@ -215,13 +222,13 @@ class Placement:
         if agent is None or agent.locked_by != build_id:
             return []
         agent.locked_by = None
+        grants: list[Grant] = []
         if agent.held is None and not agent.node.draining:
-            grants = self._serve_pinned(agent)
+            self._serve_pinned(agent, grants)
             if agent.held is None and not agent.node.surplus:
                 self._set_idle(agent)
-                grants.extend(self._serve_node(agent.node))
-            return grants
-        return []
+                self._serve_node(agent.node, grants)
+        return grants
 
     # -- introspection -----------------------------------------------------------------------
 
@@ -320,17 +327,24 @@ class Placement:
         self.granted[request.token] = agent
         return Grant(request, node.name, agent.name)
 
-    def _release_slots(self, agent: _Agent, held: Request) -> list[Grant]:
+    def _release_slots(self, agent: _Agent, held: Request, grants: list[Grant]) -> None:
+        """Give back what ``held`` took; classes parked at its key's total may go again (into ``grants``)."""
         del self.granted[held.token]
         agent.held = None
-        node = agent.node
-        node.running[held.key] -= 1
-        if not node.running[held.key]:
-            del node.running[held.key]
-        self.total[held.key] -= 1
-        if not self.total[held.key]:
-            del self.total[held.key]
-        return self._unpark(held.key)
+        key = held.key
+        running = agent.node.running
+        count = running[key] - 1
+        if count:
+            running[key] = count
+        else:
+            del running[key]
+        count = self.total[key] - 1
+        if count:
+            self.total[key] = count
+        else:
+            del self.total[key]
+        if key in self._parked:
+            self._unpark(key, grants)
 
     def _set_idle(self, agent: _Agent) -> None:
         node = agent.node
@@ -346,12 +360,9 @@ class Placement:
                 n.name: None for n in self.nodes.values() if n.idle and not n.draining and labels <= n.labels
             }
 
-    def _unpark(self, key: JobKey) -> list[Grant]:
+    def _unpark(self, key: JobKey, grants: list[Grant]) -> None:
         """A slot of ``key`` freed: its parked classes may go again."""
-        parked = self._parked.pop(key, None)
-        if not parked:
-            return []
-        grants: list[Grant] = []
+        parked = self._parked.pop(key)
         for class_key in parked:
             cls = self._classes.get(class_key)
             if cls is None:
@@ -365,11 +376,9 @@ class Placement:
                 grants.append(self._grant(head, agent))
             if cls.key in self._classes:
                 self._enlist(cls)
-        return grants
 
-    def _serve_node(self, node: _Node) -> list[Grant]:
+    def _serve_node(self, node: _Node, grants: list[Grant]) -> None:
         """Give ``node``'s idle agents to the oldest waiting heads that fit there."""
-        grants: list[Grant] = []
         while node.idle and self._ready and not node.draining:
             best = self._oldest_any()
             for class_key in self._ready_constrained:
@@ -390,35 +399,41 @@ class Placement:
                 continue
             self._take(best, head)
             grants.append(self._grant(head, node.agents[next(iter(node.idle))]))
-        return grants
 
-    def _serve_pinned(self, agent: _Agent) -> list[Grant]:
+    def _serve_pinned(self, agent: _Agent, grants: list[Grant]) -> None:
         """The oldest request pinned to ``agent`` (lock-resource-with) that can go now."""
         pinned = self._pinned.get(agent.name)
         if not pinned or agent.held is not None:
-            return []
+            return
         best: _Class | None = None
         for class_key in pinned:
             cls = self._classes[class_key]
             if (best is None or cls.head.seq < best.head.seq) and self._find(cls.head) is agent:
                 best = cls
         if best is None:
-            return []
+            return
         head = best.head
         self._take(best, head)
-        return [self._grant(head, agent)]
+        grants.append(self._grant(head, agent))
 
     def _take(self, cls: _Class, request: Request) -> None:
         cls.requests.pop(request.token)
         del self.waiting[request.token]
-        if not cls.requests:
+        if cls.head is not request:
+            return  # the head still waits: the class is not empty and keeps its place
+        head = cls.requests.head()
+        if head is None:
             self._drop_class(cls)
-        elif cls.head is request:
-            head = cls.requests.head()
-            assert head is not None
-            cls.head = head[1]
-            if cls.key in self._ready and _fits_any_node(cls.key):
-                heapq.heappush(self._ready_any, (cls.head.seq, cls.key))
+            return
+        cls.head = head[1]
+        if cls.any_node and cls.key in self._ready:
+            heap = self._ready_any
+            if heap and heap[0][0] == request.seq:
+                # The old head's entry is on top (it was just served): replace it rather than leave it
+                # to be popped as stale by ``_oldest_any``.
+                heapq.heapreplace(heap, (cls.head.seq, cls.key))
+            else:
+                heapq.heappush(heap, (cls.head.seq, cls.key))
 
     def _drop_class(self, cls: _Class) -> None:
         del self._classes[cls.key]
@@ -430,12 +445,6 @@ class Placement:
                 members.pop(cls.key, None)
                 if not members:
                     del index[name]
-
-
-def _fits_any_node(class_key: tuple[Any, ...]) -> bool:
-    """No node pin, no labels, no agent pin, no per-node limit: any free agent will do."""
-    _, node_pin, labels, agent_pin, per_node, _ = class_key
-    return node_pin is None and not labels and agent_pin is None and per_node is None
 
 
 def _constraints(request: Request) -> str:

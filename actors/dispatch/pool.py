@@ -234,9 +234,10 @@ class PoolActor(Actor):
         if agent is None or agent.name != message.agent:
             return  # stale: that attempt was already handed back (agent lost)
         node = agent.node
-        held, grants = self.placement.release(message.token)
-        self._run_all(grants)
-        if node.draining or self.placement.retirable(message.agent):
+        for grant in self.placement.release(message.token)[1]:
+            self._run(grant)
+        # Only a resized node (``want`` set) has agents to spare: most releases skip the question.
+        if node.draining or (node.want is not None and self.placement.retirable(message.agent)):
             self._retire(message.agent)
 
     def _withdraw(self, message: Withdraw) -> None:

@@ -100,10 +100,13 @@ class Node:
 class RequestClass:
     """The waiting requests of one set of constraints, oldest first."""
 
-    __slots__ = ("key", "requests", "head")
+    __slots__ = ("key", "requests", "head", "any_node")
 
     def __init__(self, key: tuple[Any, ...], first: Request) -> None:
         self.key = key
         self.requests: Fifo[Hashable, Request] = Fifo()
         self.requests.append(first.token, first)
         self.head = first  # the oldest request, kept at hand: read on every dispatch
+        # No node pin, no labels, no agent pin, no per-node limit: any free agent will do.
+        self.any_node = (first.node_pin is None and not first.labels and first.agent_pin is None
+                         and first.per_node is None)  # fmt: skip

@@ -137,6 +137,9 @@ class DeadlineQueue(Generic[T]):
         """Remove the entry of ``key`` wherever it waits; None if it is not queued."""
         entry = self._items.pop(key, None)
         if entry is not None:
+            order = self._order
+            if order[0] is entry:
+                order.popleft()  # the head left (the usual case of a queue): no stale entry to skip later
             self._removed()
         return entry
 

@@ -53,8 +53,13 @@ class Fifo(Generic[K, V]):
     def pop(self, key: K) -> V | None:
         """Remove ``key`` wherever it waits; None if it is not queued."""
         value = self._items.pop(key, None)
-        if value is not None and len(self._order) > 2 * len(self._items) + 32:
-            self._order = deque(entry for entry in self._order if self._items.get(entry[0]) is entry[1])
+        if value is None:
+            return None
+        order = self._order
+        if order[0][1] is value:
+            order.popleft()  # the head left (the usual case of a queue): no stale entry to skip later
+        elif len(order) > 2 * len(self._items) + 32:
+            self._order = deque(entry for entry in order if self._items.get(entry[0]) is entry[1])
         return value
 
     def head(self) -> tuple[K, V] | None:
