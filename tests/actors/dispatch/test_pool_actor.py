@@ -50,6 +50,7 @@ class Rig:
             await self.gates.setdefault(step.build_id, trio.Event()).wait()
 
         actions.register("hold", hold)
+        self.actions = actions
         self.pipeline = system.spawn(lambda: Pipeline(self.told))
         self.pool = system.spawn(lambda: PoolActor(pool="default", workdir=workdir, actions=actions,
                                                    heartbeat_interval=1.0, heartbeat_timeout=3.0))  # fmt: skip
@@ -121,6 +122,33 @@ async def test_a_request_runs_on_a_free_agent_which_reports_to_the_pipeline(
         assert type(records[-1]) is JobEnded and records[-1].status == "SUCCEED"
         assert r.ended() == [], "an attempt that ran is reported by its agent alone"
         assert idle(await r.stats())
+
+
+@pytest.mark.trio
+async def test_an_action_registered_over_a_built_in_runs_from_the_next_attempt_of_the_same_job(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """The agent remembers which of a job's steps run inline; a registration makes it look again."""
+    async with rig(tmp_path) as r:
+        await r.pool.ask(AddNode("n1", agents=1))
+        spec = load_pipeline({"name": "p", "jobs": {"j": job("echo")}}).stages[0].jobs[0]
+        payload = JobPayload(pipeline_id="p", build_number=1, execute_count=1, job=spec, start_step=0,
+                             template_context={}, env={}, restore=None)  # fmt: skip
+        ran: list[str] = []
+
+        async def echo(step: StepContext) -> None:
+            ran.append(step.build_id)
+
+        for build in ("p.1", "p.2"):
+            token = JobToken(build, "j", 1)
+            r.pool.tell(JobRequest(token, r.pipeline, payload, spec.runs_on))  # the same job object both times
+            for _ in range(20):
+                await r.sync()
+                if any(type(record) is JobEnded for record in r.reports(token)):
+                    break
+            assert r.reports(token)[-1].status == "SUCCEED"
+            r.actions.register("echo", echo)
+        assert ran == ["p.2"]  # the built-in ran p.1 inline; the registered action ran p.2
 
 
 @pytest.mark.trio
