@@ -155,7 +155,11 @@ class Placement:
             self._register_labels(request.labels)
             self._enlist(cls)
         else:
-            cls.requests.append(request.token, request)
+            # Share the class's key tuples: a waiting request then keeps no tuples of its own for the
+            # garbage collector to scan (thousands wait in a busy pool).
+            request.class_key = cls.key
+            request.key = cls.key[0]
+            cls.requests.append(request)
         self.waiting[request.token] = request
         return None
 
@@ -425,7 +429,7 @@ class Placement:
         if head is None:
             self._drop_class(cls)
             return
-        cls.head = head[1]
+        cls.head = head
         if cls.any_node and cls.key in self._ready:
             heap = self._ready_any
             if heap and heap[0][0] == request.seq:

@@ -7,13 +7,11 @@ agents a resize asked for (``want``): those past it retire once free.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Hashable
+from collections import Counter, deque
+from collections.abc import Hashable, Iterator
 from typing import Any
 
-from ..queues.fifo import Fifo
-
-__all__ = ["Agent", "Grant", "JobKey", "Node", "Request", "RequestClass"]
+__all__ = ["Agent", "Grant", "JobKey", "Node", "Request", "RequestClass", "RequestQueue"]
 
 JobKey = tuple[str, str]  # (pipeline id, job id)
 
@@ -97,6 +95,52 @@ class Node:
         return self.want is not None and len(self.agents) > self.want
 
 
+class RequestQueue:
+    """The requests of one class in arrival order, by token: ``Fifo``'s lazy removal, without a
+    (key, value) pair per entry (a request carries its token), so a waiting request costs the
+    garbage collector no tuple of its own."""
+
+    __slots__ = ("_items", "_order")
+
+    def __init__(self) -> None:
+        self._items: dict[Hashable, Request] = {}
+        self._order: deque[Request] = deque()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def append(self, request: Request) -> None:
+        self._items[request.token] = request
+        self._order.append(request)
+
+    def pop(self, token: Hashable) -> Request | None:
+        """Remove the request of ``token`` wherever it waits; None if it is not queued."""
+        request = self._items.pop(token, None)
+        if request is None:
+            return None
+        order = self._order
+        if order[0] is request:
+            order.popleft()  # the head left (the usual case): no stale entry to skip later
+        elif len(order) > 2 * len(self._items) + 32:
+            self._order = deque(entry for entry in order if self._items.get(entry.token) is entry)
+        return request
+
+    def head(self) -> Request | None:
+        """The oldest request, or None when empty."""
+        order, items = self._order, self._items
+        while order:
+            request = order[0]
+            if items.get(request.token) is request:
+                return request
+            order.popleft()  # removed earlier: skip it for good
+        return None
+
+    def values(self) -> Iterator[Request]:
+        """The requests, oldest first."""
+        items = self._items
+        return (request for request in self._order if items.get(request.token) is request)
+
+
 class RequestClass:
     """The waiting requests of one set of constraints, oldest first."""
 
@@ -104,8 +148,8 @@ class RequestClass:
 
     def __init__(self, key: tuple[Any, ...], first: Request) -> None:
         self.key = key
-        self.requests: Fifo[Hashable, Request] = Fifo()
-        self.requests.append(first.token, first)
+        self.requests = RequestQueue()
+        self.requests.append(first)
         self.head = first  # the oldest request, kept at hand: read on every dispatch
         # No node pin, no labels, no agent pin, no per-node limit: any free agent will do.
         self.any_node = (first.node_pin is None and not first.labels and first.agent_pin is None

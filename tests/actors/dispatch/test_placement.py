@@ -190,3 +190,24 @@ def test_whether_any_node_matches_follows_nodes_coming_draining_and_going() -> N
     assert placement.has_match(request("any"))  # n1 runs a job that asks for nothing
     assert placement.has_match(request("locked", agent_pin="n1/0"))  # pinned to an agent: not this question
     assert placement.withdraw("gpu") is gpu and placement.waiting_in(gpu.class_key) == []
+
+
+def test_a_class_queue_keeps_arrival_order_through_removals_anywhere() -> None:
+    from actors.dispatch.records import RequestQueue
+
+    queue = RequestQueue()
+    requests = [request(token) for token in range(200)]
+    for item in requests:
+        queue.append(item)
+    assert queue.pop(0) is requests[0] and queue.head() is requests[1]  # the head leaves: the next one
+    for token in range(2, 200, 2):  # from the middle, enough to compact the order
+        assert queue.pop(token) is requests[token]
+    assert queue.pop(2) is None and len(queue) == 100
+    assert list(queue.values()) == requests[1::2] and queue.head() is requests[1]
+    again = request(1)  # the same token queued again after leaving: its old entry is not it
+    assert queue.pop(1) is requests[1]
+    queue.append(again)
+    assert list(queue.values()) == requests[3::2] + [again] and queue.head() is requests[3]
+    for item in requests[3::2]:
+        queue.pop(item.token)
+    assert queue.head() is again and queue.pop(1) is again and queue.head() is None and len(queue) == 0
