@@ -135,12 +135,15 @@ class DeadlineQueue(Generic[T]):
 
     def pop(self, key: Hashable) -> T | None:
         """Remove the entry of ``key`` wherever it waits; None if it is not queued."""
-        entry = self._items.pop(key, None)
+        items = self._items
+        entry = items.pop(key, None)
         if entry is not None:
             order = self._order
             if order[0] is entry:
                 order.popleft()  # the head left (the usual case of a queue): no stale entry to skip later
-            self._removed()
+            # ``_removed``'s checks, the cheap ones first: most removals need nothing more.
+            if not items or self._heap is not None or len(order) > 2 * len(items) + 32:
+                self._removed()
         return entry
 
     # -- deadlines --------------------------------------------------------------------
@@ -215,16 +218,17 @@ class EarliestTimer:
     ``send_at(deadline)`` asks the owner's actor for the timer.
     """
 
-    __slots__ = ("_queue", "_send_at", "handle")
+    __slots__ = ("_queue", "_send_at", "handle", "_at")
 
     def __init__(self, queue: DeadlineQueue[Any], send_at: Callable[[float], TimerHandle]) -> None:
         self._queue = queue
         self._send_at = send_at
         self.handle: TimerHandle | None = None
+        self._at = math.inf  # the handle's deadline, kept here: read for every entry queued
 
     def queued(self, deadline: float) -> None:
         handle = self.handle
-        if handle is None or not handle.active or deadline < handle.deadline:
+        if handle is None or deadline < self._at or not handle.active:
             self.arm()
 
     def shrank(self) -> None:
@@ -244,3 +248,4 @@ class EarliestTimer:
                 return  # fires in time (early if the earliest entry left: its owner re-arms then)
             handle.cancel()
         self.handle = None if earliest is None else self._send_at(earliest)
+        self._at = math.inf if earliest is None else earliest
