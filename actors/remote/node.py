@@ -336,8 +336,14 @@ class RemoteNodeActor(Actor):
         secrets = self.secrets.only(referenced(message.payload.job)).values() if self.secrets else {}
         attempt = self.attempts[message.token] = _Attempt(message.index, message.pipeline, message.payload,
                                                           message.token, secrets)  # fmt: skip
-        self.outbox.append(attempt.job)
-        self._answer()
+        self.outbox.append(attempt.job)  # sent when this batch of messages is done (batch_done)
+
+    def batch_done(self) -> None:
+        """Assignments leave together: the pool grants a node's free agents in one turn, so their
+        ``Assign`` messages arrive here in one batch, and one lease answer carries them all rather
+        than the first alone (measured with 2 agents per process: 1.00 lease per job before)."""
+        if self.outbox and self.parked is not None:
+            self._answer()
 
     def _lease(self, body: LeaseBody) -> Any:
         self._session(body.session)

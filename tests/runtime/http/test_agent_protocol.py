@@ -258,3 +258,36 @@ async def test_agents_authenticate_with_an_agent_token(autojump_clock: trio.test
         response = await a.client.post("/v1/agent/register", json=body, headers=headers)
         assert response.status_code == 200, response.text
         assert (await a.client.get("/v1/builds", headers=headers)).status_code == 403
+
+
+WIDE = """
+version: v3.0
+name: wide
+jobs:
+""" + "".join(f"  j{index}: {{runs-on: {{node-name: m1}}, steps: [{{id: one, run: echo one}}, {{id: two, uses: noop@1}}]}}\n"
+              for index in range(4))  # fmt: skip
+
+
+@pytest.mark.trio
+async def test_jobs_granted_together_leave_in_one_lease_answer(autojump_clock: trio.testing.MockClock) -> None:
+    """A node of 2 agents, 4 jobs: a parked lease is answered with both agents' jobs, and the lease that
+    brings both results back is answered with the next two (about half a lease per job, not one)."""
+    async with api(CONFIG) as a:
+        session = await _register(a, agents=2)
+        await a.put_pipeline("wide", WIDE)
+        replies: list[dict[str, Any]] = []
+        async with trio.open_nursery() as nursery:
+            async def poll() -> None:
+                replies.append(await _lease(a, session, wait=25))
+
+            nursery.start_soon(poll)
+            await trio.sleep(0.5)
+            build = await a.submit("wide")
+        first = replies[0]["jobs"]
+        assert len(first) == 2, replies
+        second = (await _lease(a, session, wait=25, running=[job["token"] for job in first],
+                               reports=[_done(job["token"]) for job in first]))["jobs"]  # fmt: skip
+        assert len(second) == 2 and {job["token"]["job_id"] for job in first + second} == {"j0", "j1", "j2", "j3"}
+        await _lease(a, session, wait=0, running=[job["token"] for job in second],
+                     reports=[_done(job["token"]) for job in second])  # fmt: skip
+        assert (await a.until(build["id"], "SUCCEED", "FAILED"))["status"] == "SUCCEED"
