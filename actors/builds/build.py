@@ -269,7 +269,7 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
         after_lost_agent: bool = False,
     ) -> None:
         attempt = JobAttempt(len(job.attempts) + 1, self.execute_count, retry_of, start_step, after_lost_agent)
-        job.attempts.append(attempt)
+        job.attempts += (attempt,)
         job.status = _QUEUE
         job.reason = None
         for step in job.steps[start_step:]:
@@ -326,7 +326,7 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
         step = job.steps[index]
         previous = step.attempts[-1].number if step.attempts else None
         attempt = StepAttempt(len(step.attempts) + 1, previous, self.execute_count, job.attempts[-1].number, log, now)
-        step.attempts.append(attempt)
+        step.attempts += (attempt,)
         step.status = _STEP_RUNNING
         step.reason = None
         return attempt

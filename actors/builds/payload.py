@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .build import Build
 from .records import JobRun
-from ..model.messages import JobPayload
+from ..model.messages import JobPayload, TemplateContext
 from ..model.vocab import StepStatus
 
 __all__ = ["job_payload", "template_context", "chain_agent"]
@@ -21,17 +21,18 @@ def job_payload(build: Build, job: JobRun) -> JobPayload:
         execute_count=build.execute_count,
         job=job.spec,
         start_step=start,
-        template_context=template_context(build, number),
+        template_context=TemplateContext(
+            {"pipeline_id": build.pipeline_id, "build_id": build.id, "build_num": number}, build.variables),
         env=_job_env(build, number),
         # a first attempt restores nothing, and nothing before its first step failed
         restore=_restore_context(job) if len(job.attempts) > 1 else None,
         failed_before=start > 0 and any(step.failed_the_job for step in job.steps[:start]),
     )
 
-def template_context(build: Build, number: str | None = None) -> dict[str, dict[str, str]]:
-    """``ci.*`` and ``variables.*`` for templates; ``number`` is the build number as text, if made already."""
+def template_context(build: Build) -> dict[str, dict[str, str]]:
+    """``ci.*`` and ``variables.*`` for templates (a job's mutex label)."""
     return {
-        "ci": {"pipeline_id": build.pipeline_id, "build_id": build.id, "build_num": number or str(build.number)},
+        "ci": {"pipeline_id": build.pipeline_id, "build_id": build.id, "build_num": str(build.number)},
         "variables": build.variables,
     }
 

@@ -211,7 +211,9 @@ class StepRun(msgspec.Struct, gc=False):
     spec: Step
     status: StepStatus = _STEP_QUEUE
     reason: str | None = None
-    attempts: list[StepAttempt] = msgspec.field(default_factory=list)
+    # A tuple, replaced on the rare new attempt: a list is an object the garbage collector tracks
+    # and rescans for as long as the build is kept (two per build of one job of one step).
+    attempts: tuple[StepAttempt, ...] = ()
 
     def reset(self) -> None:
         self.status = _STEP_QUEUE
@@ -250,7 +252,7 @@ class JobRun(msgspec.Struct, gc=False):
     steps: tuple[StepRun, ...]
     status: JobStatus = _WAITING
     reason: str | None = None
-    attempts: list[JobAttempt] = msgspec.field(default_factory=list)
+    attempts: tuple[JobAttempt, ...] = ()  # a tuple, as StepRun's
     resume_step: int = 0  # where the next attempt starts (a step retry)
 
     @property

@@ -323,7 +323,7 @@ class AgentActor(Actor):
 
     def _template_context(self, run: RunJob) -> dict[str, Any]:
         """``ci``, ``variables`` and, held by the agent alone, ``secrets``."""
-        context: dict[str, Any] = dict(run.payload.template_context)
+        context = run.payload.template_context.as_dict()
         if self.secrets:
             context["secrets"] = self.secrets.values()
         return context

@@ -32,6 +32,7 @@ from .spec import Concurrency, Job, PipelineSpec, RunsOn
 from .vocab import BuildStatus, FaultKind, JobStatus, StepStatus
 
 __all__ = [
+    "TemplateContext",
     "SubmitBuild",
     "GetBuild",
     "ListBuilds",
@@ -97,6 +98,20 @@ class JobToken(msgspec.Struct, frozen=True, gc=False):
 # -- pipeline <-> dispatcher <-> agent ---------------------------------------------
 
 
+class TemplateContext(msgspec.Struct, frozen=True, gc=False):
+    """``ci.*`` and ``variables.*`` for rendering step templates (JSON: an object of those two).
+
+    A struct rather than a dict of dicts: a dict holding dicts is an object
+    the garbage collector tracks, one per job waiting in a pool.
+    """
+
+    ci: dict[str, str]
+    variables: dict[str, str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ci": self.ci, "variables": self.variables}
+
+
 class JobPayload(msgspec.Struct, frozen=True, gc=False):
     """All an agent needs to run one job attempt."""
 
@@ -105,8 +120,7 @@ class JobPayload(msgspec.Struct, frozen=True, gc=False):
     execute_count: int
     job: Job
     start_step: int
-    # ci.* and variables.* for rendering step templates
-    template_context: dict[str, dict[str, str]]
+    template_context: TemplateContext
     # variables + SHUNTER_* build context (the job's env: is rendered by the agent, with secrets)
     env: dict[str, str]
     # context to restore before a retry (snapshot + exports of the steps kept)

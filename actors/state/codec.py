@@ -86,7 +86,7 @@ def _restore_job(job: JobRun, item: list[Any]) -> None:
         attempt.status = JobStatus(a[1])
         attempt.node, attempt.agent, attempt.started_at, attempt.finished_at, attempt.reason = a[2:7]
         attempt.context_before = a[10]
-        job.attempts.append(attempt)
+        job.attempts += (attempt,)
     for step, (status, reason, step_attempts) in zip(job.steps, steps):
         step.status, step.reason = StepStatus(status), reason
         for a in step_attempts:
@@ -98,4 +98,4 @@ def _restore_job(job: JobRun, item: list[Any]) -> None:
             step_attempt.status, step_attempt.exit_code, step_attempt.finished_at = StepStatus(a[1]), a[2], a[4]
             step_attempt.reason = a[5]
             step_attempt.outputs, step_attempt.exported_env = a[8] or {}, a[9] or {}
-            step.attempts.append(step_attempt)
+            step.attempts += (step_attempt,)

@@ -24,7 +24,7 @@ from actors.core import Actor, ActorSystem, open_system
 from actors.dispatch.pool import AddNode, InjectFault, ListNodes, ListWaiting, PoolActor, PoolStats
 from actors.execution.actions import ActionRegistry, StepContext
 from actors.model.messages import (AgentReport, EndJob, JobEnded, JobPayload, JobRequest, JobStarted, JobToken,
-                                   JobWaiting, Withdraw)
+                                   JobWaiting, TemplateContext, Withdraw)
 from runtime.spec_loader import load_pipeline
 
 
@@ -61,7 +61,7 @@ class Rig:
         spec = load_pipeline({"name": "p", "jobs": {"j": job}}).stages[0].jobs[0]
         token = JobToken(build, "j", attempt)
         payload = JobPayload(pipeline_id="p", build_number=1, execute_count=1, job=spec, start_step=0,
-                             template_context={}, env={}, restore=None)  # fmt: skip
+                             template_context=TemplateContext({}, {}), env={}, restore=None)  # fmt: skip
         self.pool.tell(JobRequest(token, self.pipeline, payload, spec.runs_on, agent=agent, lock=lock))
         return token
 
@@ -133,7 +133,7 @@ async def test_an_action_registered_over_a_built_in_runs_from_the_next_attempt_o
         await r.pool.ask(AddNode("n1", agents=1))
         spec = load_pipeline({"name": "p", "jobs": {"j": job("echo")}}).stages[0].jobs[0]
         payload = JobPayload(pipeline_id="p", build_number=1, execute_count=1, job=spec, start_step=0,
-                             template_context={}, env={}, restore=None)  # fmt: skip
+                             template_context=TemplateContext({}, {}), env={}, restore=None)  # fmt: skip
         ran: list[str] = []
 
         async def echo(step: StepContext) -> None:
