@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .build import Build
 from .records import JobRun
 from ..model.messages import JobPayload, TemplateContext
@@ -21,20 +23,21 @@ def job_payload(build: Build, job: JobRun) -> JobPayload:
         execute_count=build.execute_count,
         job=job.spec,
         start_step=start,
-        template_context=TemplateContext(
-            {"pipeline_id": build.pipeline_id, "build_id": build.id, "build_num": number}, build.variables),
+        template_context=_template(build, number),
         env=_job_env(build, number),
         # a first attempt restores nothing, and nothing before its first step failed
         restore=_restore_context(job) if len(job.attempts) > 1 else None,
         failed_before=start > 0 and any(step.failed_the_job for step in job.steps[:start]),
     )
 
-def template_context(build: Build) -> dict[str, dict[str, str]]:
+def template_context(build: Build) -> dict[str, Any]:
     """``ci.*`` and ``variables.*`` for templates (a job's mutex label)."""
-    return {
-        "ci": {"pipeline_id": build.pipeline_id, "build_id": build.id, "build_num": str(build.number)},
-        "variables": build.variables,
-    }
+    return _template(build, str(build.number)).as_dict()
+
+
+def _template(build: Build, number: str) -> TemplateContext:
+    return TemplateContext({"pipeline_id": build.pipeline_id, "build_id": build.id, "build_num": number},
+                           build.variables)  # fmt: skip
 
 
 def _job_env(build: Build, number: str) -> dict[str, str]:
