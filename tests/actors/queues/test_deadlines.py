@@ -1,6 +1,6 @@
-"""The deadline queue behind a concurrency group's one timer: FIFO order,
-the earliest deadline and the due entries, whether or not queue order is
-deadline order."""
+"""The deadline queue behind a concurrency group's (and a pool's) one timer: FIFO
+order, the earliest deadline and the due entries, whether or not queue order
+is deadline order; and ``EarliestTimer``, that one timer."""
 
 from __future__ import annotations
 
@@ -145,3 +145,46 @@ def test_matches_a_reference_model(ops: list[tuple[str, int, int]]) -> None:
         if queue.ordered:
             deadlines = [entry.deadline for entry in model]
             assert deadlines == sorted(deadlines), "the fast path is only used while queue order is deadline order"
+
+
+class Handle:
+    """Stands in for a TimerHandle: when it fires, and whether it was cancelled."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.active = True
+
+    def cancel(self) -> None:
+        self.active = False
+
+
+def test_the_earliest_timer_follows_the_earliest_deadline_and_is_cancelled_once_the_queue_is_empty() -> None:
+    from actors.queues.deadlines import EarliestTimer
+
+    armed: list[Handle] = []
+
+    def send_at(deadline: float) -> Handle:
+        armed.append(Handle(deadline))
+        return armed[-1]
+
+    queue: DeadlineQueue[Entry] = DeadlineQueue()
+    timer = EarliestTimer(queue, send_at)  # type: ignore[arg-type]
+    queue.append(Entry("a", 10.0))
+    timer.queued(10.0)
+    queue.append(Entry("b", 20.0))
+    timer.queued(20.0)
+    assert [h.deadline for h in armed] == [10.0], "a later deadline keeps the armed timer"
+    queue.appendleft(Entry("c", 5.0))
+    timer.queued(5.0)
+    assert [(h.deadline, h.active) for h in armed] == [(10.0, False), (5.0, True)], "an earlier one re-arms"
+    queue.pop("c")
+    timer.shrank()
+    assert armed[-1].active, "an entry left: the timer may fire early rather than be re-armed"
+    timer.fired()  # at 5.0: nothing due; its owner re-arms for the earliest left
+    assert queue.pop_due(5.0) == []
+    timer.arm()
+    assert [(h.deadline, h.active) for h in armed][-1] == (10.0, True)
+    queue.pop("a")
+    queue.pop("b")
+    timer.shrank()
+    assert not armed[-1].active and timer.handle is None, "nothing queued: no timer left pending"
