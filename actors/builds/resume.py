@@ -17,7 +17,9 @@
   asked to take it back on that agent (``AdoptJob``), and it stays running
   until the node settles it — carried on when the agent comes back with it,
   else ended as above. A job with a ``mutex`` is not taken back (the
-  mutex's holder is not durable). With remote nodes, a job that was
+  mutex's holder is not durable). A ``lock-resource-with`` chain that
+  had begun holds its agent again (``Relock``) before any job is asked for.
+  With remote nodes, a job that was
   waiting asks again under a new attempt number (``Build.fence_queued``):
   it may have been handed to a remote agent before the server stopped, and
   the old number's run must not count.
@@ -33,9 +35,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..model.messages import AdoptJob, Admit, JobRequest, JobToken
+from ..model.messages import AdoptJob, Admit, JobRequest, JobToken, Relock
 from ..model.vocab import StepStatus
-from ..model.vocab import BuildStatus, JobStatus
+from ..model.vocab import JOB_FINAL, BuildStatus, JobStatus
 from .build import Build
 from .payload import job_payload
 from .driver import NotHeld
@@ -117,6 +119,7 @@ def resume(pipeline: BuildDriver, builds: list[Build], remote: frozenset[str] = 
 
 def resume_running(pipeline: BuildDriver, build: Build) -> None:
     """Carry on a build that was running when the server stopped (see the module docstring)."""
+    _relock(pipeline, build)
     now = time.time()
     states = {job.id: job.status for job in build.all_jobs()}
     dispatch: list[JobRun] = []
@@ -142,6 +145,22 @@ def resume_running(pipeline: BuildDriver, build: Build) -> None:
     if build.finished:
         pipeline._emit_build(build, "RUNNING")
         pipeline._finished(build)
+
+
+def _relock(pipeline: BuildDriver, build: Build) -> None:
+    """Lock chains that had begun and not ended hold their agent again (the pools' locks are not
+    stored): told before any of the build's jobs is asked for, so the chain's next job finds it."""
+    chains = build.shape.chains
+    for root in set(chains.values()):
+        members = [job for job in build.all_jobs() if chains.get(job.id) == root]
+        if all(job.status in JOB_FINAL for job in members):
+            continue
+        first = build.jobs[root]
+        agent = next((attempt.agent for attempt in reversed(first.attempts) if attempt.agent), None)
+        if agent is not None:
+            pool = first.spec.runs_on.pool_name
+            build.lock_agent(first, pool, agent)
+            pipeline.pools.get(pool).tell(Relock(build.id, agent))
 
 
 def _adopt(pipeline: BuildDriver, build: Build, job: JobRun, agent: str) -> None:

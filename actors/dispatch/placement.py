@@ -220,6 +220,21 @@ class Placement:
             self._serve_node(node, grants)
         return held, grants
 
+    def relock(self, build_id: str, agent_name: str) -> bool:
+        """After a restart: ``build_id``'s lock chain holds ``agent_name`` again, so no other build's job
+        takes it while it is idle. False when the agent is gone or another build's chain holds it."""
+        agent = self.agents.get(agent_name)
+        if agent is None or agent.locked_by not in (None, build_id):
+            return False
+        agent.locked_by = build_id
+        node = agent.node
+        if agent_name in node.idle:  # no longer free for others
+            del node.idle[agent_name]
+            if not node.idle:
+                for index in self._free.values():
+                    index.pop(node.name, None)
+        return True
+
     def unlock(self, build_id: str, agent_name: str) -> list[Grant]:
         """The build's lock chain on this agent is over: others may use it."""
         agent = self.agents.get(agent_name)

@@ -45,6 +45,7 @@ from ..model.messages import (
     JobWaiting,
     Retire,
     RunJob,
+    Relock,
     Unlock,
     Withdraw,
 )
@@ -167,6 +168,8 @@ class PoolActor(Actor):
         elif kind is _QueueTimeouts:
             for token in self.timeouts.due(self.now()):
                 self._queue_timeout(token)
+        elif kind is Relock:
+            self.placement.relock(message.build_id, message.agent)
         elif kind is Unlock:
             self._run_all(self.placement.unlock(message.build_id, message.agent))
             if self.placement.retirable(message.agent):

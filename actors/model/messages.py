@@ -32,6 +32,7 @@ from .spec import Concurrency, Job, PipelineSpec, RunsOn
 from .vocab import BuildStatus, FaultKind, JobStatus, StepStatus
 
 __all__ = [
+    "Relock",
     "TemplateContext",
     "SubmitBuild",
     "GetBuild",
@@ -160,6 +161,13 @@ class AdoptJob(_Message, frozen=True):
 
 class Unlock(_Message, frozen=True):
     """Pipeline → pool: the build's lock chain on this agent has ended."""
+
+    build_id: str
+    agent: str
+
+
+class Relock(_Message, frozen=True):
+    """Pipeline → pool, after a restart: the build's lock chain holds this agent again (until ``Unlock``)."""
 
     build_id: str
     agent: str

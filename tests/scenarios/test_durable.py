@@ -354,3 +354,45 @@ async def test_in_memory_a_configured_drain_lets_running_builds_finish(tmp_path:
     async with runtime.open_runtime(config):
         pass  # nothing comes back in memory
     assert running.id not in rt.interrupted
+
+
+@pytest.mark.trio
+async def test_a_lock_chain_holds_its_agent_again_after_a_restart(tmp_path: Path) -> None:
+    """compile ran on an agent that deploy (lock-resource-with: compile) must use; deploy waits for a
+    job of its stage. Across a restart that agent stays the chain's: another build's jobs go to the
+    other agent, and deploy runs on compile's (docs/design.md §3.1 behaviour 9)."""
+    gate = tmp_path / "gate"
+    chain = f"""
+name: chain
+stages:
+  - name: one
+    jobs:
+      compile: {{steps: [{{uses: noop}}]}}
+  - name: two
+    jobs:
+      hold: {{steps: [{{run: "while [ ! -e {gate} ]; do sleep 0.05; done", retry-times: 1}}]}}
+      deploy: {{depend-on: [hold], runs-on: {{lock-resource-with: compile}}, steps: [{{uses: noop}}]}}
+"""
+    three = settings(tmp_path, pools=[{"name": "default", "nodes": [{"name": "n1", "agents": 3}]}])
+    async with runtime.open_runtime(three) as rt:
+        await rt.register_pipeline(chain)
+        await rt.register_pipeline(QUICK)
+        build = await rt.submit("chain")
+        with trio.fail_after(30):
+            while (info := await rt.build(build.id)).stages[1].jobs[0].status != "RUNNING":
+                await trio.sleep(0.01)
+        locked = info.stages[0].jobs[0].agent
+        assert locked is not None
+    async with runtime.open_runtime(three) as rt:  # hold runs again on one agent: one is left for others
+        with trio.fail_after(30):
+            while not any(agent.locked_by == build.id for node in await rt.nodes() for agent in node.agents):
+                await trio.sleep(0.01)
+        assert [agent.name for node in await rt.nodes() for agent in node.agents
+                if agent.locked_by == build.id] == [locked]  # fmt: skip
+        others = [await rt.wait((await rt.submit("quick")).id, timeout=30) for _ in range(4)]
+        assert {other.stages[0].jobs[0].agent for other in others}.isdisjoint({locked}), "the chain's agent stayed its"
+        gate.touch()
+        done = await rt.wait(build.id, timeout=30)
+        assert done.status == "SUCCEED", done
+        assert done.stages[1].jobs[1].agent == locked
+        assert not any(agent.locked_by for node in await rt.nodes() for agent in node.agents), "unlocked at the end"
