@@ -37,9 +37,6 @@ class QueueTimeouts:
         self._queue: DeadlineQueue[Expiry] = DeadlineQueue()
         self._timer = EarliestTimer(self._queue, send_at)  # its message makes the pool call ``due``
 
-    def __len__(self) -> int:
-        return len(self._queue)
-
     def add(self, token: JobToken, deadline: float) -> None:
         self._queue.append(Expiry(token, deadline))
         self._timer.queued(deadline)
