@@ -175,7 +175,8 @@ steps:
         job = done.stages[0].jobs[0]
         assert [attempt.status for attempt in job.attempts] == ["HEARTBEAT_TIMEOUT", "SUCCEED"]
         assert job.attempts[0].reason == "interrupted: the server stopped while it ran"
-        ended = await rt.build(b.id)
+        # b's group takes it back before it resumes, so it may end after a's retry: wait for it
+        ended = await rt.wait(b.id, timeout=30)
         assert ended.status == "FAILED"
         assert ended.stages[0].jobs[0].reason == "interrupted: the server stopped while it ran"
 
