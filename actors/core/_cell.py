@@ -19,6 +19,7 @@ import msgspec
 
 from ._backend import Backend, Parker
 from ._errors import ActorCrashed, ActorStopped, AskTimeout
+from ._timers import Lane
 
 if TYPE_CHECKING:
     from ._actor import Actor, ActorFactory
@@ -75,16 +76,32 @@ class Reply:
             self.error = error
             self.parker.unpark()
 
-    def expire(self, actor: str, message: Any, timeout: float) -> None:
-        self.set_error(AskTimeout(actor, type(message).__name__, timeout))
 
 
-class _Ask:
-    __slots__ = ("message", "slot")
+class _Ask(Reply):
+    """An ask: the message in the mailbox, its reply slot, and its deadline in a timer lane (``Expiring``).
 
-    def __init__(self, message: Any, slot: Reply) -> None:
+    One object, not three (message, slot, timer entry): an ask allocates it and a parker, nothing else.
+    """
+
+    __slots__ = ("message", "actor", "timeout", "deadline")
+
+    def __init__(self, parker: Parker, message: Any, actor: str, timeout: float, deadline: float) -> None:
+        self.parker = parker
+        self.done = False
+        self.value = None
+        self.error = None
         self.message = message
-        self.slot = slot
+        self.actor = actor
+        self.timeout = timeout
+        self.deadline = deadline
+
+    @property
+    def settled(self) -> bool:
+        return self.done
+
+    def expire(self) -> None:
+        self.set_error(AskTimeout(self.actor, type(self.message).__name__, self.timeout))
 
 
 class _ChildExit:
@@ -151,17 +168,21 @@ class Ref:
         cell = self._cell
         if cell.state is not _RUNNING:
             raise ActorStopped(cell.name, type(message).__name__)
-        slot = Reply(cell.backend.new_parker())
-        cell.queue.append(_Ask(message, slot))
+        backend = cell.backend
+        slot = _Ask(backend.new_parker(), message, cell.name, timeout, backend.current_time() + timeout)
+        cell.queue.append(slot)
         cell.parker.unpark()
         # The deadline is a timer-service entry, not a cancel scope: a scope
         # enter+exit costs as much as the rest of the round trip (docs/design.md §2).
-        timer = cell.system.timers.call_later(timeout, slot.expire, cell.name, message, timeout)
+        expiry = cell.system.timers.expire_later(timeout, slot)
         try:
             await slot.parker.park()
         finally:
             slot.done = True  # a late reply is dropped
-            timer.cancel()
+            if isinstance(expiry, Lane):
+                expiry.settle()
+            else:
+                expiry.cancel()
         if slot.error is not None:
             raise slot.error
         return slot.value
@@ -306,7 +327,7 @@ class Cell:
                 self.processed += 1
                 kind = type(message)
                 if kind is _Ask:
-                    self.ask_slot = slot = message.slot
+                    self.ask_slot = slot = message
                     try:
                         result = receive(message.message)
                         if is_async:
@@ -378,7 +399,7 @@ class Cell:
         while self.queue:
             message = self.queue.popleft()
             if type(message) is _Ask:
-                message.slot.set_error(ActorStopped(self.name, type(message.message).__name__))
+                message.set_error(ActorStopped(self.name, type(message.message).__name__))
             else:
                 self.system._dead_letter(self.name, message)
         self.system._forget(self)

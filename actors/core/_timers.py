@@ -5,6 +5,12 @@ timeouts cost 100,000 small objects and one task (docs/design.md §2). Cancellin
 lazy (the entry is skipped when it surfaces); the heap is compacted when
 cancelled entries outnumber live ones, so cancel-heavy workloads (queue
 timeouts of builds that got admitted) do not grow it without bound.
+
+Deadlines that all lie the same delay ahead (every ``ask`` with the default
+timeout) go to a FIFO lane instead: one deque per delay, in deadline order by
+construction, so adding one is an append and settling one is a count. An ask
+with a heap timer cost 1.2 µs of its round trip in those two steps; the lane
+costs a third of that.
 """
 
 from __future__ import annotations
@@ -13,12 +19,13 @@ import heapq
 import itertools
 import logging
 import math
+from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ._backend import Backend
 
-__all__ = ["TimerHandle", "TimerService"]
+__all__ = ["Expiring", "Lane", "TimerHandle", "TimerService"]
 
 logger = logging.getLogger("actors.timers")
 
@@ -65,6 +72,45 @@ class TimerHandle:
             callback(*args)
 
 
+class Expiring(Protocol):
+    """What a lane holds: an entry that knows its deadline, whether it is settled, and how to expire."""
+
+    deadline: float
+
+    @property
+    def settled(self) -> bool: ...
+
+    def expire(self) -> None: ...
+
+
+class Lane:
+    """The pending deadlines of one delay, oldest first.
+
+    An entry leaves when it surfaces: settled ones are dropped, the others
+    expire. Its owner calls ``settle()`` once for each entry, expired or not;
+    that only counts: the entry itself knows it is settled.
+    The deque is compacted once settled entries outnumber live ones, so an
+    entry stuck at the head does not hold every later one for a whole delay.
+    """
+
+    __slots__ = ("delay", "entries", "live")
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.entries: deque[Expiring] = deque()
+        self.live = 0
+
+    def settle(self) -> None:
+        """One of the lane's entries was settled before its deadline."""
+        self.live -= 1
+
+    def _compact(self) -> None:
+        self.entries = deque(entry for entry in self.entries if not entry.settled)
+
+
+MAX_LANES = 8  # distinct delays with a lane; deadlines of other delays go to the heap
+
+
 class TimerService:
     """Fires callbacks at deadlines on the system's clock (trio's MockClock included)."""
 
@@ -75,11 +121,34 @@ class TimerService:
         self._cancelled = 0
         self._parker = backend.new_parker()
         self._armed_deadline = math.inf
+        self._lanes: dict[float, Lane] = {}
         self.fired = 0
 
     def __len__(self) -> int:
-        """Pending (not cancelled, not fired) timers."""
-        return len(self._heap) - self._cancelled
+        """Pending (not cancelled, not fired) timers and lane entries."""
+        return len(self._heap) - self._cancelled + sum(lane.live for lane in self._lanes.values())
+
+    def expire_later(self, delay: float, entry: Expiring) -> Lane | TimerHandle:
+        """Call ``entry.expire()`` at ``entry.deadline`` (``delay`` from now) unless it is settled first.
+
+        Tell the returned object when the entry settles: ``settle()`` on a
+        lane, ``cancel()`` on a timer handle (a delay without a lane).
+        """
+        lane = self._lanes.get(delay)
+        if lane is None:
+            if len(self._lanes) >= MAX_LANES:
+                return self.call_at(entry.deadline, entry.expire)
+            lane = self._lanes[delay] = Lane(delay)
+        entries = lane.entries
+        if not entries:
+            if entry.deadline < self._armed_deadline:
+                self._parker.unpark()
+        elif len(entries) > 2 * lane.live + 64:
+            lane._compact()
+            entries = lane.entries
+        entries.append(entry)
+        lane.live += 1
+        return lane
 
     def call_at(self, deadline: float, callback: Callable[..., Any], *args: Any) -> TimerHandle:
         """Run ``callback(*args)`` in the timer task once the clock reaches ``deadline``."""
@@ -100,11 +169,33 @@ class TimerService:
             heapq.heapify(self._heap)
             self._cancelled = 0
 
+    def _serve_lanes(self, now: float) -> float:
+        """Expire the lanes' due entries; return the earliest deadline left."""
+        earliest = math.inf
+        for lane in self._lanes.values():
+            entries = lane.entries
+            while entries:
+                head = entries[0]
+                if head.settled:
+                    entries.popleft()
+                    continue
+                if head.deadline > now:
+                    earliest = min(earliest, head.deadline)
+                    break
+                entries.popleft()  # still live: its owner settles it once it sees the expiry
+                self.fired += 1
+                try:
+                    head.expire()
+                except Exception:
+                    logger.exception("timer callback failed")
+        return earliest
+
     async def run(self) -> None:
         """Serve deadlines forever; cancelled with the system."""
         backend = self._backend
         while True:
             now = backend.current_time()
+            earliest = self._serve_lanes(now) if self._lanes else math.inf
             # Re-read self._heap each time: a callback may cancel timers and
             # trigger a compaction that replaces the list.
             while self._heap and self._heap[0][0] <= now:
@@ -117,11 +208,13 @@ class TimerService:
                     handle._fire()
                 except Exception:
                     logger.exception("timer callback failed")
-            if not self._heap:
+            if self._heap:
+                earliest = min(earliest, self._heap[0][0])
+            if earliest == math.inf:
                 self._armed_deadline = math.inf
                 await self._parker.park()
                 continue
-            self._armed_deadline = self._heap[0][0]
+            self._armed_deadline = earliest
             with backend.move_on_at(self._armed_deadline):
                 await self._parker.park()
             self._armed_deadline = math.inf

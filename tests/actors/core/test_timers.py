@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 import trio
 
-from actors.core import Actor, open_system
+from actors.core import DEFAULT_ASK_TIMEOUT, Actor, AskTimeout, open_system
+from actors.core._timers import MAX_LANES
 
-from .helpers import Recorder, running_tasks
+from .helpers import Hang, Recorder, running_tasks
 
 
 class Stamper(Actor):
@@ -104,3 +105,63 @@ async def test_a_handle_tells_its_deadline_and_keeps_it(autojump_clock: trio.abc
         await trio.sleep(10)
         assert later.deadline == start + 7.5 and not later.active  # still readable once it fired
     assert [(m, t - start) for m, t in log] == [("at", 3.0), ("later", 7.5)]
+
+
+class Holder(Actor):
+    """Keeps the reply slot of every ``"hold"`` ask unanswered; answers anything else at once."""
+
+    def __init__(self) -> None:
+        self.held: list[Any] = []
+
+    def receive(self, message: Any) -> Any:
+        if message == "hold":
+            self.held.append(self.defer_reply())
+        return message
+
+
+@pytest.mark.trio
+async def test_a_stuck_ask_expires_on_time_behind_thousands_of_settled_ones(autojump_clock: trio.abc.Clock) -> None:
+    async with open_system() as system:
+        ref = system.spawn(Holder, name="holder")
+        start = trio.current_time()
+        outcome: list[tuple[str, float]] = []
+
+        async def stuck() -> None:
+            try:
+                await ref.ask("hold")
+            except AskTimeout as error:
+                outcome.append((str(error), trio.current_time() - start))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stuck)
+            await trio.sleep(1)
+            for number in range(10_000):  # all in the stuck ask's lane (the default timeout), behind it
+                assert await ref.ask(number) == number
+            assert system.statistics().timers_pending == 1
+            # settled entries behind the stuck head are compacted away, not kept for the whole timeout
+            assert len(system.timers._lanes[DEFAULT_ASK_TIMEOUT].entries) <= 2 + 64
+        timed_out = f"ask to actor 'holder' with str timed out after {DEFAULT_ASK_TIMEOUT:g}s"
+        assert outcome == [(timed_out, DEFAULT_ASK_TIMEOUT)]  # at its own deadline, not the last ask's
+        assert system.statistics().timers_pending == 0
+
+
+@pytest.mark.trio
+async def test_asks_of_more_delays_than_lanes_each_expire_at_their_own_deadline(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with open_system(shutdown_timeout=0.01) as system:
+        ref = system.spawn(Hang)
+        start = trio.current_time()
+        expired: dict[float, float] = {}
+
+        async def ask(timeout: float) -> None:
+            with pytest.raises(AskTimeout):
+                await ref.ask("ping", timeout=timeout)
+            expired[timeout] = trio.current_time() - start
+
+        delays = [float(seconds) for seconds in range(MAX_LANES + 4, 0, -1)]  # some beyond the lanes: heap
+        async with trio.open_nursery() as nursery:
+            for delay in delays:
+                nursery.start_soon(ask, delay)
+        assert expired == {delay: delay for delay in delays}
+        assert system.statistics().timers_pending == 0
