@@ -94,6 +94,8 @@ class StepOutcome:
 class JobRunner:
     """The step rules of one attempt (pure): ``if``, ``retry-times``, ``continue-on-error``."""
 
+    __slots__ = ("steps", "index", "failed", "failure", "tries", "records")
+
     def __init__(self, payload: JobPayload, records: list[Record]) -> None:
         self.steps = payload.job.steps
         self.index = payload.start_step
@@ -226,10 +228,13 @@ class AgentActor(Actor):
         self.current = token
         self.secrets = run.secrets if run.secrets is not None else self.own_secrets
         self.cancel_reason = None
-        records: list[Record] = [JobStarted(self.node, self.agent, dict(self.context), time.time())]
-        instant = self._instant_steps(payload)
+        now = time.time()
+        records: list[Record] = [JobStarted(self.node, self.agent, dict(self.context), now)]
+        known_job, known_changes, instant = self._instant_for
+        if payload.job is not known_job or self.actions.changes != known_changes:
+            instant = self._instant_steps(payload)
         if instant is not None:
-            self._run_inline(run, records, instant)
+            self._run_inline(run, records, instant, now)
         else:
             # Made here, not in the task, so a CancelJob that arrives before
             # the task starts still finds something to cancel.
@@ -254,17 +259,25 @@ class AgentActor(Actor):
         self._instant_for = (job, changes, instant)
         return instant
 
-    def _run_inline(self, run: RunJob, records: list[Record], actions: tuple[SyncAction, ...]) -> None:
-        runner = JobRunner(run.payload, records)
+    def _run_inline(self, run: RunJob, records: list[Record], actions: tuple[SyncAction, ...], now: float) -> None:
+        # Its records happen in one instant and share ``now``: a clock read per record cost more than the step.
+        payload = run.payload
+        runner = JobRunner(payload, records)
         while (item := runner.next_step()) is not None:
             index, step = item
-            log = step_log(run.payload, step)
-            records.append(StepStarted(index, log, time.time()))
-            outcome = self._instant_action(run, step, log, actions[index])
-            self._record_end(records, index, outcome)
+            log = step_log(payload, step)
+            records.append(StepStarted(index, log, now))
+            try:
+                context = self._context_for(run, step, log)
+                actions[index](context)
+            except Exception as error:
+                outcome = _failed(error)
+            else:
+                outcome = StepOutcome(_SUCCEED, None, None, context.outputs, context.exported_env)
+            self._record_end(records, index, outcome, now)
             runner.step_done(outcome)
         status, reason = runner.result()
-        self._finish(run, records, status, reason)
+        self._finish(run, records, status, reason, now)
 
     async def _run_in_task(self, run: RunJob, records: list[Record], scope: anyio.CancelScope) -> None:
         runner = JobRunner(run.payload, records)
@@ -293,25 +306,30 @@ class AgentActor(Actor):
             status, reason = runner.result()
         self._finish(run, records, status, reason)
 
-    def _record_end(self, records: list[Record], index: int, outcome: StepOutcome) -> None:
+    def _record_end(self, records: list[Record], index: int, outcome: StepOutcome, now: float | None = None) -> None:
         if outcome.status == _SUCCEED and outcome.exported_env:
             self.context.update(outcome.exported_env)
         # What is reported is shown (events, build JSON): secrets masked. The
         # exported env stays as it is: later steps need the real values, and it is never shown.
-        mask = self.secrets.mask
-        records.append(
-            StepEnded(index, outcome.status, outcome.reason and mask(outcome.reason), outcome.exit_code,
-                      self.secrets.mask_values(outcome.outputs), outcome.exported_env, time.time())
-        )  # fmt: skip
+        secrets, reason, outputs = self.secrets, outcome.reason, outcome.outputs
+        if secrets.masks:
+            reason = reason and secrets.mask(reason)
+            outputs = secrets.mask_values(outputs)
+        else:
+            outputs = dict(outputs)  # a copy, as mask_values makes: what the action keeps is not the record
+        records.append(StepEnded(index, outcome.status, reason, outcome.exit_code, outputs, outcome.exported_env,
+                                 time.time() if now is None else now))  # fmt: skip
 
     def _flush(self, run: RunJob, records: list[Record]) -> None:
         if records and not self.hung:
             run.pipeline.tell(AgentReport(run.token, tuple(records)))
         records.clear()
 
-    def _finish(self, run: RunJob, records: list[Record], status: JobStatus, reason: str | None) -> None:
-        records.append(JobEnded(status, reason and self.secrets.mask(reason), time.time()))
-        self._flush(run, records)
+    def _finish(self, run: RunJob, records: list[Record], status: JobStatus, reason: str | None,
+                now: float | None = None) -> None:  # fmt: skip
+        records.append(JobEnded(status, reason and self.secrets.mask(reason), time.time() if now is None else now))
+        if not self.hung:  # ``_flush``, without clearing a list nobody reads again
+            run.pipeline.tell(AgentReport(run.token, tuple(records)))
         self.current = None
         self.secrets = self.own_secrets  # a remote job's secrets are forgotten with it
         if self.retiring:
@@ -330,7 +348,7 @@ class AgentActor(Actor):
 
     def _log_writer(self, log: StepLog) -> Any:
         """Where a step's output goes: its log, with secret values masked."""
-        if not self.secrets:
+        if not self.secrets.masks:
             return log.append
         mask = self.secrets.mask
         return lambda line: log.append(mask(line))
@@ -356,24 +374,17 @@ class AgentActor(Actor):
         return env
 
     def _context_for(self, run: RunJob, step: Step, log: StepLog) -> StepContext:
-        return StepContext(
-            workspace=self.workspace,
-            log=self._log_writer(log),
-            with_=_render_value(step.with_, self._template_context(run)) if step.with_ else {},
+        token = run.token
+        return StepContext._made(
+            self.workspace,
+            log.append if not self.secrets.masks else self._log_writer(log),
+            _render_value(step.with_, self._template_context(run)) if step.with_ else {},
             # made on first use unless the step has env of its own, whose template errors fail the step now
-            env=self._step_env(run, step) if step.env else functools.partial(self._step_env, run, step),
-            step_id=step.id,
-            job_id=run.token.job_id,
-            build_id=run.token.build_id,
+            self._step_env(run, step) if step.env else functools.partial(self._step_env, run, step),
+            step.id,
+            token.job_id,
+            token.build_id,
         )
-
-    def _instant_action(self, run: RunJob, step: Step, log: StepLog, action: SyncAction) -> StepOutcome:
-        try:
-            context = self._context_for(run, step, log)
-            action(context)
-        except Exception as error:
-            return _failed(error)
-        return StepOutcome(_SUCCEED, outputs=context.outputs, exported_env=context.exported_env)
 
     async def _execute(self, run: RunJob, step: Step, log: StepLog) -> StepOutcome:
         timeout = step.timeout_minutes * 60 if step.timeout_minutes is not None else math.inf

@@ -41,7 +41,7 @@ class Secrets:
     hold the same names and values.
     """
 
-    __slots__ = ("_values", "_pattern")
+    __slots__ = ("_values", "_pattern", "masks")
 
     def __init__(self, values: Mapping[str, str] | None = None) -> None:
         self._values: dict[str, str] = dict(values or {})
@@ -55,6 +55,8 @@ class Secrets:
         # Longest first, so a value that contains another is masked whole.
         ordered = sorted(pieces, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        self.masks = self._pattern is not None
+        """Whether ``mask`` can change a text: read per step by an agent, to skip masking when it cannot."""
 
     def names(self) -> frozenset[str]:
         """The names ``${{ secrets.NAME }}`` may use."""
