@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Set
 from typing import Protocol
 
-__all__ = ["Matches", "no_node_reason", "action_label", "user_labels", "ACTION_PREFIX", "actions_of",
+__all__ = ["Matches", "constraints", "no_node_reason", "action_label", "user_labels", "ACTION_PREFIX", "actions_of",
            "server_actions"]  # fmt: skip
 
 ACTION_PREFIX = "\x00uses:"
@@ -122,3 +122,17 @@ def no_node_reason(pool: str, node_pin: str | None, labels: frozenset[str],
     return (f"no node in pool {pool!r}{with_labels} can run {server_actions(lacking)}: "
             f"node{'s' if len(fitting) > 1 else ''} {listed} cannot (a remote node's agent offers only "
             "the built-ins and its --actions)")  # fmt: skip
+
+
+def constraints(node_pin: str | None, labels: frozenset[str]) -> str:
+    """`` (node-name N; labels a, b; uses deploy)``: what a waiting job asks of a node, for its reason."""
+    parts = []
+    if node_pin:
+        parts.append(f"node-name {node_pin}")
+    shown = user_labels(labels)
+    if shown:
+        parts.append(f"labels {', '.join(shown)}")
+    actions = actions_of(labels)
+    if actions:  # actions only some nodes can run (docs/design.md §11)
+        parts.append(f"uses {', '.join(actions)}")
+    return f" ({'; '.join(parts)})" if parts else ""

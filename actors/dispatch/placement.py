@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Hashable, Iterator
 from typing import Any
 
-from .matching import Matches, actions_of, no_node_reason, user_labels
+from .matching import Matches, constraints, no_node_reason
 from .records import Agent as _Agent
 from .records import Grant, JobKey, Request
 from .records import Node as _Node
@@ -215,9 +215,9 @@ class Placement:
         if self._pinned:
             self._serve_pinned(agent, grants)  # a lock chain's next job first
         node = agent.node
-        if agent.held is None and agent.locked_by is None and not node.draining and not node.surplus:
-            self._set_idle(agent)
-            self._serve_node(node, grants)
+        if agent.held is None and agent.locked_by is None and not node.draining and (node.want is None
+                                                                                    or not node.surplus):
+            self._freed(agent, grants)
         return held, grants
 
     def relock(self, build_id: str, agent_name: str) -> bool:
@@ -245,8 +245,7 @@ class Placement:
         if agent.held is None and not agent.node.draining:
             self._serve_pinned(agent, grants)
             if agent.held is None and not agent.node.surplus:
-                self._set_idle(agent)
-                self._serve_node(agent.node, grants)
+                self._freed(agent, grants)
         return grants
 
     # -- introspection -----------------------------------------------------------------------
@@ -284,7 +283,7 @@ class Placement:
         matching = [node for node in self.nodes.values() if self._node_fits(node, request)]
         if request.per_node is not None and all(n.running[request.key] >= request.per_node for n in matching):
             return f"concurrency-limit-per-node {request.per_node} reached for {job} on every matching node"
-        return f"no free agent on {len(matching)} matching node(s)" + _constraints(request)
+        return f"no free agent on {len(matching)} matching node(s)" + constraints(request.node_pin, request.labels)
 
     def pinned_to(self, agent_name: str) -> list[Request]:
         """Waiting requests that can only run on ``agent_name``."""
@@ -334,8 +333,9 @@ class Placement:
 
     def _grant(self, request: Request, agent: _Agent) -> Grant:
         node = agent.node
-        node.idle.pop(agent.name, None)
-        if not node.idle:
+        idle = node.idle
+        # Popped (a value None, not the default 0) and the node's last idle agent: the node is no longer free.
+        if idle and idle.pop(agent.name, 0) is None and not idle:
             for index in self._free.values():
                 index.pop(node.name, None)
         agent.held = request
@@ -396,10 +396,38 @@ class Placement:
             if cls.key in self._classes:
                 self._enlist(cls)
 
+    def _freed(self, agent: _Agent, grants: list[Grant]) -> None:
+        """``agent`` (not draining, unlocked, wanted) is free: to the oldest waiting head that fits, else idle."""
+        node = agent.node
+        if node.idle:
+            self._set_idle(agent)
+            self._serve_node(node, grants)
+            return
+        # Its node's only idle agent: what ``_set_idle`` then ``_serve_node`` would do, without putting it
+        # in the idle indexes to take it out again (the usual release under load).
+        best = self._best_for(node)
+        if best is None:
+            self._set_idle(agent)
+            return
+        head = best.head
+        self._take(best, head)
+        grants.append(self._grant(head, agent))
+
     def _serve_node(self, node: _Node, grants: list[Grant]) -> None:
         """Give ``node``'s idle agents to the oldest waiting heads that fit there."""
-        while node.idle and self._ready and not node.draining:
-            best = self._oldest_any()
+        while node.idle and not node.draining:
+            best = self._best_for(node)
+            if best is None:
+                break
+            head = best.head
+            self._take(best, head)
+            grants.append(self._grant(head, node.agents[next(iter(node.idle))]))
+
+    def _best_for(self, node: _Node) -> _Class | None:
+        """The ready class with the oldest head that may run on ``node`` now; those found at their key's
+        total on the way are parked."""
+        while self._ready:
+            best = self._oldest_any() if self._ready_any else None
             for class_key in self._ready_constrained:
                 cls = self._classes[class_key]
                 head = cls.head
@@ -410,14 +438,14 @@ class Placement:
                 if best is None or head.seq < best.head.seq:
                     best = cls
             if best is None:
-                break
+                return None
             head = best.head
             if head.total is not None and self.total[head.key] >= head.total:
                 self._unready(best)
                 self._parked.setdefault(head.key, {})[best.key] = None
                 continue
-            self._take(best, head)
-            grants.append(self._grant(head, node.agents[next(iter(node.idle))]))
+            return best
+        return None
 
     def _serve_pinned(self, agent: _Agent, grants: list[Grant]) -> None:
         """The oldest request pinned to ``agent`` (lock-resource-with) that can go now."""
@@ -436,11 +464,11 @@ class Placement:
         grants.append(self._grant(head, agent))
 
     def _take(self, cls: _Class, request: Request) -> None:
-        cls.requests.pop(request.token)
         del self.waiting[request.token]
         if cls.head is not request:
+            cls.requests.pop(request.token)
             return  # the head still waits: the class is not empty and keeps its place
-        head = cls.requests.head()
+        head = cls.requests.pop_head(request)
         if head is None:
             self._drop_class(cls)
             return
@@ -464,16 +492,3 @@ class Placement:
                 members.pop(cls.key, None)
                 if not members:
                     del index[name]
-
-
-def _constraints(request: Request) -> str:
-    parts = []
-    if request.node_pin:
-        parts.append(f"node-name {request.node_pin}")
-    labels = user_labels(request.labels)
-    if labels:
-        parts.append(f"labels {', '.join(labels)}")
-    actions = actions_of(request.labels)
-    if actions:  # actions only some nodes can run (docs/design.md §11)
-        parts.append(f"uses {', '.join(actions)}")
-    return f" ({'; '.join(parts)})" if parts else ""

@@ -237,8 +237,11 @@ class PoolActor(Actor):
         if agent is None or agent.name != message.agent:
             return  # stale: that attempt was already handed back (agent lost)
         node = agent.node
-        for grant in self.placement.release(message.token)[1]:
-            self._run(grant)
+        agents, timeouts = self.agents, self.timeouts
+        for grant in self.placement.release(message.token)[1]:  # ``_run``, inline: once per build under load
+            request: JobRequest = grant.request.data
+            timeouts.discard(request.token)
+            agents[grant.agent].tell(RunJob(request.token, request.pipeline, request.payload))
         # Only a resized node (``want`` set) has agents to spare: most releases skip the question.
         if node.draining or (node.want is not None and self.placement.retirable(message.agent)):
             self._retire(message.agent)
