@@ -15,7 +15,7 @@ import pytest
 import trio
 
 import runtime
-from actors.execution.actions import StepContext
+from actors.execution.actions import ActionFailed, StepContext
 
 from .conftest import describe
 
@@ -134,6 +134,46 @@ jobs:
     assert steps == {"boom": "FAILED", "skipped-by-failure": "UNEXEC", "report": "SUCCEED",
                      "always": "SUCCEED", "only-on-cancel": "SKIP"}
     assert build.status == "FAILED"
+
+
+@pytest.mark.trio
+async def test_instant_steps_follow_the_step_rules_of_steps_run_in_a_task(autojump_clock: trio.abc.Clock) -> None:
+    """Built-in steps run inline in the agent, other actions in a task: ``if``, ``retry-times`` and
+    ``continue-on-error`` decide the same on both paths, from the first step on."""
+
+    async def noop(step: StepContext) -> None:
+        pass
+
+    async def fail(step: StepContext) -> None:
+        raise ActionFailed("failed by the fail action")
+
+    pipeline = """
+name: rules-{kind}
+jobs:
+  j:
+    steps:
+      - {{id: cancel-only, if: CANCELED, uses: {prefix}noop}}
+      - {{id: failure-only, if: FAILURE, uses: {prefix}noop}}
+      - {{id: first, uses: {prefix}noop}}
+      - {{id: flaky, uses: {prefix}fail, retry-times: 1, continue-on-error: true}}
+      - {{id: tolerated, uses: {prefix}noop}}
+      - {{id: boom, uses: {prefix}fail}}
+      - {{id: not-run, uses: {prefix}noop}}
+      - {{id: report, if: FAILURE, uses: {prefix}noop}}
+      - {{id: always, if: ALWAYS, uses: {prefix}noop}}
+"""
+    seen = []
+    async with opened() as rt:
+        rt.register_action("task-noop", noop)
+        rt.register_action("task-fail", fail)
+        for kind, prefix in (("inline", ""), ("task", "task-")):
+            job = (await run(rt, pipeline.format(kind=kind, prefix=prefix))).job("j")
+            seen.append((job.status, job.reason, [(s.id, s.status, len(s.attempts)) for s in job.steps]))
+    assert seen[0] == seen[1]
+    assert seen[0] == ("FAILED", "step 'boom' ended FAILED: failed by the fail action", [
+        ("cancel-only", "SKIP", 0), ("failure-only", "SKIP", 0), ("first", "SUCCEED", 1), ("flaky", "FAILED", 2),
+        ("tolerated", "SUCCEED", 1), ("boom", "FAILED", 1), ("not-run", "UNEXEC", 0), ("report", "SUCCEED", 1),
+        ("always", "SUCCEED", 1)])
 
 
 @pytest.mark.trio
