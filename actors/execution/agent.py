@@ -257,23 +257,27 @@ class AgentActor(Actor):
 
     def _run_inline(self, run: RunJob, records: list[Record], actions: tuple[SyncAction, ...], now: float) -> None:
         # Its records happen in one instant and share ``now``: a clock read per record cost more than the step.
-        runner = JobRunner(run.payload, records)
-        steps, index = runner.steps, runner.index
-        if not runner.failed:
-            # While steps succeed and their ``if`` lets them run, the runner has nothing to decide (its calls
-            # were a fifth of an instant job's cost): it takes over at a step that fails or has another ``if``.
+        payload = run.payload
+        steps, index = payload.job.steps, payload.start_step
+        outcome: StepOutcome | None = None
+        if not payload.failed_before:
+            # While steps succeed and their ``if`` lets them run, the step rules have nothing to decide (the
+            # runner's calls were a fifth of an instant job's cost): a runner takes over at a step that fails
+            # or has another ``if``.
             while index < len(steps) and steps[index].if_ in _RUNS_WHILE_OK:
                 outcome = self._instant_step(run, index, steps[index], actions[index], records, now)
                 if outcome.status != _SUCCEED:
-                    runner.index = index
-                    runner.step_done(outcome)
                     break
                 index += 1
             else:
                 if index == len(steps):
                     self._finish(run, records, JobStatus.SUCCEED, None, now)
                     return
-                runner.index = index
+                outcome = None
+        runner = JobRunner(payload, records)
+        runner.index = index
+        if outcome is not None:  # the step that failed
+            runner.step_done(outcome)
         while (item := runner.next_step()) is not None:
             index, step = item
             runner.step_done(self._instant_step(run, index, step, actions[index], records, now))
