@@ -184,17 +184,6 @@ class Placement:
         self._ready.pop(cls.key, None)  # a heap entry left behind is skipped when it surfaces
         self._ready_constrained.pop(cls.key, None)
 
-    def _oldest_any(self) -> _Class | None:
-        """The ready any-node class with the oldest head, dropping stale heap entries."""
-        heap = self._ready_any
-        while heap:
-            seq, key = heap[0]
-            cls = self._classes.get(key)
-            if cls is not None and key in self._ready and cls.head.seq == seq:
-                return cls
-            heapq.heappop(heap)
-        return None
-
     def withdraw(self, token: Hashable) -> Request | None:
         """Remove a waiting request (cancel, timeout); None if it is not waiting."""
         request = self.waiting.get(token)
@@ -426,8 +415,16 @@ class Placement:
     def _best_for(self, node: _Node) -> _Class | None:
         """The ready class with the oldest head that may run on ``node`` now; those found at their key's
         total on the way are parked."""
-        while self._ready:
-            best = self._oldest_any() if self._ready_any else None
+        heap, ready, classes = self._ready_any, self._ready, self._classes
+        while ready:
+            best = None
+            while heap:  # the ready any-node class with the oldest head, dropping stale entries
+                seq, key = heap[0]
+                cls = classes.get(key)
+                if cls is not None and key in ready and cls.head.seq == seq:
+                    best = cls
+                    break
+                heapq.heappop(heap)
             for class_key in self._ready_constrained:
                 cls = self._classes[class_key]
                 head = cls.head
@@ -477,7 +474,7 @@ class Placement:
             heap = self._ready_any
             if heap and heap[0][0] == request.seq:
                 # The old head's entry is on top (it was just served): replace it rather than leave it
-                # to be popped as stale by ``_oldest_any``.
+                # to be popped as stale by ``_best_for``.
                 heapq.heapreplace(heap, (cls.head.seq, cls.key))
             else:
                 heapq.heappush(heap, (cls.head.seq, cls.key))

@@ -50,7 +50,7 @@ class Request:
         self.per_node = per_node
         self.total = total
         self.seq = 0
-        self.since = since
+        self.since = since  # when it began to wait (the pool reads the clock only for a request that waits)
         self.data = data
         self.class_key: tuple[Any, ...] = (key, node_pin, labels, agent_pin, per_node, total)
 
