@@ -294,7 +294,9 @@ class Placement:
         return request.labels <= node.labels
 
     def _find(self, request: Request) -> _Agent | None:
-        if request.total is not None and self.total[request.key] >= request.total:
+        # The counters are read with ``get`` and emptied with ``pop`` on the hot path: a Counter's
+        # ``__missing__`` and ``__delitem__`` are Python calls (five per build with one client).
+        if request.total is not None and self.total.get(request.key, 0) >= request.total:
             return None
         if request.agent_pin is not None:
             agent = self.agents.get(request.agent_pin)
@@ -309,8 +311,10 @@ class Placement:
             node = self.nodes.get(request.node_pin)
             candidates: Any = (request.node_pin,) if node is not None and node.idle else ()
         else:
-            self._register_labels(request.labels)
-            candidates = self._free[request.labels]
+            candidates = self._free.get(request.labels)
+            if candidates is None:
+                self._register_labels(request.labels)
+                candidates = self._free[request.labels]
         for name in candidates:
             node = self.nodes[name]
             if not self._node_fits(node, request) or not node.idle:
@@ -330,8 +334,9 @@ class Placement:
         agent.held = request
         if request.lock:
             agent.locked_by = request.build_id
-        node.running[request.key] += 1
-        self.total[request.key] += 1
+        key = request.key
+        node.running[key] = node.running.get(key, 0) + 1
+        self.total[key] = self.total.get(key, 0) + 1
         self.granted[request.token] = agent
         return Grant(request, node.name, agent.name)
 
@@ -345,12 +350,12 @@ class Placement:
         if count:
             running[key] = count
         else:
-            del running[key]
+            running.pop(key)
         count = self.total[key] - 1
         if count:
             self.total[key] = count
         else:
-            del self.total[key]
+            self.total.pop(key)
         if key in self._parked:
             self._unpark(key, grants)
 
@@ -390,7 +395,8 @@ class Placement:
         node = agent.node
         if node.idle:
             self._set_idle(agent)
-            self._serve_node(node, grants)
+            if self._ready:  # else nothing waits that could go (the usual release with one client)
+                self._serve_node(node, grants)
             return
         # Its node's only idle agent: what ``_set_idle`` then ``_serve_node`` would do, without putting it
         # in the idle indexes to take it out again (the usual release under load).

@@ -217,8 +217,8 @@ class PoolActor(Actor):
         request = Request(token, token.build_id, key, runs_on.node_name, labels, agent, message.lock,
                           runs_on.concurrency_limit_per_node, runs_on.concurrency_limit_total, 0.0, message)
         grant = self.placement.request(request)
-        if grant is not None:
-            self._run(grant)
+        if grant is not None:  # ``_run`` without its ``timeouts.discard``: this request never waited
+            self.agents[grant.agent].tell(RunJob(token, message.pipeline, message.payload))
             return
         request.since = since = self.now()
         self.timeouts.add(token, since + runs_on.queue_timeout_minutes * 60)
