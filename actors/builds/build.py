@@ -33,12 +33,13 @@ from ..model.vocab import (
     StepStatus,
 )
 from .lost import LostAttempts
-from .records import BuildShape, JobAttempt, JobRun, StepAttempt, StepLog, job_run
+from .records import BuildShape, JobAttempt, JobRun, StepAttempt, StepLog
 
 __all__ = ["Build", "new_build"]
 
 # Read on every transition: module globals, not enum class attributes.
 _WAITING, _QUEUE = JobStatus.DEPENDENT_WAITING, JobStatus.QUEUE
+_RUNNING = BuildStatus.RUNNING
 _SUCCESS, _ALWAYS, _FAILURE = RunCondition.SUCCESS, RunCondition.ALWAYS, RunCondition.FAILURE
 _HEARTBEAT_TIMEOUT = JobStatus.HEARTBEAT_TIMEOUT
 _STEP_RUNNING, _STEP_FAILED, _STEP_CANCELED = StepStatus.RUNNING, StepStatus.FAILED, StepStatus.CANCELED
@@ -113,23 +114,13 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
         return self._phases if self._phases is not None else self._make_records({})
 
     def _make_records(self, jobs: dict[str, JobRun]) -> tuple[tuple[JobRun, ...], ...]:
-        """The job records phase by phase, each also put in ``jobs`` by id.
-
-        Once per build, on its hot path: plain loops over the shape's layout,
-        since each comprehension is a function call of its own (CPython 3.11).
-        """
-        phases: list[tuple[JobRun, ...]] = []
-        for index, specs in enumerate(self.shape.layout):
-            made: list[JobRun] = []
-            for spec, step_index in specs:
-                jobs[spec.id] = job = job_run(spec, index, step_index)
-                made.append(job)
-            phases.append(tuple(made))
-        if self.finished:  # it ended before it started (queue timeout, cancelled while queued)
+        """The job records phase by phase, each also put in ``jobs`` by id."""
+        phases = self.shape.records(jobs)
+        if self.status in BUILD_FINAL:  # it ended before it started (queue timeout, cancelled while queued)
             for phase in phases:
                 for job in phase:
                     job.end_unrun(JobStatus.UNEXEC, self.reason or "")
-        return tuple(phases)
+        return phases
 
     @property
     def phase_names(self) -> list[str]:
@@ -184,9 +175,15 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
 
     def start(self, now: float) -> list[JobRun]:
         """Admitted: start running; returns the jobs to dispatch."""
-        self.status = BuildStatus.RUNNING
+        self.status = _RUNNING
         self.started_at = now
         self.reason = None
+        if self._phases is None and self.cancelling is None and self.shape.opens:
+            # fresh: its records are made as this advance would leave them (BuildShape.opens)
+            jobs: dict[str, JobRun] = {}
+            self._phases = self.shape.records(jobs, self.execute_count)
+            self._jobs = jobs
+            return list(self._phases[0])
         return self.advance(now)
 
     def end_unstarted(self, status: BuildStatus, reason: str, now: float) -> None:

@@ -58,17 +58,19 @@ from ..model.messages import (
 from ..model.spec import PipelineSpec
 from ..state.durable import Durable
 from ..state.journal import Committed
-from .build import Build, new_build
+from .build import Build
 from .driver import BuildDriver
 from .listing import build_key, build_log, describe, list_builds
 from .logfollow import read_log
 from .resume import Drain, GetLogSources, Restore, Resume, log_sources, resume, resume_running
 from .records import BuildShape
-from .snapshot import build_info
+from .snapshot import build_info, opened_info
 from .submission import RetryPlan, check_variables, group_config, render_group
-from ..model.vocab import BuildStatus
+from ..model.vocab import BUILD_FINAL, BuildStatus
 
 __all__ = ["PipelineActor", "RetryPlan"]
+
+_QUEUE = BuildStatus.QUEUE
 
 
 class PipelineActor(BuildDriver):
@@ -202,17 +204,23 @@ class PipelineActor(BuildDriver):
         build_id = f"{self.pipeline_id}.{number}"
         group = render_group(self.pipeline_id, self.spec, build_id, number, variables, self.mask)
         self.next_number += 1
-        build = new_build(build_id=build_id, spec=self.shape, number=number, variables=variables, group=group,
-                          now=time.time(), pipeline_id=self.pipeline_id)  # fmt: skip
+        shape, now = self.shape, time.time()
+        build = Build(build_id, self.pipeline_id, shape.spec, shape, number, variables, group, now, now)
         if group is None:
-            self._store(build)
+            # No group to ask: submitted, started and dispatched in this one pass, at one instant.
+            self.builds[build_id] = build
             self._emit_build(build, None)
-            self._start(build)
+            dispatch = build.start(now)
+            self._emit_build(build, _QUEUE)
+            self._dispatch(build, dispatch)
+            if build.status in BUILD_FINAL:
+                self._finished(build)
+            elif shape.opens:
+                return opened_info(build)
             return build_info(build)
         self.pending[build_id] = build
-        assert build.queued_at is not None
         self.replies[build_id] = self.defer_reply()
-        self._group(group).tell(Admit(build_id, self.ref, group_config(self.spec, group), build.queued_at))
+        self._group(group).tell(Admit(build_id, self.ref, group_config(self.spec, group), now))
         return None
 
     def _admitted(self, message: Admitted) -> None:

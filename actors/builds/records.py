@@ -14,13 +14,14 @@ from typing import IO, Any, ClassVar
 import msgspec
 
 from ..model.spec import Job, PipelineSpec, Step
-from ..model.vocab import JOB_FAILING, STEP_FAILING, STEP_FINAL, JobStatus, StepStatus
+from ..model.vocab import JOB_FAILING, STEP_FAILING, STEP_FINAL, JobStatus, RunCondition, StepStatus
 
-__all__ = ["BuildShape", "JobRun", "job_run", "StepRun", "JobAttempt", "StepAttempt", "StepLog", "step_log"]
+__all__ = ["BuildShape", "JobRun", "StepRun", "JobAttempt", "StepAttempt", "StepLog", "step_log"]
 
 # Read on every transition: module globals, not enum class attributes (5 ns, not 50).
 _WAITING, _QUEUE, _SUCCEED = JobStatus.DEPENDENT_WAITING, JobStatus.QUEUE, JobStatus.SUCCEED
 _STEP_QUEUE, _STEP_RUNNING = StepStatus.QUEUE, StepStatus.RUNNING
+_OPENING = frozenset({RunCondition.SUCCESS, RunCondition.ALWAYS})  # a job's `if` that lets it start first
 _NOTHING: dict[str, str] = {}
 _NO_LINES: list[str] = []  # a log's lines until its first: shared, never appended to
 
@@ -243,7 +244,7 @@ class JobAttempt(msgspec.Struct, gc=False):
 
 
 class JobRun(msgspec.Struct, gc=False):
-    """A job of one build: its attempts and its steps (made from ``spec`` by ``job_run``)."""
+    """A job of one build: its attempts and its steps (made from ``spec`` by ``BuildShape.records``)."""
 
     id: str  # read on every transition: a field, not a property
     spec: Job
@@ -287,11 +288,6 @@ class JobRun(msgspec.Struct, gc=False):
             step.reset()
 
 
-def job_run(spec: Job, phase: int, step_index: dict[str, int]) -> JobRun:
-    """A new job record, every step still to run."""
-    return JobRun(spec.id, spec, phase, step_index, tuple(map(StepRun, spec.steps)))
-
-
 class BuildShape:
     """What every build of one pipeline definition shares, made once per definition.
 
@@ -301,7 +297,8 @@ class BuildShape:
     Read-only once made.
     """
 
-    __slots__ = ("spec", "phase_names", "chains", "step_index", "layout", "definition", "mask", "fresh")
+    __slots__ = ("spec", "phase_names", "chains", "step_index", "layout", "definition", "mask", "fresh", "opens",
+                 "opened")
 
     def __init__(
         self, spec: PipelineSpec, definition: str = "", mask: Callable[[str], str] | None = None
@@ -320,6 +317,38 @@ class BuildShape:
         self.layout = tuple(tuple((job, self.step_index[job.id]) for job in jobs) for jobs in phases)
         # the stages every untouched build of this shape shows, and the key they hold for (snapshot.py)
         self.fresh: tuple[tuple[Any, ...], list[Any]] | None = None
+        # A fresh build's first advance starts every job of its first phase and nothing else when none
+        # of them waits for another or has an `if` that could end it unrun: ``records`` then makes the
+        # first attempts itself, and every such build answers its submission with the same stages
+        # (``opened``, snapshot.py). No mutex either: a mutex label that fails to render ends its job.
+        first = self.layout[0] if self.layout else ()
+        self.opens = bool(first) and all(
+            not job.depend_on and job.mutex is None and job.if_ in _OPENING for job, _ in first
+        )
+        self.opened: list[Any] | None = None
+
+    def records(self, jobs: dict[str, JobRun], opening: int | None = None) -> tuple[tuple[JobRun, ...], ...]:
+        """A build's job records phase by phase, each also put in ``jobs`` by id.
+
+        With ``opening`` (the build's execute count; only where ``opens``), the
+        first phase's jobs are made queued with their first attempt, as the
+        build's first ``advance`` would leave them. Once per build, on its hot
+        path: plain loops, since each comprehension is a function call of its own (CPython 3.11).
+        """
+        phases: list[tuple[JobRun, ...]] = []
+        for index, specs in enumerate(self.layout):
+            made: list[JobRun] = []
+            for spec, step_index in specs:
+                if opening is None:
+                    job = JobRun(spec.id, spec, index, step_index, tuple(map(StepRun, spec.steps)))
+                else:
+                    job = JobRun(spec.id, spec, index, step_index, tuple(map(StepRun, spec.steps)), _QUEUE, None,
+                                 (JobAttempt(1, opening, None, 0),))  # fmt: skip
+                jobs[spec.id] = job
+                made.append(job)
+            opening = None
+            phases.append(tuple(made))
+        return tuple(phases)
 
 
 def _lock_chains(spec: PipelineSpec) -> dict[str, str]:

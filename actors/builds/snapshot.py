@@ -15,7 +15,7 @@ from ..model.info import (
 )
 from ..model.vocab import BuildStatus, JobStatus, StageStatus
 
-__all__ = ["build_info"]
+__all__ = ["build_info", "opened_info"]
 
 
 def build_info(build: Build, queue_position: int | None = None) -> BuildInfo:
@@ -47,6 +47,27 @@ def build_info(build: Build, queue_position: int | None = None) -> BuildInfo:
         finished_at=rfc3339(build.finished_at),
         stages=stages,
     )
+
+
+def opened_info(build: Build) -> BuildInfo:
+    """``build_info`` of a build just submitted and started in one pass (``BuildShape.opens``).
+
+    Its stages are the same for every such build of its shape, made once;
+    submitted, queued and started at one instant, it formats that stamp once.
+    """
+    shape = build.shape
+    stages = shape.opened
+    if stages is None:
+        stages = shape.opened = _stages(build)
+    variables, group, mask = build.variables, build.group, shape.mask
+    if mask is not None:  # only with secrets configured
+        variables = {name: mask(value) for name, value in variables.items()}
+        group = group and mask(group)
+    stamp = rfc3339(build.created_at)
+    return BuildInfo(id=build.id, pipeline_id=build.pipeline_id, number=build.number, status=build.status,
+                     execute_count=build.execute_count, group=group, queue_position=None, reason=None,
+                     variables=variables, created_at=stamp, queued_at=stamp, started_at=stamp, finished_at=None,
+                     stages=stages)  # fmt: skip
 
 
 def _stages(build: Build) -> list[StageInfo]:
