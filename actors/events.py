@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -337,33 +337,47 @@ class EventHub(Actor):
             self.reserved = self.next_id + count + RESERVE_BLOCK
             self.reserve(self.reserved)
 
-    def _publish(self, records: Iterable[Record]) -> None:
+    def _publish(self, records: tuple[Record, ...]) -> None:
+        count = len(records)
         if self.reserve is not None:
-            self._reserve(len(records) if isinstance(records, tuple) else 0)
-        log, builds, jobs = self.log, self.builds, self.jobs
+            self._reserve(count)
+        log = self.log
         ring, capacity = log._ring, log.capacity  # the log's writer: appends inline, 8 records per build
-        subscribers = self.subscribers
-        event_id = self.next_id
+        first = self.next_id
+        start = first % capacity
+        # the records themselves (EventLog.read wraps one in a Kept if anyone reads it): one slice
+        # store while the batch does not wrap round the ring, not a store per record
+        if start + count <= capacity:
+            ring[start : start + count] = records
+        else:
+            for offset, record in enumerate(records):
+                ring[(first + offset) % capacity] = record
+        builds, jobs = self.builds, self.jobs
         builds_counted = False
         for record in records:
-            # the record itself: EventLog.read wraps it in a Kept if anyone reads it
-            ring[event_id % capacity] = record
-            kind, previous, status = record.kind, record.previous, record.status
-            if previous != status and (kind is _BUILD or kind is _JOB):
-                counter = builds if kind is _BUILD else jobs
+            kind = record.kind
+            if kind is _BUILD:
+                counter = builds
+                builds_counted = True
+            elif kind is _JOB:
+                counter = jobs
+            else:
+                continue
+            previous, status = record.previous, record.status
+            if previous != status:
                 if previous is not None:
                     counter[previous] -= 1
                 if status is not None:
                     counter[status] += 1
-                builds_counted = builds_counted or counter is builds
-            if subscribers:
+        if self.subscribers:
+            for offset, record in enumerate(records):
+                event_id = first + offset
                 kept = ring[event_id % capacity] = Kept(event_id, record)
                 self._fan_out(kept.event)
-            event_id += 1
         if builds_counted:  # read only between messages: once per batch, not per build record
             self.gauge.unfinished = builds[_QUEUE] + builds[_RUNNING]
-        self.next_id = event_id
-        log.last_id = event_id - 1
+        self.next_id = first + count
+        log.last_id = first + count - 1
         log.notify()
 
     def _fan_out(self, event: Event) -> None:
