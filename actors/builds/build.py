@@ -39,7 +39,7 @@ __all__ = ["Build", "new_build"]
 
 # Read on every transition: module globals, not enum class attributes.
 _WAITING, _QUEUE = JobStatus.DEPENDENT_WAITING, JobStatus.QUEUE
-_RUNNING = BuildStatus.RUNNING
+_RUNNING, _SUCCEED = BuildStatus.RUNNING, BuildStatus.SUCCEED
 _SUCCESS, _ALWAYS, _FAILURE = RunCondition.SUCCESS, RunCondition.ALWAYS, RunCondition.FAILURE
 _HEARTBEAT_TIMEOUT = JobStatus.HEARTBEAT_TIMEOUT
 _STEP_RUNNING, _STEP_FAILED, _STEP_CANCELED = StepStatus.RUNNING, StepStatus.FAILED, StepStatus.CANCELED
@@ -206,7 +206,7 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
         every job end did).
         """
         dispatch: list[JobRun] = []
-        phases = self.phases
+        phases = self._phases if self._phases is not None else self.phases
         count = len(phases)
         while self.phase < count:
             unfinished = False
@@ -274,18 +274,19 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
         dispatch.append(job)
 
     def _finish(self, now: float) -> None:
-        if self.finished:
+        if self.status in BUILD_FINAL:
             return
         self.finished_at = now
         if self.cancelling is not None:
             self.status, self.reason = BuildStatus.CANCELED, self.cancelling
             return
-        for job in self.jobs.values():  # the first failed job names the build's failure
-            if job.failed:
+        jobs = self._jobs if self._jobs is not None else self.jobs
+        for job in jobs.values():  # the first failed job (JobRun.failed) names the build's failure
+            if job.status in JOB_FAILING and not job.spec.continue_on_error:
                 self.status = BuildStatus.FAILED
                 self.reason = f"job {job.id!r} ended {job.status}: {job.reason or 'no reason given'}"
                 return
-        self.status, self.reason = BuildStatus.SUCCEED, None
+        self.status, self.reason = _SUCCEED, None
 
     # -- reports from agents and the dispatcher ---------------------------------------
 
@@ -344,7 +345,8 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
         attempt.status, attempt.reason, attempt.exit_code = status, reason, exit_code
         attempt.outputs, attempt.exported_env = outputs, exported_env
         attempt.finished_at = now
-        attempt.log.close()
+        if attempt.log.file is not None:
+            attempt.log.close()
         step.status, step.reason = status, reason
 
     def step_not_run(self, job: JobRun, index: int, status: StepStatus, reason: str) -> None:
@@ -369,7 +371,9 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
                 if last is not None and last.status == _STEP_RUNNING:
                     last.status, last.reason, last.finished_at = step.status, reason, now
             if step.attempts:
-                step.attempts[-1].log.close()  # an attempt cut short never reported its end
+                log = step.attempts[-1].log
+                if log.file is not None:  # an attempt cut short never reported its end
+                    log.close()
         return self.advance(now, unrun)
 
     # -- cancel -------------------------------------------------------------------

@@ -50,7 +50,7 @@ from .payload import chain_agent, job_payload, template_context
 from .records import JobRun
 from .snapshot import build_info
 from .submission import RetryPlan
-from ..model.vocab import BuildStatus, EventKind, JobStatus
+from ..model.vocab import BUILD_FINAL, BuildStatus, EventKind, JobStatus
 
 __all__ = ["BuildDriver", "NotHeld"]
 
@@ -58,6 +58,7 @@ __all__ = ["BuildDriver", "NotHeld"]
 _UNRUN = frozenset({JobStatus.UNEXEC, JobStatus.SKIP, JobStatus.DEPENDENT_WAITING})
 # Read on every job's end: module globals, not enum class attributes.
 _WAITING, _HEARTBEAT_TIMEOUT = JobStatus.DEPENDENT_WAITING, JobStatus.HEARTBEAT_TIMEOUT
+_BUILD, _JOB, _STEP = EventKind.BUILD, EventKind.JOB, EventKind.STEP
 
 
 class NotHeld(NotFound):
@@ -73,6 +74,7 @@ class BuildDriver(Actor):
         self.spec = spec  # the current definition (a build runs on the one it started with)
         self.hub = hub
         self.pools = pools
+        self.pool_refs: dict[str, Ref] = {}  # pool name -> its actor, while it runs (see _request_agent)
         self.groups = groups
         self.mutexes = mutexes
         self.history = history  # finished builds kept here; with a store, older ones are read from it
@@ -109,9 +111,14 @@ class BuildDriver(Actor):
             self._finished(build)
 
     def _dispatch(self, build: Build, jobs: list[JobRun]) -> None:
+        if self.durable is not None and jobs:
+            self.durable.touch(build)
+        outbox, build_id = self.outbox, build.id
         for job in jobs:
-            self._emit_job(build, job, None)
-            token = JobToken(build.id, job.id, job.attempts[-1].number)
+            attempt = job.attempts[-1].number
+            outbox.append(Record(_JOB, job.status, job.reason, pipeline_id=self.pipeline_id, build_id=build_id,
+                                 job_id=job.id, attempt=attempt))  # fmt: skip
+            token = JobToken(build_id, job.id, attempt)
             mutex = job.spec.mutex
             if mutex is None:
                 self._request_agent(build, job, token)
@@ -129,14 +136,16 @@ class BuildDriver(Actor):
     def _request_agent(self, build: Build, job: JobRun, token: JobToken) -> None:
         runs_on = job.spec.runs_on
         in_chain = job.id in build.shape.chains
-        payload = job_payload(build, job)
-        if self.durable is not None:
-            payload = msgspec.structs.replace(payload, log_dir=f"{self.durable.log_root}/{build.number}",
-                                              max_log_bytes=self.durable.max_log_bytes)  # fmt: skip
-        self.pools.get(runs_on.pool_name).tell(
-            JobRequest(token, self.ref, payload, runs_on,
-                       agent=chain_agent(build, job) if in_chain else None, lock=in_chain)  # fmt: skip
-        )
+        durable = self.durable
+        if durable is None:
+            payload = job_payload(build, job)
+        else:
+            payload = job_payload(build, job, f"{durable.log_root}/{build.number}", durable.max_log_bytes)
+        # the pool's ref is kept: the directory's lookup was four calls per job
+        pool = self.pool_refs.get(runs_on.pool_name)
+        if pool is None or pool.stopped:
+            pool = self.pool_refs[runs_on.pool_name] = self.pools.get(runs_on.pool_name)
+        pool.tell(JobRequest(token, self.ref, payload, runs_on, chain_agent(build, job) if in_chain else None, in_chain))
 
     def _job_waiting(self, message: JobWaiting) -> None:
         """The pool says why the attempt waits (no node can run it), or that it no longer does."""
@@ -178,26 +187,36 @@ class BuildDriver(Actor):
         build = self.builds.get(token.build_id)
         job = build.live_attempt(token.job_id, token.attempt) if build is not None else None
         if build is None or job is None:
-            self.stale_reports += 1  # fenced: a message about an attempt that is over
+            self.stale_reports += 1  # fenced: a message about an attempt that is over (as in _report)
             return None
         return build, job
 
     def _report(self, report: AgentReport) -> None:
-        """Apply an agent's records in order (one loop, not a call per record: a build brings four)."""
-        live = self._live(report.token)
-        if live is None:
+        """Apply an agent's records in order, in one loop with their events made inline: a build
+        brings four records, and a call per record and per event cost ~1 µs of the pipeline's ~13."""
+        token = report.token
+        build = self.builds.get(token.build_id)
+        job = build.live_attempt(token.job_id, token.attempt) if build is not None else None
+        if build is None or job is None:
+            self.stale_reports += 1  # fenced: a message about an attempt that is over
             return
-        build, job = live
+        if self.durable is not None and report.records:
+            self.durable.touch(build)  # every record below is a change
+        outbox, pipeline_id, build_id, job_id = self.outbox, self.pipeline_id, build.id, job.id
         record: Any  # one of the report's record types, told apart by type
         for record in report.records:
             kind = type(record)
             if kind is StepStarted:
-                build.step_started(job, record.index, record.log, record.time)
-                self._emit_step(build, job, record.index)
+                step = job.steps[record.index]
+                attempt = build.step_started(job, record.index, record.log, record.time)
+                outbox.append(Record(_STEP, step.status, None, pipeline_id=pipeline_id, build_id=build_id,
+                                     job_id=job_id, step_id=step.spec.id, attempt=attempt.number))  # fmt: skip
             elif kind is StepEnded:
+                step = job.steps[record.index]
                 build.step_ended(job, record.index, record.status, record.reason, record.exit_code,
                                  record.outputs, record.exported_env, record.time)  # fmt: skip
-                self._emit_step(build, job, record.index)
+                outbox.append(Record(_STEP, step.status, step.reason, pipeline_id=pipeline_id, build_id=build_id,
+                                     job_id=job_id, step_id=step.spec.id, attempt=step.attempts[-1].number))  # fmt: skip
             elif kind is StepNotRun:
                 build.step_not_run(job, record.index, record.status, record.reason)
                 self._emit_step(build, job, record.index)
@@ -206,9 +225,10 @@ class BuildDriver(Actor):
                 build.job_started(job, record.node, record.agent, record.context, record.time)
                 if build.shape.chains:  # most pipelines have no lock-resource-with chain
                     build.lock_agent(job, job.spec.runs_on.pool_name, record.agent)
-                self._emit_job(build, job, previous)
+                outbox.append(Record(_JOB, job.status, job.reason, pipeline_id=pipeline_id, build_id=build_id,
+                                     job_id=job_id, attempt=job.attempts[-1].number, previous=previous))  # fmt: skip
             elif kind is JobEnded:
-                self._job_ended(build, job, report.token, record.status, record.reason, record.time)
+                self._job_ended(build, job, token, record.status, record.reason, record.time)
 
     def _pool_ended(self, message: EndJob) -> None:
         """The pool ended the attempt itself (see ``EndJob``): it ends as its agent's JobEnded would end it."""
@@ -229,15 +249,20 @@ class BuildDriver(Actor):
             return
         unrun: list[JobRun] = []  # jobs that were waiting and now end without running
         dispatch = build.job_ended(job, status, reason, now, unrun)
-        self._emit_job(build, job, previous_job)
+        if self.durable is not None:
+            self.durable.touch(build)
+        # the job's event and (below) the build's made here: a call each cost more than the making
+        self.outbox.append(Record(_JOB, job.status, job.reason, pipeline_id=self.pipeline_id, build_id=build.id,
+                                  job_id=job.id, attempt=job.attempts[-1].number, previous=previous_job))  # fmt: skip
         for other in unrun:
             self._emit_job(build, other, _WAITING)
         if build.locked:
             self._unlock_finished_chains(build)
         if dispatch:
             self._dispatch(build, dispatch)
-        if build.finished:
-            self._emit_build(build, previous_build)
+        if build.status in BUILD_FINAL:
+            self.outbox.append(Record(_BUILD, build.status, build.reason, pipeline_id=self.pipeline_id,
+                                      build_id=build.id, attempt=build.execute_count, previous=previous_build))
             self._finished(build)
 
     def _release_mutex(self, build: Build, token: JobToken) -> None:
@@ -277,7 +302,8 @@ class BuildDriver(Actor):
             self._answer(reply, build_info(build))
         # the write at the end of this message holds its final state
         self.finished_order.append((build.id, self.durable.seq + 1 if self.durable is not None else 0))
-        self._forget_old()
+        if len(self.finished_order) > self.history:
+            self._forget_old()
 
     def _forget_old(self) -> None:
         """Drop the oldest finished builds past ``history`` (with a store: once their final state is committed)."""
@@ -285,7 +311,7 @@ class BuildDriver(Actor):
         committed = self.durable.committed if self.durable is not None else 0
         while len(order) > self.history and order[0][1] <= committed:
             old = order.popleft()[0]
-            if old in self.builds and self.builds[old].finished and old not in self.reruns:
+            if old in self.builds and self.builds[old].status in BUILD_FINAL and old not in self.reruns:
                 del self.builds[old]
 
     def _answer(self, reply: Reply, value: Any) -> None:

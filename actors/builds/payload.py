@@ -5,50 +5,43 @@ from __future__ import annotations
 from typing import Any
 
 from .build import Build
-from .records import JobRun
+from .records import JobRun, StepLog
 from ..model.messages import JobPayload, TemplateContext
 from ..model.vocab import StepStatus
 
 __all__ = ["job_payload", "template_context", "chain_agent"]
 
 
-def job_payload(build: Build, job: JobRun) -> JobPayload:
-    """The attempt's steps, env (variables and build context), template context and the context to restore."""
+def job_payload(build: Build, job: JobRun, log_dir: str | None = None,
+                max_log_bytes: int = StepLog.DEFAULT_MAX_BYTES) -> JobPayload:  # fmt: skip
+    """The attempt's steps, env (variables and build context), template context, the context to
+    restore, and where its step logs go (``log_dir``: None keeps them in memory)."""
     attempt = job.attempts[-1]
     start = attempt.start_step
     number = str(build.number)
+    pipeline_id, build_id, variables = build.pipeline_id, build.id, build.variables
     return JobPayload(
-        pipeline_id=build.pipeline_id,
-        build_number=build.number,
-        execute_count=build.execute_count,
-        job=job.spec,
-        start_step=start,
-        template_context=_template(build, number),
-        env=_job_env(build, number),
+        pipeline_id,
+        build.number,
+        build.execute_count,
+        job.spec,
+        start,
+        TemplateContext({"pipeline_id": pipeline_id, "build_id": build_id, "build_num": number}, variables),
+        # The job's own env is rendered by the agent, which alone holds the secrets it may name.
+        {**variables, "SHUNTER_PIPELINE_ID": pipeline_id, "SHUNTER_BUILD_ID": build_id,
+         "SHUNTER_BUILD_NUM": number, "SHUNTER_EXECUTE_COUNT": str(build.execute_count)},  # fmt: skip
         # a first attempt restores nothing, and nothing before its first step failed
-        restore=_restore_context(job) if len(job.attempts) > 1 else None,
-        failed_before=start > 0 and any(step.failed_the_job for step in job.steps[:start]),
+        _restore_context(job) if len(job.attempts) > 1 else None,
+        start > 0 and any(step.failed_the_job for step in job.steps[:start]),
+        log_dir,
+        max_log_bytes,
     )
 
+
 def template_context(build: Build) -> dict[str, Any]:
-    """``ci.*`` and ``variables.*`` for templates (a job's mutex label)."""
-    return _template(build, str(build.number)).as_dict()
-
-
-def _template(build: Build, number: str) -> TemplateContext:
-    return TemplateContext({"pipeline_id": build.pipeline_id, "build_id": build.id, "build_num": number},
-                           build.variables)  # fmt: skip
-
-
-def _job_env(build: Build, number: str) -> dict[str, str]:
-    # The job's own env is rendered by the agent, which alone holds the secrets it may name.
-    return {
-        **build.variables,
-        "SHUNTER_PIPELINE_ID": build.pipeline_id,
-        "SHUNTER_BUILD_ID": build.id,
-        "SHUNTER_BUILD_NUM": number,
-        "SHUNTER_EXECUTE_COUNT": str(build.execute_count),
-    }
+    """``ci.*`` and ``variables.*`` for templates (a job's mutex label), as the payload's."""
+    ci = {"pipeline_id": build.pipeline_id, "build_id": build.id, "build_num": str(build.number)}
+    return {"ci": ci, "variables": build.variables}
 
 
 def chain_agent(build: Build, job: JobRun) -> str | None:
