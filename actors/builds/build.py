@@ -33,7 +33,7 @@ from ..model.vocab import (
     StepStatus,
 )
 from .lost import LostAttempts
-from .records import BuildShape, JobAttempt, JobRun, StepAttempt, StepLog
+from .records import NOTHING, BuildShape, JobAttempt, JobRun, StepAttempt, StepLog
 
 __all__ = ["Build", "new_build"]
 
@@ -84,6 +84,8 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
     # someone retries it): a queued build costs ~700 bytes and nine
     # objects less without them, and a million may queue.
     _phases: tuple[tuple[JobRun, ...], ...] | None = None
+    # By job id, made on first use: the hot path finds a job by its place (BuildShape.places),
+    # and a dict kept per build was one more object the garbage collector counted.
     _jobs: dict[str, JobRun] | None = None
     phase: int = 0
     locked: dict[str, set[tuple[str, str]]] | None = None  # chain -> (pool, agent) it holds; made on use
@@ -92,30 +94,23 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
     def phases(self) -> tuple[tuple[JobRun, ...], ...]:
         """The job records, phase by phase (made on first use)."""
         if self._phases is None:
-            self._keep_records()
-        assert self._phases is not None
+            self._phases = self._make_records()
         return self._phases
 
     @property
     def jobs(self) -> dict[str, JobRun]:
         """The job records by job id (made on first use)."""
         if self._jobs is None:
-            self._keep_records()
-        assert self._jobs is not None
+            self._jobs = {job.id: job for phase in self.phases for job in phase}
         return self._jobs
-
-    def _keep_records(self) -> None:
-        jobs: dict[str, JobRun] = {}
-        self._phases = self._make_records(jobs)
-        self._jobs = jobs
 
     def records_for_reading(self) -> tuple[tuple[JobRun, ...], ...]:
         """The job records; for a build that has none yet, made for the look and not kept."""
-        return self._phases if self._phases is not None else self._make_records({})
+        return self._phases if self._phases is not None else self._make_records()
 
-    def _make_records(self, jobs: dict[str, JobRun]) -> tuple[tuple[JobRun, ...], ...]:
-        """The job records phase by phase, each also put in ``jobs`` by id."""
-        phases = self.shape.records(jobs)
+    def _make_records(self) -> tuple[tuple[JobRun, ...], ...]:
+        """The job records phase by phase."""
+        phases = self.shape.records()
         if self.status in BUILD_FINAL:  # it ended before it started (queue timeout, cancelled while queued)
             for phase in phases:
                 for job in phase:
@@ -163,8 +158,11 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
 
     def live_attempt(self, job_id: str, attempt: int) -> JobRun | None:
         """The job if ``attempt`` is its current, unfinished attempt (the fencing check)."""
-        job = self._jobs.get(job_id) if self._jobs is not None else None
-        if job is None or not job.attempts:
+        place = self.shape.places.get(job_id)
+        if place is None or self._phases is None:
+            return None
+        job = self._phases[place[0]][place[1]]
+        if not job.attempts:
             return None
         current = job.attempts[-1]
         if current.number != attempt or current.status in JOB_FINAL:
@@ -180,9 +178,7 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
         self.reason = None
         if self._phases is None and self.cancelling is None and self.shape.opens:
             # fresh: its records are made as this advance would leave them (BuildShape.opens)
-            jobs: dict[str, JobRun] = {}
-            self._phases = self.shape.records(jobs, self.execute_count)
-            self._jobs = jobs
+            self._phases = self.shape.records(self.execute_count)
             return list(self._phases[0])
         return self.advance(now)
 
@@ -191,9 +187,9 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
         self.status = status
         self.reason = reason
         self.finished_at = now
-        if self._jobs is None:
+        if self._phases is None:
             return  # records made later show every job UNEXEC for this reason
-        for job in self._jobs.values():
+        for job in self.jobs.values():
             if job.status not in JOB_FINAL:
                 job.end_unrun(JobStatus.UNEXEC, reason)
 
@@ -280,12 +276,12 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
         if self.cancelling is not None:
             self.status, self.reason = BuildStatus.CANCELED, self.cancelling
             return
-        jobs = self._jobs if self._jobs is not None else self.jobs
-        for job in jobs.values():  # the first failed job (JobRun.failed) names the build's failure
-            if job.status in JOB_FAILING and not job.spec.continue_on_error:
-                self.status = BuildStatus.FAILED
-                self.reason = f"job {job.id!r} ended {job.status}: {job.reason or 'no reason given'}"
-                return
+        for phase in self.phases:  # the first failed job (JobRun.failed) names the build's failure
+            for job in phase:
+                if job.status in JOB_FAILING and not job.spec.continue_on_error:
+                    self.status = BuildStatus.FAILED
+                    self.reason = f"job {job.id!r} ended {job.status}: {job.reason or 'no reason given'}"
+                    return
         self.status, self.reason = _SUCCEED, None
 
     # -- reports from agents and the dispatcher ---------------------------------------
@@ -296,7 +292,7 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
         attempt.node, attempt.agent = node, agent
         attempt.started_at = now
         if attempt.context_before is None:
-            attempt.context_before = context
+            attempt.context_before = context or NOTHING  # an empty one shared: one dict less kept per job
         job.status = JobStatus.RUNNING
         job.reason = None  # why it waited (JobWaiting) no longer holds
 
@@ -343,7 +339,8 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
         step = job.steps[index]
         attempt = step.attempts[-1]
         attempt.status, attempt.reason, attempt.exit_code = status, reason, exit_code
-        attempt.outputs, attempt.exported_env = outputs, exported_env
+        # empty ones shared (never changed): two dicts less kept per step
+        attempt.outputs, attempt.exported_env = outputs or NOTHING, exported_env or NOTHING
         attempt.finished_at = now
         if attempt.log.file is not None:
             attempt.log.close()

@@ -85,7 +85,10 @@ class BuildDriver(Actor):
         self.builds: dict[str, Build] = {}
         self.reruns: dict[str, RetryPlan] = {}  # finished builds whose retry awaits its group's answer
         self.waiters: dict[str, list[Reply]] = {}
-        self.finished_order: deque[tuple[str, int]] = deque()  # (build id, seq of its last write)
+        # finished builds, oldest first, and the seq of each one's last write: two deques rather than
+        # one of pairs, whose tuple per build the garbage collector counted for as long as it was kept
+        self.finished_order: deque[str] = deque()
+        self.finished_seqs: deque[int] = deque()
         self.outbox: list[Record] = []
         self.stale_reports = 0
         # attempts waiting for their mutex: token -> (build, mutex label)
@@ -301,16 +304,18 @@ class BuildDriver(Actor):
         for reply in self.waiters.pop(build.id, ()):
             self._answer(reply, build_info(build))
         # the write at the end of this message holds its final state
-        self.finished_order.append((build.id, self.durable.seq + 1 if self.durable is not None else 0))
+        self.finished_order.append(build.id)
+        self.finished_seqs.append(self.durable.seq + 1 if self.durable is not None else 0)
         if len(self.finished_order) > self.history:
             self._forget_old()
 
     def _forget_old(self) -> None:
         """Drop the oldest finished builds past ``history`` (with a store: once their final state is committed)."""
-        order = self.finished_order
+        order, seqs = self.finished_order, self.finished_seqs
         committed = self.durable.committed if self.durable is not None else 0
-        while len(order) > self.history and order[0][1] <= committed:
-            old = order.popleft()[0]
+        while len(order) > self.history and seqs[0] <= committed:
+            old = order.popleft()
+            seqs.popleft()
             if old in self.builds and self.builds[old].status in BUILD_FINAL and old not in self.reruns:
                 del self.builds[old]
 

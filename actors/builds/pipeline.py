@@ -184,7 +184,8 @@ class PipelineActor(BuildDriver):
         elif kind is Restore:
             if message.build.id not in self.builds:
                 self.builds[message.build.id] = message.build
-                self.finished_order.append((message.build.id, 0))  # in the store already: may leave again
+                self.finished_order.append(message.build.id)  # in the store already: may leave again
+                self.finished_seqs.append(0)
         elif kind is Drain:
             self.draining = True
         elif kind is GetLogSources:

@@ -16,13 +16,13 @@ import msgspec
 from ..model.spec import Job, PipelineSpec, Step
 from ..model.vocab import JOB_FAILING, STEP_FAILING, STEP_FINAL, JobStatus, RunCondition, StepStatus
 
-__all__ = ["BuildShape", "JobRun", "StepRun", "JobAttempt", "StepAttempt", "StepLog", "step_log"]
+__all__ = ["NOTHING", "BuildShape", "JobRun", "StepRun", "JobAttempt", "StepAttempt", "StepLog", "step_log"]
 
 # Read on every transition: module globals, not enum class attributes (5 ns, not 50).
 _WAITING, _QUEUE, _SUCCEED = JobStatus.DEPENDENT_WAITING, JobStatus.QUEUE, JobStatus.SUCCEED
 _STEP_QUEUE, _STEP_RUNNING = StepStatus.QUEUE, StepStatus.RUNNING
 _OPENING = frozenset({RunCondition.SUCCESS, RunCondition.ALWAYS})  # a job's `if` that lets it start first
-_NOTHING: dict[str, str] = {}
+NOTHING: dict[str, str] = {}  # an empty mapping records share: never changed
 _NO_LINES: list[str] = []  # a log's lines until its first: shared, never appended to
 
 
@@ -204,8 +204,8 @@ class StepAttempt(msgspec.Struct, gc=False):
     finished_at: float | None = None
     reason: str | None = None
     # the step's report replaces these: never mutated, so a shared empty one until then
-    outputs: dict[str, str] = msgspec.field(default_factory=lambda: _NOTHING)
-    exported_env: dict[str, str] = msgspec.field(default_factory=lambda: _NOTHING)
+    outputs: dict[str, str] = msgspec.field(default_factory=lambda: NOTHING)
+    exported_env: dict[str, str] = msgspec.field(default_factory=lambda: NOTHING)
 
 
 class StepRun(msgspec.Struct, gc=False):
@@ -297,8 +297,8 @@ class BuildShape:
     Read-only once made.
     """
 
-    __slots__ = ("spec", "phase_names", "chains", "step_index", "layout", "definition", "mask", "fresh", "opens",
-                 "opened")
+    __slots__ = ("spec", "phase_names", "chains", "step_index", "layout", "places", "definition", "mask", "fresh",
+                 "opens", "opened")
 
     def __init__(
         self, spec: PipelineSpec, definition: str = "", mask: Callable[[str], str] | None = None
@@ -315,6 +315,8 @@ class BuildShape:
         # finally), each job's spec and step index
         phases = [stage.jobs for stage in spec.stages] + ([spec.finally_] if spec.finally_ else [])
         self.layout = tuple(tuple((job, self.step_index[job.id]) for job in jobs) for jobs in phases)
+        # job id -> (phase, position in it): where a build's record of that job is
+        self.places = {job.id: (index, at) for index, jobs in enumerate(phases) for at, job in enumerate(jobs)}
         # the stages every untouched build of this shape shows, and the key they hold for (snapshot.py)
         self.fresh: tuple[tuple[Any, ...], list[Any]] | None = None
         # A fresh build's first advance starts every job of its first phase and nothing else when none
@@ -327,8 +329,8 @@ class BuildShape:
         )
         self.opened: list[Any] | None = None
 
-    def records(self, jobs: dict[str, JobRun], opening: int | None = None) -> tuple[tuple[JobRun, ...], ...]:
-        """A build's job records phase by phase, each also put in ``jobs`` by id.
+    def records(self, opening: int | None = None) -> tuple[tuple[JobRun, ...], ...]:
+        """A build's job records phase by phase.
 
         With ``opening`` (the build's execute count; only where ``opens``), the
         first phase's jobs are made queued with their first attempt, as the
@@ -344,7 +346,6 @@ class BuildShape:
                 else:
                     job = JobRun(spec.id, spec, index, step_index, tuple(map(StepRun, spec.steps)), _QUEUE, None,
                                  (JobAttempt(1, opening, None, 0),))  # fmt: skip
-                jobs[spec.id] = job
                 made.append(job)
             opening = None
             phases.append(tuple(made))

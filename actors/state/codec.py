@@ -67,7 +67,7 @@ def decode_build(row: BuildRow, shape: BuildShape) -> Build:
     build.cancelling, build.phase = cancelling, phase
     if jobs is not None:
         saved = {item[0]: item for item in jobs}
-        phases = build._make_records({})
+        phases = build._make_records()
         for records in phases:
             for job in records:
                 item = saved.get(job.id)
