@@ -18,6 +18,7 @@ import msgspec
 from ..model.errors import InvalidRequest, UndeclaredVariable
 from ..model.spec import Concurrency, PipelineSpec
 from ..model.templates import TemplateError, render
+from .records import NOTHING
 
 __all__ = ["RetryPlan", "check_variables", "group_config", "render_group"]
 
@@ -45,7 +46,8 @@ def check_variables(pipeline_id: str, spec: PipelineSpec, given: dict[str, Any])
     """
     declared = spec.variables
     if not given:
-        return dict(declared)
+        # none declared: the shared empty mapping (never changed), not one more dict kept per build
+        return dict(declared) if declared else NOTHING
     unknown = sorted(set(given) - set(declared))
     if unknown:
         names = ", ".join(sorted(declared)) or "none"
