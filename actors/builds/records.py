@@ -298,7 +298,7 @@ class BuildShape:
     """
 
     __slots__ = ("spec", "phase_names", "chains", "step_index", "layout", "places", "definition", "mask", "fresh",
-                 "opens", "opened")
+                 "unstarted", "opens", "opened")
 
     def __init__(
         self, spec: PipelineSpec, definition: str = "", mask: Callable[[str], str] | None = None
@@ -319,6 +319,7 @@ class BuildShape:
         self.places = {job.id: (index, at) for index, jobs in enumerate(phases) for at, job in enumerate(jobs)}
         # the stages every untouched build of this shape shows, and the key they hold for (snapshot.py)
         self.fresh: tuple[tuple[Any, ...], list[Any]] | None = None
+        self.unstarted: list[Any] | None = None  # the stages of a queued build whose records are not made yet
         # A fresh build's first advance starts every job of its first phase and nothing else when none
         # of them waits for another or has an `if` that could end it unrun: ``records`` then makes the
         # first attempts itself, and every such build answers its submission with the same stages

@@ -13,7 +13,7 @@ from ..model.info import (
     StepInfo,
     rfc3339,
 )
-from ..model.vocab import BuildStatus, JobStatus, StageStatus
+from ..model.vocab import BUILD_FINAL, BuildStatus, JobStatus, StageStatus
 
 __all__ = ["build_info", "opened_info"]
 
@@ -87,9 +87,20 @@ def _fresh_stages(build: Build) -> list[StageInfo] | None:
     shape, so it is made once (frozen structs; their lists are never
     changed) and shared: the submit answer cost 4.7 µs, most of it here.
     None when the build is not in that state; its key covers what could differ.
+    A queued build whose records are not made yet shows the stages of its
+    shape before anything starts (made once too: 2.8 µs of each answer to a
+    submission into a group's queue).
     """
     phases = build._phases
-    if phases is None or build.execute_count != 1:
+    if phases is None:
+        if build.status in BUILD_FINAL:
+            return None  # ended unstarted: its jobs show why they never ran
+        # queued, its records not made yet: every job waits, as in every such build of its shape
+        shape = build.shape
+        if shape.unstarted is None:
+            shape.unstarted = _stages(build)
+        return shape.unstarted
+    if build.execute_count != 1:
         return None
     key = []
     for jobs in phases:
