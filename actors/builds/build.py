@@ -171,8 +171,8 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
 
     # -- lifecycle ----------------------------------------------------------------
 
-    def start(self, now: float) -> list[JobRun]:
-        """Admitted: start running; returns the jobs to dispatch."""
+    def start(self, now: float, unrun: list[JobRun] | None = None) -> list[JobRun]:
+        """Admitted: start running; returns the jobs to dispatch (``unrun``: as for ``advance``)."""
         self.status = _RUNNING
         self.started_at = now
         self.reason = None
@@ -180,7 +180,7 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
             # fresh: its records are made as this advance would leave them (BuildShape.opens)
             self._phases = self.shape.records(self.execute_count)
             return list(self._phases[0])
-        return self.advance(now)
+        return self.advance(now, unrun)
 
     def end_unstarted(self, status: BuildStatus, reason: str, now: float) -> None:
         """End a build that never started (queue timeout, cancelled while queued)."""

@@ -107,11 +107,19 @@ class BuildDriver(Actor):
 
     def _start(self, build: Build) -> None:
         previous = build.status
-        dispatch = build.start(time.time())
+        unrun: list[JobRun] = []
+        dispatch = build.start(time.time(), unrun)
         self._emit_build(build, previous)
+        self._emit_ended_at_start(build, unrun)
         self._dispatch(build, dispatch)
         if build.finished:
             self._finished(build)
+
+    def _emit_ended_at_start(self, build: Build, unrun: list[JobRun]) -> None:
+        """Events for the jobs a build's start ended without running (an ``if: FAILURE`` job of the first
+        stage is SKIPped at once): a follower of the events learns every job's end."""
+        for job in unrun:
+            self._emit_job(build, job, _WAITING)
 
     def _dispatch(self, build: Build, jobs: list[JobRun]) -> None:
         if self.durable is not None and jobs:

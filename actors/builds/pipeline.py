@@ -63,7 +63,7 @@ from .driver import BuildDriver
 from .listing import build_key, build_log, describe, list_builds
 from .logfollow import read_log
 from .resume import Drain, GetLogSources, Restore, Resume, log_sources, resume, resume_running
-from .records import BuildShape
+from .records import BuildShape, JobRun
 from .snapshot import build_info, opened_info
 from .submission import RetryPlan, check_variables, group_config, render_group
 from ..model.vocab import BUILD_FINAL, BuildStatus, EventKind
@@ -215,9 +215,11 @@ class PipelineActor(BuildDriver):
             # its two events made here, as _emit_build would: a call each was a tenth of this pass
             outbox, pipeline_id = self.outbox, self.pipeline_id
             outbox.append(Record(_BUILD, _QUEUE, None, pipeline_id=pipeline_id, build_id=build_id, attempt=1))
-            dispatch = build.start(now)
+            unrun: list[JobRun] = []
+            dispatch = build.start(now, unrun)
             outbox.append(Record(_BUILD, build.status, build.reason, pipeline_id=pipeline_id, build_id=build_id,
                                  attempt=build.execute_count, previous=_QUEUE))  # fmt: skip
+            self._emit_ended_at_start(build, unrun)
             self._dispatch(build, dispatch)
             if build.status in BUILD_FINAL:
                 self._finished(build)

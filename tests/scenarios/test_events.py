@@ -215,3 +215,34 @@ async def test_group_and_node_events_are_kept_for_resuming(autojump_clock: trio.
         async with s.rt.subscribe(after=mark) as replay:
             kinds = [(e.kind, e.status) for e in [await replay.receive() for _ in range(4)]]
     assert kinds == [("node", "ADDED"), ("group", "ADMITTED"), ("build", "QUEUE"), ("build", "RUNNING")]
+
+
+# -- jobs that end without running -----------------------------------------------------------
+
+
+@pytest.mark.trio
+async def test_every_job_ends_in_an_event_even_one_its_condition_skips_at_the_start() -> None:
+    """A first-stage job with ``if: FAILURE`` is SKIPped as the build starts (nothing failed before it):
+    the event stream says so, as it does for a job skipped later, so a follower never waits for it."""
+    definition = """
+name: skips
+stages:
+  - name: first
+    jobs:
+      work: {steps: [{uses: noop}]}
+      rescue: {if: FAILURE, steps: [{uses: noop}]}
+  - name: second
+    jobs:
+      after: {if: FAILURE, steps: [{uses: noop}]}
+"""
+    async with runtime.open_runtime() as rt:
+        await rt.register_pipeline(definition)
+        build = await rt.wait((await rt.submit("skips")).id, timeout=10)
+        events = [e for e in await rt.events() if e.kind == EventKind.JOB and e.build_id == build.id]
+    final = {job.id: job.status for stage in build.stages for job in stage.jobs}
+    assert final == {"work": "SUCCEED", "rescue": "SKIP", "after": "SKIP"}
+    last_event = {e.job_id: e.status for e in events}  # in order: the last one of each job wins
+    assert last_event == final
+    skipped = [e for e in events if e.job_id == "rescue"]
+    assert [e.status for e in skipped] == ["SKIP"]
+    assert "if: FAILURE" in (skipped[0].reason or ""), skipped[0]
