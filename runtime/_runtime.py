@@ -65,7 +65,7 @@ __all__ = ["Runtime"]
 
 logger = logging.getLogger("shunter")
 
-STORE_LISTING = 1_000  # finished builds a listing reads back from the store at most
+STORE_LISTING = 1_000  # finished builds a listing without a limit reads back from the store
 
 # Pipeline state lives in its actor; a restarted instance would come back
 # empty and lose builds, so a pipeline crash fails the runtime loudly instead.
@@ -259,7 +259,8 @@ class Runtime(Cluster, Closing, LogFollowing):
         deleted pipelines. ``status`` is a ``BuildStatus`` (or its name), else ``InvalidRequest``.
         ``limit`` keeps the newest; ``before`` (a build id, ``NotFound`` if unknown) those submitted
         before it, so the last id of one page gives the next. With a store, finished builds that left
-        the pipelines' caches are read back from it (the latest ``STORE_LISTING`` of them)."""
+        the pipelines' caches are read back from it: ``limit`` of them, or ``STORE_LISTING`` without a
+        limit; page with ``before`` to reach older ones."""
         wanted = None if status is None else word(BuildStatus, status, "build status", "status")
         refs = [self._pipeline(pipeline)] if pipeline is not None else self._live_pipelines()
         request = ListBuilds(wanted, unfinished, limit, await self._key(before))
@@ -268,10 +269,10 @@ class Runtime(Cluster, Closing, LogFollowing):
             found.extend(await ref.ask(request))
         if self._state is not None and not unfinished and wanted not in (BuildStatus.QUEUE, BuildStatus.RUNNING):
             held = {info.id for _, info in found}
-            for build in await self._state.read_builds(pipeline, wanted, STORE_LISTING):
+            page = limit if limit is not None else STORE_LISTING
+            for build in await self._state.read_builds(pipeline, wanted, page + len(held), request.before):
                 key = build_key(build)
-                if (build.id not in held and build.pipeline_id not in self._deleted
-                        and (request.before is None or key < request.before)):  # fmt: skip
+                if build.id not in held and build.pipeline_id not in self._deleted:
                     found.append((key, build_info(build)))
         found.sort(key=lambda pair: pair[0], reverse=True)
         return await self._with_positions([info for _, info in found[:limit]])

@@ -142,8 +142,9 @@ class State:
         row = await anyio.to_thread.run_sync(self.store.build, build_id)
         return None if row is None else self.decode(row)
 
-    async def read_builds(self, pipeline_id: str | None, status: str | None, limit: int) -> list[Build]:
-        rows = await anyio.to_thread.run_sync(self.store.builds, pipeline_id, status, limit)
+    async def read_builds(self, pipeline_id: str | None, status: str | None, limit: int,
+                          before: tuple[float, str, int] | None = None) -> list[Build]:  # fmt: skip
+        rows = await anyio.to_thread.run_sync(self.store.builds, pipeline_id, status, limit, before)
         return [self.decode(row) for row in rows]
 
     async def recovered(self) -> Recovered:

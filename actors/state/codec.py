@@ -52,7 +52,7 @@ def encode_build(build: Build) -> bytes:
 
 def build_row(build: Build, definition: str) -> BuildRow:
     return BuildRow(build.id, build.pipeline_id, build.number, build.status, build.group, build.queued_at,
-                    build.finished_at, definition, encode_build(build))  # fmt: skip
+                    build.finished_at, definition, encode_build(build), build.created_at)  # fmt: skip
 
 
 def decode_build(row: BuildRow, shape: BuildShape) -> Build:

@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS definitions (key TEXT PRIMARY KEY, pipeline_id TEXT N
 CREATE TABLE IF NOT EXISTS builds (
     id TEXT PRIMARY KEY, pipeline_id TEXT NOT NULL, number INTEGER NOT NULL, status TEXT NOT NULL,
     grp TEXT, queued_at REAL, finished_at REAL, definition TEXT NOT NULL, data BLOB NOT NULL,
-    finished INTEGER NOT NULL);
+    finished INTEGER NOT NULL, created_at REAL);
 CREATE INDEX IF NOT EXISTS builds_unfinished ON builds (queued_at) WHERE finished = 0;
 CREATE INDEX IF NOT EXISTS builds_by_pipeline ON builds (pipeline_id, number);
 CREATE INDEX IF NOT EXISTS builds_by_end ON builds (finished_at) WHERE finished = 1;
@@ -37,7 +37,13 @@ CREATE TABLE IF NOT EXISTS nodes (name TEXT PRIMARY KEY, pool TEXT NOT NULL, age
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS deleted_pipelines (id TEXT PRIMARY KEY);
 """
-_COLUMNS = "id, pipeline_id, number, status, grp, queued_at, finished_at, definition, data"
+_COLUMNS = "id, pipeline_id, number, status, grp, queued_at, finished_at, definition, data, created_at"
+# Listings page by this key (docs/design.md §10), newest first: made after the column may have been added.
+_LISTING_INDEXES = """
+CREATE INDEX IF NOT EXISTS builds_by_creation ON builds (created_at, pipeline_id, number) WHERE finished = 1;
+CREATE INDEX IF NOT EXISTS builds_of_pipeline_by_creation ON builds (pipeline_id, created_at, number)
+    WHERE finished = 1;
+"""
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -63,6 +69,11 @@ class SQLiteStore:
         columns = {row[1] for row in self._writer.execute("PRAGMA table_info(nodes)")}
         if "remote" not in columns:  # a store made before remote nodes were kept
             self._writer.execute("ALTER TABLE nodes ADD COLUMN remote INTEGER NOT NULL DEFAULT 0")
+        if "created_at" not in {row[1] for row in self._writer.execute("PRAGMA table_info(builds)")}:
+            # a store made before listings paged in it: a build was created when it was first queued
+            self._writer.execute("ALTER TABLE builds ADD COLUMN created_at REAL")
+            self._writer.execute("UPDATE builds SET created_at = queued_at")
+        self._writer.executescript(_LISTING_INDEXES)
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []  # list.append is atomic: no guard needed
 
@@ -94,7 +105,7 @@ class SQLiteStore:
                     )
             if batch.builds:
                 db.executemany(
-                    f"INSERT OR REPLACE INTO builds ({_COLUMNS}, finished) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT OR REPLACE INTO builds ({_COLUMNS}, finished) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [(*_values(row), row.status in FINAL_STATUSES) for row in batch.builds.values()],
                 )
                 numbers: dict[str, int] = {}
@@ -168,15 +179,21 @@ class SQLiteStore:
         found = self._reader().execute(f"SELECT {_COLUMNS} FROM builds WHERE id = ?", (build_id,)).fetchone()
         return None if found is None else _row(found)
 
-    def builds(self, pipeline_id: str | None, status: str | None, limit: int) -> list[BuildRow]:
-        where, args = ["finished = 1"], []
+    def builds(self, pipeline_id: str | None, status: str | None, limit: int,
+               before: tuple[float, str, int] | None = None) -> list[BuildRow]:  # fmt: skip
+        # a deleted pipeline's builds stay readable by id but are not listed (a short page would end paging)
+        where = ["finished = 1", "pipeline_id NOT IN (SELECT id FROM deleted_pipelines)"]
+        args: list[object] = []
         if pipeline_id is not None:
             where.append("pipeline_id = ?")
             args.append(pipeline_id)
         if status is not None:
             where.append("status = ?")
             args.append(status)
-        order = "number DESC" if pipeline_id is not None else "finished_at DESC"
+        if before is not None:
+            where.append("(created_at, pipeline_id, number) < (?, ?, ?)")
+            args.extend(before)
+        order = "created_at DESC, pipeline_id DESC, number DESC"
         query = f"SELECT {_COLUMNS} FROM builds WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?"
         return [_row(r) for r in self._reader().execute(query, (*args, limit))]
 
@@ -193,4 +210,4 @@ class SQLiteStore:
 
 def _values(row: BuildRow) -> tuple[object, ...]:
     return (row.id, row.pipeline_id, row.number, row.status, row.group, row.queued_at, row.finished_at,
-            row.definition, row.data)  # fmt: skip
+            row.definition, row.data, row.created_at)  # fmt: skip

@@ -43,6 +43,7 @@ class BuildRow(msgspec.Struct, frozen=True, gc=False):
     finished_at: float | None
     definition: str  # key of the definition it runs
     data: bytes
+    created_at: float | None = None  # the listing order (a row stored before it was kept: its queued_at)
 
 
 class PipelineRow(msgspec.Struct, frozen=True):
@@ -115,8 +116,10 @@ class Store(Protocol):
 
     def build(self, build_id: str) -> BuildRow | None: ...
 
-    def builds(self, pipeline_id: str | None, status: str | None, limit: int) -> list[BuildRow]:
-        """Finished builds, newest first (at most ``limit``)."""
+    def builds(self, pipeline_id: str | None, status: str | None, limit: int,
+               before: tuple[float, str, int] | None = None) -> list[BuildRow]:  # fmt: skip
+        """Finished builds of pipelines not deleted, newest first by (created_at, pipeline_id, number), at
+        most ``limit``; with ``before``, only those whose key is below it (the next page of a listing)."""
 
     def definition(self, key: str) -> str | None: ...
 

@@ -78,3 +78,29 @@ async def test_pages_read_past_the_pipelines_cache_in_one_order(tmp_path: Path,
             before = page[-1]
         assert pages == [newest_first[:3], newest_first[3:6], newest_first[6:]]
         assert [b.id for b in await rt.builds(limit=2, before=ids[2])] == [ids[1], ids[0]]  # held by the store only
+
+
+@pytest.mark.trio
+async def test_paging_reaches_every_stored_build_past_what_one_unbounded_listing_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listing without a limit reads back STORE_LISTING finished builds from the store; pages with
+    ``before`` go on below them, in the store's query, to the very first build (and no further)."""
+    monkeypatch.setattr(runtime._runtime, "FINISHED_CACHE", 2)
+    monkeypatch.setattr(runtime._runtime, "STORE_LISTING", 3)
+    async with runtime.open_runtime(settings(tmp_path)) as rt:
+        await rt.register_pipeline(NOOP, id="app")
+        await rt.register_pipeline(NOOP.replace("name: app", "name: other"), id="other")
+        ids = []
+        for number in range(12):  # two pipelines interleaved: the order is by creation, across pipelines
+            ids.append((await rt.wait((await rt.submit("app" if number % 3 else "other")).id, timeout=10)).id)
+        newest_first = ids[::-1]
+        assert len(await rt.builds()) < len(ids)  # the unbounded listing stops at STORE_LISTING from the store
+        seen, before = [], None
+        while page := [b.id for b in await rt.builds(limit=4, before=before)]:
+            assert len(page) == 4 or len(seen) + len(page) == len(ids)  # full pages until the last
+            seen.extend(page)
+            before = page[-1]
+        assert seen == newest_first
+        app_only = [b.id for b in await rt.builds("app", limit=100, before=ids[7])]
+        assert app_only == [i for i in newest_first if i.startswith("app.") and ids.index(i) < 7]

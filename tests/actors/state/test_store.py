@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import msgspec
 import pytest
 import trio
 
@@ -195,4 +196,43 @@ def test_retention_removes_a_chunk_at_a_time(tmp_path: Path) -> None:
     assert store.prune(keep_two, now=0.0, limit=3) == ["p.4", "p.5"]
     assert store.prune(keep_two, now=0.0, limit=3) == []
     assert [b.id for b in store.builds("p", None, 10)] == ["p.7", "p.6"]
+    store.close()
+
+
+def test_a_store_made_before_listings_paged_in_it_gets_its_creation_column(tmp_path: Path) -> None:
+    """An older store has no ``created_at`` column: opening it adds one, filled with each build's
+    ``queued_at`` (a build was created when it was first queued), and pages read in that order."""
+    db = sqlite3.connect(tmp_path / "shunter.db")
+    db.execute("CREATE TABLE builds (id TEXT PRIMARY KEY, pipeline_id TEXT NOT NULL, number INTEGER NOT NULL, "
+               "status TEXT NOT NULL, grp TEXT, queued_at REAL, finished_at REAL, definition TEXT NOT NULL, "
+               "data BLOB NOT NULL, finished INTEGER NOT NULL)")  # fmt: skip
+    db.executemany("INSERT INTO builds VALUES (?, 'p', ?, 'SUCCEED', NULL, ?, 3000.0, 'def1', x'00', 1)",
+                   [(f"p.{number}", number, 1000.0 + number) for number in (1, 2, 3)])  # fmt: skip
+    db.commit()
+    db.close()
+    store = SQLiteStore(tmp_path)
+    assert [(r.id, r.created_at) for r in store.builds(None, None, 10)] == [
+        ("p.3", 1003.0), ("p.2", 1002.0), ("p.1", 1001.0)]  # fmt: skip
+    assert [r.id for r in store.builds("p", None, 10, before=(1003.0, "p", 3))] == ["p.2", "p.1"]
+    store.close()
+
+
+def test_listing_pages_by_creation_and_skips_deleted_pipelines(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path)
+    rows = {f"{p}.{n}": msgspec.structs.replace(row(n, pipeline=p), created_at=float(n * 10 + (p == "q")))
+            for p in ("p", "q", "gone") for n in (1, 2, 3)}  # fmt: skip
+    store.commit(Batch(builds=rows, deleted={"gone": True}))
+    newest = [r.id for r in store.builds(None, None, 10)]
+    assert newest == ["q.3", "p.3", "q.2", "p.2", "q.1", "p.1"]  # by created_at; "gone" is deleted
+    assert [r.id for r in store.builds(None, None, 2, before=(20.0, "p", 2))] == ["q.1", "p.1"]
+    assert [r.id for r in store.builds(None, "SUCCEED", 3, before=(31.0, "q", 3))] == ["p.3", "q.2", "p.2"]
+    store.close()
+
+
+def test_builds_created_in_the_same_instant_page_by_pipeline_and_number(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path)
+    same = {f"p.{n}": msgspec.structs.replace(row(n), created_at=10.0) for n in (1, 2, 3)}
+    store.commit(Batch(builds=same))
+    for pipeline in ("p", None):  # the per-pipeline index and the all-pipelines one
+        assert [r.id for r in store.builds(pipeline, None, 10, before=(10.0, "p", 3))] == ["p.2", "p.1"]
     store.close()
