@@ -383,8 +383,9 @@ class Runtime(Cluster, Closing, LogFollowing):
         """Live events (and, with ``after``, the kept history after that id first).
 
         ``async with rt.subscribe() as events: async for event in events: ...``.
-        A subscriber that falls ``buffer`` events behind (``math.inf``: never)
-        is dropped: its iteration ends. See ``actors.events.Subscription``.
+        A subscriber with more than ``buffer`` events waiting to be read
+        (``math.inf``: never) is dropped: its iteration ends after the events
+        that fitted. See ``actors.subscription.Subscription``.
         """
         subscription: Subscription = await self._hub.ask(Subscribe(buffer=buffer, after=after))
         try:
