@@ -2,11 +2,13 @@
 
 Actors describe each change with a ``Record`` (a small struct, stamped as
 it is made and not tracked by the garbage collector). The hub numbers the
-records and writes them into an ``EventLog``; a record becomes a ``Kept``
-(its id and the readers' memos) the first time anyone reads it, and its
-``Event`` is built once, by the first reader that asks, for every reader:
-the HTTP event streams that follow the log by position and the
-subscriptions (``actors.subscription``) the hub hands the same ``Kept``.
+records and writes them into an ``EventLog``; a record in the log becomes
+a ``Kept`` (its id and the readers' memos) the first time anyone reads it,
+and its ``Event`` is built once, by the first reader that asks, for every
+reader that follows the log (the HTTP event streams, a subscription's
+replayed history). Live subscriptions (``actors.subscription``) share a
+``Kept`` of their own per event, made by the hub as it publishes and not
+put in the log, so the ``Event``s they build go when they are read.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import msgspec
 from .model.info import Event, rfc3339
 from .model.vocab import EventKind
 
-__all__ = ["EventLog", "Kept", "Record"]
+__all__ = ["EventLog", "Kept", "Record", "make_event"]
 
 
 class _Change(msgspec.Struct, frozen=True, gc=False):
@@ -75,7 +77,7 @@ class Kept(msgspec.Struct, gc=False):
     def event(self) -> Event:
         event = self._event
         if event is None:
-            event = self._event = _event(self.id, self.record)
+            event = self._event = make_event(self.id, self.record)
         return event
 
     def frame(self, encode: Callable[[Event], bytes]) -> bytes:
@@ -153,7 +155,8 @@ class EventLog:
             await self._waiter.wait()
 
 
-def _event(event_id: int, record: Record) -> Event:
+def make_event(event_id: int, record: Record) -> Event:
+    """The ``Event`` of a numbered record (``Kept.event`` memoizes it)."""
     return Event(
         id=event_id, kind=record.kind, time=rfc3339(record.time) or "", status=record.status, reason=record.reason,
         pipeline_id=record.pipeline_id, build_id=record.build_id, job_id=record.job_id, step_id=record.step_id,

@@ -25,9 +25,9 @@ A subscriber holds a ``Subscription`` (``actors.subscription``): ``async for
 event in subscription``, ``await subscription.receive()``,
 ``subscription.receive_nowait()`` and ``subscription.close()`` (or ``async
 with``). While anyone subscribes, the hub wraps each published batch in
-``Kept`` objects once (they go into the ring too) and hands every
-subscription the same batch in one call; each ``Event`` is then built once,
-by the first reader, for all. A subscription's events stop, and its
+``Kept`` objects once (not put in the ring) and hands every subscription
+the same batch in one call; each ``Event`` is then built once, by the
+first reader, for all. A subscription's events stop, and its
 iteration ends, when the hub drops it (more than ``buffer`` events waiting
 for it), when it is closed, or when the hub stops.
 """

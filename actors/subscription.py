@@ -31,7 +31,7 @@ import anyio
 import msgspec
 
 from .core import Ref
-from .eventlog import Kept
+from .eventlog import Kept, make_event
 from .model.info import Event
 
 __all__ = ["Subscription", "Unsubscribe"]
@@ -110,8 +110,10 @@ class Subscription:
         queue = self._queue
         if queue:  # the common case, without the call and the try below
             kept = queue.popleft()
-            event = kept._event  # the memo read inline, not through the property: once per event per reader
-            return event if event is not None else kept.event
+            event = kept._event  # Kept.event inlined: a call less per event and reader
+            if event is None:
+                event = kept._event = make_event(kept.id, kept.record)
+            return event
         try:
             return await self.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
