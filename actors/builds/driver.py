@@ -156,7 +156,7 @@ class BuildDriver(Actor):
         pool = self.pool_refs.get(runs_on.pool_name)
         if pool is None or pool.stopped:
             pool = self.pool_refs[runs_on.pool_name] = self.pools.get(runs_on.pool_name)
-        pool.tell(JobRequest(token, self.ref, payload, runs_on, chain_agent(build, job) if in_chain else None, in_chain))
+        pool.tell(JobRequest(token, self.name, payload, runs_on, chain_agent(build, job) if in_chain else None, in_chain))
 
     def _job_waiting(self, message: JobWaiting) -> None:
         """The pool says why the attempt waits (no node can run it), or that it no longer does."""

@@ -171,7 +171,7 @@ def _adopt(pipeline: BuildDriver, build: Build, job: JobRun, agent: str) -> None
                                           max_log_bytes=pipeline.durable.max_log_bytes)  # fmt: skip
     runs_on = job.spec.runs_on
     token = JobToken(build.id, job.id, job.attempts[-1].number)
-    request = JobRequest(token, pipeline.ref, payload, runs_on, agent=agent, lock=job.id in build.chains)
+    request = JobRequest(token, pipeline.name, payload, runs_on, agent=agent, lock=job.id in build.chains)
     logs = {index: step.attempts[-1].log for index, step in enumerate(job.steps)
             if step.status == StepStatus.RUNNING and step.attempts}  # fmt: skip
     pipeline.pools.get(runs_on.pool_name).tell(AdoptJob(request, logs, INTERRUPTED))

@@ -33,6 +33,7 @@ from ..execution.secrets import Secrets
 from ..execution.agent import AgentActor
 from ..core import Actor, Ref, Supervision
 from ..events import Publish, Record
+from ..names import Names
 from ..model.errors import Conflict, InvalidRequest, NotFound
 from ..model.messages import (
     AgentIdle,
@@ -153,6 +154,7 @@ class PoolActor(Actor):
         self.hub = hub  # where its node events go (none: not published)
         self.outbox: list[Record] = []  # the events of the message being handled
         self.remote: dict[str, remote.RemoteState] = {}  # remote nodes' connection state
+        self.names = Names(self)  # a job names its pipeline's actor (``actors/names.py``)
 
     async def started(self) -> None:
         self.send_after(self.heartbeat_interval, _CHECK_HEARTBEATS)
@@ -210,7 +212,7 @@ class PoolActor(Actor):
         key = (message.payload.pipeline_id, token.job_id)
         labels = self.job_labels.of(key, message.payload.job, runs_on)  # its actions' too (matching.py)
         if agent is not None and (problem := remote.pin_problem(self, agent, labels)):
-            _end(message, JobStatus.FAILED, problem)  # the lock chain's agent is gone, or cannot run an action
+            self._end(message, JobStatus.FAILED, problem)  # the lock chain's agent is gone, or cannot run an action
             return
         # Positional: this runs for every attempt (the order of ``Request``'s parameters). ``since`` is
         # read only if it waits: only a waiting request uses it, and the clock costs 0.18 µs (measured).
@@ -223,7 +225,7 @@ class PoolActor(Actor):
         request.since = since = self.now()
         self.timeouts.add(token, since + runs_on.queue_timeout_minutes * 60)
         if not self.placement.has_match(request):  # say so now, not only at the timeout
-            message.pipeline.tell(JobWaiting(token, self.placement.why_waiting(request)))
+            self.names.tell(message.pipeline, JobWaiting(token, self.placement.why_waiting(request)))
 
     def _run(self, grant: Grant) -> None:
         message: JobRequest = grant.request.data
@@ -252,7 +254,7 @@ class PoolActor(Actor):
         request = self.placement.withdraw(message.token)
         if request is not None:
             self.timeouts.discard(message.token)
-            _end(request.data, JobStatus.CANCELED, message.reason)
+            self._end(request.data, JobStatus.CANCELED, message.reason)
             return
         agent = self.placement.granted.get(message.token)
         if agent is not None:
@@ -265,7 +267,7 @@ class PoolActor(Actor):
         reason = self.placement.why_waiting(request)
         self.placement.withdraw(token)
         waited = (self.now() - request.since) / 60
-        _end(request.data, JobStatus.QUEUE_TIMEOUT, f"waited {waited:g} minute(s) in pool {self.pool!r}: {reason}")
+        self._end(request.data, JobStatus.QUEUE_TIMEOUT, f"waited {waited:g} minute(s) in pool {self.pool!r}: {reason}")
 
     # -- nodes and agents -------------------------------------------------------------------
 
@@ -359,7 +361,7 @@ class PoolActor(Actor):
         for class_key in before ^ self.placement.unmatched():
             for request in self.placement.waiting_in(class_key):
                 reason = None if self.placement.has_match(request) else self.placement.why_waiting(request)
-                request.data.pipeline.tell(JobWaiting(request.data.token, reason))
+                self.names.tell(request.data.pipeline, JobWaiting(request.data.token, reason))
 
     def _retire(self, agent: str) -> None:
         """An idle agent of a draining node, or one past a resized node's count, leaves; the node goes with
@@ -385,7 +387,7 @@ class PoolActor(Actor):
         self.lost += 1
         held, node = self._detach(message.agent)
         if held is not None:
-            _end(held.data, message.status, message.reason)
+            self._end(held.data, message.status, message.reason)
         self._event(NodeChange.AGENT_LOST, node, message.reason, agent=message.agent,
                     job=str(held.token) if held is not None else None)  # fmt: skip
         if node in self.remote:  # its agents come back with its process
@@ -426,7 +428,7 @@ class PoolActor(Actor):
         for request in self.placement.pinned_to(agent):
             self.placement.withdraw(request.token)
             self.timeouts.discard(request.data.token)
-            _end(request.data, JobStatus.FAILED, f"agent {agent} (lock-resource-with) is gone")
+            self._end(request.data, JobStatus.FAILED, f"agent {agent} (lock-resource-with) is gone")
 
     def _inject(self, message: InjectFault) -> None:
         # Told to every pool: an agent of another pool, or one lost meanwhile,
@@ -492,7 +494,6 @@ class PoolActor(Actor):
             ))  # fmt: skip
         return waiting
 
-
-def _end(request: JobRequest, status: JobStatus, reason: str) -> None:
-    """End the attempt here: its agent never ran it, or can no longer report."""
-    request.pipeline.tell(EndJob(request.token, status, reason, time.time()))
+    def _end(self, request: JobRequest, status: JobStatus, reason: str) -> None:
+        """End the attempt here: its agent never ran it, or can no longer report."""
+        self.names.tell(request.pipeline, EndJob(request.token, status, reason, time.time()))

@@ -1,7 +1,8 @@
 """What a pool's placement keeps: waiting and granted requests, agents, nodes, classes of requests.
 
-Plain records with ``__slots__``, read and changed only by ``Placement``
-(``placement.py``), the pure core of a pool. A node also knows how many
+Plain records (``__slots__`` classes; ``Request`` and ``Grant`` are untracked
+structs), read and changed only by ``Placement`` (``placement.py``), the
+pure core of a pool. A node also knows how many
 agents a resize asked for (``want``): those past it retire once free.
 """
 
@@ -18,41 +19,33 @@ __all__ = ["Agent", "Grant", "JobKey", "Node", "Request", "RequestClass", "Reque
 JobKey = tuple[str, str]  # (pipeline id, job id)
 
 
-class Request:
-    """One job attempt waiting for (or holding) an agent."""
+class Request(msgspec.Struct, gc=False):
+    """One job attempt waiting for (or holding) an agent.
 
-    __slots__ = (
-        "token", "build_id", "key", "node_pin", "labels", "agent_pin", "lock", "per_node", "total",
-        "seq", "since", "data", "class_key",
-    )  # fmt: skip
+    Untracked by the collector, like the ``JobRequest`` it keeps in ``data``: a request that waits
+    survives the collector's young passes, and thousands of tracked ones in its old generation
+    triggered a full pass over every object of the process every few thousand builds. Neither leads
+    back to an actor (the request names its pipeline's actor: ``actors/names.py``), so neither can be
+    part of a cycle. ``data`` must hold only such data (the pool's ``JobRequest``), never a ``Ref``.
+    A struct also costs two thirds of a class's ``__init__`` (measured).
+    """
 
-    def __init__(
-        self,
-        token: Hashable,
-        build_id: str,
-        key: JobKey,
-        node_pin: str | None = None,
-        labels: frozenset[str] = frozenset(),
-        agent_pin: str | None = None,
-        lock: bool = False,
-        per_node: int | None = None,
-        total: int | None = None,
-        since: float = 0.0,
-        data: Any = None,
-    ) -> None:
-        self.token = token
-        self.build_id = build_id
-        self.key = key
-        self.node_pin = node_pin
-        self.labels = labels
-        self.agent_pin = agent_pin
-        self.lock = lock  # lock the agent for the build (lock-resource-with chain)
-        self.per_node = per_node
-        self.total = total
-        self.seq = 0
-        self.since = since  # when it began to wait (the pool reads the clock only for a request that waits)
-        self.data = data
-        self.class_key: tuple[Any, ...] = (key, node_pin, labels, agent_pin, per_node, total)
+    token: Hashable
+    build_id: str
+    key: JobKey
+    node_pin: str | None = None
+    labels: frozenset[str] = frozenset()
+    agent_pin: str | None = None
+    lock: bool = False  # lock the agent for the build (lock-resource-with chain)
+    per_node: int | None = None
+    total: int | None = None
+    since: float = 0.0  # when it began to wait (the pool reads the clock only for a request that waits)
+    data: Any = None
+    seq: int = 0
+    class_key: tuple[Any, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.class_key = (self.key, self.node_pin, self.labels, self.agent_pin, self.per_node, self.total)
 
 
 class Grant(msgspec.Struct, gc=False):

@@ -180,7 +180,8 @@ def adopt(pool: PoolActor, message: AdoptJob) -> None:
     name = request.agent or ""
     node, _, index = name.rpartition("/")
     if node not in pool.remote or pool.placement.nodes[node].draining or name in pool.placement.agents:
-        request.pipeline.tell(EndJob(request.token, JobStatus.HEARTBEAT_TIMEOUT, message.reason, time.time()))
+        pool.names.tell(request.pipeline, EndJob(request.token, JobStatus.HEARTBEAT_TIMEOUT, message.reason,
+                                                 time.time()))  # fmt: skip
         return
     _stand_in(pool, node, int(index))
     runs_on = request.runs_on

@@ -60,6 +60,7 @@ from .shell import StepStartError, run_shell
 from ..model.spec import Step
 from ..model.templates import TemplateError, render
 from ..model.vocab import RunCondition, FaultKind, JobStatus, StepStatus
+from ..names import Names
 
 __all__ = ["AgentActor", "AgentFault", "JobRunner", "StepOutcome"]
 
@@ -167,6 +168,7 @@ class AgentActor(Actor):
         self.pool = pool
         self.actions = actions
         self.kill_grace = kill_grace
+        self.names = Names(self)  # where a job's reports go: its ``RunJob`` names the pipeline's actor
         self.hung = False  # injected: no reports
         self.retiring = False
         self.trash_count = 0
@@ -341,14 +343,14 @@ class AgentActor(Actor):
 
     def _flush(self, run: RunJob, records: list[Record]) -> None:
         if records and not self.hung:
-            run.pipeline.tell(AgentReport(run.token, tuple(records)))
+            self.names.tell(run.pipeline, AgentReport(run.token, tuple(records)))
         records.clear()
 
     def _finish(self, run: RunJob, records: list[Record], status: JobStatus, reason: str | None,
                 now: float | None = None) -> None:  # fmt: skip
         records.append(JobEnded(status, reason and self.secrets.mask(reason), time.time() if now is None else now))
         if not self.hung:  # ``_flush``, without clearing a list nobody reads again
-            run.pipeline.tell(AgentReport(run.token, tuple(records)))
+            self.names.tell(run.pipeline, AgentReport(run.token, tuple(records)))
         self.current = None
         self.secrets = self.own_secrets  # a remote job's secrets are forgotten with it
         if self.retiring:

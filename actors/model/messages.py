@@ -18,7 +18,8 @@ Flow of a build (arrows are ``tell``):
 Messages that hold only data (tokens, payloads, reports) are not tracked by
 the cyclic garbage collector (``gc=False``): they cannot be part of a cycle,
 and several per build used to count towards every collection. Messages that
-carry a ``Ref`` or a reply slot stay tracked.
+carry a ``Ref`` or a reply slot stay tracked; a job attempt's ``JobRequest``
+and ``RunJob`` name the pipeline's actor instead of holding its ``Ref``.
 """
 
 from __future__ import annotations
@@ -133,15 +134,19 @@ class JobPayload(msgspec.Struct, frozen=True, gc=False):
     max_log_bytes: int = 32 * 1024 * 1024
 
 
-class JobRequest(_Message, frozen=True):
+class JobRequest(_Message, frozen=True, gc=False):
     """Pipeline → pool: find an agent for this attempt.
 
     ``agent`` pins it to one agent (lock-resource-with); ``lock`` keeps that
     agent for the build after the attempt, until the pipeline unlocks it.
+    ``pipeline`` is the name of the pipeline's actor, not its ``Ref``: the
+    request waits in the pool's queue, often long enough to reach the
+    collector's old generation, and holding only data it is never scanned
+    there (``actors/names.py`` resolves the name when the pool or the agent tells).
     """
 
     token: JobToken
-    pipeline: Ref
+    pipeline: str
     payload: JobPayload
     runs_on: RunsOn
     agent: str | None = None
@@ -235,14 +240,14 @@ class JobWaiting(_Message, frozen=True, gc=False):
     reason: str | None
 
 
-class RunJob(_Message, frozen=True):
-    """Pool → agent: run this attempt now.
+class RunJob(_Message, frozen=True, gc=False):
+    """Pool → agent: run this attempt now; the agent reports to the actor named ``pipeline``.
 
     ``secrets`` (a remote agent's, sent with the job) replaces the agent's own for this attempt only.
     """
 
     token: JobToken
-    pipeline: Ref
+    pipeline: str
     payload: JobPayload
     secrets: Any = None  # actors.execution.secrets.Secrets (the model does not import execution)
 

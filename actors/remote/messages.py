@@ -7,7 +7,6 @@ from typing import Any
 
 import msgspec
 
-from ..core import Ref
 from ..model.messages import JobPayload, JobToken
 
 __all__ = [
@@ -33,7 +32,7 @@ class Connect(msgspec.Struct, frozen=True):
 class Assign(msgspec.Struct, frozen=True):
     index: int
     token: JobToken
-    pipeline: Ref
+    pipeline: str  # its actor's name (as in ``RunJob``)
     payload: JobPayload
 
 
@@ -57,7 +56,7 @@ class Adopt(msgspec.Struct, frozen=True):
 
     index: int
     token: JobToken
-    pipeline: Ref
+    pipeline: str  # its actor's name (as in ``RunJob``)
     payload: JobPayload
     logs: dict[int, Any]
 

@@ -56,6 +56,7 @@ from ..model.messages import (
     StepStarted,
 )
 from ..model.vocab import JobStatus
+from ..names import Names
 from .protocol import (
     MAX_LEASE_WAIT,
     Assignment,
@@ -129,10 +130,10 @@ _CHECK = _Check()
 class _Attempt:
     __slots__ = ("index", "pipeline", "payload", "logs", "job", "sent", "acked")
 
-    def __init__(self, index: int, pipeline: Ref, payload: JobPayload, token: JobToken,
+    def __init__(self, index: int, pipeline: str, payload: JobPayload, token: JobToken,
                  secrets: dict[str, str] | None = None) -> None:  # fmt: skip
         self.index = index
-        self.pipeline = pipeline
+        self.pipeline = pipeline  # its actor's name
         self.payload = payload
         self.logs: dict[int, StepLog] = {}
         self.job = Assignment(agent=index, token=token, payload=payload, secrets=secrets or {})
@@ -168,6 +169,7 @@ class RemoteNodeActor(Actor):
         self.hung: set[int] = set()  # agents whose reports are dropped (the injected hang fault)
         self.parked: tuple[Reply, TimerHandle, int] | None = None
         self.polls = 0
+        self.names = Names(self)  # the pipelines' actors, by the names the attempts carry
 
     async def started(self) -> None:
         self.born = self.now()
@@ -448,7 +450,7 @@ class RemoteNodeActor(Actor):
                     records.append(StepEnded(record.index, record.status, record.reason, record.exit_code,
                                              record.outputs, record.exported_env, record.time))  # fmt: skip
             if records:
-                attempt.pipeline.tell(AgentReport(report.token, tuple(records)))
+                self.names.tell(attempt.pipeline, AgentReport(report.token, tuple(records)))
             if ended:
                 del self.attempts[report.token]
                 self.pool.tell(AgentIdle(agent, report.token))

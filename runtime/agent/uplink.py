@@ -240,7 +240,7 @@ class Uplink(Actor):
             self.index_of[job.token] = job.agent
             # logs are kept in memory here and sent; the server writes its own (log_dir is its path).
             # The job's secrets go to its agent alone, which masks them and drops them when it ends.
-            run = RunJob(job.token, self.ref, msgspec.structs.replace(job.payload, log_dir=None),
+            run = RunJob(job.token, self.name, msgspec.structs.replace(job.payload, log_dir=None),
                          Secrets(job.secrets) if job.secrets else None)  # fmt: skip
             if job.agent in self.busy:
                 self.queued[job.agent].append(run)

@@ -199,7 +199,7 @@ async def test_a_build_without_a_group_runs_at_once_and_moves_on_with_its_agents
         assert (info.id, info.status, info.execute_count) == ("p.1", "RUNNING", 1)
         await r.sync()
         assert r.requests() == [("compile", 1, 0), ("lint", 1, 0)]
-        assert all(m.pipeline == r.pipeline and not m.lock for m in r.pool())
+        assert all(m.pipeline == r.pipeline.name and not m.lock for m in r.pool())
         waiting = await r.ask_later(WaitBuild("p.1"))
         r.run(token("compile"), "SUCCEED")
         r.run(token("lint"), "SUCCEED")

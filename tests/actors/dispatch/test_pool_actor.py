@@ -62,7 +62,7 @@ class Rig:
         token = JobToken(build, "j", attempt)
         payload = JobPayload(pipeline_id="p", build_number=1, execute_count=1, job=spec, start_step=0,
                              template_context=TemplateContext({}, {}), env={}, restore=None)  # fmt: skip
-        self.pool.tell(JobRequest(token, self.pipeline, payload, spec.runs_on, agent=agent, lock=lock))
+        self.pool.tell(JobRequest(token, self.pipeline.name, payload, spec.runs_on, agent=agent, lock=lock))
         return token
 
     def release(self, build: str) -> None:
@@ -141,7 +141,7 @@ async def test_an_action_registered_over_a_built_in_runs_from_the_next_attempt_o
 
         for build in ("p.1", "p.2"):
             token = JobToken(build, "j", 1)
-            r.pool.tell(JobRequest(token, r.pipeline, payload, spec.runs_on))  # the same job object both times
+            r.pool.tell(JobRequest(token, r.pipeline.name, payload, spec.runs_on))  # the same job object both times
             for _ in range(20):
                 await r.sync()
                 if any(type(record) is JobEnded for record in r.reports(token)):
