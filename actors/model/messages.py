@@ -398,7 +398,11 @@ class Release(_Message, frozen=True):
 # -- runtime facade -> pipeline (asks) ---------------------------------------------------
 
 
-class SubmitBuild(_Message, frozen=True):
+class SubmitBuild(_Message, frozen=True, gc=False):
+    """Facade → pipeline (ask): start a build. Untracked: under load every client's submission is in
+    flight (its ask awaits the reply) whenever the collector's middle pass runs, so one per client
+    reached the collector's old generation at each of those passes."""
+
     variables: dict[str, Any]
 
 
