@@ -50,7 +50,7 @@ class Names:
             ref = self._look_up(name, ref)
             if ref is None:
                 # Never seen running, and none runs now: counted as a dead letter like a tell to a stopped ref.
-                self._owner.system._dead_letter(name, message)
+                self._owner.system.dead_letter(name, message)
                 return
         ref.tell(message)
 

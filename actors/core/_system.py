@@ -157,6 +157,12 @@ class ActorSystem:
         if cell in self._roots:
             self._roots.remove(cell)
 
+    def dead_letter(self, name: str, message: Any) -> None:
+        """Count ``message``, told to ``name`` where no actor runs, as a dead letter (``statistics()``).
+
+        What a stopped actor's ``Ref`` does with a tell; for code that tells actors by name."""
+        self._dead_letter(name, message)
+
     def _dead_letter(self, name: str, message: Any) -> None:
         self._dead_letters += 1
         logger.debug("dead letter to %s: %s", name, type(message).__name__)
