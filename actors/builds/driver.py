@@ -27,6 +27,7 @@ from ..model.errors import NotFound
 from ..model.messages import (
     AgentReport,
     EndJob,
+    InstantJob,
     JobEnded,
     JobRequest,
     JobStarted,
@@ -38,6 +39,7 @@ from ..model.messages import (
     Release,
     StepEnded,
     StepNotRun,
+    StepRan,
     StepStarted,
     Unlock,
     Withdraw,
@@ -50,7 +52,7 @@ from .payload import chain_agent, job_payload, template_context
 from .records import JobRun
 from .snapshot import build_info
 from .submission import RetryPlan
-from ..model.vocab import BUILD_FINAL, BuildStatus, EventKind, JobStatus
+from ..model.vocab import BUILD_FINAL, BuildStatus, EventKind, JobStatus, StepStatus
 
 __all__ = ["BuildDriver", "NotHeld"]
 
@@ -58,6 +60,7 @@ __all__ = ["BuildDriver", "NotHeld"]
 _UNRUN = frozenset({JobStatus.UNEXEC, JobStatus.SKIP, JobStatus.DEPENDENT_WAITING})
 # Read on every job's end: module globals, not enum class attributes.
 _WAITING, _HEARTBEAT_TIMEOUT = JobStatus.DEPENDENT_WAITING, JobStatus.HEARTBEAT_TIMEOUT
+_STEP_RUNNING = StepStatus.RUNNING
 _BUILD, _JOB, _STEP = EventKind.BUILD, EventKind.JOB, EventKind.STEP
 
 
@@ -217,7 +220,9 @@ class BuildDriver(Actor):
         record: Any  # one of the report's record types, told apart by type
         for record in report.records:
             kind = type(record)
-            if kind is StepStarted:
+            if kind is InstantJob:
+                self._instant(build, job, token, record)
+            elif kind is StepStarted:
                 step = job.steps[record.index]
                 attempt = build.step_started(job, record.index, record.log, record.time)
                 outbox.append(Record(_STEP, step.status, None, pipeline_id=pipeline_id, build_id=build_id,
@@ -240,6 +245,33 @@ class BuildDriver(Actor):
                                      job_id=job_id, attempt=job.attempts[-1].number, previous=previous))  # fmt: skip
             elif kind is JobEnded:
                 self._job_ended(build, job, token, record.status, record.reason, record.time)
+
+    def _instant(self, build: Build, job: JobRun, token: JobToken, ran: InstantJob) -> None:
+        """Apply a whole attempt run inline as its records would be applied one by one (``_report``),
+        making the same state and events, in one pass: the job's start, each step's attempt made ended."""
+        previous, now = job.status, ran.time
+        build.job_started(job, ran.node, ran.agent, ran.context, now)
+        if build.shape.chains:
+            build.lock_agent(job, job.spec.runs_on.pool_name, ran.agent)
+        outbox, pipeline_id, build_id, job_id = self.outbox, self.pipeline_id, build.id, job.id
+        attempt = job.attempts[-1].number
+        outbox.append(Record(_JOB, job.status, job.reason, pipeline_id=pipeline_id, build_id=build_id, job_id=job_id,
+                             attempt=attempt, previous=previous))  # fmt: skip
+        steps, execute_count = job.steps, build.execute_count
+        step_ran: Any  # a StepRan or a StepNotRun, told apart by type
+        for step_ran in ran.steps:
+            if type(step_ran) is StepRan:
+                step = steps[step_ran.index]
+                number = step.ran(step_ran, execute_count, attempt, now)
+                step_id = step.spec.id
+                outbox.append(Record(_STEP, _STEP_RUNNING, None, pipeline_id=pipeline_id, build_id=build_id,
+                                     job_id=job_id, step_id=step_id, attempt=number))  # fmt: skip
+                outbox.append(Record(_STEP, step.status, step.reason, pipeline_id=pipeline_id, build_id=build_id,
+                                     job_id=job_id, step_id=step_id, attempt=number))  # fmt: skip
+            else:
+                build.step_not_run(job, step_ran.index, step_ran.status, step_ran.reason)
+                self._emit_step(build, job, step_ran.index)
+        self._job_ended(build, job, token, ran.status, ran.reason, now)
 
     def _pool_ended(self, message: EndJob) -> None:
         """The pool ended the attempt itself (see ``EndJob``): it ends as its agent's JobEnded would end it."""

@@ -13,6 +13,7 @@ from typing import IO, Any, ClassVar
 
 import msgspec
 
+from ..model.reports import StepRan
 from ..model.spec import Job, PipelineSpec, Step
 from ..model.vocab import JOB_FAILING, STEP_FAILING, STEP_FINAL, JobStatus, RunCondition, StepStatus
 
@@ -219,6 +220,19 @@ class StepRun(msgspec.Struct, gc=False):
     def reset(self) -> None:
         self.status = _STEP_QUEUE
         self.reason = None
+
+    def ran(self, ran: StepRan, execute_count: int, job_attempt: int, now: float) -> int:
+        """A run an agent made inline (``InstantJob``): a new attempt, ended as soon as started, as
+        ``Build.step_started`` and ``Build.step_ended`` at one instant would leave it; its number."""
+        attempts = self.attempts
+        number = len(attempts) + 1
+        self.attempts = attempts + (StepAttempt(number, attempts[-1].number if attempts else None, execute_count,
+                                                job_attempt, ran.log, now, ran.status, ran.exit_code, now, ran.reason,
+                                                ran.outputs or NOTHING, ran.exported_env or NOTHING),)  # fmt: skip
+        if ran.log.file is not None:
+            ran.log.close()
+        self.status, self.reason = ran.status, ran.reason
+        return number
 
     @property
     def failed_the_job(self) -> bool:

@@ -17,9 +17,9 @@ late report is fenced off. A retired agent leaves once its attempt is over
 (a hung one at once).
 
 A job whose steps are all instant built-ins (``noop``, ``echo``, ``fail``)
-runs inline in ``receive``: no task, no cancel scope, one report. Anything
-else runs in a task owned by the agent, under one cancel scope for the job's
-timeout and cancellation.
+runs inline in ``receive``: no task, no cancel scope, one report of one
+record (an ``InstantJob``). Anything else runs in a task owned by the agent,
+under one cancel scope for the job's timeout and cancellation.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from ..model.messages import (
     AgentReport,
     CancelJob,
     Fault,
+    InstantJob,
     JobEnded,
     JobPayload,
     JobStarted,
@@ -52,6 +53,7 @@ from ..model.messages import (
     RunJob,
     StepEnded,
     StepNotRun,
+    StepRan,
     StepStarted,
 )
 from .script import render_script
@@ -64,7 +66,9 @@ from ..names import Names
 
 __all__ = ["AgentActor", "AgentFault", "JobRunner", "StepOutcome"]
 
-Record = JobStarted | StepStarted | StepEnded | StepNotRun | JobEnded
+Record = JobStarted | StepStarted | StepEnded | StepNotRun | JobEnded | InstantJob  # what a report carries
+# The records made as an attempt runs: a report's, or (run inline) the StepRan and StepNotRun of an InstantJob.
+Records = list[Any]
 
 # Read for every step: an enum member looked up on its class costs a few times a global's lookup.
 _SUCCESS = RunCondition.SUCCESS
@@ -95,7 +99,7 @@ class JobRunner:
 
     __slots__ = ("steps", "index", "failed", "failure", "tries", "records")
 
-    def __init__(self, payload: JobPayload, records: list[Record]) -> None:
+    def __init__(self, payload: JobPayload, records: Records) -> None:
         self.steps = payload.job.steps
         self.index = payload.start_step
         self.failed = payload.failed_before
@@ -227,13 +231,13 @@ class AgentActor(Actor):
         self.secrets = run.secrets if run.secrets is not None else self.own_secrets
         self.cancel_reason = None
         now = time.time()
-        records: list[Record] = [JobStarted(self.node, self.agent, dict(self.context), now)]
         known_job, known_changes, instant = self._instant_for
         if payload.job is not known_job or self.actions.changes != known_changes:
             instant = self._instant_steps(payload)
         if instant is not None:
-            self._run_inline(run, records, instant, now)
+            self._run_inline(run, instant, now)
         else:
+            records: list[Record] = [JobStarted(self.node, self.agent, dict(self.context), now)]
             # Made here, not in the task, so a CancelJob that arrives before
             # the task starts still finds something to cancel.
             self.scope = anyio.CancelScope(deadline=anyio.current_time() + payload.job.timeout_minutes * 60)
@@ -257,9 +261,12 @@ class AgentActor(Actor):
         self._instant_for = (job, changes, instant)
         return instant
 
-    def _run_inline(self, run: RunJob, records: list[Record], actions: tuple[SyncAction, ...], now: float) -> None:
-        # Its records happen in one instant and share ``now``: a clock read per record cost more than the step.
+    def _run_inline(self, run: RunJob, actions: tuple[SyncAction, ...], now: float) -> None:
+        # It all happens in one instant, ``now``: a clock read per record cost more than the step. Its
+        # steps' records are StepRan and StepNotRun, sent in one InstantJob (``_finish``).
         payload = run.payload
+        context = dict(self.context)  # as the job starts, for the InstantJob
+        records: Records = []
         steps, index = payload.job.steps, payload.start_step
         outcome: StepOutcome | None = None
         if not payload.failed_before:
@@ -273,7 +280,7 @@ class AgentActor(Actor):
                 index += 1
             else:
                 if index == len(steps):
-                    self._finish(run, records, JobStatus.SUCCEED, None, now)
+                    self._finish(run, records, JobStatus.SUCCEED, None, now, context)
                     return
                 outcome = None
         runner = JobRunner(payload, records)
@@ -284,12 +291,11 @@ class AgentActor(Actor):
             index, step = item
             runner.step_done(self._instant_step(run, index, step, actions[index], records, now))
         status, reason = runner.result()
-        self._finish(run, records, status, reason, now)
+        self._finish(run, records, status, reason, now, context)
 
-    def _instant_step(self, run: RunJob, index: int, step: Step, action: SyncAction, records: list[Record],
+    def _instant_step(self, run: RunJob, index: int, step: Step, action: SyncAction, records: Records,
                       now: float) -> StepOutcome:  # fmt: skip
         log = step_log(run.payload, step)
-        records.append(StepStarted(index, log, now))
         try:
             context = self._context_for(run, step, log)
             action(context)
@@ -297,7 +303,7 @@ class AgentActor(Actor):
             outcome = _failed(error)
         else:
             outcome = StepOutcome(_SUCCEED, None, None, context.outputs, context.exported_env)
-        self._record_end(records, index, outcome, now)
+        self._record_end(records, index, outcome, now, log)
         return outcome
 
     async def _run_in_task(self, run: RunJob, records: list[Record], scope: anyio.CancelScope) -> None:
@@ -327,7 +333,9 @@ class AgentActor(Actor):
             status, reason = runner.result()
         self._finish(run, records, status, reason)
 
-    def _record_end(self, records: list[Record], index: int, outcome: StepOutcome, now: float | None = None) -> None:
+    def _record_end(self, records: Records, index: int, outcome: StepOutcome, now: float | None = None,
+                    log: StepLog | None = None) -> None:  # fmt: skip
+        """The step's end, or with its ``log`` (run inline) its whole run, as a ``StepRan``."""
         if outcome.status == _SUCCEED and outcome.exported_env:
             self.context.update(outcome.exported_env)
         # What is reported is shown (events, build JSON): secrets masked. The
@@ -338,6 +346,9 @@ class AgentActor(Actor):
             outputs = secrets.mask_values(outputs)
         else:
             outputs = dict(outputs)  # a copy, as mask_values makes: what the action keeps is not the record
+        if log is not None:
+            records.append(StepRan(index, log, outcome.status, reason, outcome.exit_code, outputs, outcome.exported_env))
+            return
         records.append(StepEnded(index, outcome.status, reason, outcome.exit_code, outputs, outcome.exported_env,
                                  time.time() if now is None else now))  # fmt: skip
 
@@ -346,9 +357,14 @@ class AgentActor(Actor):
             self.names.tell(run.pipeline, AgentReport(run.token, tuple(records)))
         records.clear()
 
-    def _finish(self, run: RunJob, records: list[Record], status: JobStatus, reason: str | None,
-                now: float | None = None) -> None:  # fmt: skip
-        records.append(JobEnded(status, reason and self.secrets.mask(reason), time.time() if now is None else now))
+    def _finish(self, run: RunJob, records: Records, status: JobStatus, reason: str | None,
+                now: float | None = None, context: dict[str, str] | None = None) -> None:  # fmt: skip
+        """Report the attempt's end; run inline (with the ``context`` it started with), the whole attempt."""
+        reason = reason and self.secrets.mask(reason)
+        if context is not None and now is not None:
+            records = [InstantJob(self.node, self.agent, context, now, tuple(records), status, reason)]
+        else:
+            records.append(JobEnded(status, reason, time.time() if now is None else now))
         if not self.hung:  # ``_flush``, without clearing a list nobody reads again
             self.names.tell(run.pipeline, AgentReport(run.token, tuple(records)))
         self.current = None

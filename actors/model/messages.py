@@ -29,8 +29,9 @@ from typing import Any
 import msgspec
 
 from ..core import Ref
+from .reports import InstantJob, JobEnded, JobStarted, StepEnded, StepNotRun, StepRan, StepStarted
 from .spec import Concurrency, Job, PipelineSpec, RunsOn
-from .vocab import BuildStatus, FaultKind, JobStatus, StepStatus
+from .vocab import BuildStatus, FaultKind, JobStatus
 
 __all__ = [
     "Relock",
@@ -71,6 +72,8 @@ __all__ = [
     "StepEnded",
     "StepNotRun",
     "JobEnded",
+    "StepRan",
+    "InstantJob",
     "EndJob",
     "Admit",
     "Admitted",
@@ -264,54 +267,17 @@ class AgentIdle(_Message, frozen=True):
     token: JobToken
 
 
-# Records carried by AgentReport, applied in order by the pipeline.
-
-
-class JobStarted(msgspec.Struct, frozen=True, gc=False):
-    node: str
-    agent: str
-    context: dict[str, str]
-    time: float
-
-
-class StepStarted(msgspec.Struct, frozen=True, gc=False):
-    index: int
-    log: Any  # the StepLog the agent writes
-    time: float
-
-
-class StepEnded(msgspec.Struct, frozen=True, gc=False):
-    index: int
-    status: StepStatus
-    reason: str | None
-    exit_code: int | None
-    outputs: dict[str, str]
-    exported_env: dict[str, str]
-    time: float
-
-
-class StepNotRun(msgspec.Struct, frozen=True, gc=False):
-    index: int
-    status: StepStatus  # SKIP or UNEXEC
-    reason: str
-
-
-class JobEnded(msgspec.Struct, frozen=True, gc=False):
-    status: JobStatus
-    reason: str | None
-    time: float
-
-
 class AgentReport(_Message, frozen=True, gc=False):
     """Agent → pipeline: what happened to an attempt, in order (only agents send it;
     an attempt the pool ends itself comes as ``EndJob``).
 
-    An agent flushes its records whenever it is about to wait, so a job of
-    instant steps costs one message, not one per step.
+    An agent flushes its records (``reports.py``) whenever it is about to
+    wait, so a job of instant steps costs one message, not one per step, and
+    one record: an ``InstantJob``.
     """
 
     token: JobToken
-    records: tuple[JobStarted | StepStarted | StepEnded | StepNotRun | JobEnded, ...]
+    records: tuple[JobStarted | StepStarted | StepEnded | StepNotRun | JobEnded | InstantJob, ...]
 
 
 class EndJob(_Message, frozen=True, gc=False):

@@ -45,6 +45,7 @@ from actors.model.messages import (
     AgentIdle,
     AgentReport,
     CancelJob,
+    InstantJob,
     JobEnded,
     JobStarted,
     JobToken,
@@ -161,23 +162,29 @@ class Uplink(Actor):
         if token in self.abandoned or token not in self.index_of:
             return
         out = self.pending.setdefault(token, [])
-        for record in report.records:
-            if isinstance(record, StepStarted):
-                out.append(StepStart(record.index, record.time))
-                self.live_logs[(token, record.index)] = [record.log, 0]
-            elif isinstance(record, StepEnded):
-                self._log_chunk(token, record.index, out, final=True)
-                out.append(StepEnd(record.index, record.status, record.reason, record.exit_code, record.outputs,
-                                   record.exported_env, record.time))  # fmt: skip
-            elif isinstance(record, StepNotRun):
-                out.append(StepSkip(record.index, record.status, record.reason))
-            elif isinstance(record, JobStarted):
-                out.append(Started(record.context, record.time))
-            elif isinstance(record, JobEnded):
-                for key in [key for key in self.live_logs if key[0] == token]:
-                    self._log_chunk(token, key[1], out, final=True)
-                out.append(Ended(record.status, record.reason, record.time))
+        for item in report.records:
+            # the wire knows the ordinary records: an attempt run inline goes as those it stands for
+            for record in item.records() if isinstance(item, InstantJob) else (item,):
+                self._record(token, record, out)
         self._wake()
+
+    def _record(self, token: JobToken, record: Any, out: list[Record]) -> None:
+        """One record of a local agent's report, as the wire says it."""
+        if isinstance(record, StepStarted):
+            out.append(StepStart(record.index, record.time))
+            self.live_logs[(token, record.index)] = [record.log, 0]
+        elif isinstance(record, StepEnded):
+            self._log_chunk(token, record.index, out, final=True)
+            out.append(StepEnd(record.index, record.status, record.reason, record.exit_code, record.outputs,
+                               record.exported_env, record.time))  # fmt: skip
+        elif isinstance(record, StepNotRun):
+            out.append(StepSkip(record.index, record.status, record.reason))
+        elif isinstance(record, JobStarted):
+            out.append(Started(record.context, record.time))
+        elif isinstance(record, JobEnded):
+            for key in [key for key in self.live_logs if key[0] == token]:
+                self._log_chunk(token, key[1], out, final=True)
+            out.append(Ended(record.status, record.reason, record.time))
 
     def _agent_idle(self, message: AgentIdle) -> None:
         index = int(message.agent.rsplit("/", 1)[1])

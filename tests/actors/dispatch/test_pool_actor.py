@@ -23,7 +23,7 @@ import trio
 from actors.core import Actor, ActorSystem, open_system
 from actors.dispatch.pool import AddNode, InjectFault, ListNodes, ListWaiting, PoolActor, PoolStats
 from actors.execution.actions import ActionRegistry, StepContext
-from actors.model.messages import (AgentReport, EndJob, JobEnded, JobPayload, JobRequest, JobStarted, JobToken,
+from actors.model.messages import (AgentReport, EndJob, InstantJob, JobEnded, JobPayload, JobRequest, JobStarted, JobToken,
                                    JobWaiting, TemplateContext, Withdraw)
 from runtime.spec_loader import load_pipeline
 
@@ -81,8 +81,9 @@ class Rig:
         return [(m.token, m.status, m.reason) for m in self.told if type(m) is EndJob]
 
     def reports(self, token: JobToken) -> list[Any]:
-        """The records of the agents' reports about ``token``, in order."""
-        return [record for m in self.told if type(m) is AgentReport and m.token == token for record in m.records]
+        """The records of the agents' reports about ``token``, in order (an ``InstantJob`` as those it stands for)."""
+        return [record for m in self.told if type(m) is AgentReport and m.token == token for item in m.records
+                for record in (item.records() if type(item) is InstantJob else (item,))]  # fmt: skip
 
 
 @asynccontextmanager
