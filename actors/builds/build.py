@@ -41,7 +41,7 @@ __all__ = ["Build", "new_build"]
 _WAITING, _QUEUE = JobStatus.DEPENDENT_WAITING, JobStatus.QUEUE
 _RUNNING, _SUCCEED = BuildStatus.RUNNING, BuildStatus.SUCCEED
 _SUCCESS, _ALWAYS, _FAILURE = RunCondition.SUCCESS, RunCondition.ALWAYS, RunCondition.FAILURE
-_HEARTBEAT_TIMEOUT = JobStatus.HEARTBEAT_TIMEOUT
+_HEARTBEAT_TIMEOUT, _JOB_RUNNING = JobStatus.HEARTBEAT_TIMEOUT, JobStatus.RUNNING
 _STEP_RUNNING, _STEP_FAILED, _STEP_CANCELED = StepStatus.RUNNING, StepStatus.FAILED, StepStatus.CANCELED
 _UNRUN_ENDS = frozenset({JobStatus.UNEXEC, JobStatus.SKIP})  # what _consider ends a job with when it does not run
 
@@ -288,12 +288,12 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
 
     def job_started(self, job: JobRun, node: str, agent: str, context: dict[str, str], now: float) -> None:
         attempt = job.attempts[-1]
-        attempt.status = JobStatus.RUNNING
+        attempt.status = _JOB_RUNNING
         attempt.node, attempt.agent = node, agent
         attempt.started_at = now
         if attempt.context_before is None:
             attempt.context_before = context or NOTHING  # an empty one shared: one dict less kept per job
-        job.status = JobStatus.RUNNING
+        job.status = _JOB_RUNNING
         job.reason = None  # why it waited (JobWaiting) no longer holds
 
     def lock_agent(self, job: JobRun, pool: str, agent: str) -> None:

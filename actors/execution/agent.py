@@ -94,6 +94,9 @@ class StepOutcome(msgspec.Struct, gc=False):
     exported_env: dict[str, str] = msgspec.field(default_factory=dict)
 
 
+_SUCCEEDED = StepOutcome(_SUCCEED)  # what the step rules read of an instant step that succeeded (status, reason)
+
+
 class JobRunner:
     """The step rules of one attempt (pure): ``if``, ``retry-times``, ``continue-on-error``."""
 
@@ -275,7 +278,7 @@ class AgentActor(Actor):
             # or has another ``if``.
             while index < len(steps) and steps[index].if_ in _RUNS_WHILE_OK:
                 outcome = self._instant_step(run, index, steps[index], actions[index], records, now)
-                if outcome.status != _SUCCEED:
+                if outcome is not None:
                     break
                 index += 1
             else:
@@ -289,22 +292,28 @@ class AgentActor(Actor):
             runner.step_done(outcome)
         while (item := runner.next_step()) is not None:
             index, step = item
-            runner.step_done(self._instant_step(run, index, step, actions[index], records, now))
+            runner.step_done(self._instant_step(run, index, step, actions[index], records, now) or _SUCCEEDED)
         status, reason = runner.result()
         self._finish(run, records, status, reason, now, context)
 
     def _instant_step(self, run: RunJob, index: int, step: Step, action: SyncAction, records: Records,
-                      now: float) -> StepOutcome:  # fmt: skip
+                      now: float) -> StepOutcome | None:  # fmt: skip
+        """Run the step and record its run (a ``StepRan``): None if it succeeded, else how it failed."""
         log = step_log(run.payload, step)
         try:
             context = self._context_for(run, step, log)
             action(context)
         except Exception as error:
             outcome = _failed(error)
-        else:
-            outcome = StepOutcome(_SUCCEED, None, None, context.outputs, context.exported_env)
-        self._record_end(records, index, outcome, now, log)
-        return outcome
+            self._record_end(records, index, outcome, now, log)
+            return outcome
+        # A success, recorded as ``_record_end`` records one, without its StepOutcome and the call.
+        exported, outputs, secrets = context.exported_env, context.outputs, self.secrets
+        if exported:
+            self.context.update(exported)
+        records.append(StepRan(index, log, _SUCCEED, None, None,
+                               secrets.mask_values(outputs) if secrets.masks else dict(outputs), exported))  # fmt: skip
+        return None
 
     async def _run_in_task(self, run: RunJob, records: list[Record], scope: anyio.CancelScope) -> None:
         runner = JobRunner(run.payload, records)
