@@ -104,6 +104,9 @@ class Runtime(Cluster, Closing, LogFollowing):
         self._mutexes = mutexes
         self._adding_nodes: set[str] = set()
         self._deleted: set[str] = set()  # their actors stay (builds readable, numbering kept), unlisted
+        # submit's pipeline actors by id, found through ``_pipeline`` once: its look-up was five calls per build.
+        # A deleted pipeline's entry goes with the deletion; a stopped actor's ref is looked up again.
+        self._submit_to: dict[str, Ref] = {}
         # Pipelines being deleted or revived: one change at a time, or the replies' order could leave _deleted wrong.
         self._changing: set[str] = set()
         self._app_factory = app_factory
@@ -204,6 +207,7 @@ class Runtime(Cluster, Closing, LogFollowing):
             ref = self._pipeline(pipeline_id)
             cancelled: list[str] = await ref.ask(RetirePipeline(cancel=cancel))
             self._deleted.add(pipeline_id)
+            self._submit_to.pop(pipeline_id, None)
             if self._state is not None:
                 await self._state.write(Batch(deleted={pipeline_id: True}))
         finally:
@@ -233,7 +237,10 @@ class Runtime(Cluster, Closing, LogFollowing):
                 f"{self._gauge.unfinished} builds are queued or running (max-queued-builds "
                 f"{self.config.max_queued_builds}); try again later"
             )
-        result: BuildInfo = await self._pipeline(pipeline_id).ask(SubmitBuild(dict(variables or {})))
+        ref = self._submit_to.get(pipeline_id) if type(pipeline_id) is str else None
+        if ref is None or ref.stopped:
+            ref = self._submit_to[pipeline_id] = self._pipeline(pipeline_id)
+        result: BuildInfo = await ref.ask(SubmitBuild(dict(variables or {})))
         return result
 
     async def build(self, build_id: str) -> BuildInfo:
