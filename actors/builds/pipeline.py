@@ -63,7 +63,7 @@ from .driver import BuildDriver
 from .listing import build_key, build_log, describe, list_builds
 from .logfollow import read_log
 from .resume import Drain, GetLogSources, Restore, Resume, log_sources, resume, resume_running
-from .records import BuildShape, JobRun
+from .records import NOTHING, BuildShape, JobRun
 from .snapshot import build_info, opened_info
 from .submission import RetryPlan, check_variables, group_config, render_group
 from ..model.vocab import BUILD_FINAL, BuildStatus, EventKind
@@ -200,10 +200,14 @@ class PipelineActor(BuildDriver):
 
     def _submit(self, message: SubmitBuild) -> BuildInfo | None:
         """Reply at once without a group; otherwise once the group has decided."""
-        variables = check_variables(self.pipeline_id, self.spec, message.variables)
+        # most builds bring no variables to a pipeline that declares none, and have no group: no calls for those
+        spec = self.spec
+        given = message.variables
+        variables = check_variables(self.pipeline_id, spec, given) if given or spec.variables else NOTHING
         number = self.next_number
         build_id = f"{self.pipeline_id}.{number}"
-        group = render_group(self.pipeline_id, self.spec, build_id, number, variables, self.mask)
+        group = None if spec.concurrency is None else render_group(self.pipeline_id, spec, build_id, number,
+                                                                     variables, self.mask)  # fmt: skip
         self.next_number += 1
         shape, now = self.shape, time.time()
         build = Build(build_id, self.pipeline_id, shape.spec, shape, number, variables, group, now, now)
@@ -219,7 +223,8 @@ class PipelineActor(BuildDriver):
             dispatch = build.start(now, unrun)
             outbox.append(Record(_BUILD, build.status, build.reason, pipeline_id=pipeline_id, build_id=build_id,
                                  attempt=build.execute_count, previous=_QUEUE))  # fmt: skip
-            self._emit_ended_at_start(build, unrun)
+            if unrun:
+                self._emit_ended_at_start(build, unrun)
             self._dispatch(build, dispatch)
             if build.status in BUILD_FINAL:
                 self._finished(build)
