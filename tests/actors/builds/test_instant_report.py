@@ -31,7 +31,7 @@ import runtime
 from actors.builds.pipeline import PipelineActor
 from actors.builds.records import StepLog
 from actors.builds.snapshot import build_info
-from actors.core import Actor, open_system
+from actors.core import open_system
 from actors.directory import Directory
 from actors.events import Publish
 from actors.execution.actions import SYNC_BUILTINS, StepContext
@@ -46,6 +46,8 @@ from actors.model.messages import (
 )
 from actors.state.codec import encode_build
 from runtime.spec_loader import load_pipeline
+
+from .test_pipeline_actor import Parent, Probe
 
 T = 1_700_000_000.0
 
@@ -66,19 +68,6 @@ PIPELINE = {
         "next": {"depend-on": ["work"], "if": "ALWAYS", "steps": [{"uses": "noop"}]},
     },
 }
-
-
-class Probe(Actor):
-    def __init__(self, log: list[Any]) -> None:
-        self.log = log
-
-    def receive(self, message: Any) -> Any:
-        if message != "sync":
-            self.log.append(message)
-
-
-class Parent(Actor):
-    """Parent of a family of probes."""
 
 
 class Side:
