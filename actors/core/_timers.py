@@ -101,7 +101,7 @@ class Lane:
         self.live = 0
 
     def settle(self) -> None:
-        """One of the lane's entries was settled before its deadline."""
+        """One of the lane's entries is settled (answered, or seen to have expired): one fewer live."""
         self.live -= 1
 
     def _compact(self) -> None:
