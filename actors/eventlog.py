@@ -118,11 +118,6 @@ class EventLog:
         """The oldest id still kept (``last_id + 1`` when empty)."""
         return max(self._origin, self.last_id - self.capacity + 1)
 
-    def append(self, kept: Kept) -> None:
-        """The hub's: add the next event (its id is ``last_id + 1``)."""
-        self._ring[kept.id % self.capacity] = kept
-        self.last_id = kept.id
-
     def notify(self) -> None:
         """The hub's, after a batch: wake the readers waiting for news."""
         waiter, self._waiter = self._waiter, None

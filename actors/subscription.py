@@ -177,7 +177,8 @@ class Subscription:
             if waiter is not None and not queue:
                 room += 1
             if len(batch) > room:
-                queue.extend(batch[: int(room)])
+                # room is -1 when a woken reader has not yet taken the one event it made room for
+                queue.extend(batch[: max(0, int(room))])
                 self.end(f"dropped: more than {self._bound} events were waiting to be read")
                 return False
         queue.extend(batch)

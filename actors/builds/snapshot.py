@@ -23,7 +23,9 @@ def build_info(build: Build, queue_position: int | None = None) -> BuildInfo:
     stages = _fresh_stages(build)
     if stages is None:
         stages = _stages(build)
-    variables, group, reason, mask = build.variables, build.group, build.reason, build.shape.mask
+    group, reason, mask = build.group, build.reason, build.shape.mask
+    # a copy: builds without variables share one empty dict, and a caller may change what it is given
+    variables = dict(build.variables)
     if mask is not None:  # only with secrets configured
         variables = {name: mask(value) for name, value in variables.items()}
         group = group and mask(group)
@@ -59,7 +61,7 @@ def opened_info(build: Build) -> BuildInfo:
     stages = shape.opened
     if stages is None:
         stages = shape.opened = _stages(build)
-    variables, group, mask = build.variables, build.group, shape.mask
+    variables, group, mask = dict(build.variables), build.group, shape.mask  # a copy: see build_info
     if mask is not None:  # only with secrets configured
         variables = {name: mask(value) for name, value in variables.items()}
         group = group and mask(group)
@@ -146,7 +148,7 @@ def _job_info(job: JobRun) -> JobInfo:
                     StepAttemptInfo(
                         number=a.number, status=a.status, exit_code=a.exit_code, started_at=rfc3339(a.started_at),
                         finished_at=rfc3339(a.finished_at), reason=a.reason, retry_of=a.retry_of,
-                        execute_count=a.execute_count, outputs=a.outputs,
+                        execute_count=a.execute_count, outputs=dict(a.outputs),
                     )  # fmt: skip
                     for a in step.attempts
                 ],

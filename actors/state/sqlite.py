@@ -70,9 +70,16 @@ class SQLiteStore:
         if "remote" not in columns:  # a store made before remote nodes were kept
             self._writer.execute("ALTER TABLE nodes ADD COLUMN remote INTEGER NOT NULL DEFAULT 0")
         if "created_at" not in {row[1] for row in self._writer.execute("PRAGMA table_info(builds)")}:
-            # a store made before listings paged in it: a build was created when it was first queued
-            self._writer.execute("ALTER TABLE builds ADD COLUMN created_at REAL")
-            self._writer.execute("UPDATE builds SET created_at = queued_at")
+            # a store made before listings paged in it: a build was created when it was first queued.
+            # One transaction: a column added but left unfilled would never be filled at a later start.
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                self._writer.execute("ALTER TABLE builds ADD COLUMN created_at REAL")
+                self._writer.execute("UPDATE builds SET created_at = queued_at")
+                self._writer.execute("COMMIT")
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
         self._writer.executescript(_LISTING_INDEXES)
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []  # list.append is atomic: no guard needed

@@ -218,3 +218,26 @@ async def test_the_replayed_history_always_fits_with_room_for_one_more() -> None
         hub.tell(batch(5))
         await settled(hub)
         assert await drain(subscription) == ["app.1", "app.2", "app.3", "app.4"]
+
+
+async def test_a_batch_behind_the_one_a_woken_reader_made_room_for_is_not_queued() -> None:
+    """A waiting reader counts as room for one more event; a second batch that comes before the woken
+    reader has run finds the queue one past its bound: none of it is queued, and the subscriber is dropped."""
+    seen: list[str | None] = []
+
+    async def read(subscription: Subscription) -> None:
+        async for event in subscription:
+            seen.append(event.build_id)
+
+    async with open_system() as system:
+        hub = system.spawn(EventHub)
+        subscription = await hub.ask(Subscribe(buffer=4))
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(read, subscription)
+                await anyio.wait_all_tasks_blocked()
+                hub.tell(batch(1, 2, 3, 4, 5))  # 4 + the waiting reader's one
+                hub.tell(batch(*range(6, 106)))  # handled in the same turn, before the reader runs
+                await settled(hub)
+    assert seen == [f"app.{n}" for n in range(1, 6)]
+    assert subscription.reason is not None and "dropped" in subscription.reason
