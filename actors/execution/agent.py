@@ -247,11 +247,9 @@ class AgentActor(Actor):
             self.start_task(self._run_in_task, run, records, self.scope)
 
     def _instant_steps(self, payload: JobPayload) -> tuple[SyncAction, ...] | None:
-        """The plain functions of the job's steps when all are instant built-ins, else None."""
+        """The plain functions of the job's steps when all are instant built-ins, else None; remembered
+        for the job and the registry's change count (``_run`` reads the memo first)."""
         job, changes = payload.job, self.actions.changes
-        known_job, known_changes, known = self._instant_for
-        if job is known_job and changes == known_changes:
-            return known
         actions: list[SyncAction] = []
         instant: tuple[SyncAction, ...] | None = None
         for step in job.steps:  # in order, stopping at the first that is not instant, as ``all`` would
