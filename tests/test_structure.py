@@ -159,6 +159,7 @@ KERNEL_TYPE_ONLY = frozenset({
     ("actors.core._actor", "actors.core._system"),
     ("actors.core._cell", "actors.core._actor"),
     ("actors.core._cell", "actors.core._system"),
+    ("actors.core._dispatcher", "actors.core._cell"),
 })  # fmt: skip
 
 

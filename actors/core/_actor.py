@@ -18,11 +18,14 @@ ActorFactory: TypeAlias = "Callable[[], Actor]"
 class Actor:
     """Subclass this and implement ``receive``.
 
-    The kernel calls ``receive(message)`` for each message, one at a time, in
-    the actor's own task; nothing else touches the actor's attributes. A
-    plain ``def receive`` is the fast path: the mailbox is drained in batches
-    with no task switch between messages. An ``async def receive`` is allowed
-    for actors that must await while handling (the mailbox waits meanwhile).
+    The kernel calls ``receive(message)`` for each message, one at a time;
+    nothing else touches the actor's attributes. A plain ``def receive`` is
+    the fast path: the system's dispatcher task drains the mailbox in
+    batches, with no task switch between messages or between actors (so it
+    must not rely on which task runs it). An ``async def receive`` is
+    allowed for actors that must await while handling; it runs in the
+    actor's own task, and the mailbox waits meanwhile. ``started`` and
+    ``stopping`` always run in the actor's own task.
 
     For an ``ask`` the return value of ``receive`` is the reply, and an
     exception goes back to the asker. For a ``tell`` an exception crashes the

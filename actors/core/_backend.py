@@ -17,7 +17,13 @@ import anyio.lowlevel
 import sniffio
 import trio
 
-__all__ = ["Backend", "Parker", "current_backend"]
+__all__ = ["Backend", "Parker", "Waker", "current_backend"]
+
+
+class Waker(Protocol):
+    """What a message to an actor wakes: its own task's parker, or the dispatcher's ``MailWaker``."""
+
+    def unpark(self) -> None: ...
 
 
 class Parker(Protocol):

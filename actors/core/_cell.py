@@ -1,9 +1,11 @@
 """The machinery behind one actor: its mailbox, its task loop and its ref.
 
-A cell owns the mailbox (a deque plus a parker: the cheapest mailbox on both
-backends, docs/design.md §2) and runs the actor's single task. The loop drains the
-mailbox in batches and yields once per batch rather than once per message,
-which is where the kernel's throughput comes from.
+A cell owns the mailbox (a deque plus a wake-up: the cheapest mailbox on both
+backends, docs/design.md §2) and runs the actor's own task. The mailbox is
+drained in batches, yielding once per batch rather than once per message:
+by the system's dispatcher (``_dispatcher``) for a plain ``receive``, while
+the own task waits for a stop or a crash; by the own task for an async one.
+That is where the kernel's throughput comes from.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgspec
 
-from ._backend import Backend, Parker
+from ._backend import Backend, Parker, Waker
 from ._errors import ActorCrashed, ActorStopped, AskTimeout
 from ._timers import Lane
 
@@ -221,7 +223,11 @@ class Cell:
         self.parent = parent
         self.children: list[Cell] = []
         self.queue: deque[Any] = deque()
-        self.parker = self.backend.new_parker()
+        self.own_parker = self.backend.new_parker()  # the cell's own task sleeps on it
+        self.parker: Waker = self.own_parker  # what a message wakes (``_incarnate``)
+        self.lent = False  # the dispatcher serves the mailbox (the own task waits for a stop or a crash)
+        self.scheduled = False  # on the dispatcher's ready list
+        self.crash: BaseException | None = None  # what crashed the actor in the dispatcher's hands
         self.state = _RUNNING
         self.processed = 0
         self.peak_depth = 0
@@ -238,6 +244,8 @@ class Cell:
         actor = self.factory()
         actor._cell = self
         self.async_receive = inspect.iscoroutinefunction(actor.receive)
+        # a plain receive is handed its mail by the dispatcher; an async one by the actor's own task
+        self.parker = self.own_parker if self.async_receive else self.system.dispatcher.waker(self)
         return actor
 
     # -- control ----------------------------------------------------------
@@ -251,7 +259,7 @@ class Cell:
         if self.state is _RUNNING:
             self.state = _STOPPING
             self.system._release_name(self)
-            self.parker.unpark()
+            self.own_parker.unpark()
 
     def signal(self, message: _ChildExit | _Escalation) -> None:
         """Deliver a kernel signal; dropped if this actor is already stopping."""
@@ -308,17 +316,87 @@ class Cell:
         return error
 
     async def _serve(self) -> BaseException | None:
+        """Handle messages until the actor is asked to stop or crashes: the error, if it crashed."""
+        if self.async_receive:
+            return await self._serve_async()
         queue = self.queue
-        checkpoint = self.backend.checkpoint
+        self.lent = True
+        try:
+            while self.crash is None and self.state is _RUNNING:
+                if queue:  # mail that came before it was lent (while starting): the dispatcher's now
+                    self.parker.unpark()
+                await self.own_parker.park()
+        finally:
+            self.lent = False
+        error, self.crash = self.crash, None
+        if error is not None:
+            return error
+        while queue:  # asked to stop: the rest of the mailbox, here
+            error = self.drain(BATCH)
+            if error is not None:
+                return error
+            if queue:
+                await self.backend.checkpoint()
+        return None
+
+    def lend(self) -> None:
+        """One batch in the dispatcher's hands; a crash goes to the actor's own task."""
+        error = self.drain(BATCH)
+        if error is not None:
+            self.lent = False
+            self.crash = error
+            self.own_parker.unpark()
+
+    def drain(self, budget: int) -> BaseException | None:
+        """Handle up to ``budget`` queued messages of a plain ``receive``, then ``batch_done``.
+
+        Returns the error that crashed the actor, if one did (a ``tell``'s;
+        an ``ask``'s goes back to the asker).
+        """
+        queue = self.queue
         actor = self.actor
         receive = actor.receive
-        is_async = self.async_receive
-        batch_done = actor.batch_done if actor._batches and not is_async else None
+        while queue and budget:
+            budget -= 1
+            message = queue.popleft()
+            self.processed += 1
+            kind = type(message)
+            if kind is _Ask:
+                self.ask_slot = message
+                try:
+                    result = receive(message.message)
+                except Exception as exc:
+                    message.set_error(exc)
+                else:
+                    if self.ask_slot is message:  # not deferred
+                        message.set_result(result)
+                self.ask_slot = None
+            elif kind is _ChildExit or kind is _Escalation:
+                error = self._signalled(message)
+                if error is not None:
+                    return error
+            else:
+                try:
+                    receive(message)
+                except Exception as exc:
+                    return self._crashed(exc, message, actor.batch_done if actor._batches else None)
+        if actor._batches:
+            try:
+                actor.batch_done()
+            except Exception as exc:
+                return self._crashed(exc, "batch_done")
+        return None
+
+    async def _serve_async(self) -> BaseException | None:
+        """``_serve`` for an ``async def receive``: the actor's own task handles every message."""
+        queue = self.queue
+        checkpoint = self.backend.checkpoint
+        receive = self.actor.receive
         while True:
             if not queue:
                 if self.state is not _RUNNING:
                     return None
-                await self.parker.park()
+                await self.own_parker.park()
                 continue
             budget = BATCH
             while queue and budget:
@@ -327,39 +405,38 @@ class Cell:
                 self.processed += 1
                 kind = type(message)
                 if kind is _Ask:
-                    self.ask_slot = slot = message
+                    self.ask_slot = message
                     try:
-                        result = receive(message.message)
-                        if is_async:
-                            result = await result
+                        result = await receive(message.message)
                     except Exception as exc:
-                        slot.set_error(exc)
+                        message.set_error(exc)
                     else:
-                        if self.ask_slot is slot:  # not deferred
-                            slot.set_result(result)
+                        if self.ask_slot is message:
+                            message.set_result(result)
                     self.ask_slot = None
-                elif kind is _ChildExit:
-                    try:
-                        actor.child_crashed(message.child, message.error, message.restarting)
-                    except Exception as exc:
-                        return self._crashed(exc, message, batch_done)
-                elif kind is _Escalation:
-                    return self._crashed(ActorCrashed(message.child.name, message.error), message, batch_done)
+                elif kind is _ChildExit or kind is _Escalation:
+                    error = self._signalled(message)
+                    if error is not None:
+                        return error
                 else:
                     try:
-                        if is_async:
-                            await receive(message)
-                        else:
-                            receive(message)
+                        await receive(message)
                     except Exception as exc:
-                        return self._crashed(exc, message, batch_done)
-            if batch_done is not None:
-                try:
-                    batch_done()
-                except Exception as exc:
-                    return self._crashed(exc, "batch_done")
+                        return self._crashed(exc, message)
             if queue:
                 await checkpoint()
+
+    def _signalled(self, signal: _ChildExit | _Escalation) -> BaseException | None:
+        """A kernel signal from a child: the error that crashes this actor, if it does."""
+        actor = self.actor
+        batch_done = actor.batch_done if actor._batches and not self.async_receive else None
+        if type(signal) is _Escalation:
+            return self._crashed(ActorCrashed(signal.child.name, signal.error), signal, batch_done)
+        try:
+            actor.child_crashed(signal.child, signal.error, signal.restarting)  # type: ignore[union-attr]
+        except Exception as exc:
+            return self._crashed(exc, signal, batch_done)
+        return None
 
     def _crashed(self, error: BaseException, message: Any,
                  batch_done: Callable[[], None] | None = None) -> BaseException:  # fmt: skip

@@ -14,6 +14,7 @@ import msgspec
 from ._actor import ActorFactory
 from ._backend import Backend, current_backend
 from ._cell import Cell, Ref
+from ._dispatcher import Dispatcher
 from ._errors import ActorCrashed
 from ._timers import TimerHandle, TimerService
 
@@ -41,6 +42,7 @@ class SystemStatistics(msgspec.Struct, frozen=True):
     dead_letters: int
     timers_pending: int
     timers_fired: int
+    dispatch_passes: int  # passes of the dispatcher over the actors with mail (``actors.core._dispatcher``)
 
 
 class ActorSystem:
@@ -60,6 +62,7 @@ class ActorSystem:
         self.backend = backend
         self.shutdown_timeout = shutdown_timeout
         self.timers = TimerService(backend)
+        self.dispatcher = Dispatcher(backend)
         self.interrupted: list[str] = []
         self._task_group = task_group
         self._names: dict[str, Cell] = {}
@@ -132,6 +135,7 @@ class ActorSystem:
             dead_letters=self._dead_letters,
             timers_pending=len(self.timers),
             timers_fired=self.timers.fired,
+            dispatch_passes=self.dispatcher.passes,
         )
 
     # -- internals used by cells ------------------------------------------------
@@ -191,6 +195,7 @@ async def open_system(*, shutdown_timeout: float = 10.0) -> AsyncIterator[ActorS
     async with anyio.create_task_group() as task_group:
         system = ActorSystem(task_group, backend, shutdown_timeout)
         task_group.start_soon(system.timers.run, name="actors:timers")
+        task_group.start_soon(system.dispatcher.run, name="actors:dispatcher")
         try:
             yield system
         finally:
