@@ -102,7 +102,7 @@ class Actor:
 
     def now(self) -> float:
         """The system clock (trio's MockClock in tests)."""
-        return self._cell.backend.current_time()
+        return self._cell.system.now()
 
     def start_task(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Run ``fn(*args)`` as a task owned by this actor.

@@ -171,7 +171,7 @@ class Ref:
         if cell.state is not _RUNNING:
             raise ActorStopped(cell.name, type(message).__name__)
         backend = cell.backend
-        slot = _Ask(backend.new_parker(), message, cell.name, timeout, backend.current_time() + timeout)
+        slot = _Ask(backend.new_parker(), message, cell.name, timeout, cell.system.now() + timeout)
         cell.queue.append(slot)
         cell.parker.unpark()
         # The deadline is a timer-service entry, not a cancel scope: a scope
@@ -356,10 +356,10 @@ class Cell:
         queue = self.queue
         actor = self.actor
         receive = actor.receive
-        while queue and budget:
-            budget -= 1
+        left = budget
+        while queue and left:
+            left -= 1
             message = queue.popleft()
-            self.processed += 1
             kind = type(message)
             if kind is _Ask:
                 self.ask_slot = message
@@ -374,12 +374,15 @@ class Cell:
             elif kind is _ChildExit or kind is _Escalation:
                 error = self._signalled(message)
                 if error is not None:
+                    self.processed += budget - left
                     return error
             else:
                 try:
                     receive(message)
                 except Exception as exc:
+                    self.processed += budget - left
                     return self._crashed(exc, message, actor.batch_done if actor._batches else None)
+        self.processed += budget - left  # counted once per batch: the statistics are read between batches
         if actor._batches:
             try:
                 actor.batch_done()
@@ -454,7 +457,7 @@ class Cell:
         policy = self.supervision
         if policy.max_restarts <= 0:
             return False
-        now = self.backend.current_time()
+        now = self.system.now()
         times = self.restart_times
         while times and now - times[0] > policy.within:
             times.popleft()

@@ -60,6 +60,7 @@ class ActorSystem:
 
     def __init__(self, task_group: anyio.abc.TaskGroup, backend: Backend, shutdown_timeout: float) -> None:
         self.backend = backend
+        self.now = backend.clock()  # the loop's clock (trio's MockClock in tests), one call per read
         self.shutdown_timeout = shutdown_timeout
         self.timers = TimerService(backend)
         self.dispatcher = Dispatcher(backend)

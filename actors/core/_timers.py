@@ -116,6 +116,7 @@ class TimerService:
 
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
+        self._now = backend.clock()
         self._heap: list[tuple[float, int, TimerHandle]] = []
         self._counter = itertools.count()
         self._cancelled = 0
@@ -160,7 +161,7 @@ class TimerService:
 
     def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> TimerHandle:
         """Run ``callback(*args)`` after ``delay`` seconds."""
-        return self.call_at(self._backend.current_time() + delay, callback, *args)
+        return self.call_at(self._now() + delay, callback, *args)
 
     def _note_cancelled(self) -> None:
         self._cancelled += 1
@@ -194,7 +195,7 @@ class TimerService:
         """Serve deadlines forever; cancelled with the system."""
         backend = self._backend
         while True:
-            now = backend.current_time()
+            now = self._now()
             earliest = self._serve_lanes(now) if self._lanes else math.inf
             # Re-read self._heap each time: a callback may cancel timers and
             # trigger a compaction that replaces the list.
