@@ -40,6 +40,7 @@ class Request(msgspec.Struct, gc=False):
     per_node: int | None = None
     total: int | None = None
     since: float = 0.0  # when it began to wait (the pool reads the clock only for a request that waits)
+    deadline: float = 0.0  # when it stops waiting: its queue timeout (``expiry.py``), set with ``since``
     data: Any = None
     seq: int = 0
     class_key: tuple[Any, ...] = ()

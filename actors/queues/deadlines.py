@@ -29,12 +29,12 @@ import itertools
 import math
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from ..core import TimerHandle
 
-__all__ = ["DeadlineQueue", "EarliestTimer", "Timed"]
+__all__ = ["DeadlineQueue", "Deadlines", "EarliestTimer", "Timed"]
 
 
 class Timed(Protocol):
@@ -207,8 +207,18 @@ class DeadlineQueue(Generic[T]):
             heapq.heapify(self._heap)
 
 
+class Deadlines(Protocol):
+    """What ``EarliestTimer`` serves: a ``DeadlineQueue``, or another index that says how many entries
+    it holds and the earliest deadline among them."""
+
+    def __len__(self) -> int: ...
+
+    def earliest(self) -> float | None: ...
+
+
 class EarliestTimer:
-    """The one timer of a ``DeadlineQueue``: armed for its earliest deadline, or before it.
+    """The one timer of a ``DeadlineQueue`` (or other ``Deadlines``): armed for its earliest deadline,
+    or before it.
 
     ``queued(deadline)`` after an entry is queued (re-armed only when that
     deadline is earlier), ``shrank()`` after entries left (cancelled only
@@ -220,7 +230,7 @@ class EarliestTimer:
 
     __slots__ = ("_queue", "_send_at", "handle", "_at")
 
-    def __init__(self, queue: DeadlineQueue[Any], send_at: Callable[[float], TimerHandle]) -> None:
+    def __init__(self, queue: Deadlines, send_at: Callable[[float], TimerHandle]) -> None:
         self._queue = queue
         self._send_at = send_at
         self.handle: TimerHandle | None = None
