@@ -8,7 +8,7 @@ agents a resize asked for (``want``): those past it retire once free.
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Hashable, Iterator
 from typing import Any
 
@@ -82,7 +82,7 @@ class Node:
         self.agents: dict[str, Agent] = {}
         self.idle: dict[str, None] = {}  # idle and unlocked, in order
         self.draining = False
-        self.running: Counter[JobKey] = Counter()
+        self.running: dict[JobKey, int] = {}  # a key with none running is absent (``Placement.total``)
         self.want: int | None = None  # agents asked for by a resize; those past it retire once free
 
     @property
