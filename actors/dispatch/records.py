@@ -151,10 +151,11 @@ class RequestQueue:
 class RequestClass:
     """The waiting requests of one set of constraints, oldest first."""
 
-    __slots__ = ("key", "requests", "head", "any_node")
+    __slots__ = ("key", "requests", "head", "any_node", "ready")
 
     def __init__(self, key: tuple[Any, ...], first: Request) -> None:
         self.key = key
+        self.ready = False  # in the placement's ready indexes (``Placement._make_ready``)
         self.requests = RequestQueue()
         self.requests.append(first)
         self.head = first  # the oldest request, kept at hand: read on every dispatch
