@@ -147,12 +147,14 @@ class Placement:
     def request(self, request: Request) -> Grant | None:
         """Grant at once if possible (and nobody with the same constraints waits)."""
         request.seq = next(self._seq)
-        cls = self._classes.get(request.class_key)
+        class_key = request.class_key or request.constraints()
+        cls = self._classes.get(class_key)
         if cls is None:
             agent = self._find(request)
             if agent is not None:
                 return self._grant(request, agent)
-            cls = self._classes[request.class_key] = _Class(request.class_key, request)
+            request.class_key = class_key
+            cls = self._classes[class_key] = _Class(class_key, request)
             self._register_labels(request.labels)
             self._enlist(cls)
         else:

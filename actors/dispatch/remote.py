@@ -206,7 +206,8 @@ _NO_LABELS: frozenset[str] = frozenset()  # most jobs name none: one shared set,
 
 
 class JobLabels:
-    """A job's placement labels (its ``runs-on`` ``labels`` and ``needs``), remembered per job key.
+    """A job's placement labels (its ``runs-on`` ``labels`` and ``needs``), remembered per job key, with
+    the class key (``Request.constraints()``) of its attempts that are not pinned to an agent.
 
     Asked for every ``JobRequest``; the attempts of one job bring the same
     ``Job`` and ``RunsOn`` objects, so the answer is kept with them and used
@@ -219,18 +220,21 @@ class JobLabels:
 
     def __init__(self, actions: ActionRegistry) -> None:
         self._actions = actions
-        self._known: dict[tuple[str, str], tuple[Job, Any, int, frozenset[str]]] = {}
+        self._known: dict[tuple[str, str], tuple[Job, Any, int, tuple[frozenset[str], tuple[Any, ...]]]] = {}
 
-    def of(self, key: tuple[str, str], job: Job, runs_on: Any) -> frozenset[str]:
+    def of(self, key: tuple[str, str], job: Job, runs_on: Any) -> tuple[frozenset[str], tuple[Any, ...]]:
+        """``(labels, class key)``: the class key's first item is the job key, to share."""
         known = self._known.get(key)
         changes = self._actions.changes
         if known is not None and known[0] is job and known[1] is runs_on and known[2] == changes:
             return known[3]
         labels = needs(self._actions, job, frozenset(runs_on.labels) if runs_on.labels else _NO_LABELS)
+        placing = (labels, (key, runs_on.node_name, labels, None, runs_on.concurrency_limit_per_node,
+                            runs_on.concurrency_limit_total))  # fmt: skip
         if len(self._known) >= self.LIMIT:
             self._known.clear()
-        self._known[key] = (job, runs_on, changes, labels)
-        return labels
+        self._known[key] = (job, runs_on, changes, placing)
+        return placing
 
 
 def pin_problem(pool: PoolActor, agent: str, labels: frozenset[str]) -> str | None:

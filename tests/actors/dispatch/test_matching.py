@@ -50,13 +50,14 @@ def test_a_jobs_placement_labels_are_remembered_until_its_job_or_the_registry_ch
     actions.register("deploy", action)
     labels = JobLabels(actions)
     first = job({"labels": ["linux"]})
-    got = labels.of(("p", "j"), first, first.runs_on)
+    got, class_key = labels.of(("p", "j"), first, first.runs_on)
     assert got == {"linux", action_label("deploy")}
-    assert labels.of(("p", "j"), first, first.runs_on) is got  # asked again: the same answer, not made anew
+    assert class_key == (("p", "j"), None, got, None, None, None), "an unpinned attempt's Request.constraints()"
+    assert labels.of(("p", "j"), first, first.runs_on)[0] is got  # asked again: the same answer, not made anew
     actions.register("echo", action)  # over a built-in: a node must now offer it
-    assert labels.of(("p", "j"), first, first.runs_on) == {"linux", action_label("deploy"), action_label("echo")}
+    assert labels.of(("p", "j"), first, first.runs_on)[0] == {"linux", action_label("deploy"), action_label("echo")}
     second = job({})  # the pipeline registered again: its job is another object under the same key
-    assert labels.of(("p", "j"), second, second.runs_on) == {action_label("deploy"), action_label("echo")}
+    assert labels.of(("p", "j"), second, second.runs_on)[0] == {action_label("deploy"), action_label("echo")}
     for index in range(JobLabels.LIMIT + 5):  # many jobs: at most LIMIT are kept
         labels.of(("p", f"j{index}"), second, second.runs_on)
     assert len(labels._known) <= JobLabels.LIMIT

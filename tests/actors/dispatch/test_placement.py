@@ -211,3 +211,17 @@ def test_a_class_queue_keeps_arrival_order_through_removals_anywhere() -> None:
     for item in requests[3::2]:
         queue.pop(item.token)
     assert queue.head() is again and queue.pop(1) is again and queue.head() is None and len(queue) == 0
+
+
+def test_a_request_given_its_class_key_waits_in_the_class_placement_would_make_for_it() -> None:
+    """The pool passes one class key for every unpinned attempt of a job (``remote.JobLabels``);
+    placement makes it for a request without one. Both wait in one class, in arrival order."""
+    placement = pool({"n1": 1})
+    assert placement.request(request(1, total=1)) is not None
+    made = request(2, total=1)
+    given = request(3, total=1, class_key=(("p", "job"), None, frozenset(), None, None, 1))
+    assert placement.request(made) is None and placement.request(given) is None
+    assert made.class_key == given.class_key == made.constraints()
+    assert [r.token for r in placement.waiting_in(made.class_key)] == [2, 3]
+    assert tokens(placement.release(1)[1]) == [2]
+    assert tokens(placement.release(2)[1]) == [3]
