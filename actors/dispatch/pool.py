@@ -244,7 +244,7 @@ class PoolActor(Actor):
             return  # stale: that attempt was already handed back (agent lost)
         node = agent.node
         agents, timeouts = self.agents, self.timeouts
-        for grant in self.placement.release(message.token)[1]:  # ``_run``, inline: once per build under load
+        for grant in self.placement.release_agent(agent):  # ``_run``, inline: once per build under load
             request: JobRequest = grant.request.data
             timeouts.left(grant.request)
             agents[grant.agent].tell(RunJob(request.token, request.pipeline, request.payload))
