@@ -276,7 +276,8 @@ class Build(LostAttempts, msgspec.Struct, gc=False):
         if self.cancelling is not None:
             self.status, self.reason = BuildStatus.CANCELED, self.cancelling
             return
-        for phase in self.phases:  # the first failed job (JobRun.failed) names the build's failure
+        # the first failed job (JobRun.failed) names the build's failure; advance has made the records
+        for phase in self._phases if self._phases is not None else self.phases:
             for job in phase:
                 if job.status in JOB_FAILING and not job.spec.continue_on_error:
                     self.status = BuildStatus.FAILED

@@ -159,7 +159,9 @@ class BuildDriver(Actor):
         pool = self.pool_refs.get(runs_on.pool_name)
         if pool is None or pool.stopped:
             pool = self.pool_refs[runs_on.pool_name] = self.pools.get(runs_on.pool_name)
-        pool.tell(JobRequest(token, self.name, payload, runs_on, chain_agent(build, job) if in_chain else None, in_chain))
+        # the cell's name read directly: the ``name`` property's call was a tenth of this function
+        pool.tell(JobRequest(token, self._cell.name, payload, runs_on, chain_agent(build, job) if in_chain else None,
+                             in_chain))  # fmt: skip
 
     def _job_waiting(self, message: JobWaiting) -> None:
         """The pool says why the attempt waits (no node can run it), or that it no longer does."""
@@ -351,13 +353,14 @@ class BuildDriver(Actor):
 
     def _forget_old(self) -> None:
         """Drop the oldest finished builds past ``history`` (with a store: once their final state is committed)."""
-        order, seqs = self.finished_order, self.finished_seqs
+        order, seqs, builds = self.finished_order, self.finished_seqs, self.builds
         committed = self.durable.committed if self.durable is not None else 0
         while len(order) > self.history and seqs[0] <= committed:
             old = order.popleft()
             seqs.popleft()
-            if old in self.builds and self.builds[old].status in BUILD_FINAL and old not in self.reruns:
-                del self.builds[old]
+            build = builds.get(old)
+            if build is not None and build.status in BUILD_FINAL and old not in self.reruns:
+                del builds[old]
 
     def _answer(self, reply: Reply, value: Any) -> None:
         """Answer now, or with a store once this message's changes are committed."""

@@ -61,7 +61,8 @@ def opened_info(build: Build) -> BuildInfo:
     stages = shape.opened
     if stages is None:
         stages = shape.opened = _stages(build)
-    variables, group, mask = dict(build.variables), build.group, shape.mask  # a copy: see build_info
+    # a copy (see build_info); a new empty dict made directly for a build without variables (most)
+    variables, group, mask = dict(build.variables) if build.variables else {}, build.group, shape.mask
     if mask is not None:  # only with secrets configured
         variables = {name: mask(value) for name, value in variables.items()}
         group = group and mask(group)
