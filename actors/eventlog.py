@@ -39,7 +39,8 @@ class Record(_Change, frozen=True, gc=False, kw_only=True):
     Made in one way only: ``Record(kind, status, reason, **names)``, the
     names (``pipeline_id``, ``build_id``, ``job_id``, ``step_id``,
     ``attempt``, ``group``, ``node``, ``data``) by keyword, and stamped with
-    the wall clock as it is made. The constructor is msgspec's, in C: a
+    the wall clock as it is made, or with the ``time`` its publisher gives
+    (a pipeline stamps the records of one message with one reading). The constructor is msgspec's, in C: a
     Python helper around it cost twice as much per event. ``previous`` is
     the status before the change where the publisher knows it (the hub's
     counters need it; events do not show it). Not tracked by the garbage
@@ -150,10 +151,25 @@ class EventLog:
             await self._waiter.wait()
 
 
+_last_stamp: tuple[float, str] = (0.0, "")  # the last record time formatted here, and its text
+
+
 def make_event(event_id: int, record: Record) -> Event:
-    """The ``Event`` of a numbered record (``Kept.event`` memoizes it)."""
+    """The ``Event`` of a numbered record (``Kept.event`` memoizes it).
+
+    The events a pipeline makes for one message share its one clock reading
+    (``BuildDriver.clock``) and are read in turn: the last stamp formatted is
+    kept, and most events reuse it (formatting one cost ~0.2 µs per event
+    and subscriber, a third of what a subscriber paid per event)."""
+    global _last_stamp
+    stamp, last = record.time, _last_stamp  # one tuple, rebound whole: never half of it seen
+    if stamp == last[0]:
+        text = last[1]
+    else:
+        text = rfc3339(stamp) or ""
+        _last_stamp = (stamp, text)
     return Event(
-        id=event_id, kind=record.kind, time=rfc3339(record.time) or "", status=record.status, reason=record.reason,
+        id=event_id, kind=record.kind, time=text, status=record.status, reason=record.reason,
         pipeline_id=record.pipeline_id, build_id=record.build_id, job_id=record.job_id, step_id=record.step_id,
         attempt=record.attempt, group=record.group, node=record.node, data=record.data or {},
     )  # fmt: skip

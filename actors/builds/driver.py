@@ -93,6 +93,10 @@ class BuildDriver(Actor):
         self.finished_order: deque[str] = deque()
         self.finished_seqs: deque[int] = deque()
         self.outbox: list[Record] = []
+        # The wall clock, read once per handled message (PipelineActor.receive): the events of one message
+        # are stamped with it, so a reader formats their shared stamp once (rfc3339's memo), and each
+        # record is made without a clock call of its own.
+        self.clock = time.time()
         self.stale_reports = 0
         # attempts waiting for their mutex: token -> (build, mutex label)
         self.mutex_waits: dict[JobToken, tuple[Build, str]] = {}
@@ -131,7 +135,7 @@ class BuildDriver(Actor):
         for job in jobs:
             attempt = job.attempts[-1].number
             outbox.append(Record(_JOB, job.status, job.reason, pipeline_id=self.pipeline_id, build_id=build_id,
-                                 job_id=job.id, attempt=attempt))  # fmt: skip
+                                 job_id=job.id, attempt=attempt, time=self.clock))  # fmt: skip
             token = JobToken(build_id, job.id, attempt)
             mutex = job.spec.mutex
             if mutex is None:
@@ -218,7 +222,7 @@ class BuildDriver(Actor):
             return
         if self.durable is not None and report.records:
             self.durable.touch(build)  # every record below is a change
-        outbox, pipeline_id, build_id, job_id = self.outbox, self.pipeline_id, build.id, job.id
+        outbox, pipeline_id, build_id, job_id, clock = self.outbox, self.pipeline_id, build.id, job.id, self.clock
         record: Any  # one of the report's record types, told apart by type
         for record in report.records:
             kind = type(record)
@@ -228,13 +232,15 @@ class BuildDriver(Actor):
                 step = job.steps[record.index]
                 attempt = build.step_started(job, record.index, record.log, record.time)
                 outbox.append(Record(_STEP, step.status, None, pipeline_id=pipeline_id, build_id=build_id,
-                                     job_id=job_id, step_id=step.spec.id, attempt=attempt.number))  # fmt: skip
+                                     job_id=job_id, step_id=step.spec.id, attempt=attempt.number,
+                                     time=clock))  # fmt: skip
             elif kind is StepEnded:
                 step = job.steps[record.index]
                 build.step_ended(job, record.index, record.status, record.reason, record.exit_code,
                                  record.outputs, record.exported_env, record.time)  # fmt: skip
                 outbox.append(Record(_STEP, step.status, step.reason, pipeline_id=pipeline_id, build_id=build_id,
-                                     job_id=job_id, step_id=step.spec.id, attempt=step.attempts[-1].number))  # fmt: skip
+                                     job_id=job_id, step_id=step.spec.id, attempt=step.attempts[-1].number,
+                                     time=clock))  # fmt: skip
             elif kind is StepNotRun:
                 build.step_not_run(job, record.index, record.status, record.reason)
                 self._emit_step(build, job, record.index)
@@ -244,7 +250,8 @@ class BuildDriver(Actor):
                 if build.shape.chains:  # most pipelines have no lock-resource-with chain
                     build.lock_agent(job, job.spec.runs_on.pool_name, record.agent)
                 outbox.append(Record(_JOB, job.status, job.reason, pipeline_id=pipeline_id, build_id=build_id,
-                                     job_id=job_id, attempt=job.attempts[-1].number, previous=previous))  # fmt: skip
+                                     job_id=job_id, attempt=job.attempts[-1].number, previous=previous,
+                                     time=clock))  # fmt: skip
             elif kind is JobEnded:
                 self._job_ended(build, job, token, record.status, record.reason, record.time)
 
@@ -255,10 +262,10 @@ class BuildDriver(Actor):
         build.job_started(job, ran.node, ran.agent, ran.context, now)
         if build.shape.chains:
             build.lock_agent(job, job.spec.runs_on.pool_name, ran.agent)
-        outbox, pipeline_id, build_id, job_id = self.outbox, self.pipeline_id, build.id, job.id
+        outbox, pipeline_id, build_id, job_id, clock = self.outbox, self.pipeline_id, build.id, job.id, self.clock
         attempt = job.attempts[-1].number
         outbox.append(Record(_JOB, job.status, job.reason, pipeline_id=pipeline_id, build_id=build_id, job_id=job_id,
-                             attempt=attempt, previous=previous))  # fmt: skip
+                             attempt=attempt, previous=previous, time=clock))  # fmt: skip
         steps, execute_count = job.steps, build.execute_count
         step_ran: Any  # a StepRan or a StepNotRun, told apart by type
         for step_ran in ran.steps:
@@ -267,9 +274,9 @@ class BuildDriver(Actor):
                 number = step.ran(step_ran, execute_count, attempt, now)
                 step_id = step.spec.id
                 outbox.append(Record(_STEP, _STEP_RUNNING, None, pipeline_id=pipeline_id, build_id=build_id,
-                                     job_id=job_id, step_id=step_id, attempt=number))  # fmt: skip
+                                     job_id=job_id, step_id=step_id, attempt=number, time=clock))  # fmt: skip
                 outbox.append(Record(_STEP, step.status, step.reason, pipeline_id=pipeline_id, build_id=build_id,
-                                     job_id=job_id, step_id=step_id, attempt=number))  # fmt: skip
+                                     job_id=job_id, step_id=step_id, attempt=number, time=clock))  # fmt: skip
             else:
                 build.step_not_run(job, step_ran.index, step_ran.status, step_ran.reason)
                 self._emit_step(build, job, step_ran.index)
@@ -298,7 +305,8 @@ class BuildDriver(Actor):
             self.durable.touch(build)
         # the job's event and (below) the build's made here: a call each cost more than the making
         self.outbox.append(Record(_JOB, job.status, job.reason, pipeline_id=self.pipeline_id, build_id=build.id,
-                                  job_id=job.id, attempt=job.attempts[-1].number, previous=previous_job))  # fmt: skip
+                                  job_id=job.id, attempt=job.attempts[-1].number, previous=previous_job,
+                                  time=self.clock))  # fmt: skip
         for other in unrun:
             self._emit_job(build, other, _WAITING)
         if build.locked:
@@ -307,7 +315,8 @@ class BuildDriver(Actor):
             self._dispatch(build, dispatch)
         if build.status in BUILD_FINAL:
             self.outbox.append(Record(_BUILD, build.status, build.reason, pipeline_id=self.pipeline_id,
-                                      build_id=build.id, attempt=build.execute_count, previous=previous_build))
+                                      build_id=build.id, attempt=build.execute_count, previous=previous_build,
+                                      time=self.clock))
             self._finished(build)
 
     def _release_mutex(self, build: Build, token: JobToken) -> None:
@@ -414,14 +423,15 @@ class BuildDriver(Actor):
         if self.durable is not None:
             self.durable.touch(build)
         self.outbox.append(Record(EventKind.BUILD, build.status, build.reason, pipeline_id=self.pipeline_id,
-                                  build_id=build.id, attempt=build.execute_count, previous=previous))
+                                  build_id=build.id, attempt=build.execute_count, previous=previous, time=self.clock))
 
     def _emit_job(self, build: Build, job: JobRun, previous: str | None) -> None:
         if self.durable is not None:
             self.durable.touch(build)
         attempt = job.attempts[-1].number if job.attempts else None
         self.outbox.append(Record(EventKind.JOB, job.status, job.reason, pipeline_id=self.pipeline_id,
-                                  build_id=build.id, job_id=job.id, attempt=attempt, previous=previous))
+                                  build_id=build.id, job_id=job.id, attempt=attempt, previous=previous,
+                                  time=self.clock))
 
     def _emit_step(self, build: Build, job: JobRun, index: int) -> None:
         if self.durable is not None:
@@ -429,7 +439,8 @@ class BuildDriver(Actor):
         step = job.steps[index]
         attempt = step.attempts[-1].number if step.attempts else None
         self.outbox.append(Record(EventKind.STEP, step.status, step.reason, pipeline_id=self.pipeline_id,
-                                  build_id=build.id, job_id=job.id, step_id=step.spec.id, attempt=attempt))
+                                  build_id=build.id, job_id=job.id, step_id=step.spec.id, attempt=attempt,
+                                  time=self.clock))
 
     def _emit_unrun(self, build: Build, before: dict[str, JobStatus]) -> None:
         """Events for jobs whose status changed without an attempt of their own."""

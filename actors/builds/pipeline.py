@@ -102,6 +102,7 @@ class PipelineActor(BuildDriver):
         self.retired: str | None = None  # deleted: the reason its unfinished builds were cancelled with
 
     def receive(self, message: Any) -> Any:
+        self.clock = time.time()  # this message's one clock reading (see BuildDriver.clock)
         result = self._handle(message)
         durable = self.durable
         if durable is not None and durable.dirty and self._cell.ask_slot is not None:
@@ -209,7 +210,7 @@ class PipelineActor(BuildDriver):
         group = None if spec.concurrency is None else render_group(self.pipeline_id, spec, build_id, number,
                                                                      variables, self.mask)  # fmt: skip
         self.next_number += 1
-        shape, now = self.shape, time.time()
+        shape, now = self.shape, self.clock
         build = Build(build_id, self.pipeline_id, shape.spec, shape, number, variables, group, now, now)
         if group is None:
             # No group to ask: submitted, started and dispatched in this one pass, at one instant.
@@ -218,11 +219,11 @@ class PipelineActor(BuildDriver):
                 self.durable.touch(build)
             # its two events made here, as _emit_build would: a call each was a tenth of this pass
             outbox, pipeline_id = self.outbox, self.pipeline_id
-            outbox.append(Record(_BUILD, _QUEUE, None, pipeline_id=pipeline_id, build_id=build_id, attempt=1))
+            outbox.append(Record(_BUILD, _QUEUE, None, pipeline_id=pipeline_id, build_id=build_id, attempt=1, time=now))
             unrun: list[JobRun] = []
             dispatch = build.start(now, unrun)
             outbox.append(Record(_BUILD, build.status, build.reason, pipeline_id=pipeline_id, build_id=build_id,
-                                 attempt=build.execute_count, previous=_QUEUE))  # fmt: skip
+                                 attempt=build.execute_count, previous=_QUEUE, time=now))  # fmt: skip
             if unrun:
                 self._emit_ended_at_start(build, unrun)
             self._dispatch(build, dispatch)

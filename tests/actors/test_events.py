@@ -115,3 +115,16 @@ async def test_subscriptions_end_when_the_hub_stops(autojump_clock: trio.testing
             nursery.start_soon(read, await hub.ask(Subscribe()))
         with trio.fail_after(1):
             await ended.wait()
+
+
+def test_an_event_stamp_is_the_record_time_formatted_whether_or_not_the_last_one_was_the_same() -> None:
+    """``make_event`` keeps the last stamp it formatted (records of one message share one): the kept text
+    is used only for that very stamp, and equals what formatting it anew gives."""
+    from actors.eventlog import make_event
+    from actors.model.info import rfc3339
+
+    stamps = [1_700_000_000.123456, 1_700_000_000.123456, 1_700_000_000.9999995, 1_700_000_001.0,
+              1_700_000_000.123456, 1_700_000_000.1234561]  # fmt: skip
+    for number, stamp in enumerate(stamps, 1):
+        record = Record(EventKind.JOB, JobStatus.RUNNING, None, pipeline_id="app", build_id="app.1", time=stamp)
+        assert make_event(number, record).time == rfc3339(stamp)

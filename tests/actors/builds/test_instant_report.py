@@ -190,6 +190,23 @@ async def test_an_instant_job_of_a_finished_attempt_is_fenced_like_its_records()
         assert (encode_build(compact.build()), len(compact.events())) == (before, events)
 
 
+@pytest.mark.trio
+async def test_the_events_of_one_message_share_one_clock_reading_and_the_next_message_reads_it_again() -> None:
+    """A submission's events are stamped with the build's own submission time; an agent's report's
+    events with one reading taken as the pipeline handles it, later than the first."""
+    async with sides() as (compact, ordinary):
+        await compact.pipeline.ask(SubmitBuild({}))
+        await compact.sync()
+        (request,) = compact.requests()
+        submitted = [record.time for m in compact.published if type(m) is Publish for record in m.records]
+        assert compact.actor is not None
+        assert len(submitted) == 3 and set(submitted) == {compact.actor.builds["p.1"].created_at}
+        compact.pipeline.tell(AgentReport(request.token, (attempt({}, StepLog()),)))
+        await compact.sync()
+        reported = [record.time for m in compact.published if type(m) is Publish for record in m.records][3:]
+        assert len(reported) > 10 and len(set(reported)) == 1 and reported[0] >= submitted[0]
+
+
 # -- end to end: built-ins inline, and the same actions in a task -------------------------------------
 
 
