@@ -187,7 +187,8 @@ class EventHub(Actor):
             # The subscribers' own Kept, made once for all of them, not put in the ring: the Events their
             # readers build go with the last reader, not 10,000 events later (kept alive there they cost
             # ~3 µs more per build, 64 clients and one reader, in the cache misses of a larger heap).
-            self._fan_out([Kept(event_id, record) for event_id, record in zip(range(first, first + count), records)])
+            # map, not a comprehension: Kept is called from C, without a bytecode loop (~30 ns an event)
+            self._fan_out(list(map(Kept, range(first, first + count), records)))
         if builds_counted:  # read only between messages: once per batch, not per build record
             self.gauge.unfinished = builds.get(_QUEUE, 0) + builds.get(_RUNNING, 0)
         self.next_id = first + count
