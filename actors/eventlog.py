@@ -168,10 +168,8 @@ def make_event(event_id: int, record: Record) -> Event:
     else:
         text = rfc3339(stamp) or ""
         _last_stamp = (stamp, text)
-    return Event(
-        id=event_id, kind=record.kind, time=text, status=record.status, reason=record.reason,
-        pipeline_id=record.pipeline_id, build_id=record.build_id, job_id=record.job_id, step_id=record.step_id,
-        attempt=record.attempt, group=record.group, node=record.node, data=record.data or {},
-    )  # fmt: skip
+    # positionally, in Event's field order: thirteen keywords cost ~25 ns more per event
+    return Event(event_id, record.kind, text, record.status, record.reason, record.pipeline_id, record.build_id,
+                 record.job_id, record.step_id, record.attempt, record.group, record.node, record.data or {})
 
 

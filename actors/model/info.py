@@ -231,7 +231,7 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     builds_by_status: dict[BuildStatus, int] = msgspec.field(default_factory=dict)
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class Event(msgspec.Struct, frozen=True, gc=False):
     """One state change. ``id`` grows by one per event, runtime-wide.
 
     ``kind`` says what changed and which vocabulary ``status`` is from
@@ -243,6 +243,9 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     ``group`` event and ``node`` the node of a ``node`` event; ``data``
     holds what else the kind carries (see ``GroupChange`` and
     ``NodeChange``), ``{}`` for build, job and step events.
+
+    Unlike the other snapshots it may be made positionally, in field order
+    (``make_event`` does: a subscriber builds one per event it reads).
     """
 
     id: int

@@ -128,3 +128,17 @@ def test_an_event_stamp_is_the_record_time_formatted_whether_or_not_the_last_one
     for number, stamp in enumerate(stamps, 1):
         record = Record(EventKind.JOB, JobStatus.RUNNING, None, pipeline_id="app", build_id="app.1", time=stamp)
         assert make_event(number, record).time == rfc3339(stamp)
+
+
+def test_an_event_made_positionally_from_a_record_has_each_field_where_its_name_says() -> None:
+    """``make_event`` builds the ``Event`` positionally: every field lands under its own name."""
+    from actors.eventlog import make_event
+    from actors.model.info import Event, rfc3339
+
+    record = Record(EventKind.STEP, "FAILED", "why", pipeline_id="app", build_id="app.7", job_id="j", step_id="s",
+                    attempt=3, group="g", node="n", data={"k": "v"}, time=1_700_000_000.5)  # fmt: skip
+    assert make_event(9, record) == Event(id=9, kind=EventKind.STEP, time=rfc3339(1_700_000_000.5) or "",
+                                          status="FAILED", reason="why", pipeline_id="app", build_id="app.7",
+                                          job_id="j", step_id="s", attempt=3, group="g", node="n",
+                                          data={"k": "v"})  # fmt: skip
+    assert make_event(10, Record(EventKind.NODE, "ADDED", node="n2")).data == {}
