@@ -327,9 +327,10 @@ class BuildShape:
         self.chains = _lock_chains(spec)  # job id -> its lock-resource-with chain's first job
         self.step_index = {job.id: {step.id: i for i, step in enumerate(job.steps)} for job in spec.all_jobs()}
         # what a build's records are made from: phase by phase (the stages, then
-        # finally), each job's spec and step index
+        # finally), each job's spec, step index and its step when it has only one (see ``records``)
         phases = [stage.jobs for stage in spec.stages] + ([spec.finally_] if spec.finally_ else [])
-        self.layout = tuple(tuple((job, self.step_index[job.id]) for job in jobs) for jobs in phases)
+        self.layout = tuple(tuple((job, self.step_index[job.id], job.steps[0] if len(job.steps) == 1 else None)
+                                  for job in jobs) for jobs in phases)  # fmt: skip
         # job id -> (phase, position in it): where a build's record of that job is
         self.places = {job.id: (index, at) for index, jobs in enumerate(phases) for at, job in enumerate(jobs)}
         # the stages every untouched build of this shape shows, and the key they hold for (snapshot.py)
@@ -341,7 +342,7 @@ class BuildShape:
         # (``opened``, snapshot.py). No mutex either: a mutex label that fails to render ends its job.
         first = self.layout[0] if self.layout else ()
         self.opens = bool(first) and all(
-            not job.depend_on and job.mutex is None and job.if_ in _OPENING for job, _ in first
+            not job.depend_on and job.mutex is None and job.if_ in _OPENING for job, _, _ in first
         )
         self.opened: list[Any] | None = None
 
@@ -351,16 +352,18 @@ class BuildShape:
         With ``opening`` (the build's execute count; only where ``opens``), the
         first phase's jobs are made queued with their first attempt, as the
         build's first ``advance`` would leave them. Once per build, on its hot
-        path: plain loops, since each comprehension is a function call of its own (CPython 3.11).
+        path: plain loops, since each comprehension is a function call of its own (CPython 3.11), and
+        a one-step job's steps as a tuple display: ``tuple(map(...))`` of one cost 80 ns more.
         """
         phases: list[tuple[JobRun, ...]] = []
         for index, specs in enumerate(self.layout):
             made: list[JobRun] = []
-            for spec, step_index in specs:
+            for spec, step_index, only in specs:
+                steps = (StepRun(only),) if only is not None else tuple(map(StepRun, spec.steps))
                 if opening is None:
-                    job = JobRun(spec.id, spec, index, step_index, tuple(map(StepRun, spec.steps)))
+                    job = JobRun(spec.id, spec, index, step_index, steps)
                 else:
-                    job = JobRun(spec.id, spec, index, step_index, tuple(map(StepRun, spec.steps)), _QUEUE, None,
+                    job = JobRun(spec.id, spec, index, step_index, steps, _QUEUE, None,
                                  (JobAttempt(1, opening, None, 0),))  # fmt: skip
                 made.append(job)
             opening = None

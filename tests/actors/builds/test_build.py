@@ -152,3 +152,18 @@ def test_snapshots_of_untouched_builds_share_their_stages_and_stop_once_one_is_t
     assert touched.stages is not build_info(first).stages
     assert [job.status for job in touched.stages[0].jobs] == ["QUEUE", "RUNNING"]
     assert [job.status for job in build_info(first).stages[0].jobs] == ["QUEUE", "QUEUE"]
+
+
+@pytest.mark.parametrize("opening", [None, 1])
+def test_records_of_one_step_and_many_step_jobs_are_made_alike_and_anew_for_each_build(
+    shape: BuildShape, opening: int | None
+) -> None:
+    """A one-step job's steps are made by a shortcut (records.py): the same records as the general way."""
+    from actors.builds.records import StepRun
+
+    first, second = shape.records(opening), shape.records(opening)
+    for phase, other in zip(first, second):
+        for job, twin in zip(phase, other):
+            assert job.steps == tuple(StepRun(step) for step in job.spec.steps), job.id
+            assert job == twin and all(a is not b for a, b in zip(job.steps, twin.steps))
+    assert [len(job.steps) for phase in first for job in phase] == [2, 1, 1]
