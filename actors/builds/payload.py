@@ -20,6 +20,11 @@ def job_payload(build: Build, job: JobRun, log_dir: str | None = None,
     start = attempt.start_step
     number = str(build.number)
     pipeline_id, build_id, variables = build.pipeline_id, build.id, build.variables
+    # The job's own env is rendered by the agent, which alone holds the secrets it may name.
+    env = {"SHUNTER_PIPELINE_ID": pipeline_id, "SHUNTER_BUILD_ID": build_id, "SHUNTER_BUILD_NUM": number,
+           "SHUNTER_EXECUTE_COUNT": str(build.execute_count)}  # fmt: skip
+    if variables:  # the build context after the variables, as it wins over them; most builds have none
+        env = {**variables, **env}
     return JobPayload(
         pipeline_id,
         build.number,
@@ -27,9 +32,7 @@ def job_payload(build: Build, job: JobRun, log_dir: str | None = None,
         job.spec,
         start,
         TemplateContext({"pipeline_id": pipeline_id, "build_id": build_id, "build_num": number}, variables),
-        # The job's own env is rendered by the agent, which alone holds the secrets it may name.
-        {**variables, "SHUNTER_PIPELINE_ID": pipeline_id, "SHUNTER_BUILD_ID": build_id,
-         "SHUNTER_BUILD_NUM": number, "SHUNTER_EXECUTE_COUNT": str(build.execute_count)},  # fmt: skip
+        env,
         # a first attempt restores nothing, and nothing before its first step failed
         _restore_context(job) if len(job.attempts) > 1 else None,
         start > 0 and any(step.failed_the_job for step in job.steps[:start]),
