@@ -166,4 +166,4 @@ def test_records_of_one_step_and_many_step_jobs_are_made_alike_and_anew_for_each
         for job, twin in zip(phase, other):
             assert job.steps == tuple(StepRun(step) for step in job.spec.steps), job.id
             assert job == twin and all(a is not b for a, b in zip(job.steps, twin.steps))
-    assert [len(job.steps) for phase in first for job in phase] == [2, 1, 1]
+    assert [(len(job.steps), job.phase) for phase in first for job in phase] == [(2, 0), (1, 0), (1, 1)]
