@@ -40,11 +40,11 @@ class Record(_Change, frozen=True, gc=False, kw_only=True):
     names (``pipeline_id``, ``build_id``, ``job_id``, ``step_id``,
     ``attempt``, ``group``, ``node``, ``data``) by keyword, and stamped with
     the wall clock as it is made, or with the ``time`` its publisher gives
-    (a pipeline stamps the records of one message with one reading). The constructor is msgspec's, in C: a
-    Python helper around it cost twice as much per event. ``previous`` is
-    the status before the change where the publisher knows it (the hub's
-    counters need it; events do not show it). Not tracked by the garbage
-    collector.
+    (a pipeline stamps the records of one message with one reading). The
+    constructor is msgspec's, in C: a Python helper around it cost twice as
+    much per event. ``previous`` is the status before the change where the
+    publisher knows it (the hub's counters need it; events do not show it).
+    Not tracked by the garbage collector.
     """
 
     pipeline_id: str | None = None
@@ -151,7 +151,7 @@ class EventLog:
             await self._waiter.wait()
 
 
-_last_stamp: tuple[float, str] = (0.0, "")  # the last record time formatted here, and its text
+_last_stamp: tuple[float | None, str] = (None, "")  # the last record time formatted here, and its text
 
 
 def make_event(event_id: int, record: Record) -> Event:

@@ -123,8 +123,8 @@ def test_an_event_stamp_is_the_record_time_formatted_whether_or_not_the_last_one
     from actors.eventlog import make_event
     from actors.model.info import rfc3339
 
-    stamps = [1_700_000_000.123456, 1_700_000_000.123456, 1_700_000_000.9999995, 1_700_000_001.0,
-              1_700_000_000.123456, 1_700_000_000.1234561]  # fmt: skip
+    stamps = [0.0, 1_700_000_000.123456, 1_700_000_000.123456, 1_700_000_000.9999995, 1_700_000_001.0,
+              1_700_000_000.123456, 1_700_000_000.1234561, 0.0]  # fmt: skip
     for number, stamp in enumerate(stamps, 1):
         record = Record(EventKind.JOB, JobStatus.RUNNING, None, pipeline_id="app", build_id="app.1", time=stamp)
         assert make_event(number, record).time == rfc3339(stamp)
