@@ -13,7 +13,9 @@ Two lanes, each a task of this actor with its own connection:
 - the lease lane polls for work; a poll is also the heartbeat, and the
   reports ready when it leaves ride on it (then it waits only briefly, so
   that the next job of a busy agent comes back in the same round trip);
-- the report lane sends step events and log chunks while the lease waits.
+- the report lane sends step events and log chunks while the lease waits
+  for work (a poll that carries nothing); between polls it leaves them to
+  the next lease.
 
 Only one lane has reports in flight at a time, so an attempt's records
 arrive in order. An attempt the server calls stale (lease ``stale``, or a
@@ -128,6 +130,7 @@ class Uplink(Actor):
         self.wake = anyio.Event()
         self.sending = False
         self.sent = anyio.Event()
+        self.polling = False  # the lease lane waits for work with nothing to carry: the report lane's turn
         self.draining = False
         self.failures = 0
 
@@ -361,6 +364,7 @@ class Uplink(Actor):
                 wait = min(wait, _LOG_EVERY)
             body = LeaseBody(node=session.node, session=session.session, reports=reports, running=self._running(),
                              wait=wait)  # fmt: skip
+            self.polling = not reports
             try:
                 reply = await client.post("/v1/agent/lease", body, LeaseReply, timeout=wait + 30)
             except Unreachable as error:
@@ -372,6 +376,7 @@ class Uplink(Actor):
                 await self._refused(error)
                 continue
             finally:
+                self.polling = False
                 if reports:
                     self._sent()
             self.failures = 0
@@ -395,7 +400,10 @@ class Uplink(Actor):
             while self.sending:
                 await self.sent.wait()
             session = self.session
-            if session is None:
+            if session is None or not self.polling:
+                # Between polls, or on one that carries reports: what is ready goes with the next lease.
+                # Sent here, it took that lease's reports: measured once agents ended instant jobs a
+                # scheduling pass sooner, 15 reports per 350 leases (not 1) and a fifth fewer remote jobs/s.
                 continue
             reports = self._take()
             if not reports:
