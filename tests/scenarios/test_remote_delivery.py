@@ -95,3 +95,49 @@ async def test_an_assignment_delivered_twice_runs_once(autojump_clock: trio.test
     assert Faulty.done and info["status"] == "SUCCEED", info
     assert [a["status"] for a in info["stages"][0]["jobs"][0]["attempts"]] == ["SUCCEED"]
     assert runs == 1
+
+
+# a, b and c at once on two agents: b's end frees an agent for c while a still runs
+STEPPED = ("version: v3.0\nname: stepped\njobs:\n  a:\n    steps: [{uses: pause@1}]\n"
+           "  b:\n    steps: [{uses: noop@1}]\n  c:\n    steps: [{uses: noop@1}]\n")
+
+
+class SlowLeases(AppTransport):
+    """Records every request's path; a lease that carries reports answers 50 ms late (a slow link)."""
+
+    paths: list[str] = []
+
+    async def post(self, path: str, message: Any, reply: type[T], timeout: float) -> T:
+        SlowLeases.paths.append(path)
+        result = await super().post(path, message, reply, timeout)
+        if path == "/v1/agent/lease" and message.reports:
+            await trio.sleep(0.05)
+        return result
+
+
+@pytest.mark.trio
+async def test_reports_ready_between_polls_ride_on_the_next_lease(autojump_clock: trio.testing.MockClock) -> None:
+    """Job a ends while the lease that carries b's end is on its way, and that lease's answer brings c:
+    a's end waits for the next lease rather than go in a report request of its own, even while the
+    agent starts c (docs/design.md §11: the report lane is for while the lease waits for work)."""
+    SlowLeases.paths = []
+
+    async def pause(step: Any) -> None:
+        await trio.sleep(0.01)
+
+    root = Path(tempfile.mkdtemp(prefix="shunter-delivery-"))
+    try:
+        async with runtime.open_runtime(CONFIG) as rt:
+            rt.register_action("pause", pause)
+            options = AgentOptions(server="http://127.0.0.1", name="m1", work_dir=root, agents=2)
+            async with serve_node(options, connect=lambda: SlowLeases(rt.asgi_app), actions=rt.actions,
+                                  out=lambda line: None):  # fmt: skip
+                with trio.fail_after(60):
+                    while not [n for n in await rt.nodes() if n.connected and n.agents]:
+                        await trio.sleep(0.01)
+                await rt.register_pipeline(STEPPED, id="stepped")
+                info = await rt.wait((await rt.submit("stepped")).id, timeout=60)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    assert info.status == "SUCCEED", info
+    assert "/v1/agent/report" not in SlowLeases.paths, SlowLeases.paths
