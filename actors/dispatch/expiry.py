@@ -89,13 +89,8 @@ class QueueTimeouts:
         """The earliest deadline of a waiting request; None when none waits."""
         waiting, heap = self._waiting, self._heap
         if heap is None:
-            order = self._order
-            while order:
-                request = order[0]
-                if waiting.get(request.token) is request:
-                    return request.deadline
-                order.popleft()  # stale: it left earlier
-            return None
+            head = self._oldest()
+            return None if head is None else head.deadline
         while heap and waiting.get(heap[0][2].token) is not heap[0][2]:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
@@ -107,14 +102,9 @@ class QueueTimeouts:
         due: list[Request] = []
         waiting, heap = self._waiting, self._heap
         if heap is None:
-            order = self._order
-            while order:
-                request = order[0]
-                if waiting.get(request.token) is request:
-                    if request.deadline > now:
-                        break
-                    due.append(request)
-                order.popleft()
+            while (request := self._oldest()) is not None and request.deadline <= now:
+                due.append(request)
+                self._order.popleft()
         else:
             while heap and heap[0][0] <= now:
                 request = heapq.heappop(heap)[2]
@@ -122,6 +112,16 @@ class QueueTimeouts:
                     due.append(request)  # its place in the arrival order goes stale once the pool ends it
         self._timer.arm()
         return due
+
+    def _oldest(self) -> Request | None:
+        """The oldest request still waiting, in arrival order; those before it that left are dropped."""
+        order, waiting = self._order, self._waiting
+        while order:
+            request = order[0]
+            if waiting.get(request.token) is request:
+                return request
+            order.popleft()  # stale: it left earlier
+        return None
 
     def _live(self) -> list[Request]:
         waiting = self._waiting

@@ -8,6 +8,8 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import msgspec
@@ -50,6 +52,23 @@ class Faulty(AppTransport):
         return result
 
 
+@asynccontextmanager
+async def _one_node(rt: runtime.Runtime, transport: Callable[[Any], AppTransport],
+                    agents: int = 1) -> AsyncIterator[None]:  # fmt: skip
+    """The real agent code serving node m1 (``agents`` agents) over ``transport``, until the block ends."""
+    root = Path(tempfile.mkdtemp(prefix="shunter-delivery-"))
+    try:
+        options = AgentOptions(server="http://127.0.0.1", name="m1", work_dir=root, agents=agents)
+        async with serve_node(options, connect=lambda: transport(rt.asgi_app), actions=rt.actions,
+                              out=lambda line: None):  # fmt: skip
+            with trio.fail_after(60):
+                while not [n for n in await rt.nodes() if n.connected and n.agents]:
+                    await trio.sleep(0.01)
+            yield
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 async def _run_once(fault: str) -> tuple[dict[str, Any], int, float]:
     Faulty.fault, Faulty.done, Faulty.held = fault, False, []
     runs = 0
@@ -59,24 +78,15 @@ async def _run_once(fault: str) -> tuple[dict[str, Any], int, float]:
         runs += 1
         await trio.sleep(0.5)
 
-    root = Path(tempfile.mkdtemp(prefix="shunter-delivery-"))
-    try:
-        async with runtime.open_runtime(CONFIG) as rt:
-            rt.register_action("count", count)
-            options = AgentOptions(server="http://127.0.0.1", name="m1", work_dir=root)
-            async with serve_node(options, connect=lambda: Faulty(rt.asgi_app), actions=rt.actions,
-                                  out=lambda line: None):  # fmt: skip
-                with trio.fail_after(60):
-                    while not [n for n in await rt.nodes() if n.connected and n.agents]:
-                        await trio.sleep(0.01)
-                await rt.register_pipeline(COUNTED, id="counted")
-                start = trio.current_time()
-                build = await rt.submit("counted")
-                info = await rt.wait(build.id, timeout=60)
-                took = trio.current_time() - start
-        return msgspec.to_builtins(info), runs, took
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    async with runtime.open_runtime(CONFIG) as rt:
+        rt.register_action("count", count)
+        async with _one_node(rt, Faulty):
+            await rt.register_pipeline(COUNTED, id="counted")
+            start = trio.current_time()
+            build = await rt.submit("counted")
+            info = await rt.wait(build.id, timeout=60)
+            took = trio.current_time() - start
+    return msgspec.to_builtins(info), runs, took
 
 
 @pytest.mark.trio
@@ -125,19 +135,10 @@ async def test_reports_ready_between_polls_ride_on_the_next_lease(autojump_clock
     async def pause(step: Any) -> None:
         await trio.sleep(0.01)
 
-    root = Path(tempfile.mkdtemp(prefix="shunter-delivery-"))
-    try:
-        async with runtime.open_runtime(CONFIG) as rt:
-            rt.register_action("pause", pause)
-            options = AgentOptions(server="http://127.0.0.1", name="m1", work_dir=root, agents=2)
-            async with serve_node(options, connect=lambda: SlowLeases(rt.asgi_app), actions=rt.actions,
-                                  out=lambda line: None):  # fmt: skip
-                with trio.fail_after(60):
-                    while not [n for n in await rt.nodes() if n.connected and n.agents]:
-                        await trio.sleep(0.01)
-                await rt.register_pipeline(STEPPED, id="stepped")
-                info = await rt.wait((await rt.submit("stepped")).id, timeout=60)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    async with runtime.open_runtime(CONFIG) as rt:
+        rt.register_action("pause", pause)
+        async with _one_node(rt, SlowLeases, agents=2):
+            await rt.register_pipeline(STEPPED, id="stepped")
+            info = await rt.wait((await rt.submit("stepped")).id, timeout=60)
     assert info.status == "SUCCEED", info
     assert "/v1/agent/report" not in SlowLeases.paths, SlowLeases.paths

@@ -8,16 +8,7 @@ from collections.abc import Hashable
 from actors.dispatch.expiry import QueueTimeouts
 from actors.dispatch.records import Request
 
-
-class Handle:
-    """Stands in for a TimerHandle: when it fires, and whether it was cancelled."""
-
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
-        self.active = True
-
-    def cancel(self) -> None:
-        self.active = False
+from ..queues.test_deadlines import Handle
 
 
 class Rig:
