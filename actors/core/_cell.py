@@ -320,6 +320,9 @@ class Cell:
         if self.async_receive:
             return await self._serve_async()
         queue = self.queue
+        # A crash the dispatcher met while the last incarnation was already being cancelled (one of its
+        # helper tasks crashed) was never taken: it is that incarnation's, not this one's.
+        self.crash = None
         self.lent = True
         try:
             while self.crash is None and self.state is _RUNNING:
@@ -339,9 +342,10 @@ class Cell:
                 await self.backend.checkpoint()
         return None
 
-    def lend(self) -> None:
-        """One batch in the dispatcher's hands; a crash goes to the actor's own task."""
-        error = self.drain(BATCH)
+    def lend(self, budget: int) -> None:
+        """One batch (at most ``budget`` messages, and ``BATCH``) in the dispatcher's hands; a crash goes
+        to the actor's own task."""
+        error = self.drain(min(budget, BATCH))
         if error is not None:
             self.lent = False
             self.crash = error

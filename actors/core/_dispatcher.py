@@ -81,8 +81,8 @@ class Dispatcher:
                 if not cell.lent:
                     continue  # its own task serves it now (starting, stopping or crashed)
                 processed = cell.processed
-                cell.lend()
-                spent += cell.processed - processed + 1
+                cell.lend(PASS - spent)
+                spent += cell.processed - processed + 1  # +1: a visit costs something even when it handles nothing
                 if cell.queue and cell.lent and not cell.scheduled:  # more than one batch was waiting
                     cell.scheduled = True
                     ready.append(cell)

@@ -369,10 +369,12 @@ class Uplink(Actor):
                 reply = await client.post("/v1/agent/lease", body, LeaseReply, timeout=wait + 30)
             except Unreachable as error:
                 self._put_back(reports)
+                self.polling = True  # backing off: the report lane may get through meanwhile
                 await self._trouble("lease", str(error))
                 continue
             except Refused as error:
                 self._put_back(reports)
+                self.polling = True
                 await self._refused(error)
                 continue
             finally:
