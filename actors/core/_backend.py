@@ -83,7 +83,7 @@ class _AsyncioParker:
 class Backend:
     """The backend-specific pieces: parkers, checkpoints and deadline scopes."""
 
-    __slots__ = ("name", "new_parker", "checkpoint", "move_on_at", "current_time", "clock")
+    __slots__ = ("name", "new_parker", "checkpoint", "move_on_at", "clock")
 
     def __init__(
         self,
@@ -91,16 +91,14 @@ class Backend:
         new_parker: Callable[[], Parker],
         checkpoint: Callable[[], Any],
         move_on_at: Callable[[float], AbstractContextManager[Any]],
-        current_time: Callable[[], float],
         clock: Callable[[], Callable[[], float]],
     ) -> None:
         self.name = name
         self.new_parker = new_parker
         self.checkpoint = checkpoint
         self.move_on_at = move_on_at
-        self.current_time = current_time
-        # The running loop's own time function, fetched once per system: the same value as
-        # ``current_time`` in one call rather than three (trio's goes through the runner), read per ask.
+        # The running loop's own time function, fetched once per system: ``trio.current_time()``'s
+        # value in one call rather than three (it goes through the runner), read per ask.
         self.clock = clock
 
 
@@ -109,7 +107,6 @@ _TRIO = Backend(
     _TrioParker,
     trio.lowlevel.checkpoint,
     trio.move_on_at,
-    trio.current_time,
     lambda: trio.lowlevel.current_clock().current_time,
 )
 _ASYNCIO = Backend(
@@ -117,7 +114,6 @@ _ASYNCIO = Backend(
     _AsyncioParker,
     anyio.lowlevel.checkpoint,
     lambda deadline: anyio.CancelScope(deadline=deadline),
-    anyio.current_time,
     lambda: asyncio.get_running_loop().time,
 )
 
