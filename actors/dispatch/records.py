@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["Agent", "Grant", "JobKey", "Node", "Request", "RequestClass", "RequestQueue"]
+__all__ = ["Agent", "Grant", "JobKey", "Node", "Request", "RequestClass", "RequestQueue", "constraint_key"]
 
 JobKey = tuple[str, str]  # (pipeline id, job id)
 
@@ -50,7 +50,14 @@ class Request(msgspec.Struct, gc=False):
 
     def constraints(self) -> tuple[Any, ...]:
         """What it asks for, as the key of its class of waiting requests."""
-        return (self.key, self.node_pin, self.labels, self.agent_pin, self.per_node, self.total)
+        return constraint_key(self.key, self.node_pin, self.labels, self.agent_pin, self.per_node, self.total)
+
+
+def constraint_key(key: Any, node_pin: str | None, labels: frozenset[str], agent_pin: str | None, per_node: int | None,
+              total: int | None) -> tuple[Any, ...]:  # fmt: skip
+    """The key of a class of waiting requests: the one layout ``Request.constraints`` and the pool's
+    per-job cache (``remote.JobLabels``) both make, so that their requests share a class."""
+    return (key, node_pin, labels, agent_pin, per_node, total)
 
 
 class Grant(msgspec.Struct, gc=False):

@@ -41,6 +41,7 @@ from ..model.info import NodeInfo, rfc3339
 from ..model.vocab import JobStatus, NodeChange
 from .matching import action_label, actions_of, server_actions, user_labels
 from .placement import Request
+from .records import constraint_key
 from ..remote.agent import RemoteAgentActor
 from ..remote.node import (
     Adopt,
@@ -229,8 +230,8 @@ class JobLabels:
         if known is not None and known[0] is job and known[1] is runs_on and known[2] == changes:
             return known[3]
         labels = needs(self._actions, job, frozenset(runs_on.labels) if runs_on.labels else _NO_LABELS)
-        placing = (labels, (key, runs_on.node_name, labels, None, runs_on.concurrency_limit_per_node,
-                            runs_on.concurrency_limit_total))  # fmt: skip
+        placing = (labels, constraint_key(key, runs_on.node_name, labels, None, runs_on.concurrency_limit_per_node,
+                                     runs_on.concurrency_limit_total))  # fmt: skip
         if len(self._known) >= self.LIMIT:
             self._known.clear()
         self._known[key] = (job, runs_on, changes, placing)
